@@ -1,0 +1,196 @@
+# -*- test-case-name: tests.test_cli -*-
+"""
+The C{gossip} command.
+
+C{say} and C{ask} import neither Twisted nor anything else slow: they are
+the paths scripts call in loops.  Commands that need the reactor import it
+when they run.
+"""
+
+import argparse
+import os
+import sys
+
+from gossip import __version__
+from gossip.log import RESERVED, Log, LogError
+
+__all__ = ["main"]
+
+
+class UsageError(Exception):
+    """
+    A mistake on the command line, reported in one line.
+    """
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        raise UsageError(f"{message} (see '{self.prog} --help')")
+
+
+def _pair(text):
+    """
+    Split a C{NAME=VALUE} argument into bytes, exactly as given.
+    """
+    name, sep, value = os.fsencode(text).partition(b"=")
+    if not sep:
+        raise UsageError(f"{text!r} is not NAME=VALUE")
+    if not name:
+        raise UsageError(f"{text!r} has an empty name")
+    return name, value
+
+
+def _term(text):
+    """
+    Split an ask term, C{NAME} or C{NAME=VALUE}, into bytes.
+    """
+    name, sep, value = os.fsencode(text).partition(b"=")
+    if not name:
+        raise UsageError(f"{text!r} has an empty name")
+    return name, (value if sep else None)
+
+
+def _readValue(path):
+    try:
+        if path == "-":
+            return sys.stdin.buffer.read()
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as e:
+        raise UsageError(f"{path}: {e.strerror}") from None
+
+
+def _say(options):
+    pairs = [_pair(text) for text in options.pairs]
+    for text in options.file:
+        name, path = _pair(text)
+        pairs.append((name, _readValue(os.fsdecode(path))))
+    if not pairs:
+        raise UsageError("say: nothing to say: give at least one NAME=VALUE")
+    for name, value in pairs:
+        if name in RESERVED:
+            raise UsageError(
+                f"say: {os.fsdecode(name)!r} is reserved (gossip writes by, at and I itself)"
+            )
+    line = Log(options.log, fsync=options.fsync).say(pairs)
+    if options.verbose:
+        sys.stdout.buffer.write(line)
+    return 0
+
+
+def _ask(options):
+    from gossip.output import FORMATS, follow, lastMatches, printMatches
+    from gossip.query import Query
+
+    query = Query([_term(text) for text in options.terms])
+    write = FORMATS[options.format]
+    log = Log(options.log)
+    with log.open() as f:
+        if options.last is not None:
+            offset = lastMatches(f, query, options.last, write, options.log)
+        else:
+            offset = printMatches(f, 0, query, write, options.log)
+        if options.follow:
+            follow(log, f, offset, query, write)
+    return 0
+
+
+def _chat(options):
+    from gossip.chat import chat
+
+    nick = options.nick or os.environ.get("LOGNAME") or os.environ.get("USER") or "anonymous"
+    return chat(Log(options.log), nick.encode("utf-8", "surrogateescape"))
+
+
+def _parser():
+    parser = _Parser(
+        prog="gossip",
+        description="An append-only log of name-value adds, shared between machines.",
+    )
+    parser.add_argument("--version", action="version", version=f"gossip {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    commands.required = True
+
+    say = commands.add_parser(
+        "say",
+        help="append one add to a log, creating the log if needed",
+        description=(
+            "Append one add, made of the NAME=VALUE pairs in order, to LOG, "
+            "creating LOG (and its identity) if needed.  Values are taken as "
+            "the bytes given; --file reads a value from a file, or from "
+            "standard input with -, for values argv cannot carry (NUL bytes)."
+        ),
+    )
+    say.add_argument("--fsync", action="store_true", help="return only once the add is on disk")
+    say.add_argument(
+        "--file",
+        action="append",
+        default=[],
+        metavar="NAME=PATH",
+        help="a pair whose value is the contents of PATH (- for stdin), after the others",
+    )
+    say.add_argument("-v", "--verbose", action="store_true", help="print the line written")
+    say.add_argument("log", metavar="LOG")
+    say.add_argument("pairs", nargs="*", metavar="NAME=VALUE")
+    say.set_defaults(run=_say)
+
+    ask = commands.add_parser(
+        "ask",
+        help="print the adds of a log that match a query",
+        description=(
+            "Print the adds of LOG that have every NAME asked for and, where "
+            "values are given for a NAME, one of those values.  No terms "
+            "print every add."
+        ),
+    )
+    ask.add_argument("-f", "--follow", action="store_true", help="keep printing new matching adds")
+    ask.add_argument(
+        "--format",
+        choices=("text", "json", "raw"),
+        default="text",
+        help="text for people; json, one lossless JSON value per add; raw, the log's own lines",
+    )
+    ask.add_argument("--last", type=int, metavar="N", help="only the last N matching adds")
+    ask.add_argument("log", metavar="LOG")
+    ask.add_argument("terms", nargs="*", metavar="NAME|NAME=VALUE")
+    ask.set_defaults(run=_ask)
+
+    chat = commands.add_parser(
+        "chat",
+        help="chat through a log",
+        description=(
+            "Show the last 16 chat messages in LOG and new ones as they come, "
+            "and say each line typed as a message from NICK.  ^D leaves."
+        ),
+    )
+    chat.add_argument("log", metavar="LOG")
+    chat.add_argument("nick", nargs="?", metavar="NICK", help="default: your login name")
+    chat.set_defaults(run=_chat)
+    return parser
+
+
+def main(argv=None):
+    """
+    Run the C{gossip} command; return its exit status.
+    """
+    try:
+        options = _parser().parse_args(argv)
+        if getattr(options, "last", None) is not None and options.last < 0:
+            raise UsageError("ask: --last takes a number of adds, 0 or more")
+        return options.run(options)
+    except (UsageError, LogError) as e:
+        sys.stderr.write(f"gossip: {e}\n")
+        return 2 if isinstance(e, UsageError) else 1
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        # The reader went away (gossip ask ... | head): not an error.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+def run():
+    """
+    The console script's entry point.
+    """
+    sys.exit(main())

@@ -1,0 +1,118 @@
+# -*- test-case-name: tests.test_intervals -*-
+"""
+Sets of mostly-contiguous integers, kept as sorted half-open ranges.
+
+This is what a node says it has of one origin's adds: like a C{.newsrc},
+C{[(0, 120), (125, 130)]} means serials 0-119 and 125-129.
+"""
+
+from bisect import bisect_right
+
+__all__ = ["Intervals"]
+
+
+class Intervals:
+    """
+    A set of non-negative integers as sorted, disjoint, non-adjacent
+    half-open ranges C{[start, end)}.
+    """
+
+    __slots__ = ("_starts", "_ends")
+
+    def __init__(self, ranges=()):
+        self._starts = []
+        self._ends = []
+        for start, end in ranges:
+            self.addRange(start, end)
+
+    def __repr__(self):
+        return f"Intervals({self.ranges()!r})"
+
+    def __eq__(self, other):
+        if not isinstance(other, Intervals):
+            return NotImplemented
+        return self._starts == other._starts and self._ends == other._ends
+
+    def __contains__(self, n):
+        i = bisect_right(self._starts, n)
+        return i != 0 and n < self._ends[i - 1]
+
+    def __len__(self):
+        return sum(end - start for start, end in zip(self._starts, self._ends))
+
+    def __iter__(self):
+        for start, end in zip(self._starts, self._ends):
+            yield from range(start, end)
+
+    def ranges(self):
+        """
+        The ranges as a list of C{(start, end)} tuples.
+        """
+        return list(zip(self._starts, self._ends))
+
+    def end(self):
+        """
+        One more than the largest member, or 0 when empty.
+        """
+        return self._ends[-1] if self._ends else 0
+
+    def add(self, n):
+        """
+        Add one integer.
+        """
+        ends = self._ends
+        # The common case: the next serial of a contiguous run.
+        if ends and ends[-1] == n:
+            ends[-1] = n + 1
+            return
+        self.addRange(n, n + 1)
+
+    def addRange(self, start, end):
+        """
+        Add every integer in C{[start, end)}.
+        """
+        if start >= end:
+            return
+        starts, ends = self._starts, self._ends
+        # First range that could touch [start, end): the one whose end >= start.
+        i = bisect_right(starts, start)
+        if i and ends[i - 1] >= start:
+            i -= 1
+        # Last range that could touch: those with start <= end.
+        j = bisect_right(starts, end)
+        if i < j:
+            start = min(start, starts[i])
+            end = max(end, ends[j - 1])
+        starts[i:j] = [start]
+        ends[i:j] = [end]
+
+    def update(self, other):
+        """
+        Add every member of another L{Intervals}.
+        """
+        for start, end in zip(other._starts, other._ends):
+            self.addRange(start, end)
+
+    def difference(self, other):
+        """
+        The members of this set that are not in C{other}, as a new set.
+        """
+        result = Intervals()
+        for start, end in zip(self._starts, self._ends):
+            i = bisect_right(other._starts, start)
+            if i and other._ends[i - 1] > start:
+                i -= 1
+            position = start
+            while position < end and i < len(other._starts):
+                oStart, oEnd = other._starts[i], other._ends[i]
+                if oStart >= end:
+                    break
+                if oStart > position:
+                    result._starts.append(position)
+                    result._ends.append(oStart)
+                position = max(position, oEnd)
+                i += 1
+            if position < end:
+                result._starts.append(position)
+                result._ends.append(end)
+        return result

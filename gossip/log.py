@@ -1,0 +1,497 @@
+# -*- test-case-name: tests.test_log -*-
+"""
+A gossip log file: reading it forwards and backwards, and appending to it
+from any number of processes at once.
+
+Every append happens under an exclusive C{flock} on the log file, the same
+lock the original gossip.py takes, and so does everything that decides what
+to append: creating the identity add, choosing the next C{at}, and skipping
+adds the log already has.  What a log holds (its identity, the next C{at},
+which C{(by, at)} it has) is kept in a cache file beside it so that opening
+a large log does not rescan it; the cache is checked against the log under
+the lock and costs a rescan, never a wrong answer, when it is stale.
+
+Like L{gossip.format}, this module uses only the standard library, so that
+C{gossip say} and C{gossip ask} start fast.
+"""
+
+import os
+from base64 import urlsafe_b64encode
+from fcntl import LOCK_EX, LOCK_UN, flock
+from hashlib import sha256
+
+from gossip.format import CorruptLine, checkLine, checkRecord, decodeBody, encodeAdd, identify
+from gossip.intervals import Intervals
+
+__all__ = [
+    "RESERVED",
+    "Log",
+    "LogError",
+    "State",
+    "entries",
+    "newIdentity",
+    "reverseEntries",
+]
+
+RESERVED = frozenset((b"by", b"at", b"I"))
+
+_CHUNK = 1 << 20
+# How much of the log's head and of the bytes before its scanned offset the
+# cache fingerprints, to notice a log replaced or rewritten under it.
+_PRINT = 4096
+_CACHE_MAGIC = b"gossip-cache 1"
+
+
+class LogError(Exception):
+    """
+    Something about a log file that its user must fix: the message is
+    suitable to print as it is.
+    """
+
+
+def newIdentity():
+    """
+    A new node identity: 120 random bits, URL-safe base64 (no padding).
+    """
+    return urlsafe_b64encode(os.urandom(15))
+
+
+def entries(f, start=0):
+    """
+    Read a log forwards from byte C{start}, which must begin a line.
+
+    @param f: a binary file open for reading.
+    @return: an iterator of C{(offset, record, body)} for each complete
+        line, where C{record} is the line without its LF and C{body} is the
+        add's body, or L{None} when the line is not an intact add.  It ends
+        at the last LF: an unterminated last line is still being written
+        (or was torn), and is not returned.
+    """
+    f.seek(start)
+    offset = start
+    read = f.read
+    pending = []
+    while True:
+        data = read(_CHUNK)
+        if not data:
+            return
+        last = data.rfind(b"\n")
+        if last == -1:
+            pending.append(data)
+            continue
+        pending.append(data[:last])
+        block = b"".join(pending)
+        pending = [data[last + 1 :]]
+        for record in block.split(b"\n"):
+            try:
+                body = checkRecord(record)
+            except CorruptLine:
+                body = None
+            yield offset, record, body
+            offset += len(record) + 1
+
+
+def reverseEntries(f, end=None):
+    """
+    Read a log backwards from byte C{end} (by default, its end).
+
+    @return: an iterator of C{(offset, record, body)} as L{entries} gives,
+        last line first; an unterminated last line is not returned.
+    """
+    if end is None:
+        end = f.seek(0, os.SEEK_END)
+    position = end
+    # Bytes from position up to the first line not yet returned.
+    buffer = b""
+    finished = False
+    while position > 0:
+        size = min(_CHUNK, position)
+        position -= size
+        f.seek(position)
+        buffer = f.read(size) + buffer
+        if not finished:
+            last = buffer.rfind(b"\n")
+            if last == -1:
+                continue
+            buffer = buffer[: last + 1]
+            finished = True
+        if position == 0:
+            complete, buffer, base = buffer, b"", 0
+        else:
+            # What comes before the first LF belongs to an earlier line.
+            first = buffer.find(b"\n")
+            complete, buffer = buffer[first + 1 :], buffer[: first + 1]
+            base = position + first + 1
+        records = complete.split(b"\n")
+        records.pop()
+        offset = base + len(complete)
+        for record in reversed(records):
+            offset -= len(record) + 1
+            try:
+                body = checkRecord(record)
+            except CorruptLine:
+                body = None
+            yield offset, record, body
+
+
+class State:
+    """
+    What a log holds, as of byte C{offset} (just after a complete line).
+
+    @ivar identity: the node's identity, or L{None} before the identity add.
+    @ivar have: for each origin C{by}, the L{Intervals} of C{at} held.
+    @ivar intact: whether any intact add has been read.
+    @ivar damaged: how many corrupt lines were read.
+    """
+
+    __slots__ = ("identity", "have", "offset", "intact", "damaged")
+
+    def __init__(self, identity=None, have=None, offset=0, intact=False, damaged=0):
+        self.identity = identity
+        self.have = {} if have is None else have
+        self.offset = offset
+        self.intact = intact
+        self.damaged = damaged
+
+    def nextAt(self):
+        """
+        The C{at} of this node's next add: one past the largest it holds.
+        """
+        mine = self.have.get(self.identity)
+        return 0 if mine is None else mine.end()
+
+    def holds(self, by, at):
+        """
+        Whether the add C{(by, at)} is in the log.
+        """
+        held = self.have.get(by)
+        return held is not None and at in held
+
+    def absorb(self, body):
+        """
+        Account for one intact add's body, found at the end of the log.
+        """
+        self.intact = True
+        if self.identity is None and (body.startswith(b"I=") or b"&I=" in body):
+            names = dict(decodeBody(body))
+            if b"I" in names and b"by" not in names:
+                self.identity = names[b"I"]
+                return
+        try:
+            key = identify(body)
+        except CorruptLine:
+            return
+        if key is not None:
+            held = self.have.get(key[0])
+            if held is None:
+                held = self.have[key[0]] = Intervals()
+            held.add(key[1])
+
+    def catchUp(self, f, size):
+        """
+        Read whatever complete lines the file has past C{offset}.
+        """
+        if size <= self.offset:
+            return
+        end = self.offset
+        for offset, record, body in entries(f, self.offset):
+            end = offset + len(record) + 1
+            if body is None:
+                self.damaged += 1
+            else:
+                self.absorb(body)
+        self.offset = end
+
+
+def _fingerprint(fd, st, offset):
+    """
+    Where a log file is and what its head and the bytes before C{offset}
+    hold, to tell whether cached state still describes it.
+    """
+    head = os.pread(fd, min(_PRINT, offset), 0)
+    start = max(0, offset - _PRINT)
+    tail = os.pread(fd, offset - start, start)
+    return b"%d %d %d %s %s" % (
+        st.st_dev,
+        st.st_ino,
+        offset,
+        sha256(head).hexdigest().encode("ascii"),
+        sha256(tail).hexdigest().encode("ascii"),
+    )
+
+
+def _dumpState(fingerprint, state):
+    lines = [
+        _CACHE_MAGIC,
+        fingerprint,
+        b"%d %d %s"
+        % (
+            int(state.intact),
+            state.damaged,
+            b"-" if state.identity is None else state.identity.hex().encode("ascii"),
+        ),
+    ]
+    for by, held in state.have.items():
+        lines.append(
+            by.hex().encode("ascii")
+            + b" "
+            + b",".join(b"%d-%d" % pair for pair in held.ranges())
+        )
+    return b"\n".join(lines) + b"\n"
+
+
+def _loadState(data):
+    lines = data.split(b"\n")
+    if lines[0] != _CACHE_MAGIC or lines[-1] != b"":
+        raise ValueError("not a cache")
+    fingerprint = lines[1]
+    intact, damaged, identity = lines[2].split(b" ")
+    have = {}
+    for line in lines[3:-1]:
+        by, ranges = line.split(b" ")
+        have[bytes.fromhex(by.decode("ascii"))] = Intervals(
+            tuple(map(int, pair.split(b"-"))) for pair in ranges.split(b",")
+        )
+    state = State(
+        identity=None if identity == b"-" else bytes.fromhex(identity.decode("ascii")),
+        have=have,
+        offset=int(fingerprint.split(b" ")[2]),
+        intact=bool(int(intact)),
+        damaged=int(damaged),
+    )
+    return fingerprint, state
+
+
+def _writeAll(fd, data):
+    view = memoryview(data)
+    while view:
+        try:
+            written = os.write(fd, view)
+        except InterruptedError:
+            continue
+        view = view[written:]
+
+
+def _userError(path, error):
+    """
+    A L{LogError} saying why C{path} could not be used.
+    """
+    reason = error.strerror or str(error)
+    return LogError(f"{os.fsdecode(path)}: {reason}")
+
+
+class Log:
+    """
+    A log file, which may be shared with any number of other processes.
+
+    @ivar path: the log file's path.
+    @ivar fsync: whether appends return only once the data is on disk.
+    """
+
+    def __init__(self, path, fsync=False):
+        self.path = os.fsencode(path)
+        self.fsync = fsync
+        directory, name = os.path.split(self.path)
+        self.cachePath = os.path.join(directory, b"." + name + b".gossip-cache")
+        self._known = None
+
+    def open(self):
+        """
+        Open the log for reading.
+
+        @raise LogError: if it is missing, unreadable or not a file.
+        """
+        try:
+            f = open(self.path, "rb")
+        except OSError as e:
+            raise _userError(self.path, e) from None
+        if not os.path.stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            f.close()
+            raise LogError(f"{os.fsdecode(self.path)}: not a regular file")
+        return f
+
+    def state(self):
+        """
+        What the log holds now (read under the lock; creates nothing).
+
+        @raise LogError: if the log cannot be read.
+        """
+        return self._locked(self._currentState, create=False)
+
+    def say(self, pairs):
+        """
+        Append one add by this node, creating the log and its identity if
+        needed.
+
+        @param pairs: the add's (name, value) byte-string pairs, none of them
+            with a reserved name.
+        @return: the line appended, LF included.
+        @raise LogError: if a name is reserved or the log cannot be written.
+        """
+        pairs = list(pairs)
+        for name, value in pairs:
+            if name in RESERVED:
+                raise LogError(
+                    f"{name.decode('ascii')!r} is a reserved name (by, at and I are)"
+                )
+
+        def append(fd, state, torn):
+            self._ensureIdentity(state)
+            line = encodeAdd(
+                [(b"by", state.identity), (b"at", b"%d" % (state.nextAt(),))] + pairs
+            )
+            self._append(fd, state, torn, [line])
+            return line
+
+        return self._locked(append, create=True)
+
+    def receive(self, lines):
+        """
+        Append those of C{lines} (raw log lines, LF included, from a peer)
+        that are intact adds with a C{by} and C{at} the log does not yet
+        hold.
+
+        @return: C{(accepted, corrupt)}: the lines appended, and how many
+            were not intact adds with a C{by} and C{at}.
+        @raise LogError: if the log cannot be written.
+        """
+
+        def append(fd, state, torn):
+            self._ensureIdentity(state)
+            accepted = []
+            corrupt = 0
+            held = set()
+            for line in lines:
+                try:
+                    key = identify(checkLine(line))
+                except CorruptLine:
+                    key = None
+                if key is None:
+                    corrupt += 1
+                elif not state.holds(*key) and key not in held:
+                    held.add(key)
+                    accepted.append(line)
+            if accepted:
+                self._append(fd, state, torn, accepted)
+            return accepted, corrupt
+
+        return self._locked(append, create=True)
+
+    def _ensureIdentity(self, state):
+        if state.identity is not None:
+            return
+        raise LogError(
+            f"{os.fsdecode(self.path)}: not a gossip log (it has adds but no "
+            "identity add)"
+        )
+
+    def _currentState(self, fd, state, torn):
+        return state
+
+    def _locked(self, action, create):
+        """
+        Call C{action(fd, state, torn)} with the log locked, C{state} up to
+        date and C{torn} true when the file ends in an unfinished line.
+        """
+        flags = os.O_RDWR | os.O_APPEND | os.O_CLOEXEC
+        if create:
+            flags |= os.O_CREAT
+        try:
+            fd = os.open(self.path, flags, 0o666)
+        except OSError as e:
+            raise _userError(self.path, e) from None
+        try:
+            st = os.fstat(fd)
+            if not os.path.stat.S_ISREG(st.st_mode):
+                raise LogError(f"{os.fsdecode(self.path)}: not a regular file")
+            flock(fd, LOCK_EX)
+            try:
+                st = os.fstat(fd)
+                state = self._refresh(fd, st)
+                torn = st.st_size > state.offset
+                if create and not state.intact and state.identity is None:
+                    self._append(
+                        fd, state, torn, [encodeAdd([(b"I", newIdentity())])]
+                    )
+                    torn = False
+                    if self.fsync:
+                        self._syncDirectory()
+                return action(fd, state, torn)
+            except OSError as e:
+                raise _userError(self.path, e) from None
+            finally:
+                flock(fd, LOCK_UN)
+        finally:
+            os.close(fd)
+
+    def _append(self, fd, state, torn, lines):
+        data = b"".join(lines)
+        if torn:
+            # A writer died mid-add: end its line so that ours stands alone.
+            data = b"\n" + data
+        _writeAll(fd, data)
+        if self.fsync:
+            os.fdatasync(fd)
+        if torn:
+            state.damaged += 1
+        for line in lines:
+            state.absorb(checkLine(line))
+        state.offset = os.fstat(fd).st_size
+        self._save(fd, os.fstat(fd), state)
+
+    def _syncDirectory(self):
+        directory = os.open(os.path.dirname(self.path) or b".", os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
+
+    def _refresh(self, fd, st):
+        """
+        The log's state, from what this object or the cache knew if that
+        still describes the file, then brought up to its end.
+        """
+        state = None
+        if self._known is not None:
+            fingerprint, state = self._known
+            if not self._stillValid(fd, st, fingerprint, state):
+                state = None
+        if state is None:
+            try:
+                with open(self.cachePath, "rb") as cache:
+                    fingerprint, state = _loadState(cache.read())
+            except (OSError, ValueError):
+                state = None
+            else:
+                if not self._stillValid(fd, st, fingerprint, state):
+                    state = None
+        if state is None:
+            state = State()
+        offset = state.offset
+        with open(fd, "rb", closefd=False) as f:
+            state.catchUp(f, st.st_size)
+        if state.offset != offset:
+            self._save(fd, st, state)
+        return state
+
+    @staticmethod
+    def _stillValid(fd, st, fingerprint, state):
+        return state.offset <= st.st_size and fingerprint == _fingerprint(
+            fd, st, state.offset
+        )
+
+    def _save(self, fd, st, state):
+        fingerprint = _fingerprint(fd, st, state.offset)
+        self._known = fingerprint, state
+        temporary = self.cachePath + b".%d" % (os.getpid(),)
+        try:
+            with open(temporary, "wb") as cache:
+                cache.write(_dumpState(fingerprint, state))
+            os.replace(temporary, self.cachePath)
+        except OSError:
+            # The cache only saves time; a log in a read-only directory
+            # is rescanned instead.
+            try:
+                os.unlink(temporary)
+            except OSError:
+                pass

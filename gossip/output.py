@@ -1,0 +1,132 @@
+# -*- test-case-name: tests.test_cli -*-
+"""
+Printing adds for C{gossip ask}: the three output formats, and reading a
+log from the start, from the end, and as it grows.
+"""
+
+import json
+import os
+import sys
+from base64 import b64encode
+
+from gossip.follow import FileWaiter
+from gossip.format import decodeBody
+from gossip.log import entries, reverseEntries
+
+__all__ = ["FORMATS", "follow", "lastMatches", "printMatches", "readable"]
+
+
+def _jsonBytes(data):
+    """
+    Bytes as JSON: a string when they are UTF-8, else C{{"base64": ...}}.
+    """
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return {"base64": b64encode(data).decode("ascii")}
+
+
+_CONTROLS = {c: f"\\x{c:02x}" for c in list(range(0x20)) + [0x7F]}
+_CONTROLS.update({ord("\n"): "\\n", ord("\t"): "\\t", ord("\r"): "\\r", ord("\\"): "\\\\"})
+_CONTROLS.update({c: f"\\x{c:02x}" for c in range(0x80, 0xA0)})
+
+
+def readable(data):
+    """
+    Bytes as text safe to show on a terminal: UTF-8 where it is, control
+    characters and undecodable bytes as backslash escapes.
+    """
+    return data.decode("utf-8", "backslashreplace").translate(_CONTROLS)
+
+
+def _raw(out, record, body):
+    out.write(record + b"\n")
+
+
+def _json(out, record, body):
+    pairs = [[_jsonBytes(name), _jsonBytes(value)] for name, value in decodeBody(body)]
+    out.write(json.dumps(pairs, ensure_ascii=False).encode("utf-8") + b"\n")
+
+
+def _text(out, record, body):
+    out.write(
+        " ".join(
+            f"{readable(name)}={readable(value)}" for name, value in decodeBody(body)
+        ).encode("utf-8", "surrogateescape")
+        + b"\n"
+    )
+
+
+FORMATS = {"raw": _raw, "json": _json, "text": _text}
+
+
+def _report(path, offset, record):
+    sys.stderr.write(
+        f"gossip: {os.fsdecode(path)}: skipped a corrupt line at byte {offset} "
+        f"({len(record) + 1} bytes)\n"
+    )
+
+
+def _matches(query, body):
+    return query.matchesEverything() or query.matches(decodeBody(body))
+
+
+def printMatches(f, start, query, write, path, out=None):
+    """
+    Print the adds from byte C{start} to the last complete line that match.
+
+    @return: the offset just past the last complete line.
+    """
+    out = sys.stdout.buffer if out is None else out
+    end = start
+    for offset, record, body in entries(f, start):
+        end = offset + len(record) + 1
+        if body is None:
+            _report(path, offset, record)
+        elif _matches(query, body):
+            write(out, record, body)
+    out.flush()
+    return end
+
+
+def lastMatches(f, query, count, write, path, out=None):
+    """
+    Print the last C{count} matching adds, reading the log backwards.
+
+    @return: the offset just past the last complete line.
+    """
+    out = sys.stdout.buffer if out is None else out
+    end = f.seek(0, os.SEEK_END)
+    found = []
+    last = None
+    for offset, record, body in reverseEntries(f, end):
+        if last is None:
+            last = offset + len(record) + 1
+        if len(found) >= count:
+            break
+        if body is not None and _matches(query, body):
+            found.append((record, body))
+    for record, body in reversed(found):
+        write(out, record, body)
+    out.flush()
+    return 0 if last is None else last
+
+
+def follow(log, f, offset, query, write, out=None):
+    """
+    Print matching adds as they are appended, until interrupted.
+    """
+    waiter = FileWaiter(log.path)
+    try:
+        while True:
+            waiter.wait()
+            size = os.fstat(f.fileno()).st_size
+            if size < offset:
+                sys.stderr.write(
+                    f"gossip: {os.fsdecode(log.path)}: the log shrank; reading it again\n"
+                )
+                offset = 0
+            if size > offset:
+                offset = printMatches(f, offset, query, write, log.path, out)
+    finally:
+        waiter.close()

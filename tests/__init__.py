@@ -1,0 +1,3 @@
+"""
+gossip's tests, run with Trial: C{trial tests}.
+"""
