@@ -13,7 +13,7 @@ import sys
 from gossip.follow import FileWaiter
 from gossip.format import decodeBody
 from gossip.log import entries, reverseEntries
-from gossip.output import readable
+from gossip.output import readable, standardOutput
 
 __all__ = ["chat", "describe"]
 
@@ -46,16 +46,20 @@ def chat(log, nick, stdin=None, stdout=None):
     """
     Run a chat session on C{log} as C{nick} until input ends.
 
+    @param stdin: a binary file to read lines typed from.
+    @param stdout: a binary file to show the chat on.
+
     @return: the exit status.
     """
     stdin = sys.stdin.buffer if stdin is None else stdin
-    stdout = sys.stdout if stdout is None else stdout
+    stdout = standardOutput() if stdout is None else stdout
     color = stdout.isatty()
 
     def show(body):
         line = describe(decodeBody(body), color)
         if line is not None:
-            stdout.write(line + "\n")
+            # UTF-8 whatever the locale says: readable() escaped the rest.
+            stdout.write(line.encode("utf-8") + b"\n")
 
     log.say([(b"n", nick), (b"join", b"1")])
     with log.open() as f:

@@ -24,8 +24,28 @@ class UsageError(Exception):
 
 
 class _Parser(argparse.ArgumentParser):
+    _intermixing = False
+
     def error(self, message):
         raise UsageError(f"{message} (see '{self.prog} --help')")
+
+    def parse_known_args(self, args=None, namespace=None):
+        # Options may follow positional arguments (gossip ask LOG --last 5
+        # NAME), which plain parsing rejects once a nargs="*" positional has
+        # matched nothing.  Intermixed parsing calls back into this method,
+        # and cannot handle subcommands or REMAINDER.
+        intermixable = not any(
+            action.nargs in (argparse.PARSER, argparse.REMAINDER)
+            for action in self._actions
+            if not action.option_strings
+        )
+        if self._intermixing or not intermixable:
+            return super().parse_known_args(args, namespace)
+        self._intermixing = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._intermixing = False
 
 
 def _pair(text):
@@ -166,7 +186,82 @@ def _parser():
     chat.add_argument("log", metavar="LOG")
     chat.add_argument("nick", nargs="?", metavar="NICK", help="default: your login name")
     chat.set_defaults(run=_chat)
+
+    serve = commands.add_parser(
+        "serve",
+        help="speak the sync protocol on standard input and output",
+        description=(
+            "Sync LOG with whoever is at the other end of standard input and "
+            "output: the command a peer runs, e.g. through ssh."
+        ),
+    )
+    serve.add_argument("--stdio", action="store_true", required=True, help="use stdin and stdout")
+    serve.add_argument("--once", action="store_true", help="stop once both logs have caught up")
+    _syncOptions(serve)
+    serve.add_argument("log", metavar="LOG")
+    serve.set_defaults(run=_reactorCommand("serve"))
+
+    sync = commands.add_parser(
+        "sync",
+        help="sync a log with a peer",
+        description=(
+            "Sync LOG with PEER, another log file, or with whatever COMMAND "
+            "runs (e.g. ssh host gossip serve --stdio LOG), then keep "
+            "streaming new adds both ways (or stop, with --once)."
+        ),
+    )
+    sync.add_argument("--once", action="store_true", help="stop once both logs have caught up")
+    sync.add_argument("--create", action="store_true", help="create LOG if it does not exist")
+    _syncOptions(sync)
+    sync.add_argument("log", metavar="LOG")
+    sync.add_argument("peer", nargs="?", metavar="PEER")
+    sync.add_argument("command", nargs=argparse.REMAINDER, metavar="-- COMMAND")
+    sync.set_defaults(run=_reactorCommand("sync"))
+
+    clone = commands.add_parser(
+        "clone",
+        help="make a new log from another",
+        description=(
+            "Make NEWLOG, a new log with its own identity, and sync it once "
+            "from SOURCE, showing progress on a terminal."
+        ),
+    )
+    _syncOptions(clone)
+    clone.add_argument("source", metavar="SOURCE")
+    clone.add_argument("newlog", metavar="NEWLOG")
+    clone.set_defaults(run=_reactorCommand("clone"), command=None)
     return parser
+
+
+def _syncOptions(parser):
+    parser.add_argument(
+        "--any-name", action="store_true", help="sync even if the logs' names differ"
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="give up on a peer silent this long (default 60)",
+    )
+    parser.add_argument(
+        "--rescan", type=float, default=30.0, metavar="SECONDS", help=argparse.SUPPRESS
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress")
+
+
+def _reactorCommand(name):
+    def run(options):
+        if getattr(options, "command", None):
+            if options.command[0] == "--":
+                options.command = options.command[1:]
+            if not options.command:
+                raise UsageError(f"{name}: nothing after --")
+        from gossip import commands
+
+        return getattr(commands, name)(options)
+
+    return run
 
 
 def main(argv=None):

@@ -132,6 +132,32 @@ def decodeBody(body, unescape=_unescape):
     return pairs
 
 
+# An item of a body that is neither empty nor holds "=", between "&"s that
+# the caller adds at both ends.
+_BARE_PAIR = re.compile(rb"&[^&=]+&")
+
+
+def _hasBarePair(body):
+    """
+    Whether a body has a non-empty item without C{=}: L{decodeBody} and the
+    original's reader reject it, so a line with one is not an intact add.
+    """
+    if len(body) < 1024:
+        return _BARE_PAIR.search(b"&" + body + b"&") is not None
+    # A long body is mostly one long value: finding each "&" with find()
+    # costs a small part of what the regular expression's byte-by-byte
+    # search would.
+    find = body.find
+    start = 0
+    while True:
+        amp = find(b"&", start)
+        if amp == -1:
+            return start < len(body) and find(b"=", start) == -1
+        if amp > start and find(b"=", start, amp) == -1:
+            return True
+        start = amp + 1
+
+
 def checkRecord(record):
     """
     Check that C{record}, one line without its LF, is exactly one intact add.
@@ -153,6 +179,8 @@ def checkRecord(record):
     # The first 9 digest bytes make exactly the first 12 base64 characters.
     if b2a_base64(sha256(body).digest()[:9])[:11] != record[:11]:
         raise CorruptLine("hash mismatch")
+    if _hasBarePair(body):
+        raise CorruptLine("pair without '='")
     return body
 
 

@@ -8,7 +8,7 @@ C{[(0, 120), (125, 130)]} means serials 0-119 and 125-129.
 
 from bisect import bisect_right
 
-__all__ = ["Intervals"]
+__all__ = ["Intervals", "count", "difference", "merge"]
 
 
 class Intervals:
@@ -116,3 +116,36 @@ class Intervals:
                 result._starts.append(position)
                 result._ends.append(end)
         return result
+
+
+def difference(have, other):
+    """
+    What C{have} holds that C{other} does not: both map each origin to
+    its L{Intervals}.
+    """
+    result = {}
+    for by, held in have.items():
+        theirs = other.get(by)
+        lacking = held if theirs is None else held.difference(theirs)
+        if lacking.ranges():
+            result[by] = Intervals(lacking.ranges())
+    return result
+
+
+def merge(have, more):
+    """
+    Add everything in C{more} to C{have}, in place.
+    """
+    for by, held in more.items():
+        mine = have.get(by)
+        if mine is None:
+            have[by] = Intervals(held.ranges())
+        else:
+            mine.update(held)
+
+
+def count(have):
+    """
+    How many adds C{have} names.
+    """
+    return sum(len(held) for held in have.values())

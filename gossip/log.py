@@ -39,7 +39,7 @@ _CHUNK = 1 << 20
 # How much of the log's head and of the bytes before its scanned offset the
 # cache fingerprints, to notice a log replaced or rewritten under it.
 _PRINT = 4096
-_CACHE_MAGIC = b"gossip-cache 1"
+_CACHE_MAGIC = b"gossip-cache 2"
 
 
 class LogError(Exception):
@@ -237,12 +237,17 @@ def _dumpState(fingerprint, state):
             + b" "
             + b",".join(b"%d-%d" % pair for pair in held.ranges())
         )
-    return b"\n".join(lines) + b"\n"
+    data = b"\n".join(lines) + b"\n"
+    # A cache cut short at a line's end would still parse, and lose origins.
+    return data + sha256(data).hexdigest().encode("ascii") + b"\n"
 
 
 def _loadState(data):
+    data, digest = data[:-65], data[-65:]
+    if digest != sha256(data).hexdigest().encode("ascii") + b"\n":
+        raise ValueError("not a cache")
     lines = data.split(b"\n")
-    if lines[0] != _CACHE_MAGIC or lines[-1] != b"":
+    if lines[0] != _CACHE_MAGIC:
         raise ValueError("not a cache")
     fingerprint = lines[1]
     intact, damaged, identity = lines[2].split(b" ")
@@ -310,13 +315,14 @@ class Log:
             raise LogError(f"{os.fsdecode(self.path)}: not a regular file")
         return f
 
-    def state(self):
+    def state(self, create=False):
         """
-        What the log holds now (read under the lock; creates nothing).
+        What the log holds now, read under the lock.
 
-        @raise LogError: if the log cannot be read.
+        @param create: create the log, and its identity, if it has none.
+        @raise LogError: if the log cannot be read (or created).
         """
-        return self._locked(self._currentState, create=False)
+        return self._locked(self._currentState, create=create)
 
     def say(self, pairs):
         """

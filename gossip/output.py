@@ -4,6 +4,7 @@ Printing adds for C{gossip ask}: the three output formats, and reading a
 log from the start, from the end, and as it grows.
 """
 
+import io
 import json
 import os
 import sys
@@ -13,7 +14,7 @@ from gossip.follow import FileWaiter
 from gossip.format import decodeBody
 from gossip.log import entries, reverseEntries
 
-__all__ = ["FORMATS", "follow", "lastMatches", "printMatches", "readable"]
+__all__ = ["FORMATS", "follow", "lastMatches", "printMatches", "readable", "standardOutput"]
 
 
 def _jsonBytes(data):
@@ -26,17 +27,49 @@ def _jsonBytes(data):
         return {"base64": b64encode(data).decode("ascii")}
 
 
-_CONTROLS = {c: f"\\x{c:02x}" for c in list(range(0x20)) + [0x7F]}
-_CONTROLS.update({ord("\n"): "\\n", ord("\t"): "\\t", ord("\r"): "\\r", ord("\\"): "\\\\"})
-_CONTROLS.update({c: f"\\x{c:02x}" for c in range(0x80, 0xA0)})
+# What readable() shows as escapes: C0 and C1 controls, DEL, the backslash
+# itself, and the characters that reorder or break lines on a terminal.
+# Bytes that are not UTF-8 decode (surrogateescape) to U+DC80-U+DCFF and
+# show as \xXY; a C1 control, which is UTF-8, shows as \u00XY, so the two
+# cannot be confused.
+_ESCAPES = {c: f"\\x{c:02x}" for c in [*range(0x20), 0x7F]}
+_ESCAPES.update({ord("\n"): "\\n", ord("\t"): "\\t", ord("\r"): "\\r", ord("\\"): "\\\\"})
+_ESCAPES.update(
+    {
+        c: f"\\u{c:04x}"
+        for c in [*range(0x80, 0xA0), 0x2028, 0x2029, *range(0x202A, 0x202F), *range(0x2066, 0x206A)]
+    }
+)
+_ESCAPES.update({0xDC00 + byte: f"\\x{byte:02x}" for byte in range(0x80, 0x100)})
 
 
 def readable(data):
     """
     Bytes as text safe to show on a terminal: UTF-8 where it is, control
-    characters and undecodable bytes as backslash escapes.
+    characters and undecodable bytes as backslash escapes, and a backslash
+    as two, so that every distinct value shows distinctly.
     """
-    return data.decode("utf-8", "backslashreplace").translate(_CONTROLS)
+    return data.decode("utf-8", "surrogateescape").translate(_ESCAPES)
+
+
+_buffered = None
+
+
+def standardOutput():
+    """
+    Standard output as a buffered binary file.
+
+    Under C{python -u} or C{PYTHONUNBUFFERED}, C{sys.stdout.buffer} is a raw
+    file, whose C{write} may write only part of what it is given (when a
+    signal interrupts a write to a pipe) and costs a system call each time.
+    """
+    global _buffered
+    out = sys.stdout.buffer
+    if not isinstance(out, io.RawIOBase):
+        return out
+    if _buffered is None:
+        _buffered = open(out.fileno(), "wb", closefd=False)
+    return _buffered
 
 
 def _raw(out, record, body):
@@ -77,7 +110,7 @@ def printMatches(f, start, query, write, path, out=None):
 
     @return: the offset just past the last complete line.
     """
-    out = sys.stdout.buffer if out is None else out
+    out = standardOutput() if out is None else out
     end = start
     for offset, record, body in entries(f, start):
         end = offset + len(record) + 1
@@ -95,7 +128,7 @@ def lastMatches(f, query, count, write, path, out=None):
 
     @return: the offset just past the last complete line.
     """
-    out = sys.stdout.buffer if out is None else out
+    out = standardOutput() if out is None else out
     end = f.seek(0, os.SEEK_END)
     found = []
     last = None

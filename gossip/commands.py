@@ -1,0 +1,199 @@
+# -*- test-case-name: tests.test_commands -*-
+"""
+The reactor's commands: C{gossip serve}, C{gossip sync} and C{gossip clone}.
+
+L{gossip.cli} imports this module only when one of them runs, so that the
+other commands never pay for importing Twisted.
+"""
+
+import os
+import sys
+import time
+
+from twisted.internet.defer import Deferred
+from twisted.internet.stdio import StandardIO
+from twisted.internet.task import react
+from twisted.logger import (
+    FilteringLogObserver,
+    LogLevel,
+    PredicateResult,
+    formatEvent,
+    globalLogBeginner,
+)
+
+from gossip.log import Log, LogError
+from gossip.peer import SyncFactory, commandEndpoint
+from gossip.service import LogService
+
+__all__ = ["clone", "serve", "sync"]
+
+
+def _startLogging(verbose):
+    """
+    Log to standard error, one line an event: errors and warnings always,
+    progress with C{--verbose}.
+    """
+
+    def write(event):
+        text = formatEvent(event)
+        failure = event.get("log_failure")
+        if failure is not None and not text:
+            text = failure.getErrorMessage()
+        sys.stderr.write(f"gossip: {text}\n")
+        sys.stderr.flush()
+
+    def wanted(event):
+        level = event.get("log_level", LogLevel.info)
+        if level >= LogLevel.warn or (
+            verbose and event.get("log_namespace", "").startswith("gossip")
+        ):
+            return PredicateResult.yes
+        return PredicateResult.no
+
+    globalLogBeginner.beginLoggingTo(
+        [FilteringLogObserver(write, [wanted])], redirectStandardIO=False
+    )
+
+
+def _run(main, options):
+    """
+    Run C{main(reactor, options)} under the reactor; return its exit status.
+    """
+    _startLogging(options.verbose)
+    status = []
+
+    async def wrapped(reactor):
+        status.append(await main(reactor, options))
+
+    try:
+        react(wrapped)
+    except SystemExit as e:
+        if e.code not in (0, None):
+            return e.code
+    return status[0] if status else 1
+
+
+async def _session(reactor, service, endpoint, factory, killAfter=10.0):
+    """
+    Connect C{factory}'s session over C{endpoint}; wait for it to end.
+
+    @return: whether the session synced.
+    """
+    service.startService()
+    try:
+        protocol = await endpoint.connect(factory)
+        succeeded = await protocol.whenFinished()
+    finally:
+        service.stopService()
+    return succeeded
+
+
+def _service(reactor, options, create=True):
+    log = Log(options.log)
+    if not create:
+        log.state()
+    return LogService(log, reactor, rescanInterval=options.rescan)
+
+
+async def _serve(reactor, options):
+    service = _service(reactor, options)
+    service.startService()
+    factory = SyncFactory(
+        service, "stdio peer", once=options.once, anyName=options.any_name,
+        timeout=options.timeout,
+    )
+    protocol = factory.buildProtocol(None)
+    StandardIO(protocol, reactor=reactor)
+    try:
+        succeeded = await protocol.whenFinished()
+    finally:
+        service.stopService()
+    return 0 if succeeded else 1
+
+
+def serve(options):
+    """
+    C{gossip serve --stdio LOG}: speak the protocol on standard input and
+    output.
+    """
+    return _run(_serve, options)
+
+
+def _peerCommand(options):
+    if options.command:
+        return list(options.command)
+    if options.peer is None:
+        raise LogError("sync: name a peer: a log file, or -- COMMAND...")
+    peer = options.peer
+    command = [sys.executable, "-m", "gossip", "serve", "--stdio"]
+    if options.any_name:
+        command.append("--any-name")
+    return command + ["--", peer]
+
+
+async def _sync(reactor, options):
+    command = _peerCommand(options)
+    service = _service(reactor, options, create=options.create)
+    factory = SyncFactory(
+        service,
+        options.peer or " ".join(command),
+        once=options.once,
+        anyName=options.any_name,
+        timeout=options.timeout,
+        progress=getattr(options, "progress", None),
+    )
+    succeeded = await _session(reactor, service, commandEndpoint(reactor, command), factory)
+    return 0 if succeeded else 1
+
+
+def sync(options):
+    """
+    C{gossip sync LOG PEER} or C{gossip sync LOG -- COMMAND...}.
+    """
+    return _run(_sync, options)
+
+
+class Progress:
+    """
+    Shows a clone's progress on a terminal: adds, bytes, rate and time left.
+    """
+
+    def __init__(self, stream, clock=time.monotonic):
+        self._stream = stream
+        self._clock = clock
+        self._start = clock()
+        self._shown = 0.0
+
+    def __call__(self, session, final=False):
+        now = self._clock()
+        if not final and now - self._shown < 0.2:
+            return
+        self._shown = now
+        elapsed = max(now - self._start, 1e-9)
+        rate = session.received / elapsed
+        total = session.expected
+        left = max(total - session.received, 0)
+        eta = f"{left / rate:.0f}s left" if rate and left else "done" if final else "..."
+        self._stream.write(
+            f"\r{session.received}/{total} adds, "
+            f"{session.receivedBytes / 1e6:.1f} MB, {rate:.0f} adds/s, {eta}\x1b[K"
+        )
+        if final:
+            self._stream.write("\n")
+        self._stream.flush()
+
+
+def clone(options):
+    """
+    C{gossip clone SOURCE NEWLOG}: a new log, synced once from SOURCE.
+    """
+    if os.path.lexists(options.newlog):
+        raise LogError(f"clone: {options.newlog} already exists")
+    options.log = options.newlog
+    options.peer = options.source
+    options.once = True
+    options.create = True
+    progress = Progress(sys.stderr) if sys.stderr.isatty() else None
+    options.progress = progress
+    status = _run(_sync, options)
+    return status

@@ -1,0 +1,671 @@
+# -*- test-case-name: tests.test_protocol -*-
+"""
+The sync protocol: AMP commands, and the session that brings two logs
+together over any byte stream.
+
+docs/protocol.md describes it; this module follows that document.  Both ends
+run the same L{SyncProtocol}: each says hello, sends a summary of what it
+has, requests what it lacks, and from then on announces its new adds so that
+the other can request them.
+"""
+
+from collections import deque
+
+from twisted.internet.defer import Deferred, DeferredLock, ensureDeferred, succeed
+from twisted.internet.task import LoopingCall, deferLater
+from twisted.logger import Logger
+from twisted.protocols import amp
+from twisted.protocols.policies import TimeoutMixin
+
+from gossip.format import CorruptLine, checkLine, identify
+from gossip.intervals import Intervals, count, difference, merge
+
+__all__ = [
+    "PROTOCOL_VERSION",
+    "Refused",
+    "SyncProtocol",
+    "decodeRanges",
+    "encodeRanges",
+]
+
+PROTOCOL_VERSION = 1
+
+# AMP allows 65,535 bytes a value; leave room for nothing else to matter.
+VALUE_LIMIT = 60000
+# How many batches (or chunks of a large add) may be unanswered at once.
+WINDOW = 8
+# Yield to the reactor after reading this many lines that are not sent.
+_SCAN_SLICE = 20000
+
+
+class Refused(Exception):
+    """
+    The peer will not sync: another protocol version, another log, itself.
+    """
+
+
+class ProtocolError(Exception):
+    """
+    The peer sent something that breaks the protocol.
+    """
+
+
+_ERRORS = {Refused: b"REFUSED", ProtocolError: b"PROTOCOL_ERROR"}
+
+
+class Hello(amp.Command):
+    """
+    Who I am and which log I hold.
+    """
+
+    arguments = [
+        (b"version", amp.Integer()),
+        (b"node", amp.String()),
+        (b"log", amp.String()),
+        (b"anyName", amp.Boolean()),
+    ]
+    response = []
+    errors = _ERRORS
+    fatalErrors = {Refused: b"REFUSED"}
+
+
+class Have(amp.Command):
+    """
+    One part of the summary of what I hold; the last part says so.
+    """
+
+    arguments = [(b"ranges", amp.String()), (b"last", amp.Boolean())]
+    response = []
+    errors = _ERRORS
+
+
+class Announce(amp.Command):
+    """
+    I now also hold these adds.
+    """
+
+    arguments = [(b"ranges", amp.String())]
+    response = []
+    errors = _ERRORS
+
+
+class Request(amp.Command):
+    """
+    Send me these adds; answered once they have all been sent and answered.
+    """
+
+    arguments = [(b"ranges", amp.String())]
+    response = [(b"sent", amp.Integer())]
+    errors = _ERRORS
+
+
+class Adds(amp.Command):
+    """
+    Raw log lines, LF included; answered once they are in the log.
+    """
+
+    arguments = [(b"lines", amp.String())]
+    response = []
+    errors = _ERRORS
+
+
+class AddBegin(amp.Command):
+    """
+    One add too large for one value follows in parts, C{size} bytes in all.
+    """
+
+    arguments = [(b"size", amp.Integer())]
+    response = []
+    errors = _ERRORS
+
+
+class AddPart(amp.Command):
+    """
+    The next part of the large add.
+    """
+
+    arguments = [(b"data", amp.String())]
+    response = []
+    errors = _ERRORS
+
+
+class AddEnd(amp.Command):
+    """
+    The large add is complete; answered once it is in the log.
+    """
+
+    arguments = []
+    response = []
+    errors = _ERRORS
+
+
+class Synced(amp.Command):
+    """
+    I hold everything your summary said you held.
+    """
+
+    arguments = []
+    response = []
+    errors = _ERRORS
+
+
+class Ping(amp.Command):
+    """
+    I am still here.
+    """
+
+    arguments = []
+    response = []
+    errors = _ERRORS
+
+
+def encodeRanges(have, limit=VALUE_LIMIT):
+    """
+    Encode per-origin L{Intervals} as values of at most C{limit} bytes.
+
+    Each value is lines of C{HEX(by) SP start-end,start-end...}; an origin
+    whose ranges do not fit in one value continues on a line of the next.
+
+    @return: a list of values, at least one (possibly empty).
+    """
+    parts = []
+    current = []
+    size = 0
+    for by, held in have.items():
+        origin = by.hex().encode("ascii") + b" "
+        ranges = [b"%d-%d" % pair for pair in held.ranges()]
+        while ranges:
+            room = limit - size - len(origin) - 1
+            taken = []
+            used = 0
+            while ranges and used + len(ranges[0]) + 1 <= room:
+                used += len(ranges[0]) + 1
+                taken.append(ranges.pop(0))
+            if not taken:
+                if not current:
+                    raise ValueError("an origin too long to encode")
+                parts.append(b"".join(current))
+                current, size = [], 0
+                continue
+            line = origin + b",".join(taken) + b"\n"
+            current.append(line)
+            size += len(line)
+    if current or not parts:
+        parts.append(b"".join(current))
+    return parts
+
+
+def decodeRanges(value):
+    """
+    Decode one value written by L{encodeRanges}.
+
+    @raise ProtocolError: if it is malformed.
+    """
+    have = {}
+    try:
+        for line in value.split(b"\n")[:-1] if value else ():
+            origin, ranges = line.split(b" ")
+            by = bytes.fromhex(origin.decode("ascii"))
+            held = have.setdefault(by, Intervals())
+            for pair in ranges.split(b","):
+                start, end = pair.split(b"-")
+                if not (start.isdigit() and end.isdigit()):
+                    raise ValueError(pair)
+                held.addRange(int(start), int(end))
+    except ValueError:
+        raise ProtocolError("malformed ranges") from None
+    if value and not value.endswith(b"\n"):
+        raise ProtocolError("malformed ranges")
+    return have
+
+
+def _keysOf(lines):
+    """
+    The C{(by, at)} of each intact line, and how many are corrupt.
+    """
+    keys = []
+    corrupt = 0
+    for line in lines:
+        try:
+            key = identify(checkLine(line))
+        except CorruptLine:
+            key = None
+        if key is None:
+            corrupt += 1
+        else:
+            keys.append(key)
+    return keys, corrupt
+
+
+def _splitLines(data):
+    lines = data.split(b"\n")
+    tail = lines.pop()
+    return [line + b"\n" for line in lines], tail
+
+
+class SyncProtocol(amp.AMP, TimeoutMixin):
+    """
+    One end of a sync session.
+
+    @ivar peer: the peer's name for log messages (a command, an address).
+    @ivar once: end the session once both ends have caught up.
+    @ivar succeeded: whether both ends caught up at least once.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        service,
+        peer,
+        once=False,
+        anyName=False,
+        reactor=None,
+        timeout=60.0,
+        keepalive=20.0,
+        progress=None,
+    ):
+        amp.AMP.__init__(self)
+        self.service = service
+        self.peer = peer
+        self.once = once
+        self.anyName = anyName
+        self.timeOut = timeout
+        self._reactor = reactor if reactor is not None else service.reactor
+        self._keepalive = keepalive
+        self._progress = progress
+        self.peerNode = None
+        self.succeeded = False
+        self.failure = None
+        # What the peer holds, as far as this session knows.
+        self.peerHave = {}
+        # What this session has asked the peer for and not yet had answered.
+        self.pending = {}
+        self._summary = {}
+        self._summaryDone = False
+        self._summarySent = False
+        self._requests = 0
+        self._caughtUp = False
+        self._peerCaughtUp = False
+        self._announce = {}
+        self._announceCall = None
+        self._sending = DeferredLock()
+        self._large = None
+        self._handshaken = Deferred()
+        self._finished = Deferred()
+        self._pinger = None
+        self.received = 0
+        self.receivedBytes = 0
+        self.sent = 0
+        self.expected = 0
+
+    # Life cycle
+
+    def makeConnection(self, transport):
+        # AMP asks every transport for its addresses, but a process's pipes
+        # have none.
+        try:
+            self._transportPeer = transport.getPeer()
+            self._transportHost = transport.getHost()
+        except NotImplementedError:
+            self._transportPeer = self._transportHost = None
+        amp.BinaryBoxProtocol.makeConnection(self, transport)
+
+    def connectionMade(self):
+        amp.AMP.connectionMade(self)
+        self.setTimeout(self.timeOut)
+        self.service.sessionStarted(self)
+        self.log.info("connected to {peer}", peer=self.peer)
+        d = self.callRemote(
+            Hello,
+            version=PROTOCOL_VERSION,
+            node=self.service.identity,
+            log=self.service.name,
+            anyName=self.anyName,
+        )
+        d.addCallbacks(self._helloAccepted, self._fail)
+
+    def dataReceived(self, data):
+        self.resetTimeout()
+        amp.AMP.dataReceived(self, data)
+
+    def timeoutConnection(self):
+        self._fail(ProtocolError(f"no answer for {self.timeOut:g} seconds"))
+
+    def connectionLost(self, reason):
+        amp.AMP.connectionLost(self, reason)
+        self.setTimeout(None)
+        if self._pinger is not None and self._pinger.running:
+            self._pinger.stop()
+        if self._announceCall is not None and self._announceCall.active():
+            self._announceCall.cancel()
+        self.pending = {}
+        self.service.sessionEnded(self)
+        if self.failure is None and not self.succeeded:
+            self.failure = f"connection lost before sync: {reason.getErrorMessage()}"
+        if self.failure is not None and not self.succeeded:
+            self.log.error(
+                "sync with {peer} failed: {why}", peer=self.peer, why=self.failure
+            )
+        self.log.info(
+            "disconnected from {peer}: {received} adds received, {sent} sent",
+            peer=self.peer,
+            received=self.received,
+            sent=self.sent,
+        )
+        if not self._handshaken.called:
+            self._handshaken.errback(Exception(self.failure))
+        self._finished.callback(self.succeeded)
+
+    def whenHandshaken(self):
+        """
+        A L{Deferred} that fires once the peer has accepted our hello.
+        """
+        return self._handshaken
+
+    def whenFinished(self):
+        """
+        A L{Deferred} that fires with L{succeeded} when the session ends.
+        """
+        return self._finished
+
+    def _fail(self, failure):
+        """
+        End the session for a reason worth logging.
+        """
+        if isinstance(failure, Exception):
+            why = str(failure)
+        else:
+            error = failure.value
+            if isinstance(error, amp.RemoteAmpError):
+                why = f"peer refused: {error.description}"
+            else:
+                why = failure.getErrorMessage()
+        if self.failure is None:
+            self.failure = why
+        if self.transport is not None:
+            self.transport.loseConnection()
+
+    # Hello
+
+    @Hello.responder
+    def hello(self, version, node, log, anyName):
+        why = None
+        if version != PROTOCOL_VERSION:
+            why = f"protocol version {version} is not {PROTOCOL_VERSION}: upgrade one end"
+        elif node == self.service.identity:
+            why = "that is this same node (the same log)"
+        elif log != self.service.name and not (anyName or self.anyName):
+            why = (
+                f"log names differ ({log.decode('utf-8', 'replace')!r} there, "
+                f"{self.service.name.decode('utf-8', 'replace')!r} here); give "
+                "--any-name to sync them anyway"
+            )
+        if why is not None:
+            self.failure = f"refused: {why}"
+            raise Refused(why)
+        self.peerNode = node
+        return {}
+
+    def _helloAccepted(self, result):
+        self._handshaken.callback(self)
+        self._summarySent = True
+        if self._keepalive:
+            self._pinger = LoopingCall(self._ping)
+            self._pinger.clock = self._reactor
+            self._pinger.start(self._keepalive, now=False)
+        parts = encodeRanges(self.service.have)
+        for i, part in enumerate(parts):
+            self.callRemote(Have, ranges=part, last=i == len(parts) - 1).addErrback(
+                self._fail
+            )
+
+    def _ping(self):
+        self.callRemote(Ping).addErrback(self._fail)
+
+    @Ping.responder
+    def ping(self):
+        return {}
+
+    # Learning what the peer has, and asking for what we lack
+
+    @Have.responder
+    def have(self, ranges, last):
+        if self._summaryDone:
+            raise ProtocolError("a second summary")
+        merge(self._summary, decodeRanges(ranges))
+        if last:
+            self._summaryDone = True
+            merge(self.peerHave, self._summary)
+            self.expected = count(difference(self._summary, self.service.have))
+            self.log.info(
+                "{peer} has {count} adds that {log} lacks",
+                peer=self.peer,
+                count=self.expected,
+                log=self.service.name.decode("utf-8", "replace"),
+            )
+            self._reactor.callLater(0, self.requestMissing)
+        return {}
+
+    @Announce.responder
+    def announce(self, ranges):
+        if not self._summaryDone:
+            raise ProtocolError("an announcement before the summary")
+        merge(self.peerHave, decodeRanges(ranges))
+        self.requestMissing()
+        return {}
+
+    def requestMissing(self):
+        """
+        Ask the peer for what it has that the log lacks and no session is
+        already fetching.
+        """
+        if not self._summaryDone or self.transport is None or self.failure:
+            return
+        wanted = self.service.unclaimed(difference(self.peerHave, self.service.have))
+        if wanted:
+            merge(self.pending, wanted)
+            for part in encodeRanges(wanted):
+                self._requests += 1
+                d = self.callRemote(Request, ranges=part)
+                d.addCallback(self._requestAnswered, decodeRanges(part))
+                d.addErrback(self._fail)
+        self._checkCaughtUp()
+
+    def _requestAnswered(self, result, asked):
+        self._requests -= 1
+        for by, held in asked.items():
+            mine = self.pending.get(by)
+            if mine is not None:
+                left = mine.difference(held)
+                if left.ranges():
+                    self.pending[by] = left
+                else:
+                    del self.pending[by]
+        # What the peer could not send (damaged on its disk) is not asked
+        # again on this connection: it no longer counts as held there.
+        lacking = difference(asked, self.service.have)
+        if lacking:
+            self.log.warn(
+                "{peer} did not send {count} adds it said it held",
+                peer=self.peer,
+                count=count(lacking),
+            )
+            for by, held in lacking.items():
+                self.peerHave[by] = self.peerHave[by].difference(held)
+        self.service.released()
+        self._checkCaughtUp()
+
+    def _checkCaughtUp(self):
+        if self._caughtUp or not self._summaryDone or self._requests:
+            return
+        self._caughtUp = True
+        self.log.info(
+            "{log} has caught up with {peer} ({count} adds received)",
+            log=self.service.name.decode("utf-8", "replace"),
+            peer=self.peer,
+            count=self.received,
+        )
+        self.callRemote(Synced).addCallbacks(lambda _: self._checkDone(), self._fail)
+
+    @Synced.responder
+    def synced(self):
+        self._peerCaughtUp = True
+        self.log.info("{peer} has caught up", peer=self.peer)
+        self._checkDone()
+        return {}
+
+    def _checkDone(self):
+        if self._caughtUp and self._peerCaughtUp and not self.succeeded:
+            self.succeeded = True
+            self.log.info(
+                "synced with {peer}: {received} adds received, {sent} sent",
+                peer=self.peer,
+                received=self.received,
+                sent=self.sent,
+            )
+            if self.once:
+                self.transport.loseConnection()
+
+    # Receiving adds
+
+    def _received(self, lines):
+        keys, corrupt = _keysOf(lines)
+        accepted = self.service.receive(lines)
+        for by, at in keys:
+            held = self.peerHave.get(by)
+            if held is None:
+                held = self.peerHave[by] = Intervals()
+            held.add(at)
+        if corrupt:
+            self.log.warn(
+                "dropped {count} corrupt adds from {peer}", count=corrupt, peer=self.peer
+            )
+        self.received += accepted
+        self.receivedBytes += sum(len(line) for line in lines)
+        if self._progress is not None:
+            self._progress(self)
+
+    @Adds.responder
+    def adds(self, lines):
+        whole, tail = _splitLines(lines)
+        if tail:
+            whole.append(tail)
+        self._received(whole)
+        return {}
+
+    @AddBegin.responder
+    def addBegin(self, size):
+        if self._large is not None:
+            raise ProtocolError("a large add inside another")
+        if size < 0 or size > self.service.maxAddSize:
+            raise ProtocolError(f"an add of {size} bytes is larger than allowed")
+        self._large = (size, [], 0)
+        return {}
+
+    @AddPart.responder
+    def addPart(self, data):
+        if self._large is None:
+            raise ProtocolError("a part outside a large add")
+        size, parts, got = self._large
+        got += len(data)
+        if got > size:
+            raise ProtocolError("a large add longer than announced")
+        parts.append(data)
+        self._large = (size, parts, got)
+        return {}
+
+    @AddEnd.responder
+    def addEnd(self):
+        if self._large is None:
+            raise ProtocolError("the end of a large add never begun")
+        size, parts, got = self._large
+        self._large = None
+        if got != size:
+            raise ProtocolError("a large add shorter than announced")
+        self._received([b"".join(parts)])
+        return {}
+
+    # Sending adds
+
+    @Request.responder
+    def request(self, ranges):
+        wanted = decodeRanges(ranges)
+        return ensureDeferred(self._send(wanted)).addCallback(lambda sent: {"sent": sent})
+
+    async def _send(self, wanted):
+        await self._sending.acquire()
+        inflight = deque()
+        try:
+            wanted = difference(wanted, self.peerHave)
+            batch = []
+            size = 0
+            sent = 0
+            for item in self.service.linesFor(wanted):
+                if item is None:
+                    await deferLater(self._reactor, 0, lambda: None)
+                    continue
+                line, (by, at) = item
+                held = self.peerHave.get(by)
+                if held is None:
+                    held = self.peerHave[by] = Intervals()
+                elif at in held:
+                    continue
+                held.add(at)
+                sent += 1
+                if len(line) > VALUE_LIMIT:
+                    if batch:
+                        await self._push(inflight, Adds, lines=b"".join(batch))
+                        batch, size = [], 0
+                    await self._sendLarge(inflight, line)
+                    continue
+                if size + len(line) > VALUE_LIMIT:
+                    await self._push(inflight, Adds, lines=b"".join(batch))
+                    batch, size = [], 0
+                batch.append(line)
+                size += len(line)
+            if batch:
+                await self._push(inflight, Adds, lines=b"".join(batch))
+            while inflight:
+                await inflight.popleft()
+            self.sent += sent
+            return sent
+        finally:
+            for d in inflight:
+                d.addErrback(lambda failure: None)
+            self._sending.release()
+
+    async def _push(self, inflight, command, **arguments):
+        inflight.append(self.callRemote(command, **arguments))
+        if len(inflight) >= WINDOW:
+            await inflight.popleft()
+
+    async def _sendLarge(self, inflight, line):
+        await self._push(inflight, AddBegin, size=len(line))
+        view = memoryview(line)
+        for start in range(0, len(line), VALUE_LIMIT):
+            await self._push(inflight, AddPart, data=bytes(view[start : start + VALUE_LIMIT]))
+        await self._push(inflight, AddEnd)
+
+    # Announcing new adds
+
+    def localAdds(self, keys):
+        """
+        The log has new adds: announce those the peer lacks.
+        """
+        if not self._summarySent or self.failure:
+            return
+        for by, at in keys:
+            held = self.peerHave.get(by)
+            if held is not None and at in held:
+                continue
+            self._announce.setdefault(by, Intervals()).add(at)
+        if self._announce and (self._announceCall is None or not self._announceCall.active()):
+            self._announceCall = self._reactor.callLater(0, self._sendAnnouncements)
+
+    def _sendAnnouncements(self):
+        announce, self._announce = self._announce, {}
+        if self.transport is None or self.failure:
+            return
+        for part in encodeRanges(announce):
+            self.callRemote(Announce, ranges=part).addErrback(self._fail)

@@ -1,0 +1,235 @@
+# -*- test-case-name: tests.test_service -*-
+"""
+A log as a Twisted service: it watches its file for adds appended by any
+process, tells its sync sessions about them, and writes what the sessions
+receive.
+"""
+
+import os
+from collections import OrderedDict
+
+import attr
+from twisted.application.service import Service
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+
+from gossip.format import CorruptLine, identify
+from gossip.intervals import Intervals, difference
+from gossip.log import Log, entries
+from gossip.watcher import watcherFor
+
+__all__ = ["LogService"]
+
+# How many recent adds the service remembers the place of, so that a peer's
+# request for new adds does not rescan the log.
+_RECENT = 50000
+# The largest add a peer may send, by default.
+MAX_ADD_SIZE = 1 << 30
+
+
+@attr.s(eq=False)
+class LogService(Service):
+    """
+    One log file, watched, with the sync sessions that share it.
+
+    @ivar log: the L{Log}.
+    @ivar reactor: the reactor (an L{IReactorTime} and L{IReactorFDSet}).
+    @ivar rescanInterval: seconds between rescans that back up the watcher.
+    @ivar identity: the log's node identity, once started.
+    @ivar have: per-origin L{Intervals} of the adds the log holds.
+    """
+
+    log = attr.ib()
+    reactor = attr.ib()
+    rescanInterval = attr.ib(default=30.0)
+    maxAddSize = attr.ib(default=MAX_ADD_SIZE)
+    useInotify = attr.ib(default=True)
+    identity = attr.ib(default=None, init=False)
+    have = attr.ib(factory=dict, init=False)
+    _sessions = attr.ib(factory=list, init=False)
+    _offset = attr.ib(default=0, init=False)
+    _fileId = attr.ib(default=None, init=False)
+    _file = attr.ib(default=None, init=False)
+    _recent = attr.ib(factory=OrderedDict, init=False)
+    _watcher = attr.ib(default=None, init=False)
+    _rescan = attr.ib(default=None, init=False)
+
+    _log = Logger()
+
+    @classmethod
+    def forPath(cls, path, reactor, **kwargs):
+        """
+        A service for the log at C{path}.
+        """
+        return cls(Log(path), reactor, **kwargs)
+
+    @property
+    def name(self):
+        """
+        The log's name, which peers must share: its file's base name.
+        """
+        return os.path.basename(self.log.path)
+
+    def startService(self):
+        """
+        Create the log if needed, read what it holds and start watching it.
+
+        @raise gossip.log.LogError: if it cannot be read or created.
+        """
+        self._load()
+        Service.startService(self)
+        self._watcher = watcherFor(self.reactor, self.log.path, self.changed, self.useInotify)
+        self._watcher.start()
+        self._rescan = LoopingCall(self.changed)
+        self._rescan.clock = self.reactor
+        self._rescan.start(self.rescanInterval, now=False)
+
+    def stopService(self):
+        Service.stopService(self)
+        if self._watcher is not None:
+            self._watcher.stop()
+        if self._rescan is not None and self._rescan.running:
+            self._rescan.stop()
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def _load(self):
+        state = self.log.state(create=True)
+        self.identity = state.identity
+        self.have = {by: Intervals(held.ranges()) for by, held in state.have.items()}
+        self._offset = state.offset
+        if self._file is not None:
+            self._file.close()
+        self._file = self.log.open()
+        st = os.fstat(self._file.fileno())
+        self._fileId = (st.st_dev, st.st_ino)
+        self._recent.clear()
+
+    def changed(self):
+        """
+        The file may have grown: read its new adds and tell the sessions.
+        """
+        try:
+            st = os.stat(self.log.path)
+        except OSError as e:
+            self._log.error("cannot read {path}: {why}", path=self.log.path, why=e)
+            return
+        if (st.st_dev, st.st_ino) != self._fileId or st.st_size < self._offset:
+            self._log.warn("{path} was replaced or truncated; reading it again", path=self.log.path)
+            self._load()
+            for session in list(self._sessions):
+                session.localAdds(
+                    [(by, at) for by, held in self.have.items() for at in held]
+                )
+            return
+        if st.st_size == self._offset:
+            return
+        keys = []
+        recent = self._recent
+        for offset, record, body in entries(self._file, self._offset):
+            self._offset = offset + len(record) + 1
+            if body is None:
+                self._log.warn(
+                    "{path}: corrupt line at byte {offset}", path=self.log.path, offset=offset
+                )
+                continue
+            try:
+                key = identify(body)
+            except CorruptLine:
+                continue
+            if key is None:
+                continue
+            by, at = key
+            held = self.have.get(by)
+            if held is None:
+                held = self.have[by] = Intervals()
+            if at in held:
+                continue
+            held.add(at)
+            keys.append(key)
+            recent[key] = (offset, len(record) + 1)
+            if len(recent) > _RECENT:
+                recent.popitem(last=False)
+        if keys:
+            for session in list(self._sessions):
+                session.localAdds(keys)
+
+    # What sessions ask of the service
+
+    def sessionStarted(self, session):
+        self._sessions.append(session)
+
+    def sessionEnded(self, session):
+        if session in self._sessions:
+            self._sessions.remove(session)
+        self.released()
+
+    def released(self):
+        """
+        A session's requests ended: others may now fetch what it did not.
+        """
+        for session in list(self._sessions):
+            session.requestMissing()
+
+    def unclaimed(self, wanted):
+        """
+        Those of C{wanted} that no session is already fetching.
+        """
+        for session in self._sessions:
+            if session.pending:
+                wanted = difference(wanted, session.pending)
+        return wanted
+
+    def receive(self, lines):
+        """
+        Append what the log lacks of C{lines}.
+
+        @return: how many were appended.
+        """
+        accepted, corrupt = self.log.receive(lines)
+        if accepted:
+            self.changed()
+        return len(accepted)
+
+    def linesFor(self, wanted):
+        """
+        The lines of the adds named in C{wanted}, read from the log.
+
+        @return: an iterator of C{(line, (by, at))}, with L{None} now and then
+            when it has read a while without finding any, so the caller can
+            let others run.
+        """
+        left = sum(len(held) for held in wanted.values())
+        sent = set()
+        if left <= len(self._recent):
+            for by, held in wanted.items():
+                for at in held:
+                    place = self._recent.get((by, at))
+                    if place is not None:
+                        line = os.pread(self._file.fileno(), place[1], place[0])
+                        if line.endswith(b"\n"):
+                            sent.add((by, at))
+                            yield line, (by, at)
+        if len(sent) == left:
+            return
+        # Anything not recent is found by reading the log from the start.
+        with self.log.open() as f:
+            quiet = 0
+            for offset, record, body in entries(f, 0):
+                if body is None:
+                    continue
+                try:
+                    key = identify(body)
+                except CorruptLine:
+                    continue
+                if key is not None:
+                    held = wanted.get(key[0])
+                    if held is not None and key[1] in held and key not in sent:
+                        yield record + b"\n", key
+                        quiet = 0
+                        continue
+                quiet += 1
+                if quiet >= 20000:
+                    quiet = 0
+                    yield None

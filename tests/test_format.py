@@ -1,0 +1,471 @@
+"""
+Tests for L{gossip.format}: the log line format, against the test vectors,
+the spec's examples and the original gossip.py's algorithms.
+"""
+
+import base64
+import hashlib
+import json
+import os
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from twisted.trial.unittest import TestCase
+
+from gossip.format import (
+    CorruptLine,
+    checkLine,
+    checkRecord,
+    decodeBody,
+    decodeLine,
+    encodeAdd,
+    encodeBody,
+    identify,
+    lineHash,
+)
+from gossip.log import entries
+from tests import original
+
+DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
+
+# Bytes that the format must escape, or that mean something in a line.
+SPECIAL = b"\x00\n\xff=&%+<> #;\x7f\x80\r"
+
+_quick = settings(max_examples=150, deadline=None)
+
+# Byte strings that hit the special bytes often, not just by chance.
+byteStrings = st.one_of(
+    st.binary(max_size=30),
+    st.lists(st.sampled_from(list(SPECIAL + b"aZ0")), max_size=20).map(bytes),
+)
+names = byteStrings.filter(bool)
+pairLists = st.lists(st.tuples(names, byteStrings), max_size=6)
+
+
+def rawLine(body, header=None, trailer=None, hash=None):
+    """
+    A line with the given body and, unless overridden, the lengths and hash
+    that make it intact.
+    """
+    length = b"%d" % (len(body),)
+    return b"%s %s<%s>%s\n" % (
+        lineHash(body) if hash is None else hash,
+        length if header is None else header,
+        body,
+        length if trailer is None else trailer,
+    )
+
+
+def readVector(name):
+    """
+    Read a vector with L{entries} and L{decodeBody}.
+
+    @return: the adds as lists of C{[name_hex, value_hex]} and how many
+        complete lines were not adds, as the vector's expected.json has them.
+    """
+    adds = []
+    corrupt = 0
+    with open(os.path.join(DATA, name + ".log"), "rb") as f:
+        for offset, record, body in entries(f):
+            if body is None:
+                corrupt += 1
+            else:
+                adds.append([[n.hex(), v.hex()] for n, v in decodeBody(body)])
+    return adds, corrupt
+
+
+def expectedVector(name):
+    with open(os.path.join(DATA, name + ".expected.json")) as f:
+        expected = json.load(f)
+    return expected["adds"], expected["corrupt_lines"]
+
+
+def originalView(path):
+    """
+    What the original's reader makes of each complete line of a file: its
+    pairs, or L{None} where it reports corruption.
+    """
+    with open(path, "rb") as f:
+        lines = f.read().split(b"\n")[:-1]
+    result = []
+    for line in lines:
+        try:
+            result.append(original.decodeAdd(line + b"\n"))
+        except original.Corrupt:
+            result.append(None)
+    return result
+
+
+class VectorTests(TestCase):
+    """
+    Every vector reads back exactly as its expected.json says.
+    """
+
+    def assertVector(self, name):
+        self.assertEqual(readVector(name), expectedVector(name))
+
+    def test_originalBasic(self):
+        self.assertVector("original-basic")
+
+    def test_lowercaseEscapes(self):
+        self.assertVector("lowercase-escapes")
+        # The vector is only worth having if it does hold lowercase escapes.
+        with open(os.path.join(DATA, "lowercase-escapes.log"), "rb") as f:
+            self.assertRegex(f.read(), rb"%[0-9a-f]*[a-f][0-9a-f]*")
+
+    def test_corrupted(self):
+        adds, corrupt = readVector("corrupted")
+        self.assertEqual((adds, corrupt), expectedVector("corrupted"))
+        self.assertGreater(corrupt, 0)
+
+    def test_tornTail(self):
+        """
+        The unterminated last line is neither an add nor a corrupt line.
+        """
+        self.assertVector("torn-tail")
+        with open(os.path.join(DATA, "torn-tail.log"), "rb") as f:
+            self.assertNotEqual(f.read()[-1:], b"\n")
+
+    def test_agreesWithOriginal(self):
+        """
+        gossip and the original's reader accept the same lines of every
+        vector and decode them to the same pairs.
+        """
+        for name in ("original-basic", "lowercase-escapes", "corrupted", "torn-tail"):
+            path = os.path.join(DATA, name + ".log")
+            with open(path, "rb") as f:
+                ours = [
+                    None if body is None else decodeBody(body) for _, _, body in entries(f)
+                ]
+            self.assertEqual(ours, originalView(path), name)
+
+
+class EncodeTests(TestCase):
+    """
+    Encoding adds, byte for byte as the spec and the original do.
+    """
+
+    def test_specExamples(self):
+        self.assertEqual(
+            encodeAdd([(b"I", b"3nVfFxVbq6_v")]), b"3QDq4rLL7X8 14<I=3nVfFxVbq6_v>14\n"
+        )
+        pairs = [(b"by", b"abcd"), (b"at", b"0"), (b"m", b"hello world <&>+%\n\x00\xff")]
+        line = b"cKCFPgP/Lfi 51<by=abcd&at=0&m=hello world %3C%26%3E%2B%25%0A%00%FF>51\n"
+        self.assertEqual(encodeAdd(pairs), line)
+        self.assertEqual(decodeLine(line), pairs)
+
+    def test_lineHash(self):
+        """
+        The hash is the first 11 characters of standard base64 of SHA-256.
+        """
+        for body in (b"", b"a=b", b"x" * 1000):
+            digest = hashlib.sha256(body).digest()
+            self.assertEqual(lineHash(body), base64.b64encode(digest)[:11])
+
+    def test_escaping(self):
+        # Space is written as itself; "+" is escaped so it cannot read as one.
+        self.assertEqual(encodeBody([(b"a b", b"c d+")]), b"a b=c d%2B")
+        # "=" is escaped in a name, where it would end the name, not in a value.
+        self.assertEqual(encodeBody([(b"a=b", b"=x=")]), b"a%3Db==x=")
+        self.assertEqual(encodeBody([(b"n", b"/?#@,[]()!:;'_.-~")]), b"n=/?#@,[]()!:;'_.-~")
+        self.assertEqual(encodeBody([]), b"")
+        self.assertEqual(encodeBody([(b"n", b"")]), b"n=")
+
+    @_quick
+    @given(pairLists)
+    def test_roundTrip(self, pairs):
+        line = encodeAdd(pairs)
+        self.assertEqual(decodeLine(line), pairs)
+        self.assertEqual(checkLine(line), encodeBody(pairs))
+        self.assertEqual(checkRecord(line[:-1]), encodeBody(pairs))
+        self.assertEqual(decodeBody(encodeBody(pairs)), pairs)
+
+    @_quick
+    @given(pairLists)
+    def test_bodyAlphabet(self, pairs):
+        """
+        A body is printable ASCII without C{<}, C{>}, LF or a bare C{+}, and
+        its only C{&}s separate pairs.
+        """
+        body = encodeBody(pairs)
+        self.assertTrue(all(0x20 <= byte < 0x7F for byte in body), body)
+        for byte in b"<>\n+":
+            self.assertNotIn(byte, body)
+        self.assertEqual(body.count(b"&"), max(0, len(pairs) - 1))
+
+    @_quick
+    @given(pairLists)
+    def test_originalReadsOurs(self, pairs):
+        """
+        What gossip writes is what the original writes, and the original
+        decodes it to the same pairs.
+        """
+        line = encodeAdd(pairs)
+        self.assertEqual(line, original.encodeAdd(pairs))
+        self.assertEqual(original.decodeAdd(line), pairs)
+
+    @_quick
+    @given(pairLists)
+    def test_weReadOriginals(self, pairs):
+        self.assertEqual(decodeLine(original.encodeAdd(pairs)), pairs)
+
+
+class DecodeTests(TestCase):
+    """
+    Decoding bodies: both cases of hex, form-encoding's C{+}, empty pairs.
+    """
+
+    def test_hexCase(self):
+        expected = [(b"<a", b"<<\xff\xff\n")]
+        for body in (b"%3Ca=%3c%3C%ff%FF%0a", b"%3ca=%3C%3c%fF%Ff%0A"):
+            self.assertEqual(decodeBody(body), expected)
+
+    @_quick
+    @given(st.binary(min_size=1, max_size=40), st.data())
+    def test_anyHexCase(self, data, draw):
+        """
+        Every byte escaped, each with its own choice of case, decodes.
+        """
+        escaped = b"".join(
+            (b"%%%02x" if draw.draw(st.booleans()) else b"%%%02X") % (byte,) for byte in data
+        )
+        self.assertEqual(decodeBody(escaped + b"=" + escaped), [(data, data)])
+
+    def test_plusIsSpace(self):
+        self.assertEqual(decodeBody(b"a+b=c+d+"), [(b"a b", b"c d ")])
+        self.assertEqual(decodeBody(b"a=%2B%2b"), [(b"a", b"++")])
+
+    def test_emptyPairsSkipped(self):
+        self.assertEqual(decodeBody(b"&a=1&&b=2&"), [(b"a", b"1"), (b"b", b"2")])
+        self.assertEqual(decodeBody(b""), [])
+        self.assertEqual(decodeBody(b"&&&"), [])
+        line = rawLine(b"&a=1&&b=2&")
+        self.assertEqual(decodeLine(line), [(b"a", b"1"), (b"b", b"2")])
+        self.assertEqual(decodeLine(line), original.decodeAdd(line))
+
+    def test_emptyNameAndValue(self):
+        self.assertEqual(decodeBody(b"=&a="), [(b"", b""), (b"a", b"")])
+
+    def test_valueHoldsEquals(self):
+        """
+        A pair splits at its first C{=}.
+        """
+        self.assertEqual(decodeBody(b"a==b=&c=%3D"), [(b"a", b"=b="), (b"c", b"=")])
+
+    def test_repeatedNames(self):
+        self.assertEqual(
+            decodeBody(b"tag=a&tag=b&m=x"), [(b"tag", b"a"), (b"tag", b"b"), (b"m", b"x")]
+        )
+
+    def test_pairWithoutEquals(self):
+        for body in (b"a=1&b", b"b&a=1", b"a=1&b&c=2", b"a", b"%3D"):
+            self.assertRaises(CorruptLine, decodeBody, body)
+
+    def test_strayPercentKept(self):
+        """
+        A C{%} without two hex digits after it, which no writer emits, is
+        kept rather than dropped.
+        """
+        self.assertEqual(decodeBody(b"a=%zz%4&b%=%"), [(b"a", b"%zz%4"), (b"b%", b"%")])
+
+
+class CheckLineTests(TestCase):
+    """
+    A line is an add only when it is exactly one intact add.
+    """
+
+    body = b"by=abcd&at=0&m=hello"
+
+    def assertCorrupt(self, line):
+        self.assertRaises(CorruptLine, checkLine, line)
+        self.assertRaises(CorruptLine, decodeLine, line)
+        if line.endswith(b"\n"):
+            self.assertRaises(CorruptLine, checkRecord, line[:-1])
+            # The original's reader rejects it too.
+            self.assertRaises(original.Corrupt, original.decodeAdd, line)
+
+    def test_intact(self):
+        line = rawLine(self.body)
+        self.assertEqual(checkLine(line), self.body)
+        self.assertEqual(checkRecord(line[:-1]), self.body)
+
+    def test_emptyBody(self):
+        """
+        An add with no pairs is an add, as the original has it.
+        """
+        self.assertEqual(decodeLine(rawLine(b"")), [])
+        self.assertEqual(original.decodeAdd(rawLine(b"")), [])
+
+    def test_noFinalLF(self):
+        self.assertRaises(CorruptLine, checkLine, rawLine(self.body)[:-1])
+
+    def test_wrongLengths(self):
+        for wrong in (len(self.body) - 1, len(self.body) + 1, 0):
+            length = b"%d" % (wrong,)
+            self.assertCorrupt(rawLine(self.body, header=length, trailer=length))
+
+    def test_mismatchedLengths(self):
+        length = b"%d" % (len(self.body),)
+        self.assertCorrupt(rawLine(self.body, trailer=length + b"0"))
+        self.assertCorrupt(rawLine(self.body, header=b"0" + length))
+        self.assertCorrupt(rawLine(self.body, trailer=b""))
+        self.assertCorrupt(rawLine(self.body, header=b""))
+        self.assertCorrupt(rawLine(self.body, header=b"+20", trailer=b"+20"))
+
+    def test_wrongHash(self):
+        self.assertCorrupt(rawLine(self.body, hash=lineHash(self.body + b"x")))
+        self.assertCorrupt(rawLine(self.body, hash=lineHash(self.body)[:10]))
+        self.assertCorrupt(rawLine(self.body, hash=lineHash(self.body) + b"A"))
+
+    def test_greaterThanInBody(self):
+        """
+        C{>} never occurs in a body, even with lengths and hash that agree.
+        """
+        self.assertCorrupt(rawLine(b"a=>b"))
+        self.assertCorrupt(rawLine(b"a=b>"))
+
+    def test_lessThanInBody(self):
+        """
+        A C{<} in the body, which no writer emits, is read as the original
+        read it: as part of the value.
+        """
+        line = rawLine(b"a=<b")
+        self.assertEqual(decodeLine(line), [(b"a", b"<b")])
+        self.assertEqual(original.decodeAdd(line), [(b"a", b"<b")])
+
+    def test_lineFeedInRecord(self):
+        body = b"a=b\nc"
+        self.assertRaises(CorruptLine, checkRecord, rawLine(body)[:-1])
+
+    def test_pairWithoutEquals(self):
+        """
+        A line whose hash and lengths agree but which has a pair without
+        C{=} is corrupt, as in the original: no intact line fails to decode.
+        """
+        for body in (b"by=x&at=0&junk", b"junk&by=x&at=0", b"by=x&junk&at=0", b"junk"):
+            self.assertCorrupt(rawLine(body))
+        # Long bodies are checked another way; check that one too.
+        value = b"%00" * 2000
+        for body in (
+            b"by=x&at=0&m=" + value + b"&junk",
+            b"junk&by=x&m=" + value,
+            b"m=" + value + b"&junk&n=" + value,
+            b"m" + value,
+        ):
+            self.assertCorrupt(rawLine(body))
+        body = b"&m=" + value + b"&&n=&"
+        self.assertEqual(checkLine(rawLine(body)), body)
+
+    def test_leadingZeros(self):
+        """
+        Lengths with leading zeros are read as the original read them.
+        """
+        length = b"%03d" % (len(self.body),)
+        line = rawLine(self.body, header=length, trailer=length)
+        self.assertEqual(checkLine(line), self.body)
+        self.assertEqual(original.decodeAdd(line), decodeBody(self.body))
+
+    def test_shape(self):
+        line = rawLine(self.body)
+        self.assertCorrupt(line.replace(b" ", b"", 1))
+        self.assertCorrupt(line.replace(b" ", b"  ", 1))
+        self.assertCorrupt(line.replace(b"<", b"", 1))
+        self.assertCorrupt(line.replace(b">", b"", 1))
+        self.assertCorrupt(b"\n")
+        self.assertCorrupt(b"garbage\n")
+        self.assertCorrupt(b" " + line)
+        self.assertCorrupt(line[:-1] + b" \n")
+
+    @_quick
+    @given(pairLists, st.integers(min_value=0), st.integers(min_value=0, max_value=255))
+    def test_extraByte(self, pairs, where, byte):
+        line = encodeAdd(pairs)
+        # Before the final LF: after it, the damage would be another line.
+        where %= len(line)
+        self.assertCorrupt(line[:where] + bytes([byte]) + line[where:])
+
+    @_quick
+    @given(pairLists, st.integers(min_value=0))
+    def test_missingByte(self, pairs, where):
+        line = encodeAdd(pairs)
+        where %= len(line)
+        self.assertCorrupt(line[:where] + line[where + 1 :])
+
+    @_quick
+    @given(pairLists, st.integers(min_value=0), st.integers(min_value=1, max_value=255))
+    def test_flippedByte(self, pairs, where, mask):
+        line = bytearray(encodeAdd(pairs))
+        where %= len(line)
+        line[where] ^= mask
+        self.assertCorrupt(bytes(line))
+
+
+def expectedIdentity(pairs):
+    """
+    An add's C{(by, at)} as the spec defines it: its first C{by} and first
+    C{at}, if both are there and C{at} is a decimal number.
+    """
+    values = {}
+    for name, value in pairs:
+        values.setdefault(name, value)
+    by, at = values.get(b"by"), values.get(b"at")
+    if by is None or at is None or not at or not all(48 <= byte <= 57 for byte in at):
+        return None
+    return by, int(at)
+
+
+ats = st.one_of(st.integers(0, 10**20).map(lambda n: b"%d" % (n,)), byteStrings)
+
+
+class IdentifyTests(TestCase):
+    """
+    Finding an add's C{(by, at)}.
+    """
+
+    def test_originalOrder(self):
+        self.assertEqual(identify(b"by=abc&at=12&m=x"), (b"abc", 12))
+        self.assertEqual(identify(b"by=abc&at=12"), (b"abc", 12))
+        self.assertEqual(identify(b"by=abc&at=007"), (b"abc", 7))
+
+    def test_anywhere(self):
+        self.assertEqual(identify(b"m=x&at=3&by=abc"), (b"abc", 3))
+        self.assertEqual(identify(b"at=3&m=x&by=abc&by=no&at=4"), (b"abc", 3))
+
+    def test_escapedBy(self):
+        self.assertEqual(identify(b"by=a%2Bb+c&at=3"), (b"a+b c", 3))
+        self.assertEqual(identify(b"by=a=b&at=3"), (b"a=b", 3))
+
+    def test_none(self):
+        for body in (
+            b"I=abc",
+            b"by=abc",
+            b"at=1",
+            b"by=abc&at=",
+            b"by=abc&at=1x",
+            b"by=abc&at=-1",
+            b"by=abc&at=%31x",
+            b"",
+        ):
+            self.assertIsNone(identify(body), body)
+
+    def test_corrupt(self):
+        self.assertRaises(CorruptLine, identify, b"m=x&junk&by=a&at=1")
+
+    @_quick
+    @given(
+        pairLists,
+        st.lists(
+            st.tuples(st.sampled_from([b"by", b"at"]), ats, st.integers(0, 8)),
+            max_size=4,
+        ),
+    )
+    def test_matchesDecoding(self, pairs, extra):
+        for name, value, where in extra:
+            pairs.insert(where % (len(pairs) + 1), (name, value))
+        self.assertEqual(identify(encodeBody(pairs)), expectedIdentity(pairs))
+
+    @_quick
+    @given(byteStrings, st.integers(0, 10**20), pairLists)
+    def test_originalLayout(self, by, at, pairs):
+        pairs = [(b"by", by), (b"at", b"%d" % (at,))] + pairs
+        self.assertEqual(identify(encodeBody(pairs)), (by, at))

@@ -1,0 +1,207 @@
+"""
+Tests for L{gossip.intervals}: sets of integers kept as ranges, checked
+against Python's sets.
+"""
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from twisted.trial.unittest import TestCase
+
+from gossip import intervals
+from gossip.intervals import Intervals
+
+_quick = settings(max_examples=100, deadline=None)
+
+# Small numbers, so that ranges overlap, touch and nest often.
+members = st.integers(min_value=0, max_value=60)
+ranges = st.tuples(members, st.integers(min_value=-3, max_value=15)).map(
+    lambda pair: (pair[0], pair[0] + pair[1])
+)
+rangeLists = st.lists(ranges, max_size=8)
+operations = st.lists(
+    st.one_of(
+        st.tuples(st.just("add"), members),
+        st.tuples(st.just("addRange"), ranges),
+        st.tuples(st.just("update"), rangeLists),
+    ),
+    max_size=25,
+)
+
+
+def membersOf(rangeList):
+    """
+    The set that a list of ranges names.
+    """
+    return {n for start, end in rangeList for n in range(start, end)}
+
+
+def apply(operationList):
+    """
+    Apply operations to an empty L{Intervals} and an empty set.
+    """
+    held, expected = Intervals(), set()
+    for operation, argument in operationList:
+        if operation == "add":
+            held.add(argument)
+            expected.add(argument)
+        elif operation == "addRange":
+            held.addRange(*argument)
+            expected |= membersOf([argument])
+        else:
+            held.update(Intervals(argument))
+            expected |= membersOf(argument)
+    return held, expected
+
+
+class IntervalsTests(TestCase):
+    """
+    L{Intervals} behaves as the set of its members.
+    """
+
+    def assertSame(self, held, expected):
+        """
+        C{held} is C{expected} by every query, and its ranges are sorted,
+        disjoint, non-adjacent and non-empty.
+        """
+        spans = held.ranges()
+        for start, end in spans:
+            self.assertLess(start, end)
+        for (_, end), (start, _) in zip(spans, spans[1:]):
+            self.assertLess(end, start)
+        self.assertEqual(membersOf(spans), expected)
+        self.assertEqual(list(held), sorted(expected))
+        self.assertEqual(len(held), len(expected))
+        self.assertEqual(held.end(), max(expected) + 1 if expected else 0)
+        for n in range(-2, 80):
+            self.assertEqual(n in held, n in expected, n)
+
+    @_quick
+    @given(operations)
+    def test_operations(self, operationList):
+        held, expected = apply(operationList)
+        self.assertSame(held, expected)
+
+    @_quick
+    @given(rangeLists)
+    def test_fromRanges(self, rangeList):
+        self.assertSame(Intervals(rangeList), membersOf(rangeList))
+
+    @_quick
+    @given(st.lists(members, max_size=40))
+    def test_addInAnyOrder(self, numbers):
+        held = Intervals()
+        for n in numbers:
+            held.add(n)
+        self.assertSame(held, set(numbers))
+
+    @_quick
+    @given(operations, operations)
+    def test_difference(self, left, right):
+        held, expected = apply(left)
+        other, otherExpected = apply(right)
+        before = held.ranges(), other.ranges()
+        self.assertSame(held.difference(other), expected - otherExpected)
+        # Neither operand changes.
+        self.assertEqual((held.ranges(), other.ranges()), before)
+
+    @_quick
+    @given(operations, operations)
+    def test_update(self, left, right):
+        held, expected = apply(left)
+        other, otherExpected = apply(right)
+        held.update(other)
+        self.assertSame(held, expected | otherExpected)
+        self.assertSame(other, otherExpected)
+
+    @_quick
+    @given(operations, operations)
+    def test_equality(self, left, right):
+        """
+        Two L{Intervals} are equal exactly when they have the same members,
+        however they were built.
+        """
+        held, expected = apply(left)
+        other, otherExpected = apply(right)
+        self.assertEqual(held == other, expected == otherExpected)
+        self.assertEqual(held, Intervals((n, n + 1) for n in expected))
+
+    def test_empty(self):
+        self.assertSame(Intervals(), set())
+        self.assertSame(Intervals([(5, 5), (7, 3)]), set())
+
+    def test_newsrc(self):
+        """
+        The module's example: serials 0-119 and 125-129.
+        """
+        held = Intervals([(0, 120), (125, 130)])
+        self.assertEqual(held.ranges(), [(0, 120), (125, 130)])
+        self.assertEqual(repr(held), "Intervals([(0, 120), (125, 130)])")
+        self.assertEqual(held.end(), 130)
+        self.assertEqual(len(held), 125)
+
+    def test_adjacentMerge(self):
+        held = Intervals([(0, 3), (5, 8)])
+        held.addRange(3, 5)
+        self.assertEqual(held.ranges(), [(0, 8)])
+        held.add(8)
+        self.assertEqual(held.ranges(), [(0, 9)])
+        held.add(10)
+        self.assertEqual(held.ranges(), [(0, 9), (10, 11)])
+
+    def test_notEqualToOtherTypes(self):
+        self.assertNotEqual(Intervals([(0, 2)]), [(0, 2)])
+        self.assertNotEqual(Intervals([(0, 2)]), {0, 1})
+
+
+haves = st.dictionaries(st.sampled_from([b"a", b"b", b"c"]), rangeLists, max_size=3)
+
+
+def build(have):
+    return {by: Intervals(spans) for by, spans in have.items()}
+
+
+def flatten(have):
+    """
+    The C{(by, at)} pairs that a mapping of origins to L{Intervals} names.
+    """
+    return {(by, at) for by, held in have.items() for at in held}
+
+
+class HaveTests(TestCase):
+    """
+    The functions on mappings of origins to L{Intervals}.
+    """
+
+    @_quick
+    @given(haves, haves)
+    def test_difference(self, left, right):
+        have, other = build(left), build(right)
+        result = intervals.difference(have, other)
+        self.assertEqual(flatten(result), flatten(have) - flatten(other))
+        # No origin is named with nothing in it.
+        for held in result.values():
+            self.assertTrue(held.ranges())
+        # The result shares nothing with its operands.
+        before = flatten(have)
+        for held in result.values():
+            held.addRange(0, 100)
+        self.assertEqual(flatten(have), before)
+
+    @_quick
+    @given(haves, haves)
+    def test_merge(self, left, right):
+        have, more = build(left), build(right)
+        expected = flatten(have) | flatten(more)
+        moreBefore = flatten(more)
+        intervals.merge(have, more)
+        self.assertEqual(flatten(have), expected)
+        # Later changes to the merged mapping leave C{more} as it was.
+        for held in have.values():
+            held.addRange(0, 100)
+        self.assertEqual(flatten(more), moreBefore)
+
+    @_quick
+    @given(haves)
+    def test_count(self, left):
+        have = build(left)
+        self.assertEqual(intervals.count(have), len(flatten(have)))

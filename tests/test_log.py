@@ -1,0 +1,1047 @@
+"""
+Tests for L{gossip.log}: reading a log forwards and backwards through
+damage, appending from many processes and after killed writers, the state
+cache, receiving adds from peers, and saying.
+"""
+
+import io
+import json
+import os
+import random
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from twisted.trial.unittest import SkipTest, TestCase
+
+import gossip
+from gossip import log as logModule
+from gossip.format import decodeBody, decodeLine, encodeAdd, lineHash
+from gossip.log import RESERVED, Log, LogError, entries, newIdentity, reverseEntries
+from tests import original
+
+DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
+# Where a child process finds the gossip package under test.
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(gossip.__file__)))
+# How long any child process may take before the test gives up on it.
+TIMEOUT = 120
+
+_damageSettings = settings(max_examples=60, deadline=None)
+
+_NAMES = [b"m", b"tag", b"subject", b"n", b"\x00\n", b"a=b"]
+
+
+def readFile(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def randomPairs(rng, maxValue):
+    """
+    One to three pairs with random values: every byte, LF, NUL, C{<} and
+    C{>} included.
+    """
+    return [
+        (rng.choice(_NAMES), rng.randbytes(rng.randrange(maxValue + 1)))
+        for _ in range(rng.randrange(1, 4))
+    ]
+
+
+def makeLog(case, count, seed, maxValue=60):
+    """
+    A new log of C{count} adds written with L{Log.say}.
+
+    @return: the L{Log} and the file's bytes.
+    """
+    log = Log(case.mktemp())
+    rng = random.Random(seed)
+    for _ in range(count):
+        log.say(randomPairs(rng, maxValue))
+    return log, readFile(log.path)
+
+
+def completeLines(data):
+    """
+    The C{(offset, record)} of each LF-terminated line of C{data}.
+    """
+    result = []
+    offset = 0
+    for record in data.split(b"\n")[:-1]:
+        result.append((offset, record))
+        offset += len(record) + 1
+    return result
+
+
+def checkBody(line):
+    """
+    The body of an intact line.
+    """
+    return line[line.index(b"<") + 1 : line.rindex(b">")]
+
+
+def originalPairs(record):
+    """
+    The pairs the original's reader finds in a line, or L{None}.
+    """
+    try:
+        return original.decodeAdd(record + b"\n")
+    except original.Corrupt:
+        return None
+
+
+def expectedState(data):
+    """
+    What a log file holds as the original's reader and the spec see it.
+
+    @return: the identity (the first intact add with C{I} and no C{by}), a
+        dict of each origin's set of C{at}s, and how many complete lines
+        are corrupt.
+    """
+    identity = None
+    have = {}
+    damaged = 0
+    for _, record in completeLines(data):
+        pairs = originalPairs(record)
+        if pairs is None:
+            damaged += 1
+            continue
+        # The first value of each name.
+        first = dict(reversed(pairs))
+        if identity is None and b"I" in first and b"by" not in first:
+            identity = first[b"I"]
+            continue
+        by, at = first.get(b"by"), first.get(b"at")
+        if by is not None and at is not None and at.isdigit():
+            have.setdefault(by, set()).add(int(at))
+    return identity, have, damaged
+
+
+def expectedNextAt(identity, have):
+    held = have.get(identity)
+    return max(held) + 1 if held else 0
+
+
+def haveOf(state):
+    return {by: set(held) for by, held in state.have.items()}
+
+
+def lineOfLength(length, by, at):
+    """
+    An intact add by C{by} at C{at}, padded to exactly C{length} bytes.
+    """
+    prefix = b"by=%s&at=%d&m=" % (by, at)
+    for size in range(len(prefix), length):
+        if size + 2 * len(b"%d" % (size,)) + 15 == length:
+            padding = b"x" * (size - len(prefix))
+            return encodeAdd([(b"by", by), (b"at", b"%d" % (at,)), (b"m", padding)])
+    raise ValueError(f"no add of {length} bytes")
+
+
+def startChild(case, *args, **kwargs):
+    """
+    Start a Python process with these arguments, importing the gossip under
+    test, and kill it at the end of the test if it is still running.
+    """
+    child = subprocess.Popen(
+        [sys.executable] + [os.fsdecode(arg) for arg in args],
+        env=dict(os.environ, PYTHONPATH=ROOT),
+        **kwargs,
+    )
+
+    def stop():
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+        for stream in (child.stdin, child.stdout):
+            if stream is not None:
+                stream.close()
+
+    case.addCleanup(stop)
+    return child
+
+
+class StateAssertions:
+    """
+    Checks that a L{Log} agrees with the original's reading of its file.
+    """
+
+    def assertState(self, log):
+        """
+        C{log.state()} has the identity, the C{at}s of every origin and the
+        next C{at} that the file holds.
+        """
+        identity, have, _ = expectedState(readFile(log.path))
+        state = log.state()
+        self.assertEqual(state.identity, identity)
+        self.assertEqual(haveOf(state), have)
+        self.assertEqual(state.nextAt(), expectedNextAt(identity, have))
+        for by, ats in have.items():
+            for at in ats:
+                self.assertTrue(state.holds(by, at))
+        return state
+
+    def assertSaysNext(self, log, pairs=((b"m", b"next"),)):
+        """
+        C{log.say} appends exactly one intact add, by the log's identity with
+        the next C{at}, on a line of its own, and changes nothing before it.
+
+        @return: the line said.
+        """
+        before = readFile(log.path)
+        identity, have, _ = expectedState(before)
+        line = log.say(list(pairs))
+        expected = encodeAdd(
+            [(b"by", identity), (b"at", b"%d" % (expectedNextAt(identity, have),))] + list(pairs)
+        )
+        self.assertEqual(line, expected)
+        # A torn last line is ended so that the add stands alone.
+        if before and not before.endswith(b"\n"):
+            before += b"\n"
+        self.assertEqual(readFile(log.path), before + line)
+        return line
+
+    def assertHealthy(self, log):
+        """
+        The log's state is right, before and after one more add.
+        """
+        self.assertState(log)
+        self.assertSaysNext(log)
+        self.assertState(log)
+
+
+class EntriesTests(TestCase):
+    """
+    L{entries} and L{reverseEntries} on undamaged and unusual files.
+    """
+
+    def readBoth(self, data):
+        forwards = list(entries(io.BytesIO(data)))
+        backwards = list(reverseEntries(io.BytesIO(data)))
+        self.assertEqual(backwards, forwards[::-1])
+        return forwards
+
+    def test_vectors(self):
+        """
+        Both directions read every vector alike, one megabyte at a time and
+        a few bytes at a time.
+        """
+        for name in ("original-basic", "lowercase-escapes", "corrupted", "torn-tail"):
+            data = readFile(os.path.join(DATA, name + ".log"))
+            expected = self.readBoth(data)
+            self.assertEqual([(o, r) for o, r, _ in expected], completeLines(data))
+            for chunk in (1, 7, 100, 4096):
+                self.patch(logModule, "_CHUNK", chunk)
+                self.assertEqual(self.readBoth(data), expected, (name, chunk))
+
+    def test_empty(self):
+        self.assertEqual(self.readBoth(b""), [])
+
+    def test_onlyUnterminated(self):
+        self.assertEqual(self.readBoth(b"no line feed at all"), [])
+        self.patch(logModule, "_CHUNK", 3)
+        self.assertEqual(self.readBoth(b"no line feed at all"), [])
+
+    def test_unterminatedLastLine(self):
+        line = encodeAdd([(b"m", b"x")])
+        self.assertEqual(self.readBoth(line + line[:-1]), [(0, line[:-1], checkBody(line))])
+
+    def test_emptyLines(self):
+        line = encodeAdd([(b"m", b"x")])
+        found = self.readBoth(b"\n\n" + line + b"\n")
+        self.assertEqual(
+            found,
+            [
+                (0, b"", None),
+                (1, b"", None),
+                (2, line[:-1], checkBody(line)),
+                (2 + len(line), b"", None),
+            ],
+        )
+
+    def test_start(self):
+        """
+        Reading forwards from the start of any line gives the lines from
+        there on.
+        """
+        data = readFile(os.path.join(DATA, "corrupted.log"))
+        every = list(entries(io.BytesIO(data)))
+        for i, (offset, _, _) in enumerate(every):
+            self.assertEqual(list(entries(io.BytesIO(data), offset)), every[i:])
+
+    def test_end(self):
+        """
+        Reading backwards from any byte gives the complete lines before it.
+        """
+        data = readFile(os.path.join(DATA, "corrupted.log"))
+        self.patch(logModule, "_CHUNK", 512)
+        for end in list(range(0, len(data), 97)) + [len(data)]:
+            expected = list(entries(io.BytesIO(data[:end])))
+            self.assertEqual(list(reverseEntries(io.BytesIO(data), end)), expected[::-1], end)
+
+    def test_longLines(self):
+        """
+        Lines many times longer than a chunk are read whole.
+        """
+        line = encodeAdd([(b"m", b"\x00<>\n" * 5000)])
+        data = line + b"junk\n" + line
+        self.patch(logModule, "_CHUNK", 1000)
+        found = self.readBoth(data)
+        self.assertEqual(
+            [(o, b is not None) for o, _, b in found],
+            [(0, True), (len(line), False), (len(line) + 5, True)],
+        )
+
+    def test_file(self):
+        """
+        They read real files, from the beginning whatever the position.
+        """
+        log, data = makeLog(self, 20, seed=3)
+        with open(log.path, "rb") as f:
+            f.seek(17)
+            forwards = list(entries(f))
+            self.assertEqual(list(reverseEntries(f)), forwards[::-1])
+        self.assertEqual([(o, r) for o, r, _ in forwards], completeLines(data))
+        self.assertTrue(all(body is not None for _, _, body in forwards))
+
+
+positions = st.integers(min_value=0, max_value=2**31)
+garbage = st.one_of(
+    st.binary(max_size=30),
+    st.lists(st.sampled_from(b"\n\n<> 0123456789=&%+ABCabc"), max_size=30).map(bytes),
+)
+damages = st.lists(
+    st.one_of(
+        st.tuples(st.just("flip"), positions, st.integers(1, 255)),
+        st.tuples(st.just("delete"), positions, st.integers(1, 200)),
+        st.tuples(st.just("insert"), positions, garbage),
+        # Part of one line copied into another: an interleaved write.
+        st.tuples(st.just("copy"), positions, st.integers(1, 400), positions),
+        st.tuples(st.just("truncate"), positions),
+    ),
+    min_size=1,
+    max_size=10,
+)
+
+
+def damage(data, operations):
+    """
+    Apply each damage operation of C{operations} to C{data}.
+    """
+    data = bytearray(data)
+    for operation in operations:
+        kind, where = operation[:2]
+        where %= len(data) + 1
+        if kind == "flip":
+            if where < len(data):
+                data[where] ^= operation[2]
+        elif kind == "delete":
+            del data[where : where + operation[2]]
+        elif kind == "insert":
+            data[where:where] = operation[2]
+        elif kind == "copy":
+            piece = data[where : where + operation[2]]
+            target = operation[3] % (len(data) + 1)
+            data[target:target] = piece
+        else:
+            del data[where:]
+    return bytes(data)
+
+
+class DamageTests(StateAssertions, TestCase):
+    """
+    Whatever happens to a log's bytes, every add whose line is still intact
+    is read, and nothing else is.
+    """
+
+    def test_resynchronises(self):
+        """
+        After random damage, L{entries} returns every complete line at its
+        offset, and returns as an add exactly those that are byte for byte
+        a line that was written: every line that survived, and nothing not
+        written.  A log built on that file reports the same and appends a
+        new add on a line of its own.
+        """
+        _, data = makeLog(self, 300, seed=1, maxValue=80)
+        written = set(data.split(b"\n")[:-1])
+
+        @_damageSettings
+        @given(damages)
+        def check(operations):
+            damaged = damage(data, operations)
+            found = list(entries(io.BytesIO(damaged)))
+            self.assertEqual([(o, r) for o, r, _ in found], completeLines(damaged))
+            for offset, record, body in found:
+                if record in written:
+                    self.assertIsNotNone(body, offset)
+                    self.assertEqual(decodeBody(body), originalPairs(record))
+                else:
+                    self.assertIsNone(body, offset)
+
+            log = Log(self.mktemp())
+            with open(log.path, "wb") as f:
+                f.write(damaged)
+            identity, have, damagedLines = expectedState(damaged)
+            self.assertEqual(log.state().damaged, damagedLines)
+            self.assertState(log)
+            intact = any(body is not None for _, _, body in found)
+            if identity is not None:
+                self.assertSaysNext(log)
+            elif intact:
+                # Adds, but no identity: not a log this node can say into.
+                self.assertRaises(LogError, log.say, [(b"m", b"x")])
+                self.assertEqual(readFile(log.path), damaged)
+            else:
+                line = log.say([(b"m", b"x")])
+                after = readFile(log.path)
+                if damaged and not damaged.endswith(b"\n"):
+                    damaged += b"\n"
+                self.assertTrue(after.startswith(damaged))
+                self.assertTrue(after.endswith(line))
+                [(name, made)] = decodeLine(after[len(damaged) : -len(line)])
+                self.assertEqual(name, b"I")
+                self.assertEqual(decodeLine(line)[:2], [(b"by", made), (b"at", b"0")])
+
+        check()
+
+    def test_reverseMatchesForwards(self):
+        """
+        L{reverseEntries} returns exactly what L{entries} does, reversed,
+        whatever the damage, chunk size and end.
+        """
+        _, data = makeLog(self, 60, seed=4, maxValue=40)
+
+        @_damageSettings
+        @given(damages, st.one_of(st.integers(1, 300), st.just(1 << 20)), positions)
+        def check(operations, chunk, end):
+            damaged = damage(data, operations)
+            self.patch(logModule, "_CHUNK", chunk)
+            forwards = list(entries(io.BytesIO(damaged)))
+            self.assertEqual(list(reverseEntries(io.BytesIO(damaged))), forwards[::-1])
+            end %= len(damaged) + 1
+            before = list(entries(io.BytesIO(damaged[:end])))
+            self.assertEqual(list(reverseEntries(io.BytesIO(damaged), end)), before[::-1])
+
+        check()
+
+
+_WRITER = r"""
+import sys
+from gossip.log import Log
+
+path, who = sys.argv[1], sys.argv[2].encode()
+log = Log(path)
+# Everyone starts together, when the test closes standard input.
+sys.stdin.read()
+for i in range(100):
+    # Odd writers open the log anew for each add, so that both the state a
+    # Log remembers and the cache file meet the other writers' adds.
+    if int(who) % 2:
+        log = Log(path)
+    log.say([(b"who", who), (b"i", b"%d" % i)])
+"""
+
+
+class ConcurrencyTests(TestCase):
+    """
+    Many processes appending to one log at once.
+    """
+
+    def test_eightWriters(self):
+        """
+        Eight processes saying 100 adds each into one new log make one
+        identity and 800 intact adds, with every C{at} from 0 to 799 once.
+        """
+        path = os.path.abspath(self.mktemp())
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        writers = [
+            startChild(self, "-c", _WRITER, path, str(who), stdin=subprocess.PIPE)
+            for who in range(8)
+        ]
+        for writer in writers:
+            writer.stdin.close()
+        for writer in writers:
+            self.assertEqual(writer.wait(timeout=TIMEOUT), 0)
+
+        data = readFile(path)
+        self.assertTrue(data.endswith(b"\n"))
+        adds = [decodeLine(record + b"\n") for _, record in completeLines(data)]
+        [(name, identity)] = adds[0]
+        self.assertEqual(name, b"I")
+        self.assertEqual(len(adds), 801)
+        ats = []
+        seen = {}
+        for pairs in adds[1:]:
+            self.assertEqual(pairs[0], (b"by", identity))
+            self.assertEqual(pairs[1][0], b"at")
+            ats.append(int(pairs[1][1]))
+            who, i = pairs[2][1], int(pairs[3][1])
+            # Each writer's adds come in the order it said them.
+            self.assertEqual(i, seen.get(who, -1) + 1)
+            seen[who] = i
+        self.assertEqual(sorted(ats), list(range(800)))
+        self.assertEqual(seen, {b"%d" % (who,): 99 for who in range(8)})
+        state = Log(path).state()
+        self.assertEqual((state.identity, state.nextAt(), state.damaged), (identity, 800, 0))
+
+
+# Says one add but writes only the first half of its line, then holds the
+# lock until it is killed.
+_TORN_WRITER = r"""
+import os, sys
+from gossip.log import Log
+
+def tornWrite(fd, data, write=os.write):
+    data = bytes(data)
+    write(fd, data[: len(data) // 2])
+    sys.stdout.write("torn\n")
+    sys.stdout.flush()
+    sys.stdin.read()
+    os._exit(3)
+
+os.write = tornWrite
+Log(sys.argv[1]).say([(b"m", b"v" * int(sys.argv[2]))])
+"""
+
+
+class KilledWriterTests(StateAssertions, TestCase):
+    """
+    A writer killed in the middle of an add loses that add and nothing else.
+    """
+
+    def killMidAppend(self, size):
+        log, before = makeLog(self, 20, seed=5)
+        state = log.state()
+        identity, at = state.identity, state.nextAt()
+        torn = startChild(
+            self,
+            "-c",
+            _TORN_WRITER,
+            log.path,
+            str(size),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        )
+        self.assertEqual(torn.stdout.readline(), b"torn\n")
+        # Another writer, which must wait for the lock the torn one holds.
+        waiter = startChild(self, "-m", "gossip", "say", log.path, "m=after")
+        os.kill(torn.pid, signal.SIGKILL)
+        self.assertEqual(torn.wait(timeout=TIMEOUT), -signal.SIGKILL)
+        self.assertEqual(waiter.wait(timeout=TIMEOUT), 0)
+
+        tornLine = encodeAdd([(b"by", identity), (b"at", b"%d" % (at,)), (b"m", b"v" * size)])
+        half = tornLine[: len(tornLine) // 2]
+        # The torn add never was, so the next add takes its at.
+        after = encodeAdd([(b"by", identity), (b"at", b"%d" % (at,)), (b"m", b"after")])
+        data = readFile(log.path)
+        self.assertEqual(data, before + half + b"\n" + after)
+
+        found = list(entries(io.BytesIO(data)))
+        self.assertEqual(
+            [(o, r) for o, r, b in found if b is not None],
+            completeLines(before) + [(len(before) + len(half) + 1, after[:-1])],
+        )
+        self.assertEqual([(o, r) for o, r, b in found if b is None], [(len(before), half)])
+        # The Log that wrote the first adds catches up with all of it.
+        self.assertHealthy(log)
+        self.assertHealthy(Log(log.path))
+
+    def test_killedMidAdd(self):
+        self.killMidAppend(100)
+
+    def test_killedMidHugeAdd(self):
+        self.killMidAppend(8 << 20)
+
+
+class CacheTests(StateAssertions, TestCase):
+    """
+    The cache beside a log never gives a wrong identity, C{at} or set of
+    adds held, whatever happened to it or to the log.
+    """
+
+    def setUp(self):
+        # Bigger than the cache's fingerprints of the head and of the bytes
+        # before its offset, with adds from a peer too.
+        self.log, _ = makeLog(self, 120, seed=6)
+        self.log.receive([peerLine(at) for at in (0, 1, 2, 5)])
+        self.log.say([(b"m", b"last")])
+        self.assertGreater(os.path.getsize(self.log.path), 3 * logModule._PRINT)
+
+    def test_beside(self):
+        directory, name = os.path.split(os.path.abspath(os.fsdecode(self.log.path)))
+        cache = os.path.join(directory, "." + name + ".gossip-cache")
+        self.assertEqual(os.path.abspath(os.fsdecode(self.log.cachePath)), cache)
+        self.assertTrue(os.path.isfile(cache))
+        self.assertHealthy(Log(self.log.path))
+
+    def test_used(self):
+        """
+        A new L{Log} takes its state from the cache, not by reading the log.
+        """
+        self.patch(logModule, "entries", lambda f, start=0: iter(()))
+        self.assertState(Log(self.log.path))
+
+    def test_deleted(self):
+        os.remove(self.log.cachePath)
+        self.assertHealthy(Log(self.log.path))
+        os.remove(self.log.cachePath)
+        self.assertHealthy(self.log)
+
+    def test_directory(self):
+        """
+        A cache that cannot be read or written costs only a rescan.
+        """
+        os.remove(self.log.cachePath)
+        os.mkdir(self.log.cachePath)
+        self.assertHealthy(Log(self.log.path))
+
+    def test_truncated(self):
+        """
+        A cache cut short anywhere is not believed.
+        """
+        cache = readFile(self.log.cachePath)
+        # Cut at every line's end, where a cache that lost lines would still
+        # parse, and at bytes between.
+        ends = [i + 1 for i, byte in enumerate(cache) if byte == ord("\n")]
+        for size in sorted(set(ends + [end - 1 for end in ends] + list(range(0, len(cache), 13)))):
+            with open(self.log.cachePath, "wb") as f:
+                f.write(cache[:size])
+            self.assertState(Log(self.log.path))
+        self.assertHealthy(Log(self.log.path))
+
+    def test_garbage(self):
+        cache = readFile(self.log.cachePath)
+
+        @settings(max_examples=60, deadline=None)
+        @given(st.one_of(st.binary(max_size=400), damages.map(lambda ops: damage(cache, ops))))
+        def check(garbage):
+            with open(self.log.cachePath, "wb") as f:
+                f.write(garbage)
+            self.assertState(Log(self.log.path))
+
+        check()
+        self.assertHealthy(Log(self.log.path))
+
+    def test_stale(self):
+        """
+        Adds that another writer appended without updating the cache, as
+        the original does, are counted.
+        """
+        state = self.log.state()
+        identity, at = state.identity, state.nextAt()
+        with open(self.log.path, "ab") as f:
+            f.write(original.encodeAdd([(b"by", identity), (b"at", b"%d" % (at,))]))
+            f.write(original.encodeAdd([(b"by", b"peer"), (b"at", b"9"), (b"m", b"by hand")]))
+        self.assertHealthy(self.log)
+        with open(self.log.path, "ab") as f:
+            f.write(original.encodeAdd([(b"by", identity), (b"at", b"%d" % (at + 5,))]))
+        self.assertHealthy(Log(self.log.path))
+
+    def test_older(self):
+        """
+        A cache from before later adds is caught up.
+        """
+        old = readFile(self.log.cachePath)
+        other = Log(self.log.path)
+        for i in range(5):
+            other.say([(b"m", b"%d" % (i,))])
+        with open(self.log.cachePath, "wb") as f:
+            f.write(old)
+        self.assertHealthy(Log(self.log.path))
+
+    def test_tornByHand(self):
+        with open(self.log.path, "ab") as f:
+            f.write(peerLine(20)[:-9])
+        self.assertHealthy(self.log)
+
+    def test_otherLogsCache(self):
+        other, _ = makeLog(self, 10, seed=7)
+        shutil.copyfile(other.cachePath, self.log.cachePath)
+        self.assertHealthy(Log(self.log.path))
+
+    def assertReplaced(self, replace):
+        """
+        After C{replace()} puts other content where the log was, both the
+        L{Log} that knew the old content and a new one, which finds the old
+        content's cache, see the new.
+        """
+        cache = readFile(self.log.cachePath)
+        replace()
+        self.assertHealthy(self.log)
+        with open(self.log.cachePath, "wb") as f:
+            f.write(cache)
+        replace()
+        self.assertHealthy(Log(self.log.path))
+
+    def otherLog(self):
+        """
+        Another node's log, longer than this one so that the cache's
+        offset is inside it.
+        """
+        _, data = makeLog(self, 200, seed=8)
+        self.assertGreater(len(data), os.path.getsize(self.log.path))
+        return data
+
+    def test_renamedOver(self):
+        data = self.otherLog()
+
+        def replace():
+            temporary = self.mktemp()
+            with open(temporary, "wb") as f:
+                f.write(data)
+            os.replace(temporary, self.log.path)
+
+        self.assertReplaced(replace)
+
+    def rewriteInPlace(self, data):
+        """
+        Make C{data} the log's content, keeping the file (its inode).
+        """
+        before = os.stat(self.log.path).st_ino
+        with open(self.log.path, "r+b") as f:
+            f.write(data)
+            f.truncate()
+        self.assertEqual(os.stat(self.log.path).st_ino, before)
+
+    def test_rewrittenWithOtherLog(self):
+        data = self.otherLog()
+        self.assertReplaced(lambda: self.rewriteInPlace(data))
+
+    def test_rewrittenShorter(self):
+        lines = readFile(self.log.path).split(b"\n")
+        data = b"\n".join(lines[: len(lines) // 2]) + b"\n"
+        self.assertReplaced(lambda: self.rewriteInPlace(data))
+
+    def test_rewrittenSameLength(self):
+        """
+        The last add replaced by a peer's add of the same length: this
+        node's next C{at} goes back by one.
+        """
+        data = readFile(self.log.path)
+        last = data[data.rindex(b"\n", 0, -1) + 1 :]
+        data = data[: -len(last)] + lineOfLength(len(last), b"peer", 7)
+        self.assertEqual(len(data), os.path.getsize(self.log.path))
+        self.assertReplaced(lambda: self.rewriteInPlace(data))
+
+    def test_rewrittenLonger(self):
+        data = readFile(self.log.path)
+        last = data[data.rindex(b"\n", 0, -1) + 1 :]
+        data = data[: -len(last)] + b"".join(peerLine(at) for at in range(10, 20))
+        self.assertReplaced(lambda: self.rewriteInPlace(data))
+
+
+def peerLine(at, by=b"peer", value=None):
+    """
+    An add from another node.
+    """
+    if value is None:
+        value = b"%d" % (at,)
+    return encodeAdd([(b"by", by), (b"at", b"%d" % (at,)), (b"m", value)])
+
+
+class ReceiveTests(StateAssertions, TestCase):
+    """
+    L{Log.receive} appends the intact adds from a peer that the log lacks.
+    """
+
+    def setUp(self):
+        self.log = Log(self.mktemp())
+        self.log.say([(b"m", b"first")])
+        self.identity = self.log.state().identity
+
+    def assertReceive(self, lines, accepted, corrupt=0):
+        before = readFile(self.log.path)
+        self.assertEqual(self.log.receive(lines), (accepted, corrupt))
+        self.assertEqual(readFile(self.log.path), before + b"".join(accepted))
+        self.assertState(self.log)
+
+    def test_accepts(self):
+        lines = [peerLine(0), peerLine(1), peerLine(5), peerLine(0, by=b"other")]
+        self.assertReceive(lines, lines)
+        self.assertEqual(haveOf(self.log.state())[b"peer"], {0, 1, 5})
+        self.assertSaysNext(self.log)
+
+    def test_acceptsOriginals(self):
+        """
+        Lines as the original wrote them are taken byte for byte.
+        """
+        lines = readFile(os.path.join(DATA, "lowercase-escapes.log")).splitlines(True)
+        lines = [line for line in lines if b"by=" in line]
+        self.assertTrue(lines)
+        self.assertReceive(lines, lines)
+
+    def test_duplicatesInBatch(self):
+        self.assertReceive(
+            [peerLine(0), peerLine(0), peerLine(1), peerLine(0, value=b"other")],
+            [peerLine(0), peerLine(1)],
+        )
+
+    def test_duplicatesHeld(self):
+        self.assertReceive([peerLine(0)], [peerLine(0)])
+        self.assertReceive([peerLine(0), peerLine(1)], [peerLine(1)])
+        self.assertReceive([peerLine(1, value=b"other")], [])
+        self.assertReceive([], [])
+
+    def test_corrupt(self):
+        """
+        Lines that are not intact adds with a C{by} and C{at} are dropped and
+        counted.
+        """
+        flipped = bytearray(peerLine(2))
+        flipped[20] ^= 1
+
+        def raw(body):
+            return b"%s %d<%s>%d\n" % (lineHash(body), len(body), body, len(body))
+
+        bad = [
+            bytes(flipped),
+            peerLine(3)[:-1],
+            peerLine(4)[:-1] + b"x\n",
+            b"garbage\n",
+            b"\n",
+            encodeAdd([(b"I", b"impostor")]),
+            encodeAdd([(b"by", b"peer"), (b"m", b"no at")]),
+            encodeAdd([(b"at", b"6")]),
+            encodeAdd([(b"by", b"peer"), (b"at", b"seven")]),
+            raw(b"by=peer&at=8&junk"),
+            peerLine(9) + peerLine(10),
+        ]
+        self.assertReceive(bad + [peerLine(1)], [peerLine(1)], len(bad))
+        state = self.log.state()
+        self.assertEqual(state.identity, self.identity)
+        self.assertEqual(haveOf(state)[b"peer"], {1})
+
+    def test_ownIdentity(self):
+        """
+        An add by this node's own identity, come back from a peer, is taken
+        and the next C{at} is past it.
+        """
+        self.assertEqual(self.log.state().nextAt(), 1)
+        mine = peerLine(5, by=self.identity)
+        self.assertReceive([mine], [mine])
+        self.assertEqual(self.log.state().nextAt(), 6)
+        self.assertSaysNext(self.log)
+        gap = peerLine(3, by=self.identity)
+        self.assertReceive([gap, peerLine(0, by=self.identity)], [gap])
+        self.assertEqual(self.log.state().nextAt(), 7)
+
+    def test_newLog(self):
+        """
+        Receiving into a new log gives it an identity first.
+        """
+        log = Log(self.mktemp())
+        self.assertEqual(log.receive([peerLine(0)]), ([peerLine(0)], 0))
+        data = readFile(log.path)
+        [(name, identity)] = decodeLine(data[: -len(peerLine(0))])
+        self.assertEqual(name, b"I")
+        self.assertEqual(log.state().identity, identity)
+
+    def test_tornTail(self):
+        with open(self.log.path, "ab") as f:
+            f.write(peerLine(0)[:10])
+        before = readFile(self.log.path)
+        self.assertEqual(self.log.receive([peerLine(0)]), ([peerLine(0)], 0))
+        self.assertEqual(readFile(self.log.path), before + b"\n" + peerLine(0))
+
+    def test_notALog(self):
+        path = self.mktemp()
+        with open(path, "wb") as f:
+            f.write(peerLine(0))
+        self.assertRaises(LogError, Log(path).receive, [peerLine(1)])
+        self.assertEqual(readFile(path), peerLine(0))
+
+
+def vectorNextAt(name, by):
+    """
+    One past the largest C{at} by C{by} in a vector's expected.json.
+    """
+    with open(os.path.join(DATA, name + ".expected.json")) as f:
+        adds = json.load(f)["adds"]
+    ats = []
+    for pairs in adds:
+        pairs = [(bytes.fromhex(name), bytes.fromhex(value)) for name, value in pairs]
+        if pairs[:1] == [(b"by", by)] and pairs[1][0] == b"at":
+            ats.append(int(pairs[1][1]))
+    return max(ats) + 1
+
+
+class SayTests(StateAssertions, TestCase):
+    """
+    L{Log.say}: what it refuses, and what it writes.
+    """
+
+    def assertOneLineError(self, error, path):
+        message = str(error)
+        self.assertNotIn("\n", message)
+        self.assertIn(os.fsdecode(path), message)
+
+    def test_reserved(self):
+        path = self.mktemp()
+        for name in sorted(RESERVED):
+            error = self.assertRaises(LogError, Log(path).say, [(b"m", b"x"), (name, b"x")])
+            self.assertNotIn("\n", str(error))
+        self.assertEqual(RESERVED, {b"by", b"at", b"I"})
+        self.assertFalse(os.path.exists(path))
+        # Other names that only look like them are fine.
+        log = Log(path)
+        log.say([(b"m", b"first")])
+        for name in (b"BY", b"i", b"at ", b"I\x00"):
+            self.assertSaysNext(log, [(name, b"x")])
+
+    def test_first(self):
+        """
+        A new log starts with its identity add.
+        """
+        log = Log(self.mktemp())
+        line = log.say([(b"m", b"hello")])
+        data = readFile(log.path)
+        identityLine = data[: -len(line)]
+        [(name, identity)] = decodeLine(identityLine)
+        self.assertEqual(name, b"I")
+        self.assertEqual(decodeLine(line), [(b"by", identity), (b"at", b"0"), (b"m", b"hello")])
+        self.assertEqual(log.state().identity, identity)
+
+    def test_identity(self):
+        """
+        A new identity is at least 96 random bits of URL-safe base64.
+        """
+        alphabet = set(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+        identities = set()
+        for _ in range(5):
+            log = Log(self.mktemp())
+            log.say([(b"m", b"x")])
+            identities.add(log.state().identity)
+            identities.add(newIdentity())
+        self.assertEqual(len(identities), 10)
+        for identity in identities:
+            self.assertGreaterEqual(len(identity) * 6, 96)
+            self.assertLessEqual(set(identity), alphabet)
+
+    def test_binary(self):
+        log = Log(self.mktemp())
+        log.say([(b"m", b"first")])
+        pairs = [(bytes(range(1, 256)), bytes(range(256))), (b"m", b"\n" * 3), (b"m", b"")]
+        line = self.assertSaysNext(log, pairs)
+        self.assertEqual(decodeLine(line)[2:], pairs)
+        self.assertEqual(original.decodeAdd(line)[2:], pairs)
+
+    def test_originalIdentity(self):
+        """
+        A log the original wrote, with its short identity, goes on with the
+        original's identity and the next C{at}.
+        """
+        log = Log(self.mktemp())
+        shutil.copyfile(os.path.join(DATA, "original-basic.log"), log.path)
+        state = self.assertState(log)
+        self.assertEqual(state.identity, b"seed1")
+        self.assertIn(b"peer1", state.have)
+        line = self.assertSaysNext(log)
+        at = vectorNextAt("original-basic", b"seed1")
+        self.assertEqual(decodeLine(line)[:2], [(b"by", b"seed1"), (b"at", b"%d" % (at,))])
+
+    def test_torn(self):
+        """
+        A log that ends in an unfinished line has it ended before the next
+        add, which becomes the next C{at}.
+        """
+        log = Log(self.mktemp())
+        shutil.copyfile(os.path.join(DATA, "torn-tail.log"), log.path)
+        before = readFile(log.path)
+        line = self.assertSaysNext(log)
+        found = list(entries(io.BytesIO(readFile(log.path))))
+        self.assertEqual([b is None for _, _, b in found[-2:]], [True, False])
+        self.assertEqual(found[-1][0], len(before) + 1)
+        at = vectorNextAt("torn-tail", b"seed1")
+        self.assertEqual(decodeLine(line)[:2], [(b"by", b"seed1"), (b"at", b"%d" % (at,))])
+
+    def test_tornIdentity(self):
+        """
+        A new log whose identity add was torn gets a whole one.
+        """
+        log = Log(self.mktemp())
+        torn = encodeAdd([(b"I", newIdentity())])[:12]
+        with open(log.path, "wb") as f:
+            f.write(torn)
+        line = log.say([(b"m", b"x")])
+        data = readFile(log.path)
+        self.assertTrue(data.startswith(torn + b"\n"))
+        [(name, identity)] = decodeLine(data[len(torn) + 1 : -len(line)])
+        self.assertEqual(decodeLine(line)[:2], [(b"by", identity), (b"at", b"0")])
+
+    def test_directory(self):
+        path = self.mktemp()
+        os.mkdir(path)
+        self.assertOneLineError(self.assertRaises(LogError, Log(path).say, [(b"m", b"x")]), path)
+        self.assertOneLineError(self.assertRaises(LogError, Log(path).state), path)
+        self.assertOneLineError(self.assertRaises(LogError, Log(path).open), path)
+
+    def test_noIdentity(self):
+        """
+        A file with adds but no identity add is not a log to say into.
+        """
+        path = self.mktemp()
+        with open(path, "wb") as f:
+            f.write(original.encodeAdd([(b"by", b"someone"), (b"at", b"0"), (b"m", b"x")]))
+        before = readFile(path)
+        self.assertOneLineError(self.assertRaises(LogError, Log(path).say, [(b"m", b"x")]), path)
+        self.assertEqual(readFile(path), before)
+
+    def test_missingDirectory(self):
+        path = os.path.join(self.mktemp(), "no", "log")
+        self.assertOneLineError(self.assertRaises(LogError, Log(path).say, [(b"m", b"x")]), path)
+
+    def test_underAFile(self):
+        parent = self.mktemp()
+        with open(parent, "wb"):
+            pass
+        path = os.path.join(parent, "log")
+        self.assertOneLineError(self.assertRaises(LogError, Log(path).say, [(b"m", b"x")]), path)
+
+    def test_readOnly(self):
+        if os.geteuid() == 0:
+            raise SkipTest("root can write to any file")
+        log, before = makeLog(self, 2, seed=9)
+        os.chmod(log.path, stat.S_IRUSR)
+        self.assertOneLineError(self.assertRaises(LogError, log.say, [(b"m", b"x")]), log.path)
+        self.assertEqual(readFile(log.path), before)
+
+    def test_missing(self):
+        """
+        Reading a log that is not there is an error, and creates nothing.
+        """
+        path = self.mktemp()
+        self.assertOneLineError(self.assertRaises(LogError, Log(path).state), path)
+        self.assertOneLineError(self.assertRaises(LogError, Log(path).open), path)
+        self.assertFalse(os.path.exists(path))
+
+    def test_fsync(self):
+        """
+        With C{fsync}, every append is synced, and so is the directory of a
+        new log; without, nothing is.
+        """
+        synced = []
+
+        def recorder(real):
+            def sync(fd):
+                synced.append(stat.S_ISDIR(os.fstat(fd).st_mode))
+                return real(fd)
+
+            return sync
+
+        self.patch(os, "fdatasync", recorder(os.fdatasync))
+        self.patch(os, "fsync", recorder(os.fsync))
+        path = self.mktemp()
+        Log(path).say([(b"m", b"x")])
+        self.assertEqual(synced, [])
+
+        path = self.mktemp()
+        log = Log(path, fsync=True)
+        line = log.say([(b"m", b"x")])
+        self.assertTrue(readFile(path).endswith(line))
+        # The identity add, the directory entry, the add.
+        self.assertEqual(synced, [False, True, False])
+        self.assertSaysNext(log)
+        self.assertEqual(synced, [False, True, False, False])
