@@ -19,6 +19,7 @@ import os
 from base64 import urlsafe_b64encode
 from fcntl import LOCK_EX, LOCK_UN, flock
 from hashlib import sha256
+from time import monotonic
 
 from gossip.format import CorruptLine, checkLine, checkRecord, decodeBody, encodeAdd, identify
 from gossip.intervals import Intervals
@@ -27,6 +28,7 @@ __all__ = [
     "RESERVED",
     "Log",
     "LogError",
+    "Received",
     "State",
     "entries",
     "newIdentity",
@@ -134,6 +136,23 @@ def reverseEntries(f, end=None):
             yield offset, record, body
 
 
+class Received:
+    """
+    What L{Log.receive} did with the lines it was given.
+
+    @ivar held: the C{(by, at)} of every intact line given, appended or not.
+    @ivar appended: C{(offset, line, (by, at))} of each line appended.
+    @ivar corrupt: how many lines were not intact adds with a C{by} and C{at}.
+    """
+
+    __slots__ = ("held", "appended", "corrupt")
+
+    def __init__(self):
+        self.held = []
+        self.appended = []
+        self.corrupt = 0
+
+
 class State:
     """
     What a log holds, as of byte C{offset} (just after a complete line).
@@ -167,9 +186,11 @@ class State:
         held = self.have.get(by)
         return held is not None and at in held
 
-    def absorb(self, body):
+    def absorb(self, body, key=False):
         """
         Account for one intact add's body, found at the end of the log.
+
+        @param key: its C{(by, at)} or L{None} for none, if already known.
         """
         self.intact = True
         if self.identity is None and (body.startswith(b"I=") or b"&I=" in body):
@@ -177,10 +198,11 @@ class State:
             if b"I" in names and b"by" not in names:
                 self.identity = names[b"I"]
                 return
-        try:
-            key = identify(body)
-        except CorruptLine:
-            return
+        if key is False:
+            try:
+                key = identify(body)
+            except CorruptLine:
+                return
         if key is not None:
             held = self.have.get(key[0])
             if held is None:
@@ -299,6 +321,12 @@ class Log:
         directory, name = os.path.split(self.path)
         self.cachePath = os.path.join(directory, b"." + name + b".gossip-cache")
         self._known = None
+        self._saved = float("-inf")
+        # A long-lived writer (a daemon receiving many batches) sets this to
+        # write the cache at most this often, and calls saveCache() when it
+        # stops; the cache is only ever an optimisation, so a stale one just
+        # costs a shorter rescan.
+        self.cacheDelay = None
 
     def open(self):
         """
@@ -357,29 +385,40 @@ class Log:
         that are intact adds with a C{by} and C{at} the log does not yet
         hold.
 
-        @return: C{(accepted, corrupt)}: the lines appended, and how many
-            were not intact adds with a C{by} and C{at}.
+        @return: a L{Received} saying what was appended, and where.
         @raise LogError: if the log cannot be written.
         """
 
         def append(fd, state, torn):
             self._ensureIdentity(state)
+            result = Received()
             accepted = []
-            corrupt = 0
-            held = set()
+            bodies = []
+            keys = []
+            fresh = set()
+            have = state.have
             for line in lines:
                 try:
-                    key = identify(checkLine(line))
+                    body = checkLine(line)
+                    key = identify(body)
                 except CorruptLine:
                     key = None
                 if key is None:
-                    corrupt += 1
-                elif not state.holds(*key) and key not in held:
-                    held.add(key)
+                    result.corrupt += 1
+                    continue
+                result.held.append(key)
+                held = have.get(key[0])
+                if (held is None or key[1] not in held) and key not in fresh:
+                    fresh.add(key)
                     accepted.append(line)
+                    bodies.append(body)
+                    keys.append(key)
             if accepted:
-                self._append(fd, state, torn, accepted)
-            return accepted, corrupt
+                offset = self._append(fd, state, torn, accepted, bodies, keys)
+                for line, key in zip(accepted, keys):
+                    result.appended.append((offset, line, key))
+                    offset += len(line)
+            return result
 
         return self._locked(append, create=True)
 
@@ -430,20 +469,33 @@ class Log:
         finally:
             os.close(fd)
 
-    def _append(self, fd, state, torn, lines):
+    def _append(self, fd, state, torn, lines, bodies=None, keys=None):
+        """
+        Write C{lines} (intact, whose C{bodies} and their C{keys} may be
+        given) at the end of the log.
+
+        @return: the offset of the first line.
+        """
         data = b"".join(lines)
         if torn:
             # A writer died mid-add: end its line so that ours stands alone.
             data = b"\n" + data
+        start = os.fstat(fd).st_size + torn
         _writeAll(fd, data)
         if self.fsync:
             os.fdatasync(fd)
         if torn:
             state.damaged += 1
-        for line in lines:
-            state.absorb(checkLine(line))
-        state.offset = os.fstat(fd).st_size
-        self._save(fd, os.fstat(fd), state)
+        if bodies is None:
+            bodies = [checkLine(line) for line in lines]
+        if keys is None:
+            keys = [False] * len(bodies)
+        for body, key in zip(bodies, keys):
+            state.absorb(body, key)
+        st = os.fstat(fd)
+        state.offset = st.st_size
+        self._save(fd, st, state)
+        return start
 
     def _syncDirectory(self):
         directory = os.open(os.path.dirname(self.path) or b".", os.O_RDONLY)
@@ -487,8 +539,23 @@ class Log:
         )
 
     def _save(self, fd, st, state):
-        fingerprint = _fingerprint(fd, st, state.offset)
-        self._known = fingerprint, state
+        """
+        Remember C{state}; write it to the cache file too unless this
+        object wrote it less than a second ago (see L{saveCache}).
+        """
+        self._known = _fingerprint(fd, st, state.offset), state
+        now = monotonic()
+        if self.cacheDelay is None or now - self._saved >= self.cacheDelay:
+            self._saved = now
+            self.saveCache()
+
+    def saveCache(self):
+        """
+        Write what this object last knew of the log to the cache file.
+        """
+        if self._known is None:
+            return
+        fingerprint, state = self._known
         temporary = self.cachePath + b".%d" % (os.getpid(),)
         try:
             with open(temporary, "wb") as cache:

@@ -17,7 +17,6 @@ from twisted.logger import Logger
 from twisted.protocols import amp
 from twisted.protocols.policies import TimeoutMixin
 
-from gossip.format import CorruptLine, checkLine, identify
 from gossip.intervals import Intervals, count, difference, merge
 
 __all__ = [
@@ -217,24 +216,6 @@ def decodeRanges(value):
     if value and not value.endswith(b"\n"):
         raise ProtocolError("malformed ranges")
     return have
-
-
-def _keysOf(lines):
-    """
-    The C{(by, at)} of each intact line, and how many are corrupt.
-    """
-    keys = []
-    corrupt = 0
-    for line in lines:
-        try:
-            key = identify(checkLine(line))
-        except CorruptLine:
-            key = None
-        if key is None:
-            corrupt += 1
-        else:
-            keys.append(key)
-    return keys, corrupt
 
 
 def _splitLines(data):
@@ -530,9 +511,9 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
     # Receiving adds
 
     def _received(self, lines):
-        keys, corrupt = _keysOf(lines)
-        accepted = self.service.receive(lines)
-        for by, at in keys:
+        result = self.service.receive(lines)
+        corrupt = result.corrupt
+        for by, at in result.held:
             held = self.peerHave.get(by)
             if held is None:
                 held = self.peerHave[by] = Intervals()
@@ -541,7 +522,7 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
             self.log.warn(
                 "dropped {count} corrupt adds from {peer}", count=corrupt, peer=self.peer
             )
-        self.received += accepted
+        self.received += len(result.appended)
         self.receivedBytes += sum(len(line) for line in lines)
         if self._progress is not None:
             self._progress(self)

@@ -6,7 +6,6 @@ receive.
 """
 
 import os
-from collections import OrderedDict
 
 import attr
 from twisted.application.service import Service
@@ -50,7 +49,7 @@ class LogService(Service):
     _offset = attr.ib(default=0, init=False)
     _fileId = attr.ib(default=None, init=False)
     _file = attr.ib(default=None, init=False)
-    _recent = attr.ib(factory=OrderedDict, init=False)
+    _recent = attr.ib(factory=dict, init=False)
     _watcher = attr.ib(default=None, init=False)
     _rescan = attr.ib(default=None, init=False)
 
@@ -93,8 +92,10 @@ class LogService(Service):
         if self._file is not None:
             self._file.close()
             self._file = None
+        self.log.saveCache()
 
     def _load(self):
+        self.log.cacheDelay = 1.0
         state = self.log.state(create=True)
         self.identity = state.identity
         self.have = {by: Intervals(held.ranges()) for by, held in state.have.items()}
@@ -126,7 +127,6 @@ class LogService(Service):
         if st.st_size == self._offset:
             return
         keys = []
-        recent = self._recent
         for offset, record, body in entries(self._file, self._offset):
             self._offset = offset + len(record) + 1
             if body is None:
@@ -138,19 +138,38 @@ class LogService(Service):
                 key = identify(body)
             except CorruptLine:
                 continue
-            if key is None:
-                continue
-            by, at = key
-            held = self.have.get(by)
-            if held is None:
-                held = self.have[by] = Intervals()
-            if at in held:
-                continue
-            held.add(at)
-            keys.append(key)
-            recent[key] = (offset, len(record) + 1)
-            if len(recent) > _RECENT:
-                recent.popitem(last=False)
+            if key is not None and self._learn(key, offset, len(record) + 1):
+                keys.append(key)
+        self._tell(keys)
+
+    def _unchanged(self):
+        try:
+            st = os.stat(self.log.path)
+        except OSError:
+            return False
+        return (st.st_dev, st.st_ino) == self._fileId
+
+    def _learn(self, key, offset, length):
+        """
+        Note an add found at C{offset}.
+
+        @return: whether it was new.
+        """
+        by, at = key
+        held = self.have.get(by)
+        if held is None:
+            held = self.have[by] = Intervals()
+        elif at in held:
+            return False
+        held.add(at)
+        recent = self._recent
+        recent[key] = (offset, length)
+        if len(recent) > 2 * _RECENT:
+            # Forget the oldest half at once: cheaper than one at a time.
+            self._recent = dict(list(recent.items())[-_RECENT:])
+        return True
+
+    def _tell(self, keys):
         if keys:
             for session in list(self._sessions):
                 session.localAdds(keys)
@@ -183,14 +202,26 @@ class LogService(Service):
 
     def receive(self, lines):
         """
-        Append what the log lacks of C{lines}.
+        Append what the log lacks of C{lines}, raw lines from a peer.
 
-        @return: how many were appended.
+        @return: the L{gossip.log.Received}.
         """
-        accepted, corrupt = self.log.receive(lines)
-        if accepted:
-            self.changed()
-        return len(accepted)
+        result = self.log.receive(lines)
+        if result.appended:
+            first = result.appended[0][0]
+            if first in (self._offset, self._offset + 1) and self._unchanged():
+                # Nothing else was appended since the service last read
+                # (but perhaps the end of a torn line): take the new adds
+                # as written rather than reading them back.
+                keys = []
+                for offset, line, key in result.appended:
+                    self._learn(key, offset, len(line))
+                    keys.append(key)
+                self._offset = offset + len(line)
+                self._tell(keys)
+            else:
+                self.changed()
+        return result
 
     def linesFor(self, wanted):
         """

@@ -20,7 +20,7 @@ from twisted.trial.unittest import SkipTest, TestCase
 
 import gossip
 from gossip import log as logModule
-from gossip.format import decodeBody, decodeLine, encodeAdd, lineHash
+from gossip.format import checkLine, decodeBody, decodeLine, encodeAdd, identify, lineHash
 from gossip.log import RESERVED, Log, LogError, entries, newIdentity, reverseEntries
 from tests import original
 
@@ -742,6 +742,13 @@ def peerLine(at, by=b"peer", value=None):
     return encodeAdd([(b"by", by), (b"at", b"%d" % (at,)), (b"m", value)])
 
 
+def outcome(result):
+    """
+    The lines a L{Log.receive} appended, and how many it found corrupt.
+    """
+    return [line for offset, line, key in result.appended], result.corrupt
+
+
 class ReceiveTests(StateAssertions, TestCase):
     """
     L{Log.receive} appends the intact adds from a peer that the log lacks.
@@ -754,8 +761,13 @@ class ReceiveTests(StateAssertions, TestCase):
 
     def assertReceive(self, lines, accepted, corrupt=0):
         before = readFile(self.log.path)
-        self.assertEqual(self.log.receive(lines), (accepted, corrupt))
-        self.assertEqual(readFile(self.log.path), before + b"".join(accepted))
+        result = self.log.receive(lines)
+        self.assertEqual(outcome(result), (accepted, corrupt))
+        data = readFile(self.log.path)
+        self.assertEqual(data, before + b"".join(accepted))
+        for offset, line, key in result.appended:
+            self.assertEqual(data[offset : offset + len(line)], line)
+            self.assertEqual(key, identify(checkLine(line)))
         self.assertState(self.log)
 
     def test_accepts(self):
@@ -833,7 +845,7 @@ class ReceiveTests(StateAssertions, TestCase):
         Receiving into a new log gives it an identity first.
         """
         log = Log(self.mktemp())
-        self.assertEqual(log.receive([peerLine(0)]), ([peerLine(0)], 0))
+        self.assertEqual(outcome(log.receive([peerLine(0)])), ([peerLine(0)], 0))
         data = readFile(log.path)
         [(name, identity)] = decodeLine(data[: -len(peerLine(0))])
         self.assertEqual(name, b"I")
@@ -843,7 +855,7 @@ class ReceiveTests(StateAssertions, TestCase):
         with open(self.log.path, "ab") as f:
             f.write(peerLine(0)[:10])
         before = readFile(self.log.path)
-        self.assertEqual(self.log.receive([peerLine(0)]), ([peerLine(0)], 0))
+        self.assertEqual(outcome(self.log.receive([peerLine(0)])), ([peerLine(0)], 0))
         self.assertEqual(readFile(self.log.path), before + b"\n" + peerLine(0))
 
     def test_notALog(self):
