@@ -50,6 +50,8 @@ class ProtocolError(Exception):
 
 
 _ERRORS = {Refused: b"REFUSED", ProtocolError: b"PROTOCOL_ERROR"}
+# Either ends the session once answered.
+_FATAL = _ERRORS
 
 
 class Hello(amp.Command):
@@ -65,7 +67,7 @@ class Hello(amp.Command):
     ]
     response = []
     errors = _ERRORS
-    fatalErrors = {Refused: b"REFUSED"}
+    fatalErrors = _FATAL
 
 
 class Have(amp.Command):
@@ -76,6 +78,7 @@ class Have(amp.Command):
     arguments = [(b"ranges", amp.String()), (b"last", amp.Boolean())]
     response = []
     errors = _ERRORS
+    fatalErrors = _FATAL
 
 
 class Announce(amp.Command):
@@ -86,6 +89,7 @@ class Announce(amp.Command):
     arguments = [(b"ranges", amp.String())]
     response = []
     errors = _ERRORS
+    fatalErrors = _FATAL
 
 
 class Request(amp.Command):
@@ -96,6 +100,7 @@ class Request(amp.Command):
     arguments = [(b"ranges", amp.String())]
     response = [(b"sent", amp.Integer())]
     errors = _ERRORS
+    fatalErrors = _FATAL
 
 
 class Adds(amp.Command):
@@ -106,6 +111,7 @@ class Adds(amp.Command):
     arguments = [(b"lines", amp.String())]
     response = []
     errors = _ERRORS
+    fatalErrors = _FATAL
 
 
 class AddBegin(amp.Command):
@@ -116,6 +122,7 @@ class AddBegin(amp.Command):
     arguments = [(b"size", amp.Integer())]
     response = []
     errors = _ERRORS
+    fatalErrors = _FATAL
 
 
 class AddPart(amp.Command):
@@ -126,6 +133,7 @@ class AddPart(amp.Command):
     arguments = [(b"data", amp.String())]
     response = []
     errors = _ERRORS
+    fatalErrors = _FATAL
 
 
 class AddEnd(amp.Command):
@@ -136,6 +144,7 @@ class AddEnd(amp.Command):
     arguments = []
     response = []
     errors = _ERRORS
+    fatalErrors = _FATAL
 
 
 class Synced(amp.Command):
@@ -146,6 +155,7 @@ class Synced(amp.Command):
     arguments = []
     response = []
     errors = _ERRORS
+    fatalErrors = _FATAL
 
 
 class Ping(amp.Command):
@@ -156,6 +166,7 @@ class Ping(amp.Command):
     arguments = []
     response = []
     errors = _ERRORS
+    fatalErrors = _FATAL
 
 
 def encodeRanges(have, limit=VALUE_LIMIT):
@@ -306,6 +317,21 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
         )
         d.addCallbacks(self._helloAccepted, self._fail)
 
+    def dispatchCommand(self, box):
+        # An error answered to the peer ends the session (the commands list
+        # these errors as fatal); note why, for the log.
+        def noted(failure):
+            error = failure.value
+            if isinstance(error, amp.RemoteAmpError) and error.fatal and self.failure is None:
+                self.failure = (
+                    "peer broke the protocol: " + error.description
+                    if error.errorCode == _ERRORS[ProtocolError]
+                    else "refused: " + error.description
+                )
+            return failure
+
+        return amp.AMP.dispatchCommand(self, box).addErrback(noted)
+
     def dataReceived(self, data):
         self.resetTimeout()
         amp.AMP.dataReceived(self, data)
@@ -336,6 +362,8 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
         )
         if not self._handshaken.called:
             self._handshaken.errback(Exception(self.failure))
+            # Whoever waited for the handshake has seen the failure.
+            self._handshaken.addErrback(lambda failure: None)
         self._finished.callback(self.succeeded)
 
     def whenHandshaken(self):
@@ -362,7 +390,7 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
                 why = f"peer refused: {error.description}"
             else:
                 why = failure.getErrorMessage()
-        if self.failure is None:
+        if self.failure is None and not self.succeeded:
             self.failure = why
         if self.transport is not None:
             self.transport.loseConnection()
@@ -395,6 +423,8 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
             self._pinger = LoopingCall(self._ping)
             self._pinger.clock = self._reactor
             self._pinger.start(self._keepalive, now=False)
+        # Adds appended since the watcher last looked belong in the summary.
+        self.service.changed()
         parts = encodeRanges(self.service.have)
         for i, part in enumerate(parts):
             self.callRemote(Have, ranges=part, last=i == len(parts) - 1).addErrback(
@@ -487,7 +517,8 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
             peer=self.peer,
             count=self.received,
         )
-        self.callRemote(Synced).addCallbacks(lambda _: self._checkDone(), self._fail)
+        self.callRemote(Synced).addErrback(self._fail)
+        self._checkDone()
 
     @Synced.responder
     def synced(self):

@@ -469,3 +469,26 @@ class IdentifyTests(TestCase):
     def test_originalLayout(self, by, at, pairs):
         pairs = [(b"by", by), (b"at", b"%d" % (at,))] + pairs
         self.assertEqual(identify(encodeBody(pairs)), (by, at))
+
+
+class LongRecordTests(TestCase):
+    """
+    Long records are checked with find() rather than the regular expression;
+    both must judge every record alike.
+    """
+
+    @given(st.binary(max_size=40).map(lambda b: bytes(b"ab=&<>\n%"[x % 8] for x in b)))
+    @settings(max_examples=300, deadline=None)
+    def test_sameVerdict(self, body):
+        from gossip import format as formatModule
+
+        for record in (
+            lineHash(body) + b" %d<" % len(body) + body + b">%d" % len(body),
+            b"x" * 11 + b" 1<" + body + b">1",
+        ):
+            short = formatModule._RECORD(record)
+            try:
+                long = formatModule._splitLong(record)
+            except CorruptLine:
+                long = None
+            self.assertEqual(short.groups() if short else None, long)

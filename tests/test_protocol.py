@@ -1,0 +1,369 @@
+"""
+Tests for L{gossip.protocol}: sync sessions between real log files over
+in-memory transports (L{twisted.test.iosim}), with a fake clock.
+"""
+
+import os
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from twisted.internet.task import Clock
+from twisted.test import iosim
+from twisted.trial.unittest import SynchronousTestCase
+
+from gossip.format import decodeBody, encodeAdd, identify
+from gossip.intervals import Intervals
+from gossip.log import Log, entries
+from gossip.protocol import (
+    VALUE_LIMIT,
+    Adds,
+    ProtocolError,
+    SyncProtocol,
+    decodeRanges,
+    encodeRanges,
+)
+from gossip.service import LogService
+
+
+def adds(path):
+    """
+    The C{(by, at)} of every intact add in the log at C{path}, in order.
+    """
+    with open(path, "rb") as f:
+        found = []
+        for offset, record, body in entries(f):
+            assert body is not None, f"corrupt line at {offset}"
+            key = identify(body)
+            if key is not None:
+                found.append(key)
+        return found
+
+
+def line(by, at, value=b"x"):
+    return encodeAdd([(b"by", by), (b"at", b"%d" % (at,)), (b"m", value)])
+
+
+def makeLog(path, keys=(), says=0):
+    """
+    A log at C{path} holding adds C{keys} by other origins, then C{says}
+    adds of its own.
+    """
+    log = Log(path)
+    log.state(create=True)
+    with open(path, "ab") as f:
+        for by, at in keys:
+            f.write(line(by, at, b"%s-%d" % (by, at)))
+    for i in range(says):
+        log.say([(b"m", b"own %d" % (i,))])
+    return log
+
+
+class Node:
+    """
+    A log service on a fake clock.
+    """
+
+    def __init__(self, test, path, clock):
+        self.path = path
+        self.service = LogService(Log(path), clock, useInotify=False)
+        self.service.startService()
+        test.addCleanup(self.service.stopService)
+
+    def session(self, peer, **kwargs):
+        kwargs.setdefault("keepalive", 0)
+        return SyncProtocol(self.service, peer, reactor=self.service.reactor, **kwargs)
+
+
+def pumpUntil(clock, pumps, done, rounds=5000):
+    for _ in range(rounds):
+        for pump in pumps:
+            pump.pump()
+        clock.advance(0)
+        if done():
+            for pump in pumps:
+                pump.flush()
+            return
+    raise AssertionError("the sessions did not finish")
+
+
+class SessionMixin:
+    def setUp(self):
+        self.clock = Clock()
+        self.directory = self.mktemp()
+        os.makedirs(self.directory)
+
+    def node(self, name, keys=(), says=0, directory=None):
+        directory = directory or os.path.join(self.directory, str(len(os.listdir(self.directory))))
+        os.makedirs(directory, exist_ok=True)
+        path = os.path.join(directory, name)
+        makeLog(path, keys, says)
+        return Node(self, path, self.clock)
+
+    def connect(self, a, b, **kwargs):
+        pa = a.session("b", **kwargs)
+        pb = b.session("a", **kwargs)
+        pump = iosim.connect(
+            pa, iosim.makeFakeServer(pa), pb, iosim.makeFakeClient(pb), clock=self.clock
+        )
+        return pa, pb, pump
+
+    def syncOnce(self, a, b, **kwargs):
+        pa, pb, pump = self.connect(a, b, once=True, **kwargs)
+        finished = []
+        pa.whenFinished().addCallback(finished.append)
+        pb.whenFinished().addCallback(finished.append)
+        pumpUntil(self.clock, [pump], lambda: len(finished) == 2)
+        return pa, pb
+
+    def assertSame(self, a, b):
+        keysA, keysB = adds(a.path), adds(b.path)
+        self.assertEqual(len(keysA), len(set(keysA)), "an add twice in a")
+        self.assertEqual(len(keysB), len(set(keysB)), "an add twice in b")
+        self.assertEqual(set(keysA), set(keysB))
+
+
+class RangesTests(SynchronousTestCase):
+    """
+    Summaries as values.
+    """
+
+    @given(
+        st.dictionaries(
+            st.binary(min_size=1, max_size=20),
+            st.sets(st.integers(min_value=0, max_value=500), min_size=1),
+            max_size=8,
+        ),
+        st.integers(min_value=80, max_value=2000),
+    )
+    @settings(max_examples=100, deadline=None)
+    def test_roundTrip(self, have, limit):
+        """
+        Whatever the limit, the parts are within it and decode to the same
+        sets.
+        """
+        intervals = {}
+        for by, ats in have.items():
+            held = intervals[by] = Intervals()
+            for at in ats:
+                held.add(at)
+        parts = encodeRanges(intervals, limit=limit)
+        decoded = {}
+        for part in parts:
+            self.assertLessEqual(len(part), limit)
+            for by, held in decodeRanges(part).items():
+                decoded.setdefault(by, set()).update(held)
+        self.assertEqual(decoded, have)
+
+    def test_malformed(self):
+        """
+        Malformed summaries are protocol errors.
+        """
+        for value in [b"zz 0-1\n", b"6162 0-1", b"6162 a-b\n", b"6162\n", b"6162 1-2-3\n"]:
+            self.assertRaises(ProtocolError, decodeRanges, value)
+
+
+class OnceTests(SessionMixin, SynchronousTestCase):
+    """
+    One-shot sessions bring two logs to the same set of adds.
+    """
+
+    def test_disjointAndOverlapping(self):
+        a = self.node("log", [(b"p", i) for i in range(10)] + [(b"q", 3)], says=3)
+        b = self.node(
+            "log", [(b"p", i) for i in range(5, 20)] + [(b"q", i) for i in range(3)], says=2
+        )
+        pa, pb = self.syncOnce(a, b)
+        self.assertTrue(pa.succeeded and pb.succeeded)
+        self.assertSame(a, b)
+        # a lacked p 10-19, q 0-2 and b's 2 own adds; b lacked p 0-4, q 3, a's 3.
+        self.assertEqual((pa.received, pb.received), (15, 9))
+        self.assertEqual((pa.sent, pb.sent), (9, 15))
+
+    def test_againMovesNothing(self):
+        a = self.node("log", [(b"p", i) for i in range(5)])
+        b = self.node("log", says=4)
+        self.syncOnce(a, b)
+        sizes = os.path.getsize(a.path), os.path.getsize(b.path)
+        pa, pb = self.syncOnce(a, b)
+        self.assertEqual((pa.received, pb.received, pa.sent, pb.sent), (0, 0, 0, 0))
+        self.assertEqual((os.path.getsize(a.path), os.path.getsize(b.path)), sizes)
+
+    @given(
+        st.lists(
+            st.tuples(
+                st.sampled_from([b"o1", b"o2", b"o3", b"%weird=by&"]),
+                st.integers(min_value=0, max_value=40),
+                st.sampled_from(["a", "b", "both"]),
+            ),
+            max_size=60,
+        ),
+        st.integers(min_value=0, max_value=3),
+        st.integers(min_value=0, max_value=3),
+    )
+    @settings(
+        max_examples=40,
+        deadline=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture],
+    )
+    def test_converge(self, placed, saysA, saysB):
+        """
+        Two logs with random overlapping adds (several origins, gaps, adds
+        on both sides) hold the same set after one sync, each add once.
+        """
+        self.setUp()
+        seen = set()
+        keysA, keysB = [], []
+        for by, at, where in placed:
+            if (by, at) in seen:
+                continue
+            seen.add((by, at))
+            if where in ("a", "both"):
+                keysA.append((by, at))
+            if where in ("b", "both"):
+                keysB.append((by, at))
+        a = self.node("log", keysA, saysA)
+        b = self.node("log", keysB, saysB)
+        pa, pb = self.syncOnce(a, b)
+        self.assertTrue(pa.succeeded and pb.succeeded)
+        self.assertSame(a, b)
+        self.assertEqual(len(adds(a.path)), len(seen) + saysA + saysB)
+
+    def test_largeAdd(self):
+        """
+        An add larger than one AMP value goes in parts and arrives intact.
+        """
+        a = self.node("log")
+        big = os.urandom(VALUE_LIMIT * 3 + 17)
+        a.service.log.say([(b"blob", big)])
+        b = self.node("log")
+        self.syncOnce(a, b)
+        with open(b.path, "rb") as f:
+            bodies = [body for offset, record, body in entries(f)]
+        values = [dict(decodeBody(body)).get(b"blob") for body in bodies]
+        self.assertIn(big, values)
+
+    def test_namesDiffer(self):
+        """
+        Logs with different names refuse to sync, unless told otherwise.
+        """
+        a = self.node("one.log", [(b"p", 0)])
+        b = self.node("two.log", [(b"q", 0)])
+        before = open(a.path, "rb").read(), open(b.path, "rb").read()
+        pa, pb = self.syncOnce(a, b)
+        self.assertFalse(pa.succeeded or pb.succeeded)
+        self.assertIn("--any-name", pa.failure + pb.failure)
+        self.assertEqual((open(a.path, "rb").read(), open(b.path, "rb").read()), before)
+        pa, pb = self.syncOnce(a, b, anyName=True)
+        self.assertTrue(pa.succeeded and pb.succeeded)
+        self.assertSame(a, b)
+
+    def test_itself(self):
+        """
+        A node will not sync with itself.
+        """
+        a = self.node("log", [(b"p", 0)])
+        other = Node(self, a.path, self.clock)
+        # Another process's view of the same log, reached by another name.
+        os.symlink(a.path, os.path.join(self.directory, "log"))
+        pa, pb = self.syncOnce(a, other)
+        self.assertFalse(pa.succeeded or pb.succeeded)
+        self.assertIn("same node", pa.failure + pb.failure)
+
+    def test_ownAddRestored(self):
+        """
+        An add by the node's own identity that it lost comes back, and its
+        next C{at} moves past it.
+        """
+        a = self.node("log", says=3)
+        b = self.node("log")
+        self.syncOnce(a, b)
+        # Lose a's last own add, as to damage, then sync again.
+        data = open(a.path, "rb").read()
+        last = data[: -1].rfind(b"\n") + 1
+        a.service.stopService()
+        with open(a.path, "wb") as f:
+            f.write(data[:last])
+        os.unlink(a.service.log.cachePath)
+        restored = Node(self, a.path, self.clock)
+        self.assertEqual(restored.service.log.state().nextAt(), 2)
+        self.syncOnce(restored, b)
+        self.assertEqual(open(a.path, "rb").read(), data)
+        self.assertEqual(Log(a.path).state().nextAt(), 3)
+
+
+class HostileTests(SessionMixin, SynchronousTestCase):
+    """
+    What a peer sends that is not intact is never written.
+    """
+
+    def test_corruptLinesDropped(self):
+        a = self.node("log")
+        b = self.node("log")
+        pa, pb, pump = self.connect(a, b)
+        pumpUntil(self.clock, [pump], lambda: pb._summaryDone and pa._summaryDone)
+        good = line(b"p", 0)
+        damaged = bytearray(line(b"p", 1))
+        damaged[-5] ^= 1
+        results = []
+        pa.callRemote(Adds, lines=good + bytes(damaged) + b"garbage\n").addBoth(results.append)
+        pump.flush()
+        self.assertEqual(results, [{}])
+        self.assertEqual(adds(b.path), [(b"p", 0)])
+        self.assertIsNone(pb.failure)
+
+    def test_malformedSummary(self):
+        """
+        A malformed summary ends the session; the log is untouched.
+        """
+        from gossip.protocol import Have
+
+        a = self.node("log")
+        b = self.node("log", [(b"p", 0)])
+        before = open(b.path, "rb").read()
+        pa, pb, pump = self.connect(a, b)
+        pump.flush()
+        pa.callRemote(Have, ranges=b"not hex 1-2\n", last=True).addErrback(lambda f: None)
+        pumpUntil(self.clock, [pump], lambda: pb.failure is not None)
+        self.assertEqual(open(b.path, "rb").read(), before)
+
+
+class ContinuousTests(SessionMixin, SynchronousTestCase):
+    """
+    After catching up, continuous sessions carry new adds both ways.
+    """
+
+    def test_newAddsFlow(self):
+        a = self.node("log", says=1)
+        b = self.node("log", says=1)
+        pa, pb, pump = self.connect(a, b)
+        pumpUntil(self.clock, [pump], lambda: pa.succeeded and pb.succeeded)
+        a.service.log.say([(b"m", b"from a")])
+        b.service.log.say([(b"m", b"from b")])
+        # The polling watcher notices on its next tick.
+        self.clock.advance(0.1)
+        pumpUntil(self.clock, [pump], lambda: len(adds(a.path)) == 4 == len(adds(b.path)))
+        self.assertSame(a, b)
+        # Nothing went back where it came from.
+        self.assertEqual((pa.sent, pb.sent), (2, 2))
+
+
+class MeshTests(SessionMixin, SynchronousTestCase):
+    """
+    A node with several peers fetches each add from one of them.
+    """
+
+    def test_fetchedOnce(self):
+        shared = [(b"p", i) for i in range(30)]
+        one = self.node("log", shared)
+        two = self.node("log", shared)
+        hub = self.node("log")
+        p1, h1, pump1 = self.connect(one, hub)
+        p2, h2, pump2 = self.connect(two, hub)
+        pumpUntil(
+            self.clock,
+            [pump1, pump2],
+            lambda: all(p.succeeded for p in (p1, h1, p2, h2)),
+        )
+        self.assertEqual(sorted(adds(hub.path)), sorted(shared))
+        self.assertEqual(p1.sent + p2.sent, len(shared))
+        self.assertEqual(h1.received + h2.received, len(shared))
