@@ -332,6 +332,10 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
 
         return amp.AMP.dispatchCommand(self, box).addErrback(noted)
 
+    def callLater(self, period, function):
+        # TimeoutMixin's clock: this session's reactor, not the global one.
+        return self._reactor.callLater(period, function)
+
     def dataReceived(self, data):
         self.resetTimeout()
         amp.AMP.dataReceived(self, data)
