@@ -1,0 +1,180 @@
+"""
+Tests for L{gossip.service} and L{gossip.watcher}: a log service noticing
+adds appended by other processes, with the real reactor and real files.
+"""
+
+import os
+import subprocess
+import sys
+import time
+
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock, deferLater
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from gossip.format import encodeAdd
+from gossip.intervals import Intervals
+from gossip.log import Log
+from gossip.service import LogService
+from gossip.watcher import INotifyWatcher, PollingWatcher
+
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+class Listener:
+    """
+    Stands where a sync session would, recording what the service tells it.
+    """
+
+    pending = {}
+
+    def __init__(self):
+        self.told = []
+        self.waiting = []
+
+    def localAdds(self, keys):
+        self.told.extend(keys)
+        waiting, self.waiting = self.waiting, []
+        for d in waiting:
+            d.callback(None)
+
+    def requestMissing(self):
+        pass
+
+    def next(self):
+        d = Deferred()
+        self.waiting.append(d)
+        return d
+
+
+def sayElsewhere(path, *pairs):
+    """
+    Append an add from another process, as a user would.
+    """
+    subprocess.run(
+        [sys.executable, "-m", "gossip", "say", path, *pairs],
+        check=True,
+        env=dict(os.environ, PYTHONPATH=_REPO),
+    )
+
+
+class WatchMixin:
+    useInotify = True
+
+    def setUp(self):
+        self.path = self.mktemp()
+        Log(self.path).say([(b"m", b"first")])
+        self.service = LogService(
+            Log(self.path), reactor, rescanInterval=3600, useInotify=self.useInotify
+        )
+        self.service.startService()
+        self.addCleanup(self.service.stopService)
+        self.listener = Listener()
+        self.service.sessionStarted(self.listener)
+
+    async def waitFor(self, condition, timeout=10.0):
+        deadline = time.monotonic() + timeout
+        while not condition():
+            if time.monotonic() > deadline:
+                self.fail("timed out")
+            await deferLater(reactor, 0.005, lambda: None)
+
+    async def test_otherProcess(self):
+        """
+        An add appended by another process reaches the service and its
+        sessions.
+        """
+        identity = self.service.identity
+        done = self.listener.next()
+        await deferLater(reactor, 0, sayElsewhere, self.path, "m=second")
+        await done
+        self.assertEqual(self.listener.told, [(identity, 1)])
+        self.assertEqual(self.service.have[identity], Intervals([(0, 2)]))
+
+    async def test_replaced(self):
+        """
+        A log replaced by another file under the same name is read again.
+        """
+        other = self.mktemp()
+        Log(other).say([(b"m", b"other")])
+        otherIdentity = Log(other).state().identity
+        os.rename(other, self.path)
+        Log(self.path).say([(b"m", b"poke")])
+        await self.waitFor(lambda: self.service.identity == otherIdentity)
+        self.assertEqual(self.service.have, {otherIdentity: Intervals([(0, 2)])})
+
+
+class INotifyTests(WatchMixin, TestCase):
+    """
+    The inotify watcher.
+    """
+
+    def test_isINotify(self):
+        self.assertIsInstance(self.service._watcher, INotifyWatcher)
+
+
+class PollingTests(WatchMixin, TestCase):
+    """
+    The polling watcher, for systems without inotify.
+    """
+
+    useInotify = False
+
+    def test_isPolling(self):
+        self.assertIsInstance(self.service._watcher, PollingWatcher)
+
+
+class ServiceTests(SynchronousTestCase):
+    """
+    What sessions ask of the service.
+    """
+
+    def setUp(self):
+        self.path = self.mktemp()
+        self.log = Log(self.path)
+        self.log.say([(b"m", b"first")])
+        self.service = LogService(Log(self.path), Clock(), useInotify=False)
+        self.service.startService()
+        self.addCleanup(self.service.stopService)
+        self.listener = Listener()
+        self.service.sessionStarted(self.listener)
+
+    def test_receive(self):
+        """
+        Received adds are appended once, and sessions are told of them.
+        """
+        lines = [encodeAdd([(b"by", b"p"), (b"at", b"%d" % i), (b"m", b"x")]) for i in range(3)]
+        result = self.service.receive(lines + lines[:1])
+        self.assertEqual(len(result.appended), 3)
+        self.assertEqual(self.listener.told, [(b"p", 0), (b"p", 1), (b"p", 2)])
+        self.assertEqual(self.service.have[b"p"], Intervals([(0, 3)]))
+        self.assertEqual(len(self.service.receive(lines).appended), 0)
+        with open(self.path, "rb") as f:
+            self.assertEqual(f.read().count(lines[0]), 1)
+
+    def test_linesFor(self):
+        """
+        The lines asked for come from the recent index or from a scan, and
+        are the log's own bytes.
+        """
+        lines = [encodeAdd([(b"by", b"p"), (b"at", b"%d" % i)]) for i in range(5)]
+        self.service.receive(lines)
+        wanted = {b"p": Intervals([(1, 3)])}
+        found = [item for item in self.service.linesFor(wanted) if item is not None]
+        self.assertEqual(found, [(lines[1], (b"p", 1)), (lines[2], (b"p", 2))])
+        # A new service knows nothing recent and scans the file.
+        fresh = LogService(Log(self.path), Clock(), useInotify=False)
+        fresh.startService()
+        self.addCleanup(fresh.stopService)
+        found = [item for item in fresh.linesFor(wanted) if item is not None]
+        self.assertEqual(found, [(lines[1], (b"p", 1)), (lines[2], (b"p", 2))])
+
+    def test_unclaimed(self):
+        """
+        What one session is fetching is not wanted by another.
+        """
+        self.listener.pending = {b"p": Intervals([(0, 5)])}
+        self.assertEqual(
+            self.service.unclaimed({b"p": Intervals([(3, 8)])}), {b"p": Intervals([(5, 8)])}
+        )
