@@ -13,7 +13,7 @@ the command line starts fast.
 """
 
 import re
-from binascii import b2a_base64
+from binascii import a2b_qp, b2a_base64
 from hashlib import sha256
 
 __all__ = [
@@ -90,6 +90,27 @@ def _unescape(data, unhex=_UNHEX.get):
     return b"".join(out)
 
 
+# A "%" that does not start an escape, which the C path below would misread.
+_LONE_PERCENT = re.compile(rb"%(?![0-9A-Fa-f]{2})")
+
+
+def _unescapeLong(data):
+    """
+    L{_unescape} for long data, in C: quoted-printable decoding turns "=XY"
+    into a byte as %-decoding does "%XY", once every "%" is known to start
+    an escape and any "=" (which a value may hold) is set aside.
+    """
+    if b"+" in data:
+        data = data.replace(b"+", b" ")
+    if b"%" not in data:
+        return data
+    if _LONE_PERCENT.search(data) is not None:
+        return _unescape(data)
+    if b"=" in data:
+        return b"=".join([a2b_qp(part.replace(b"%", b"=")) for part in data.split(b"=")])
+    return a2b_qp(data.replace(b"%", b"="))
+
+
 def encodeBody(pairs):
     """
     Encode (name, value) byte-string pairs as a body.
@@ -115,21 +136,31 @@ def encodeAdd(pairs):
     return b"".join((lineHash(body), b" ", length, b"<", body, b">", length, b"\n"))
 
 
+# Each item holding "=" of a body, split at its first "=": the leftmost match
+# of an item begins at its start, and one without "=" never matches.
+_PAIRS = re.compile(rb"([^&=]*)=([^&]*)").findall
+
+
 def decodeBody(body, unescape=_unescape):
     """
     Decode a body to its list of (name, value) pairs.
 
     @raise CorruptLine: if a non-empty item has no C{=}.
     """
-    pairs = []
-    for item in body.split(b"&"):
-        if not item:
-            continue
-        name, sep, value = item.partition(b"=")
-        if not sep:
-            raise CorruptLine("pair without '='")
-        pairs.append((unescape(name), unescape(value)))
-    return pairs
+    pairs = _PAIRS(body)
+    if b"&&" in body or body[:1] == b"&" or body[-1:] == b"&":
+        items = sum(1 for item in body.split(b"&") if item)
+    else:
+        items = body.count(b"&") + 1 if body else 0
+    if len(pairs) != items:
+        raise CorruptLine("pair without '='")
+    if b"%" not in body and b"+" not in body:
+        # Most bodies have nothing to unescape.
+        return pairs
+    return [
+        (unescape(name), _unescapeLong(value) if len(value) > 256 else unescape(value))
+        for name, value in pairs
+    ]
 
 
 # A record: 11 hash bytes, a space, the length, "<", the body, ">" and the

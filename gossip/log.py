@@ -455,6 +455,11 @@ class Log:
                 state = self._refresh(fd, st)
                 torn = st.st_size > state.offset
                 if create and not state.intact and state.identity is None:
+                    if state.damaged:
+                        # Lines, none of them an add: some other file.
+                        raise LogError(
+                            f"{os.fsdecode(self.path)}: not a gossip log (no intact add in it)"
+                        )
                     self._append(
                         fd, state, torn, [encodeAdd([(b"I", newIdentity())])]
                     )

@@ -390,8 +390,9 @@ class DamageTests(StateAssertions, TestCase):
             intact = any(body is not None for _, _, body in found)
             if identity is not None:
                 self.assertSaysNext(log)
-            elif intact:
-                # Adds, but no identity: not a log this node can say into.
+            elif intact or damagedLines:
+                # Adds but no identity, or only damage: not a log this node
+                # can say into.
                 self.assertRaises(LogError, log.say, [(b"m", b"x")])
                 self.assertEqual(readFile(log.path), damaged)
             else:
