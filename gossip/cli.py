@@ -199,10 +199,14 @@ def _parser():
     serve.add_argument("--once", action="store_true", help="stop once both logs have caught up")
     _syncOptions(serve)
     serve.add_argument("log", metavar="LOG")
-    serve.set_defaults(run=_reactorCommand("serve"))
+    serve.set_defaults(run=_reactorCommand("serve"), peerCommand=None)
 
     sync = commands.add_parser(
         "sync",
+        usage=(
+            "gossip sync [-h] [--once] [--create] [options] LOG PEER\n"
+            "       gossip sync [-h] [--once] [--create] [options] LOG -- COMMAND..."
+        ),
         help="sync a log with a peer",
         description=(
             "Sync LOG with PEER, another log file, or with whatever COMMAND "
@@ -215,8 +219,8 @@ def _parser():
     _syncOptions(sync)
     sync.add_argument("log", metavar="LOG")
     sync.add_argument("peer", nargs="?", metavar="PEER")
-    sync.add_argument("command", nargs=argparse.REMAINDER, metavar="-- COMMAND")
-    sync.set_defaults(run=_reactorCommand("sync"))
+    # main() takes "-- COMMAND..." off the arguments before parsing.
+    sync.set_defaults(run=_reactorCommand("sync"), peerCommand=None)
 
     clone = commands.add_parser(
         "clone",
@@ -229,7 +233,7 @@ def _parser():
     _syncOptions(clone)
     clone.add_argument("source", metavar="SOURCE")
     clone.add_argument("newlog", metavar="NEWLOG")
-    clone.set_defaults(run=_reactorCommand("clone"), command=None)
+    clone.set_defaults(run=_reactorCommand("clone"), peerCommand=None)
     return parser
 
 
@@ -250,13 +254,34 @@ def _syncOptions(parser):
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress")
 
 
+def _splitPeerCommand(argv):
+    """
+    Take C{-- COMMAND...} off the arguments of C{gossip sync}.
+
+    argparse cannot tell an optional PEER from a command's first word after
+    C{--}, nor a command's own options from gossip's.
+
+    @return: the arguments before C{--}, and the command (L{None} if there
+        is no C{--}).
+    """
+    # The top-level parser's options take no values: the first argument
+    # that is not an option names the subcommand.
+    subcommand = next((i for i, arg in enumerate(argv) if not arg.startswith("-")), None)
+    if subcommand is None or argv[subcommand] != "sync" or "--" not in argv[subcommand:]:
+        return argv, None
+    split = argv.index("--", subcommand)
+    return argv[:split], argv[split + 1 :]
+
+
 def _reactorCommand(name):
     def run(options):
-        if getattr(options, "command", None):
-            if options.command[0] == "--":
-                options.command = options.command[1:]
-            if not options.command:
+        if options.peerCommand is not None:
+            if not options.peerCommand:
                 raise UsageError(f"{name}: nothing after --")
+            if options.peer is not None:
+                raise UsageError(f"{name}: give a PEER or -- COMMAND, not both")
+        elif name == "sync" and options.peer is None:
+            raise UsageError("sync: name a peer: a log file, or -- COMMAND...")
         from gossip import commands
 
         return getattr(commands, name)(options)
@@ -268,8 +293,12 @@ def main(argv=None):
     """
     Run the C{gossip} command; return its exit status.
     """
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
+        argv, peerCommand = _splitPeerCommand(argv)
         options = _parser().parse_args(argv)
+        if peerCommand is not None:
+            options.peerCommand = peerCommand
         if getattr(options, "last", None) is not None and options.last < 0:
             raise UsageError("ask: --last takes a number of adds, 0 or more")
         return options.run(options)

@@ -7,6 +7,7 @@ other commands never pay for importing Twisted.
 """
 
 import os
+import shlex
 import sys
 import time
 
@@ -22,16 +23,20 @@ from twisted.logger import (
 )
 
 from gossip.log import Log, LogError
-from gossip.peer import SyncFactory, commandEndpoint
+from gossip.peer import CommandError, SyncFactory, commandEndpoint
 from gossip.service import LogService
 
 __all__ = ["clone", "serve", "sync"]
 
 
-def _startLogging(verbose):
+def _startLogging(verbose, quietSessions=False):
     """
     Log to standard error, one line an event: errors and warnings always,
     progress with C{--verbose}.
+
+    @param quietSessions: leave out, unless verbose, the sessions' own
+        errors and warnings: C{gossip serve}'s peer reports why a session
+        failed itself, and gets this standard error too.
     """
 
     def write(event):
@@ -44,26 +49,33 @@ def _startLogging(verbose):
 
     def wanted(event):
         level = event.get("log_level", LogLevel.info)
-        if level >= LogLevel.warn or (
-            verbose and event.get("log_namespace", "").startswith("gossip")
-        ):
+        namespace = event.get("log_namespace", "")
+        if verbose and namespace.startswith("gossip"):
             return PredicateResult.yes
-        return PredicateResult.no
+        if level < LogLevel.warn:
+            return PredicateResult.no
+        if quietSessions and namespace.startswith("gossip.protocol") and "log_failure" not in event:
+            return PredicateResult.no
+        return PredicateResult.yes
 
     globalLogBeginner.beginLoggingTo(
         [FilteringLogObserver(write, [wanted])], redirectStandardIO=False
     )
 
 
-def _run(main, options):
+def _run(main, options, quietSessions=False):
     """
     Run C{main(reactor, options)} under the reactor; return its exit status.
     """
-    _startLogging(options.verbose)
+    _startLogging(options.verbose, quietSessions)
     status = []
 
     async def wrapped(reactor):
-        status.append(await main(reactor, options))
+        try:
+            status.append(await main(reactor, options))
+        except (LogError, CommandError) as e:
+            sys.stderr.write(f"gossip: {e}\n")
+            status.append(1)
 
     try:
         react(wrapped)
@@ -73,7 +85,7 @@ def _run(main, options):
     return status[0] if status else 1
 
 
-async def _session(reactor, service, endpoint, factory, killAfter=10.0):
+async def _session(reactor, service, endpoint, factory):
     """
     Connect C{factory}'s session over C{endpoint}; wait for it to end.
 
@@ -116,15 +128,16 @@ def serve(options):
     C{gossip serve --stdio LOG}: speak the protocol on standard input and
     output.
     """
-    return _run(_serve, options)
+    return _run(_serve, options, quietSessions=True)
 
 
 def _peerCommand(options):
-    if options.command:
-        return list(options.command)
-    if options.peer is None:
-        raise LogError("sync: name a peer: a log file, or -- COMMAND...")
+    if options.peerCommand:
+        return list(options.peerCommand)
     peer = options.peer
+    # A mistyped PEER must not become a new log.
+    if not os.path.lexists(peer):
+        raise LogError(f"{peer}: No such file or directory")
     command = [sys.executable, "-m", "gossip", "serve", "--stdio"]
     if options.any_name:
         command.append("--any-name")
@@ -136,7 +149,7 @@ async def _sync(reactor, options):
     service = _service(reactor, options, create=options.create)
     factory = SyncFactory(
         service,
-        options.peer or " ".join(command),
+        options.peer or shlex.join(command),
         once=options.once,
         anyName=options.any_name,
         timeout=options.timeout,
@@ -163,8 +176,10 @@ class Progress:
         self._clock = clock
         self._start = clock()
         self._shown = 0.0
+        self._session = None
 
     def __call__(self, session, final=False):
+        self._session = session
         now = self._clock()
         if not final and now - self._shown < 0.2:
             return
@@ -182,6 +197,13 @@ class Progress:
             self._stream.write("\n")
         self._stream.flush()
 
+    def finish(self):
+        """
+        Show the final figures and end the line, if anything was shown.
+        """
+        if self._session is not None:
+            self(self._session, final=True)
+
 
 def clone(options):
     """
@@ -189,6 +211,14 @@ def clone(options):
     """
     if os.path.lexists(options.newlog):
         raise LogError(f"clone: {options.newlog} already exists")
+    if not os.path.lexists(options.source):
+        raise LogError(f"clone: {options.source}: No such file or directory")
+    source, new = os.path.basename(options.source), os.path.basename(options.newlog)
+    if source != new and not options.any_name:
+        raise LogError(
+            f"clone: {new!r} is not named {source!r} like its source, so the two "
+            "would not sync; give --any-name to clone anyway"
+        )
     options.log = options.newlog
     options.peer = options.source
     options.once = True
@@ -196,4 +226,6 @@ def clone(options):
     progress = Progress(sys.stderr) if sys.stderr.isatty() else None
     options.progress = progress
     status = _run(_sync, options)
+    if progress is not None:
+        progress.finish()
     return status

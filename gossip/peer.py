@@ -9,12 +9,27 @@ import shlex
 
 import attr
 from twisted.application.internet import ClientService, backoffPolicy
-from twisted.internet.endpoints import ProcessEndpoint, StandardErrorBehavior
-from twisted.internet.protocol import Factory
+from twisted.internet.defer import fail, succeed
+from twisted.internet.error import ConnectionDone, ProcessDone, ProcessExitedAlready
+from twisted.internet.interfaces import IProcessTransport, IStreamClientEndpoint
+from twisted.internet.protocol import Factory, ProcessProtocol
+from twisted.python.components import proxyForInterface
+from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from gossip.protocol import SyncProtocol
 
-__all__ = ["SyncFactory", "commandEndpoint", "peerService"]
+__all__ = ["CommandEndpoint", "CommandError", "SyncFactory", "commandEndpoint", "peerService"]
+
+# How long a command whose session has ended may take to exit before it is
+# terminated (and as long again before it is killed).
+GRACE = 3.0
+
+
+class CommandError(Exception):
+    """
+    A peer command could not be run.
+    """
 
 
 @attr.s
@@ -43,22 +58,116 @@ class SyncFactory(Factory):
         )
 
 
+@attr.frozen
+class CommandAddress:
+    """
+    The address of a peer reached through a command: its arguments.
+    """
+
+    argv = attr.ib()
+
+
+class _CommandTransport(proxyForInterface(IProcessTransport, "_process")):
+    """
+    A command's process as its session's transport: losing the connection
+    hangs up on the command.
+    """
+
+    def __init__(self, process, hangUp):
+        self._process = process
+        self._hangUp = hangUp
+
+    def loseConnection(self):
+        self._hangUp()
+
+
+class _CommandProcess(ProcessProtocol):
+    """
+    Connects a protocol to a command's standard input and output.
+
+    The connection is lost when the command exits, so that its exit status
+    is known.  Hanging up, or the command closing its output, closes its
+    pipes; a command that has not exited C{grace} seconds later (a hung ssh,
+    a peer that ignores end of input) is terminated, then killed.
+    """
+
+    def __init__(self, protocol, reactor, grace):
+        self._protocol = protocol
+        self._reactor = reactor
+        self._grace = grace
+        self._stopping = None
+        self._ended = False
+
+    def connectionMade(self):
+        self._protocol.makeConnection(_CommandTransport(self.transport, self._hangUp))
+
+    def childDataReceived(self, childFD, data):
+        if childFD == 1:
+            self._protocol.dataReceived(data)
+
+    def childConnectionLost(self, childFD):
+        if childFD == 1:
+            # Nothing more can come from the peer.
+            self._hangUp()
+
+    def _hangUp(self):
+        if self._ended or self._stopping is not None:
+            return
+        self.transport.loseConnection()
+        self._stopping = self._reactor.callLater(self._grace, self._stop, "TERM")
+
+    def _stop(self, signal):
+        try:
+            self.transport.signalProcess(signal)
+        except ProcessExitedAlready:
+            return
+        if signal == "TERM":
+            self._stopping = self._reactor.callLater(self._grace, self._stop, "KILL")
+
+    def processEnded(self, reason):
+        self._ended = True
+        if self._stopping is not None and self._stopping.active():
+            self._stopping.cancel()
+        if reason.check(ProcessDone):
+            reason = Failure(ConnectionDone())
+        self._protocol.connectionLost(reason)
+
+
+@implementer(IStreamClientEndpoint)
+@attr.s
+class CommandEndpoint:
+    """
+    Runs a command and speaks over its standard input and output; its
+    standard error is passed through.
+    """
+
+    reactor = attr.ib()
+    argv = attr.ib()
+    grace = attr.ib(default=GRACE)
+
+    def connect(self, factory):
+        protocol = factory.buildProtocol(CommandAddress(self.argv))
+        try:
+            self.reactor.spawnProcess(
+                _CommandProcess(protocol, self.reactor, self.grace),
+                self.argv[0],
+                self.argv,
+                env=os.environ,
+                childFDs={0: "w", 1: "r", 2: 2},
+            )
+        except OSError as e:
+            return fail(CommandError(f"cannot run {self.argv[0]}: {e.strerror}"))
+        return succeed(protocol)
+
+
 def commandEndpoint(reactor, command):
     """
-    An endpoint that runs C{command} (a list of arguments, or a shell-style
-    string) and speaks over its standard input and output; its standard
-    error is passed through.
+    A L{CommandEndpoint} for C{command}, a list of arguments or a
+    shell-style string.
     """
     if isinstance(command, str):
         command = shlex.split(command)
-    return ProcessEndpoint(
-        reactor,
-        command[0],
-        command,
-        env=os.environ,
-        childFDs={0: "w", 1: "r", 2: 2},
-        errFlag=StandardErrorBehavior.DROP,
-    )
+    return CommandEndpoint(reactor, list(command))
 
 
 def peerService(reactor, service, command, anyName=False, timeout=60.0, keepalive=20.0):
