@@ -229,6 +229,16 @@ def decodeRanges(value):
     return have
 
 
+def _describe(failure):
+    """
+    A failure's message, or what kind of failure it is when it has none.
+    """
+    message = failure.getErrorMessage()
+    if isinstance(failure.value, amp.TooLong):
+        return "the peer sent something that is not the sync protocol"
+    return message or type(failure.value).__name__
+
+
 def _splitLines(data):
     lines = data.split(b"\n")
     tail = lines.pop()
@@ -353,7 +363,7 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
         self.pending = {}
         self.service.sessionEnded(self)
         if self.failure is None and not self.succeeded:
-            self.failure = f"connection lost before sync: {reason.getErrorMessage()}"
+            self.failure = f"connection lost before sync: {_describe(reason)}"
         if self.failure is not None and not self.succeeded:
             self.log.error(
                 "sync with {peer} failed: {why}", peer=self.peer, why=self.failure
@@ -393,7 +403,7 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
             if isinstance(error, amp.RemoteAmpError):
                 why = f"peer refused: {error.description}"
             else:
-                why = failure.getErrorMessage()
+                why = _describe(failure)
         if self.failure is None and not self.succeeded:
             self.failure = why
         if self.transport is not None:
