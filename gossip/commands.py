@@ -11,7 +11,6 @@ import shlex
 import sys
 import time
 
-from twisted.internet.defer import Deferred
 from twisted.internet.stdio import StandardIO
 from twisted.internet.task import react
 from twisted.logger import (

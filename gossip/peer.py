@@ -141,9 +141,9 @@ class CommandEndpoint:
     standard error is passed through.
     """
 
-    reactor = attr.ib()
+    reactor = attr.ib(repr=False)
     argv = attr.ib()
-    grace = attr.ib(default=GRACE)
+    grace = attr.ib(default=GRACE, repr=False)
 
     def connect(self, factory):
         protocol = factory.buildProtocol(CommandAddress(self.argv))
@@ -170,6 +170,30 @@ def commandEndpoint(reactor, command):
     return CommandEndpoint(reactor, list(command))
 
 
+@attr.s
+class _PeerFactory(SyncFactory):
+    """
+    A L{SyncFactory} that counts the sessions in a row that ended before
+    their handshake, so that a peer that keeps refusing is retried less and
+    less often.
+    """
+
+    failures = attr.ib(default=0, init=False)
+
+    def buildProtocol(self, addr):
+        protocol = SyncFactory.buildProtocol(self, addr)
+        protocol.whenHandshaken().addCallbacks(self._handshaken, self._failed)
+        return protocol
+
+    def _handshaken(self, protocol):
+        self.failures = 0
+        return protocol
+
+    def _failed(self, failure):
+        self.failures += 1
+        return failure
+
+
 def peerService(reactor, service, command, anyName=False, timeout=60.0, keepalive=20.0):
     """
     A service that keeps a session with the peer reached by running
@@ -178,13 +202,16 @@ def peerService(reactor, service, command, anyName=False, timeout=60.0, keepaliv
     """
     if isinstance(command, str):
         command = shlex.split(command)
-    factory = SyncFactory(
+    factory = _PeerFactory(
         service, shlex.join(command), anyName=anyName, timeout=timeout, keepalive=keepalive
     )
+    delay = backoffPolicy(initialDelay=1.0, maxDelay=300.0)
+    # ClientService cannot wait for the handshake (prepareConnection): it has
+    # no transition for a connection lost while it waits.  A session that
+    # ended before its handshake counts as a failed attempt here instead.
     return ClientService(
         commandEndpoint(reactor, command),
         factory,
-        retryPolicy=backoffPolicy(initialDelay=1.0, maxDelay=300.0),
+        retryPolicy=lambda attempt: delay(max(attempt, factory.failures)),
         clock=reactor,
-        prepareConnection=lambda protocol: protocol.whenHandshaken(),
     )

@@ -11,6 +11,7 @@ the other can request them.
 
 from collections import deque
 
+from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.defer import Deferred, DeferredLock, ensureDeferred, succeed
 from twisted.internet.task import LoopingCall, deferLater
 from twisted.logger import Logger
@@ -402,6 +403,8 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
             error = failure.value
             if isinstance(error, amp.RemoteAmpError):
                 why = f"peer refused: {error.description}"
+            elif failure.check(ConnectionDone, ConnectionLost) and not self._handshaken.called:
+                why = "the peer hung up before the handshake"
             else:
                 why = _describe(failure)
         if self.failure is None and not self.succeeded:

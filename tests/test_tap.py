@@ -1,0 +1,445 @@
+"""
+Tests for L{gossip.tap} and the twistd plugin: the daemon's options and
+services, then real daemons syncing real files through real processes.
+
+Every wait for another process is bounded by a deadline, and polls rather
+than sleeps; every process a test starts is killed when it ends.
+"""
+
+import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import time
+
+from twisted.application.internet import ClientService
+from twisted.application.service import MultiService
+from twisted.internet.testing import MemoryReactorClock
+from twisted.python import usage
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from gossip import peer, tap
+from gossip.service import LogService
+from tests.test_commands import (
+    DEADLINE,
+    ENV,
+    ROOT,
+    Background,
+    contents,
+    gossipCommand,
+    killMentioning,
+    processesMentioning,
+    processesServing,
+    say,
+    serveCommand,
+    waitFor,
+)
+
+
+def parse(*args):
+    options = tap.Options()
+    options.parseOptions(list(args))
+    return options
+
+
+class OptionsTests(SynchronousTestCase):
+    """
+    C{twistd gossip}'s options.
+    """
+
+    def setUp(self):
+        self.dir = os.path.abspath(self.mktemp())
+        os.makedirs(self.dir)
+        self.a = os.path.join(self.dir, "a.log")
+        self.b = os.path.join(self.dir, "b.log")
+
+    def test_logs(self):
+        """
+        C{--log} may be repeated; each C{--peer-command} belongs to the
+        C{--log} before it, and is split as a shell would.
+        """
+        options = parse(
+            "--log", self.a,
+            "--peer-command", "ssh host 'gossip serve --stdio a.log'",
+            "--log", self.b,
+            "--peer-command", "one",
+            "--peer-command", "two --x",
+        )  # fmt: skip
+        self.assertEqual(
+            options["logs"],
+            [
+                (self.a, [["ssh", "host", "gossip serve --stdio a.log"]]),
+                (self.b, [["one"], ["two", "--x"]]),
+            ],
+        )
+
+    def test_defaults(self):
+        """
+        One log and no peers; timeouts and rescans as documented.
+        """
+        options = parse("--log", self.a)
+        self.assertEqual(options["logs"], [(self.a, [])])
+        self.assertEqual(
+            (options["timeout"], options["keepalive"], options["rescan"]), (60.0, 20.0, 30.0)
+        )
+        self.assertFalse(options["any-name"])
+        self.assertFalse(options["poll"])
+
+    def test_createsLogs(self):
+        """
+        A missing log is created, with its identity.
+        """
+        parse("--log", self.a)
+        self.assertIsNotNone(contents(self.a).identity)
+
+    def test_peerCommandFirst(self):
+        """
+        A C{--peer-command} before any C{--log} is a usage error.
+        """
+        error = self.assertRaises(
+            usage.UsageError, parse, "--peer-command", "x", "--log", self.a
+        )
+        self.assertIn("--log", str(error))
+
+    def test_noLog(self):
+        """
+        The daemon needs a log.
+        """
+        self.assertRaises(usage.UsageError, parse)
+        self.assertRaises(usage.UsageError, parse, "--any-name")
+
+    def test_directory(self):
+        """
+        A directory as a log is a usage error that names it and says why.
+        """
+        error = self.assertRaises(usage.UsageError, parse, "--log", self.dir)
+        self.assertIn(self.dir, str(error))
+        self.assertIn("directory", str(error))
+
+    def test_badPeerCommand(self):
+        """
+        An empty peer command, or one a shell could not split, is a usage
+        error.
+        """
+        for command in ("", "   ", "ssh 'host"):
+            self.assertRaises(
+                usage.UsageError, parse, "--log", self.a, "--peer-command", command
+            )
+
+    def test_numbers(self):
+        """
+        Timeouts are numbers.
+        """
+        options = parse("--log", self.a, "--timeout", "2.5", "--rescan", "1")
+        self.assertEqual((options["timeout"], options["rescan"]), (2.5, 1.0))
+        self.assertRaises(usage.UsageError, parse, "--log", self.a, "--timeout", "soon")
+
+
+class MakeServiceTests(SynchronousTestCase):
+    """
+    L{tap.makeService}.
+    """
+
+    def test_services(self):
+        """
+        One L{LogService} per log, and one L{ClientService} per peer
+        command, made for that log's service.
+        """
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        a = os.path.join(directory, "a.log")
+        b = os.path.join(directory, "b.log")
+        options = parse(
+            "--log", a, "--peer-command", "one a",
+            "--log", b, "--peer-command", "two b", "--peer-command", "three b",
+            "--timeout", "7", "--any-name", "--poll",
+        )  # fmt: skip
+        made = []
+
+        def peerService(reactor, service, command, **kwargs):
+            made.append((reactor, service, command, kwargs))
+            return realPeerService(reactor, service, command, **kwargs)
+
+        realPeerService = peer.peerService
+        self.patch(tap, "peerService", peerService)
+        reactor = MemoryReactorClock()
+        top = tap.makeService(options, reactor=reactor)
+
+        self.assertIsInstance(top, MultiService)
+        children = list(top)
+        logs = [child for child in children if isinstance(child, LogService)]
+        clients = [child for child in children if isinstance(child, ClientService)]
+        self.assertEqual(len(children), 5)
+        self.assertEqual([service.log.path for service in logs], [os.fsencode(a), os.fsencode(b)])
+        self.assertEqual(len(clients), 3)
+        for service in logs:
+            self.assertIs(service.reactor, reactor)
+            self.assertFalse(service.useInotify)
+            self.assertFalse(service.running)
+        self.assertEqual(
+            [(r, s, c) for r, s, c, kwargs in made],
+            [
+                (reactor, logs[0], ["one", "a"]),
+                (reactor, logs[1], ["two", "b"]),
+                (reactor, logs[1], ["three", "b"]),
+            ],
+        )
+        for r, s, c, kwargs in made:
+            self.assertEqual(kwargs["timeout"], 7.0)
+            self.assertTrue(kwargs["anyName"])
+
+
+class PluginTests(TestCase):
+    """
+    The twistd plugin, in fresh interpreters.
+    """
+
+    def python(self, code):
+        done = subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            env=ENV,
+            timeout=DEADLINE,
+        )
+        self.assertEqual(done.returncode, 0, done.stderr)
+        return done.stdout.decode()
+
+    def test_listed(self):
+        """
+        C{twistd --help} lists gossip, found in this tree through
+        C{PYTHONPATH}.
+        """
+        elsewhere = os.path.abspath(self.mktemp())
+        os.makedirs(elsewhere)
+        done = subprocess.run(
+            [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "--help"],
+            capture_output=True,
+            env=ENV,
+            timeout=DEADLINE,
+            cwd=elsewhere,
+        )
+        self.assertEqual(done.returncode, 0, done.stderr)
+        self.assertRegex(done.stdout.decode(), r"\n\s+gossip\s+Serve gossip logs")
+        found = self.python(
+            "import sys\n"
+            "from twisted.plugin import getPlugins\n"
+            "from twisted.application.service import IServiceMaker\n"
+            "[plugin] = [p for p in getPlugins(IServiceMaker) if p.tapname == 'gossip']\n"
+            "print(sys.modules['twisted.plugins.gossip_plugin'].__file__)\n"
+            "plugin.options\n"
+            "print(sys.modules[plugin.module].__file__)\n"
+        ).split("\n")
+        self.assertEqual(
+            found[0], os.path.join(ROOT, "twisted", "plugins", "gossip_plugin.py")
+        )
+        self.assertEqual(found[1], os.path.join(ROOT, "gossip", "tap.py"))
+
+    def test_lightImport(self):
+        """
+        Finding the plugin imports neither gossip nor Conch: C{twistd --help}
+        stays fast.
+        """
+        imported = self.python(
+            "import sys\n"
+            "import twisted.plugins.gossip_plugin\n"
+            "from twisted.plugin import getPlugins\n"
+            "from twisted.application.service import IServiceMaker\n"
+            "plugins = list(getPlugins(IServiceMaker))\n"
+            "print('\\n'.join(sys.modules))\n"
+        ).split("\n")
+        self.assertEqual([m for m in imported if m == "gossip" or m.startswith("gossip.")], [])
+        self.assertEqual([m for m in imported if m.startswith("twisted.conch")], [])
+        self.assertNotIn("twisted.internet.reactor", imported)
+
+
+def daemonCommand(logfile, *args):
+    return [
+        sys.executable,
+        "-c",
+        "from twisted.scripts.twistd import run; run()",
+        "-n",
+        "--pidfile=",
+        f"--logfile={logfile}",
+        "gossip",
+        *args,
+    ]
+
+
+class Daemon(Background):
+    """
+    A C{twistd -n gossip} process, logging to a file.
+    """
+
+    def __init__(self, testCase, *args):
+        self.logfile = os.path.abspath(testCase.mktemp())
+        Background.__init__(self, testCase, daemonCommand(self.logfile, *args))
+
+    def log(self):
+        try:
+            with open(self.logfile, "rb") as f:
+                return f.read().decode("utf-8", "replace")
+        except FileNotFoundError:
+            return ""
+
+    def waitForLog(self, pattern, count=1, timeout=DEADLINE):
+        """
+        Wait until the daemon's log has C{count} matches of C{pattern}.
+        """
+
+        def seen():
+            if self.process.poll() is not None:
+                raise AssertionError(
+                    f"daemon exited ({self.process.returncode}): {self.stderr()}{self.log()}"
+                )
+            return len(re.findall(pattern, self.log())) >= count
+
+        try:
+            return waitFor(seen, timeout, message=repr(pattern))
+        except AssertionError as e:
+            raise AssertionError(f"{e}; log:\n{self.log()}") from None
+
+    def shutDown(self):
+        """
+        Stop the daemon as an init system would, and wait for it to exit.
+        """
+        self.process.send_signal(signal.SIGTERM)
+        self.process.wait(DEADLINE)
+
+
+def peerCommand(log):
+    return shlex.join(serveCommand(log))
+
+
+class DaemonTests(TestCase):
+    """
+    Real daemons, syncing through C{gossip serve} processes they start.
+    """
+
+    def setUp(self):
+        self.dir = os.path.abspath(self.mktemp())
+        self.a = os.path.join(self.dir, "one", "a.log")
+        self.b = os.path.join(self.dir, "two", "a.log")
+        os.makedirs(os.path.dirname(self.a))
+        os.makedirs(os.path.dirname(self.b))
+        # Whatever a test leaves running (serve processes), by its unique
+        # directory.
+        self.addCleanup(killMentioning, self.dir)
+
+    def test_converge(self):
+        """
+        Two daemons, each reaching the other's log through a serve process,
+        while adds are said on both sides at once: both logs end up with
+        every add, each exactly once.  Their logs say whom they connected
+        to and how much moved.
+        """
+        one = Daemon(self, "--log", self.a, "--peer-command", peerCommand(self.b))
+        two = Daemon(self, "--log", self.b, "--peer-command", peerCommand(self.a))
+        one.waitForLog(r"synced with ")
+        two.waitForLog(r"synced with ")
+        self.assertIn(f"connected to {peerCommand(self.b)}", one.log())
+        self.assertIn(f"connected to {peerCommand(self.a)}", two.log())
+
+        rounds = 50
+        for i in range(rounds):
+            says = [
+                subprocess.Popen(gossipCommand("say", log, f"n={i}"), env=ENV)
+                for log in (self.a, self.b)
+            ]
+            for process in says:
+                self.assertEqual(process.wait(DEADLINE), 0)
+        identities = {contents(self.a).identity, contents(self.b).identity}
+        wanted = {(by, at) for by in identities for at in range(rounds)}
+
+        start = time.monotonic()
+        waitFor(
+            lambda: contents(self.a).keySet == wanted and contents(self.b).keySet == wanted,
+            message="both logs holding every add",
+        )
+        print(f"\n  converged {time.monotonic() - start:.2f} s after the last say")
+        for log in (self.a, self.b):
+            held = contents(log)
+            self.assertEqual(held.corrupt, 0)
+            self.assertEqual(len(held.keys), len(held.keySet), f"an add written twice in {log}")
+
+        # Stopped, each daemon says what its session moved; between them,
+        # every add crossed.
+        one.shutDown()
+        two.shutDown()
+        counts = {}
+        for name, daemon in ("one", one), ("two", two):
+            match = re.search(
+                r"disconnected from .*: (\d+) adds received, (\d+) sent", daemon.log()
+            )
+            self.assertIsNotNone(match, daemon.log())
+            counts[name] = int(match.group(1)), int(match.group(2))
+        self.assertGreaterEqual(counts["one"][1] + counts["two"][0], rounds)
+        self.assertGreaterEqual(counts["one"][0] + counts["two"][1], rounds)
+        # Stopping a daemon ends the serve processes it started.
+        waitFor(lambda: not processesMentioning(self.dir), message="serve processes exiting")
+
+    def test_reconnects(self):
+        """
+        When its peer's process dies, the daemon starts it again, and adds
+        flow again.
+        """
+        one = Daemon(self, "--log", self.a, "--peer-command", peerCommand(self.b))
+        one.waitForLog(r"synced with ")
+        (first,) = processesServing(self.b)
+        os.kill(first, signal.SIGKILL)
+        killed = time.monotonic()
+        one.waitForLog(r"disconnected from ")
+
+        say(self.b, "m=after")
+        wanted = contents(self.b).keySet
+        waitFor(lambda: contents(self.a).keySet >= wanted, message="the add arriving")
+        print(f"\n  add arrived {time.monotonic() - killed:.2f} s after the peer was killed")
+        self.assertEqual(len(re.findall(r"connected to ", one.log())), 2, one.log())
+        (second,) = processesServing(self.b)
+        self.assertNotEqual(first, second)
+
+        # And the new session streams as the first did.
+        say(self.a, "m=later")
+        wanted = contents(self.a).keySet
+        waitFor(lambda: contents(self.b).keySet == wanted, message="an add going back")
+
+    def test_peerFails(self):
+        """
+        A peer that cannot be reached is retried without stopping the
+        daemon, and is logged.
+        """
+        missing = os.path.join(self.dir, "no-such-command")
+        one = Daemon(self, "--log", self.a, "--peer-command", missing)
+        one.waitForLog(r"no-such-command", count=2)
+        self.assertIsNone(one.process.poll())
+        self.assertNotIn("Traceback", one.log())
+
+    def test_peerRefuses(self):
+        """
+        A peer that refuses the session (its log has another name) is
+        retried, less and less often, without upsetting the daemon.
+        """
+        other = os.path.join(self.dir, "two", "b.log")
+        one = Daemon(self, "--log", self.a, "--peer-command", peerCommand(other))
+        one.waitForLog(r"failed: refused: .*--any-name", count=3)
+        self.assertIsNone(one.process.poll())
+        log = one.log()
+        self.assertNotIn("Traceback", log)
+        delays = [float(d) for d in re.findall(r"Scheduling retry \d+ .* in ([\d.]+) seconds", log)]
+        self.assertGreater(delays[2], delays[0], log)
+
+    def test_stopsWithHungPeer(self):
+        """
+        A daemon whose peer hangs (a stuck ssh) still stops promptly, and
+        stops the peer's process.
+        """
+        marker = os.path.join(self.dir, "hung-peer")
+        hung = shlex.join([sys.executable, "-c", "import time; time.sleep(100)", marker])
+        one = Daemon(self, "--log", self.a, "--peer-command", hung)
+        one.waitForLog(r"connected to ")
+        waitFor(lambda: processesMentioning(marker), message="the peer starting")
+        start = time.monotonic()
+        one.shutDown()
+        self.assertLess(time.monotonic() - start, 20)
+        waitFor(lambda: not processesMentioning(marker), message="the peer stopping")
