@@ -4,11 +4,14 @@ gossip.py's protocol, the memory each side grows by, and how soon an add
 written to one log of a continuous sync is in the other.
 
     python bench/bench_sync.py            # the full run (a few minutes)
-    python bench/bench_sync.py --quick    # small logs, a few seconds
+    python bench/bench_sync.py --quick    # small logs, about 15 seconds
 
 Logs are generated under --dir (default /tmp/gossip-bench-sync), never in
-the repository: the full run writes about 100 MB there.  See bench/README.md
-and docs/performance-sync.md.
+the repository: the full run writes about 100 MB there.  The processes
+timed run gossip from this checkout, or from --code DIR (a copy with a
+change to measure); the logs and the in-process writes of the latency part
+always use this checkout's gossip.format and gossip.log.
+docs/performance-sync.md says what is measured, how, and the results.
 """
 
 import argparse
@@ -36,6 +39,12 @@ from gossip.log import Log  # noqa: E402
 
 MB = 1e6
 ORIGINAL = os.path.join(ROOT, "bench", "original_sync.py")
+# Where the gossip package timed comes from (--code): this checkout unless
+# told otherwise, e.g. a copy with a change to measure.
+CODE = ROOT
+# The processes timed run here (the logs' directory), never in the
+# checkout: "python -m" puts the working directory first on sys.path.
+WORKDIR = None
 # Every log synced here has this base name: peers must share it.
 NAME = "sync.log"
 
@@ -148,9 +157,19 @@ def readStatus(pid):
     return rss, hwm, cpu
 
 
-def childrenOf(pid):
+def commandLine(pid):
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().split(b"\0")
+    except OSError:
+        return []
+
+
+def childrenOf(pid, word=None):
     """
-    The pids of C{pid}'s children.
+    The pids of C{pid}'s children (only those with C{word} among their
+    arguments, if given: a process may also run short-lived helpers, such as
+    C{ldconfig} for C{ctypes.util.find_library}).
     """
     found = []
     try:
@@ -163,14 +182,16 @@ def childrenOf(pid):
                 found.extend(int(p) for p in f.read().split())
         except OSError:
             pass
+    if word is not None:
+        found = [p for p in found if word in commandLine(p)]
     return found
 
 
 class Sampler:
     """
     Reads the RSS, high-water mark and CPU time of some processes every
-    C{interval} seconds, on a thread, and follows the first child of any
-    marked C{withChild} (the serve process a sync spawns).
+    C{interval} seconds, on a thread, and follows the C{serve} child of any
+    added with a C{childLabel} (the serve process a sync spawns).
     """
 
     def __init__(self, interval=0.05):
@@ -200,7 +221,7 @@ class Sampler:
     def sample(self):
         with self._lock:
             for label, parent in list(self._parents.items()):
-                children = childrenOf(parent)
+                children = childrenOf(parent, b"serve")
                 if children:
                     self.pids[label] = children[0]
                     del self._parents[label]
@@ -266,7 +287,7 @@ def environment():
     The environment for the processes timed: gossip from this checkout, and
     Python's ordinary buffering whatever this shell asks for.
     """
-    env = dict(os.environ, PYTHONPATH=ROOT)
+    env = dict(os.environ, PYTHONPATH=CODE)
     env.pop("PYTHONUNBUFFERED", None)
     return env
 
@@ -306,6 +327,7 @@ def runGossipSync(newLog, peerLog, interval, clientProfile=None, serveProfile=No
     process = subprocess.Popen(
         command,
         env=environment(),
+        cwd=WORKDIR,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -373,6 +395,7 @@ def runOriginalSync(newLog, peerLog, interval):
         processes[label] = subprocess.Popen(
             [sys.executable, ORIGINAL, "--server", "-q", "--mark", log],
             env=environment(),
+            cwd=WORKDIR,
             stdin=stdin,
             stdout=stdout,
             stderr=subprocess.PIPE,
@@ -498,6 +521,8 @@ def continuous(directory, sourceLog, samples, subprocessSamples, rng):
         os.makedirs(os.path.dirname(path), exist_ok=True)
         removeLog(path)
     shutil.copyfile(sourceLog, a)
+    # The peer must exist: a new log, its identity add alone.
+    Log(b).state(create=True)
     notes = {"adds": countLines(a) - 1}
     command = gossipCommand("sync", "-v", "--create", a, b)
     caughtUp = threading.Event()
@@ -508,7 +533,8 @@ def continuous(directory, sourceLog, samples, subprocessSamples, rng):
 
     start = time.perf_counter()
     process = subprocess.Popen(
-        command, env=environment(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+        command, env=environment(), cwd=WORKDIR, stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
     reader = LineTimes(process.stderr, onLine)
@@ -516,10 +542,12 @@ def continuous(directory, sourceLog, samples, subprocessSamples, rng):
     series = {}
     child = None
     try:
-        if not caughtUp.wait(300):
-            raise RuntimeError(f"continuous sync did not catch up:\n{reader.text()}")
+        deadline = time.perf_counter() + 300
+        while not caughtUp.wait(0.1):
+            if process.poll() is not None or time.perf_counter() > deadline:
+                raise RuntimeError(f"continuous sync did not catch up:\n{reader.text()}")
         notes["catchUp"] = reader.first(b"synced with") - start
-        children = childrenOf(process.pid)
+        children = childrenOf(process.pid, b"serve")
         child = children[0] if children else None
         # Let the first sync's cache writes and the like settle.
         time.sleep(1.0)
@@ -545,7 +573,7 @@ def continuous(directory, sourceLog, samples, subprocessSamples, rng):
                     t0 = time.perf_counter()
                     subprocess.run(
                         gossipCommand("say", source, "m=" + value.decode("ascii")),
-                        env=environment(), check=True,
+                        env=environment(), cwd=WORKDIR, check=True,
                     )
                 else:
                     t0 = time.perf_counter()
@@ -643,11 +671,12 @@ def codeVersion():
     except OSError:
         commit = ""
     digest = hashlib.sha256()
-    for name in sorted(os.listdir(os.path.join(ROOT, "gossip"))):
+    for name in sorted(os.listdir(os.path.join(CODE, "gossip"))):
         if name.endswith(".py"):
-            with open(os.path.join(ROOT, "gossip", name), "rb") as f:
+            with open(os.path.join(CODE, "gossip", name), "rb") as f:
                 digest.update(name.encode() + b"\0" + f.read())
-    return f"{commit or 'unknown'}, gossip/*.py digest {digest.hexdigest()[:12]}"
+    where = "" if CODE == ROOT else f"; gossip timed from {CODE}"
+    return f"{commit or 'unknown'}, gossip/*.py digest {digest.hexdigest()[:12]}{where}"
 
 
 def ms(seconds):
@@ -724,11 +753,19 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small logs, few runs")
     parser.add_argument("--dir", default="/tmp/gossip-bench-sync", help="where to write the logs")
+    parser.add_argument(
+        "--sizes", help="log sizes to sync, comma-separated (default 10,100000,1000000)"
+    )
     parser.add_argument("--runs", type=int, help="timed one-shot syncs per log size")
     parser.add_argument("--original-runs", type=int, help="timed runs of the original's sync")
     parser.add_argument("--samples", type=int, help="continuous-sync latency samples per series")
     parser.add_argument("--interval", type=float, default=0.05, help="RSS sampling interval (s)")
     parser.add_argument("--keep", action="store_true", help="reuse logs already built in --dir")
+    parser.add_argument(
+        "--code",
+        default=ROOT,
+        help="directory holding the gossip package to time (default: this checkout)",
+    )
     parser.add_argument(
         "--only",
         choices=("oneshot", "latency", "profile"),
@@ -740,11 +777,18 @@ def main(argv=None):
     )
     parser.add_argument("--profile-count", type=int, help="which log size to profile")
     options = parser.parse_args(argv)
+    global CODE, WORKDIR
+    CODE = os.path.abspath(options.code)
 
     if options.quick:
-        counts, runs, originalRuns, samples = [10_000, 50_000], 2, 1, 20
+        counts, runs, originalRuns, samples = [10, 10_000, 50_000], 2, 1, 20
     else:
-        counts, runs, originalRuns, samples = [100_000, 1_000_000], 5, 3, 200
+        counts, runs, originalRuns, samples = [10, 100_000, 1_000_000], 5, 3, 200
+    if options.sizes:
+        counts = [int(size) for size in options.sizes.split(",")]
+    # The first size is tiny: what a sync costs whatever it moves.  The
+    # original's protocol is measured on the next.
+    originalCount = next((count for count in counts if count >= 10_000), counts[-1])
     runs = options.runs or runs
     originalRuns = options.original_runs if options.original_runs is not None else originalRuns
     samples = options.samples or samples
@@ -752,6 +796,7 @@ def main(argv=None):
     if directory == ROOT or directory.startswith(ROOT + os.sep):
         parser.error("--dir must be outside the repository")
     os.makedirs(directory, exist_ok=True)
+    WORKDIR = directory
     rng = random.Random()
 
     print(f"machine: {machine()}")
@@ -771,7 +816,8 @@ def main(argv=None):
         if not (options.keep and os.path.exists(path) and countLines(path) == count + 1):
             t = time.perf_counter()
             size = buildLog(path, count)
-            print(f"built {path}: {count:,} adds, {size / MB:.1f} MB in {time.perf_counter() - t:.1f} s")
+            took = time.perf_counter() - t
+            print(f"built {path}: {count:,} adds, {size / MB:.1f} MB in {took:.1f} s")
         peers[count] = path
     newLog = os.path.join(directory, "new", NAME)
     originalNew = os.path.join(directory, "original-new", NAME)
@@ -797,7 +843,7 @@ def main(argv=None):
                 f"load {loadAverage()}"
             )
             results = []
-            withOriginal = count == counts[0]
+            withOriginal = count == originalCount
             for i in range(max(runs, originalRuns if withOriginal else 0)):
                 if i < runs:
                     r = runGossipSync(newLog, peer, options.interval)
@@ -808,7 +854,11 @@ def main(argv=None):
                     assert o["lines"] == count + 1, o["lines"]
                     originalResults.append(o)
             gossipResults[count] = results
-            printRuns(f"gossip sync --once --create, {count:,} adds; load {loadAverage()}", results, GOSSIP_KEYS)
+            printRuns(
+                f"gossip sync --once --create, {count:,} adds; load {loadAverage()}",
+                results,
+                GOSSIP_KEYS,
+            )
             if withOriginal and originalResults:
                 printRuns(
                     f"original's protocol (bench/original_sync.py x2), {count:,} adds; "
@@ -839,7 +889,7 @@ def main(argv=None):
     if options.only in (None, "latency"):
         print(f"continuous sync: load {loadAverage()}")
         series, notes = continuous(
-            directory, peers[counts[0]], samples, max(samples // 4, 5), rng
+            directory, peers[originalCount], samples, max(samples // 4, 5), rng
         )
         print(
             f"  gossip sync -v --create A B, A holding {notes['adds']:,} adds: "
@@ -877,16 +927,23 @@ def main(argv=None):
             f"| one-shot sync of {count:,} adds, `connected` to `synced`, median of {n} "
             f"| {sec(median(results, 'sync'))} | | |"
         )
-        print(
-            f"| one-shot sync of {count:,} adds, start to `connected` (client start-up), median "
-            f"| {sec(median(results, 'startup'))} | | |"
-        )
+        for key, what in [
+            ("startup", "start to `connected` (client start-up)"),
+            ("handshake", "`connected` to the peer's summary (serve start-up, hello)"),
+            ("transfer", "the peer's summary to `synced` (the adds moving)"),
+            ("shutdown", "`synced` to exit"),
+        ]:
+            print(
+                f"| one-shot sync of {count:,} adds, {what}, median "
+                f"| {sec(median(results, key))} | | |"
+            )
         for side in ("client", "serve"):
             growth = worst(results, side + "Growth")
             print(
                 f"| one-shot sync of {count:,} adds, {side} RSS growth, worst of {n} "
                 f"(peak {mb(worst(results, side + 'Peak'))}) | {mb(growth)} "
-                f"| <= {TARGETS['rss']:g} MB | {met(growth is not None and growth <= TARGETS['rss'] * MB)} |"
+                f"| <= {TARGETS['rss']:g} MB "
+                f"| {met(growth is not None and growth <= TARGETS['rss'] * MB)} |"
             )
         if count in firstRuns:
             print(
@@ -894,7 +951,7 @@ def main(argv=None):
                 f"| {sec(firstRuns[count]['wall'])} | | |"
             )
     if originalResults:
-        count = counts[0]
+        count = originalCount
         wall = median(originalResults, "wall")
         ours = median(gossipResults[count], "wall")
         print(
@@ -906,9 +963,15 @@ def main(argv=None):
             f"| {sec(median(originalResults, 'sync'))} | | |"
         )
         print(f"| original / gossip, whole command | {wall / ours:.1f}x | | |")
+        theirs = median(originalResults, "sync")
         print(
-            f"| original / gossip, excluding start-up "
-            f"| {median(originalResults, 'sync') / median(gossipResults[count], 'sync'):.1f}x | | |"
+            f"| original (excluding start-up) / gossip `connected` to `synced` (the serve "
+            f"process's start-up included) "
+            f"| {theirs / median(gossipResults[count], 'sync'):.1f}x | | |"
+        )
+        print(
+            f"| original (excluding start-up) / gossip summary to `synced` "
+            f"| {theirs / median(gossipResults[count], 'transfer'):.1f}x | | |"
         )
         for side in ("peer", "new"):
             print(
@@ -916,11 +979,14 @@ def main(argv=None):
                 f"| {mb(worst(originalResults, side + 'Growth'))} | | |"
             )
     for label, delays in series.items():
-        for name, values in [("from say returning", delays), ("from say called", notes[label]["fromCall"])]:
+        for name, values in [
+            ("from say returning", delays),
+            ("from say called", notes[label]["fromCall"]),
+        ]:
             if not values:
                 continue
             p50, p99 = percentile(values, 50), percentile(values, 99)
-            if "process" in label and name == "from say called":
+            if "gossip say process" in label and name == "from say called":
                 print(
                     f"| continuous sync, {label}, {name} (process start-up included), "
                     f"p50 / p99 of {len(values)} | {fine(p50)} / {fine(p99)} | | |"

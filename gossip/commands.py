@@ -62,9 +62,10 @@ def _startLogging(verbose, quietSessions=False):
     )
 
 
-def _run(main, options, quietSessions=False):
+def _run(main, options, quietSessions=False, finish=None):
     """
-    Run C{main(reactor, options)} under the reactor; return its exit status.
+    Run C{main(reactor, options)} under the reactor, call C{finish} (if
+    given), and exit the process with C{main}'s exit status.
     """
     _startLogging(options.verbose, quietSessions)
     status = []
@@ -80,8 +81,14 @@ def _run(main, options, quietSessions=False):
         react(wrapped)
     except SystemExit as e:
         if e.code not in (0, None):
-            return e.code
-    return status[0] if status else 1
+            status[:] = [e.code]
+    if finish is not None:
+        finish()
+    # The log and its cache are written: leave now rather than spend a
+    # quarter of a second tearing down the interpreter's modules.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status[0] if status else 1)
 
 
 async def _session(reactor, service, endpoint, factory):
@@ -224,7 +231,4 @@ def clone(options):
     options.create = True
     progress = Progress(sys.stderr) if sys.stderr.isatty() else None
     options.progress = progress
-    status = _run(_sync, options)
-    if progress is not None:
-        progress.finish()
-    return status
+    return _run(_sync, options, finish=None if progress is None else progress.finish)

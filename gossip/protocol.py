@@ -11,8 +11,8 @@ the other can request them.
 
 from collections import deque
 
+from twisted.internet.defer import Deferred, DeferredLock, ensureDeferred
 from twisted.internet.error import ConnectionDone, ConnectionLost
-from twisted.internet.defer import Deferred, DeferredLock, ensureDeferred, succeed
 from twisted.internet.task import LoopingCall, deferLater
 from twisted.logger import Logger
 from twisted.protocols import amp
@@ -561,11 +561,13 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
     def _received(self, lines):
         result = self.service.receive(lines)
         corrupt = result.corrupt
+        peerHave = self.peerHave
         for by, at in result.held:
-            held = self.peerHave.get(by)
+            held = peerHave.get(by)
             if held is None:
-                held = self.peerHave[by] = Intervals()
-            held.add(at)
+                held = peerHave[by] = Intervals()
+            if at not in held:
+                held.add(at)
         if corrupt:
             self.log.warn(
                 "dropped {count} corrupt adds from {peer}", count=corrupt, peer=self.peer
