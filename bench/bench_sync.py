@@ -20,7 +20,6 @@ import ctypes
 import hashlib
 import math
 import os
-import platform
 import random
 import select
 import shutil
@@ -36,6 +35,7 @@ sys.path.insert(0, ROOT)
 
 from gossip.format import encodeAdd  # noqa: E402
 from gossip.log import Log  # noqa: E402
+from bench_log import loadAverage, machine  # noqa: E402
 
 MB = 1e6
 ORIGINAL = os.path.join(ROOT, "bench", "original_sync.py")
@@ -623,31 +623,6 @@ def profileReport(path, lines=18):
             if line.strip() and not line.lstrip().startswith(("Ordered by", "List reduced")):
                 out.append("    " + line.rstrip())
     return "\n".join(out)
-
-
-def machine():
-    model = "unknown"
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return (
-        f"{os.cpu_count()} CPUs ({len(os.sched_getaffinity(0))} usable), {model}; "
-        f"Python {platform.python_version()} ({platform.python_implementation()}) "
-        f"on {platform.system()} {platform.release()}"
-    )
-
-
-def loadAverage():
-    try:
-        with open("/proc/loadavg") as f:
-            return " ".join(f.read().split()[:3])
-    except OSError:
-        return "unknown"
 
 
 def calibrate():
