@@ -758,10 +758,11 @@ class OwnAddTests(TestCase):
     An add by a log's own node that its log has lost.
     """
 
-    def test_restored(self):
+    def cloned(self):
         """
-        A sync brings back the lost add, and the node's next add is
-        numbered past it.
+        A log of four adds of its own, and a clone of it.
+
+        @return: their paths and the first log's identity.
         """
         directory = os.path.abspath(self.mktemp())
         a = os.path.join(directory, "a", "x.log")
@@ -772,7 +773,14 @@ class OwnAddTests(TestCase):
             say(a, f"m={i}")
         status, out, err = run("clone", a, peer)
         self.assertEqual(status, 0, err)
-        identity = contents(a).identity
+        return a, peer, contents(a).identity
+
+    def test_restored(self):
+        """
+        A sync brings back the lost add, and the node's next add is
+        numbered past it.
+        """
+        a, peer, identity = self.cloned()
         lost = contents(a).lines[(identity, 3)]
         # The last add is lost (say, to a crash before it reached the disk):
         # with it gone, the node would number its next add 3 again.
@@ -796,16 +804,7 @@ class OwnAddTests(TestCase):
         """
         An add lost from the middle of the log comes back too.
         """
-        directory = os.path.abspath(self.mktemp())
-        a = os.path.join(directory, "a", "x.log")
-        peer = os.path.join(directory, "peer", "x.log")
-        os.makedirs(os.path.dirname(a))
-        os.makedirs(os.path.dirname(peer))
-        for i in range(4):
-            say(a, f"m={i}")
-        status, out, err = run("clone", a, peer)
-        self.assertEqual(status, 0, err)
-        identity = contents(a).identity
+        a, peer, identity = self.cloned()
         lost = contents(a).lines[(identity, 1)]
         data = readBytes(a)
         with open(a, "wb") as f:
