@@ -209,7 +209,8 @@ def _parser():
         ),
         help="sync a log with a peer",
         description=(
-            "Sync LOG with PEER, another log file, or with whatever COMMAND "
+            "Sync LOG with PEER (another log file, or a URL: "
+            "ssh://[USER@]HOST[:PORT][/LOG] or tls://HOST:PORT[/LOG]), or with whatever COMMAND "
             "runs (e.g. ssh host gossip serve --stdio LOG), then keep "
             "streaming new adds both ways (or stop, with --once)."
         ),
@@ -217,6 +218,7 @@ def _parser():
     sync.add_argument("--once", action="store_true", help="stop once both logs have caught up")
     sync.add_argument("--create", action="store_true", help="create LOG if it does not exist")
     _syncOptions(sync)
+    _peerOptions(sync)
     sync.add_argument("log", metavar="LOG")
     sync.add_argument("peer", nargs="?", metavar="PEER")
     # main() takes "-- COMMAND..." off the arguments before parsing.
@@ -227,10 +229,11 @@ def _parser():
         help="make a new log from another",
         description=(
             "Make NEWLOG, a new log with its own identity, and sync it once "
-            "from SOURCE, showing progress on a terminal."
+            "from SOURCE (a log file or a peer URL), showing progress on a terminal."
         ),
     )
     _syncOptions(clone)
+    _peerOptions(clone)
     clone.add_argument("source", metavar="SOURCE")
     clone.add_argument("newlog", metavar="NEWLOG")
     clone.set_defaults(run=_reactorCommand("clone"), peerCommand=None)
@@ -252,6 +255,31 @@ def _syncOptions(parser):
         "--rescan", type=float, default=30.0, metavar="SECONDS", help=argparse.SUPPRESS
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress")
+
+
+def _peerOptions(parser):
+    group = parser.add_argument_group("peers named by URL (ssh://[USER@]HOST[:PORT][/LOG], tls://HOST:PORT[/LOG])")
+    group.add_argument(
+        "-i",
+        "--identity",
+        action="append",
+        metavar="PATH",
+        help="an OpenSSH private key to offer (repeatable; default ~/.ssh/id_ed25519, "
+        "id_ecdsa, id_rsa; the ssh-agent's keys are offered first)",
+    )
+    group.add_argument(
+        "--known-hosts", metavar="PATH", help="trusted host keys (default ~/.ssh/known_hosts)"
+    )
+    group.add_argument(
+        "--accept-new-host-keys",
+        action="store_true",
+        help="record the key of a host not yet known (a changed key is still refused)",
+    )
+    group.add_argument("--tls-key", metavar="PATH", help="this node's TLS private key (PEM)")
+    group.add_argument("--tls-cert", metavar="PATH", help="this node's TLS certificate (PEM)")
+    group.add_argument(
+        "--tls-ca", metavar="PATH", help="the CA certificate that signs peers' certificates"
+    )
 
 
 def _splitPeerCommand(argv):

@@ -11,6 +11,7 @@ import shlex
 import sys
 import time
 
+from twisted.internet.error import ConnectError
 from twisted.internet.stdio import StandardIO
 from twisted.internet.task import react
 from twisted.logger import (
@@ -22,7 +23,7 @@ from twisted.logger import (
 )
 
 from gossip.log import Log, LogError
-from gossip.peer import CommandError, SyncFactory, commandEndpoint
+from gossip.peer import CommandError, Reach, SyncFactory, commandEndpoint, isURL, urlEndpoint
 from gossip.service import LogService
 
 __all__ = ["clone", "serve", "sync"]
@@ -99,7 +100,10 @@ async def _session(reactor, service, endpoint, factory):
     """
     service.startService()
     try:
-        protocol = await endpoint.connect(factory)
+        try:
+            protocol = await endpoint.connect(factory)
+        except ConnectError as e:
+            raise CommandError(f"{factory.peer}: {e}")
         succeeded = await protocol.whenFinished()
     finally:
         service.stopService()
@@ -137,6 +141,26 @@ def serve(options):
     return _run(_serve, options, quietSessions=True)
 
 
+def reach(options):
+    """
+    The L{Reach} that C{gossip sync} and C{gossip clone} options describe.
+    """
+    files = None
+    given = [options.tls_key, options.tls_cert, options.tls_ca]
+    if any(given):
+        if not all(given):
+            raise CommandError("give all of --tls-key, --tls-cert and --tls-ca, or none")
+        from gossip.tls import TLSFiles
+
+        files = TLSFiles(key=options.tls_key, cert=options.tls_cert, ca=options.tls_ca)
+    return Reach(
+        identities=options.identity or [],
+        knownHosts=options.known_hosts,
+        acceptNewHostKeys=options.accept_new_host_keys,
+        tls=files,
+    )
+
+
 def _peerCommand(options):
     if options.peerCommand:
         return list(options.peerCommand)
@@ -151,17 +175,25 @@ def _peerCommand(options):
 
 
 async def _sync(reactor, options):
-    command = _peerCommand(options)
+    want = None
+    if options.peer is not None and isURL(options.peer):
+        endpoint, want = urlEndpoint(reactor, options.peer, reach(options))
+        name = options.peer
+    else:
+        command = _peerCommand(options)
+        endpoint = commandEndpoint(reactor, command)
+        name = options.peer or shlex.join(command)
     service = _service(reactor, options, create=options.create)
     factory = SyncFactory(
         service,
-        options.peer or shlex.join(command),
+        name,
         once=options.once,
         anyName=options.any_name,
         timeout=options.timeout,
         progress=getattr(options, "progress", None),
+        want=want,
     )
-    succeeded = await _session(reactor, service, commandEndpoint(reactor, command), factory)
+    succeeded = await _session(reactor, service, endpoint, factory)
     return 0 if succeeded else 1
 
 
@@ -211,16 +243,28 @@ class Progress:
             self(self._session, final=True)
 
 
+def _urlLog(url):
+    """
+    The name of the log a peer URL asks for, or L{None}.
+    """
+    path = url.split("://", 1)[1].partition("/")[2]
+    return os.path.basename(path) or None
+
+
 def clone(options):
     """
     C{gossip clone SOURCE NEWLOG}: a new log, synced once from SOURCE.
     """
     if os.path.lexists(options.newlog):
         raise LogError(f"clone: {options.newlog} already exists")
-    if not os.path.lexists(options.source):
+    if isURL(options.source):
+        source = _urlLog(options.source)
+    elif not os.path.lexists(options.source):
         raise LogError(f"clone: {options.source}: No such file or directory")
-    source, new = os.path.basename(options.source), os.path.basename(options.newlog)
-    if source != new and not options.any_name:
+    else:
+        source = os.path.basename(options.source)
+    new = os.path.basename(options.newlog)
+    if source is not None and source != new and not options.any_name:
         raise LogError(
             f"clone: {new!r} is not named {source!r} like its source, so the two "
             "would not sync; give --any-name to clone anyway"

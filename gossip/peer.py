@@ -19,7 +19,16 @@ from zope.interface import implementer
 
 from gossip.protocol import SyncProtocol
 
-__all__ = ["CommandEndpoint", "CommandError", "SyncFactory", "commandEndpoint", "peerService"]
+__all__ = [
+    "CommandEndpoint",
+    "CommandError",
+    "Reach",
+    "SyncFactory",
+    "commandEndpoint",
+    "isURL",
+    "peerService",
+    "urlEndpoint",
+]
 
 # How long a command whose session has ended may take to exit before it is
 # terminated (and as long again before it is killed).
@@ -28,7 +37,8 @@ GRACE = 3.0
 
 class CommandError(Exception):
     """
-    A peer command could not be run.
+    A peer could not be reached: its command could not be run, its URL is
+    wrong, or it would not let us in.
     """
 
 
@@ -45,6 +55,7 @@ class SyncFactory(Factory):
     timeout = attr.ib(default=60.0)
     keepalive = attr.ib(default=20.0)
     progress = attr.ib(default=None)
+    want = attr.ib(default=None)
 
     def buildProtocol(self, addr):
         return SyncProtocol(
@@ -55,6 +66,7 @@ class SyncFactory(Factory):
             timeout=self.timeout,
             keepalive=self.keepalive,
             progress=self.progress,
+            want=self.want,
         )
 
 
@@ -171,6 +183,73 @@ def commandEndpoint(reactor, command):
 
 
 @attr.s
+class Reach:
+    """
+    How to reach peers named by URLs: the keys and files of SSH and TLS.
+
+    @ivar identities: paths of OpenSSH private keys; when empty, those
+        OpenSSH's client would use (C{~/.ssh/id_ed25519}, ...).
+    @ivar agentPath: the ssh-agent's socket (default C{$SSH_AUTH_SOCK}).
+    @ivar knownHosts: the C{known_hosts} file (default the user's).
+    @ivar acceptNewHostKeys: record unknown host keys, like OpenSSH's
+        C{StrictHostKeyChecking=accept-new}.
+    @ivar tls: the L{gossip.tls.TLSFiles} for C{tls://} peers, if any.
+    """
+
+    identities = attr.ib(factory=list)
+    agentPath = attr.ib(factory=lambda: os.environ.get("SSH_AUTH_SOCK") or None)
+    knownHosts = attr.ib(default=None)
+    acceptNewHostKeys = attr.ib(default=False)
+    tls = attr.ib(default=None)
+
+
+def isURL(text):
+    """
+    Whether C{text} names a peer by URL rather than as a file.
+    """
+    return text.startswith(("ssh://", "tls://"))
+
+
+def urlEndpoint(reactor, url, reach):
+    """
+    An endpoint that reaches the sync session of the peer at C{url}.
+
+    @param reach: the L{Reach} with the keys to use.
+    @return: the endpoint and the name of the log the URL asks for (or
+        L{None}).
+    @raise CommandError: the URL or the keys are wrong.
+    """
+    if url.startswith("ssh://"):
+        from gossip import ssh
+
+        peer = ssh.parseSSHURL(url)
+        if reach.identities:
+            identities = [ssh.loadIdentity(path) for path in reach.identities]
+        else:
+            identities = ssh.defaultIdentities()
+        endpoint = ssh.SSHSyncEndpoint(
+            reactor,
+            peer,
+            identities,
+            agentPath=reach.agentPath,
+            knownHosts=reach.knownHosts,
+            acceptNewHostKeys=reach.acceptNewHostKeys,
+        )
+        return endpoint, peer.log
+    if url.startswith("tls://"):
+        from gossip import tls
+
+        try:
+            host, port, name = tls.parseTLSURL(url)
+            if reach.tls is None:
+                raise CommandError(f"{url}: give --tls-key, --tls-cert and --tls-ca to reach it")
+            return tls.clientEndpoint(reactor, host, port, reach.tls), name
+        except tls.TLSError as e:
+            raise CommandError(str(e))
+    raise CommandError(f"{url}: not a peer URL (ssh://... or tls://...)")
+
+
+@attr.s
 class _PeerFactory(SyncFactory):
     """
     A L{SyncFactory} that counts the sessions in a row that ended before
@@ -194,23 +273,36 @@ class _PeerFactory(SyncFactory):
         return failure
 
 
-def peerService(reactor, service, command, anyName=False, timeout=60.0, keepalive=20.0):
+def peerService(
+    reactor, service, command, anyName=False, timeout=60.0, keepalive=20.0, reach=None
+):
     """
-    A service that keeps a session with the peer reached by running
-    C{command}, reconnecting with backoff (1 s growing to 5 minutes) when
-    it fails.
+    A service that keeps a session with the peer at a URL or reached by
+    running C{command}, reconnecting with backoff (1 s growing to 5
+    minutes) when it fails.
+
+    @param command: a URL (see L{urlEndpoint}), or a command as a list of
+        arguments or a shell-style string.
+    @param reach: the L{Reach} for URLs.
     """
-    if isinstance(command, str):
-        command = shlex.split(command)
+    want = None
+    if isinstance(command, str) and isURL(command):
+        endpoint, want = urlEndpoint(reactor, command, reach or Reach())
+        name = command
+    else:
+        if isinstance(command, str):
+            command = shlex.split(command)
+        endpoint = commandEndpoint(reactor, command)
+        name = shlex.join(command)
     factory = _PeerFactory(
-        service, shlex.join(command), anyName=anyName, timeout=timeout, keepalive=keepalive
+        service, name, anyName=anyName, timeout=timeout, keepalive=keepalive, want=want
     )
     delay = backoffPolicy(initialDelay=1.0, maxDelay=300.0)
     # ClientService cannot wait for the handshake (prepareConnection): it has
     # no transition for a connection lost while it waits.  A session that
     # ended before its handshake counts as a failed attempt here instead.
     return ClientService(
-        commandEndpoint(reactor, command),
+        endpoint,
         factory,
         retryPolicy=lambda attempt: delay(max(attempt, factory.failures)),
         clock=reactor,

@@ -36,6 +36,10 @@ VALUE_LIMIT = 60000
 WINDOW = 8
 # Yield to the reactor after reading this many lines that are not sent.
 _SCAN_SLICE = 20000
+# A peer's box may hold no more fields than this (AMP itself sets no limit).
+_MAX_FIELDS = 16
+# Nor may its summary, in all its parts, be longer than this.
+_MAX_SUMMARY = 64 * 1024 * 1024
 
 
 class Refused(Exception):
@@ -65,6 +69,8 @@ class Hello(amp.Command):
         (b"node", amp.String()),
         (b"log", amp.String()),
         (b"anyName", amp.Boolean()),
+        (b"want", amp.String(optional=True)),
+        (b"readOnly", amp.Boolean(optional=True)),
     ]
     response = []
     errors = _ERRORS
@@ -253,6 +259,12 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
     @ivar peer: the peer's name for log messages (a command, an address).
     @ivar once: end the session once both ends have caught up.
     @ivar succeeded: whether both ends caught up at least once.
+    @ivar readOnly: take no adds from the peer (and say so in the hello).
+    @ivar want: the name of the log to ask the peer for, if not ours.
+
+    A session made without a service gets one when the peer's hello
+    arrives: C{choose(name, anyName)} returns the service of the log the
+    peer wants, or raises L{Refused}.
     """
 
     log = Logger()
@@ -267,9 +279,16 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
         timeout=60.0,
         keepalive=20.0,
         progress=None,
+        choose=None,
+        readOnly=False,
+        want=None,
     ):
         amp.AMP.__init__(self)
         self.service = service
+        self._choose = choose
+        self.want = want
+        self.readOnly = readOnly
+        self.peerReadOnly = False
         self.peer = peer
         self.once = once
         self.anyName = anyName
@@ -285,6 +304,7 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
         # What this session has asked the peer for and not yet had answered.
         self.pending = {}
         self._summary = {}
+        self._summaryBytes = 0
         self._summaryDone = False
         self._summarySent = False
         self._requests = 0
@@ -317,16 +337,34 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
     def connectionMade(self):
         amp.AMP.connectionMade(self)
         self.setTimeout(self.timeOut)
-        self.service.sessionStarted(self)
         self.log.info("connected to {peer}", peer=self.peer)
-        d = self.callRemote(
-            Hello,
+        if self.service is not None:
+            self._begin()
+
+    def _begin(self):
+        """
+        Say hello: the session's log is known.
+        """
+        self.service.sessionStarted(self)
+        arguments = dict(
             version=PROTOCOL_VERSION,
             node=self.service.identity,
             log=self.service.name,
             anyName=self.anyName,
         )
-        d.addCallbacks(self._helloAccepted, self._fail)
+        if self.want is not None:
+            arguments["want"] = self.want
+        if self.readOnly:
+            arguments["readOnly"] = True
+        self.callRemote(Hello, **arguments).addCallbacks(self._helloAccepted, self._fail)
+
+    def proto_value(self, string):
+        # A hostile peer could otherwise grow one box without end.
+        state = amp.AMP.proto_value(self, string)
+        if self._currentBox is not None and len(self._currentBox) > _MAX_FIELDS:
+            self._fail(ProtocolError(f"a message of more than {_MAX_FIELDS} fields"))
+            return "done"
+        return state
 
     def dispatchCommand(self, box):
         # An error answered to the peer ends the session (the commands list
@@ -362,7 +400,8 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
         if self._announceCall is not None and self._announceCall.active():
             self._announceCall.cancel()
         self.pending = {}
-        self.service.sessionEnded(self)
+        if self.service is not None:
+            self.service.sessionEnded(self)
         if self.failure is None and not self.succeeded:
             self.failure = f"connection lost before sync: {_describe(reason)}"
         if self.failure is not None and not self.succeeded:
@@ -415,7 +454,17 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
     # Hello
 
     @Hello.responder
-    def hello(self, version, node, log, anyName):
+    def hello(self, version, node, log, anyName, want=None, readOnly=False):
+        if self.peerNode is not None:
+            raise ProtocolError("a second hello")
+        chosen = self.service is None
+        if chosen:
+            # The peer's hello names the log this session serves.
+            try:
+                self.service = self._choose(want if want is not None else log, anyName)
+            except Refused as e:
+                self.failure = f"refused: {e}"
+                raise
         why = None
         if version != PROTOCOL_VERSION:
             why = f"protocol version {version} is not {PROTOCOL_VERSION}: upgrade one end"
@@ -431,6 +480,11 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
             self.failure = f"refused: {why}"
             raise Refused(why)
         self.peerNode = node
+        self.peerReadOnly = bool(readOnly)
+        if self.peerReadOnly:
+            self.log.info("{peer} takes no adds from this node", peer=self.peer)
+        if chosen:
+            self._begin()
         return {}
 
     def _helloAccepted(self, result):
@@ -461,6 +515,9 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
     def have(self, ranges, last):
         if self._summaryDone:
             raise ProtocolError("a second summary")
+        self._summaryBytes += len(ranges)
+        if self._summaryBytes > _MAX_SUMMARY:
+            raise ProtocolError(f"a summary longer than {_MAX_SUMMARY} bytes")
         merge(self._summary, decodeRanges(ranges))
         if last:
             self._summaryDone = True
@@ -489,6 +546,10 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
         already fetching.
         """
         if not self._summaryDone or self.transport is None or self.failure:
+            return
+        if self.readOnly:
+            # This peer may not add to the log: ask it for nothing.
+            self._checkCaughtUp()
             return
         wanted = self.service.unclaimed(difference(self.peerHave, self.service.have))
         if wanted:
@@ -559,6 +620,8 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
     # Receiving adds
 
     def _received(self, lines):
+        if self.readOnly:
+            raise Refused("this peer may only read this log")
         result = self.service.receive(lines)
         corrupt = result.corrupt
         peerHave = self.peerHave
@@ -587,6 +650,8 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
 
     @AddBegin.responder
     def addBegin(self, size):
+        if self.readOnly:
+            raise Refused("this peer may only read this log")
         if self._large is not None:
             raise ProtocolError("a large add inside another")
         if size < 0 or size > self.service.maxAddSize:
@@ -684,7 +749,7 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
         """
         The log has new adds: announce those the peer lacks.
         """
-        if not self._summarySent or self.failure:
+        if not self._summarySent or self.failure or self.peerReadOnly:
             return
         for by, at in keys:
             held = self.peerHave.get(by)

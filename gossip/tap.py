@@ -1,18 +1,29 @@
 # -*- test-case-name: tests.test_tap -*-
 """
-The daemon: C{twistd gossip --log LOG [--peer-command CMD]...}.
+The daemon: C{twistd gossip --log LOG [--peer URL]... [--listen ENDPOINT]...}.
 """
 
+import os
 import shlex
 
-from twisted.application.service import MultiService
+from twisted.application.service import MultiService, Service
+from twisted.logger import Logger
 from twisted.python import usage
 
 from gossip.log import Log, LogError
-from gossip.peer import peerService
+from gossip.peer import Reach, isURL, peerService
 from gossip.service import LogService
 
-__all__ = ["Options", "makeService"]
+__all__ = ["DEFAULT_LISTEN", "Options", "makeService"]
+
+# Loopback only: a node is reachable from elsewhere only when its user says.
+DEFAULT_LISTEN = "tcp:7422:interface=127.0.0.1"
+
+log = Logger()
+
+
+def _configHome():
+    return os.environ.get("XDG_CONFIG_HOME") or os.path.expanduser("~/.config")
 
 
 class Options(usage.Options):
@@ -20,27 +31,79 @@ class Options(usage.Options):
     The daemon's options.
     """
 
-    synopsis = "--log LOG [--peer-command CMD]... [--log LOG2 ...]"
+    synopsis = "--log LOG [--peer URL | --peer-command CMD]... [--log LOG2 ...]"
     longdesc = (
         "Serve one or more gossip logs: watch each for adds appended by any "
-        "process and keep it synced with its peers.  Each --peer-command "
-        "belongs to the --log before it; the daemon runs it (for example "
-        "'ssh host gossip serve --stdio LOG') and syncs over its standard "
-        "input and output, starting it again with backoff when it ends."
+        "process, keep it synced with its peers, and let peers whose keys "
+        "--authorized-keys lists sync with it over SSH (the 'gossip' "
+        "subsystem) on each --listen endpoint (default "
+        f"{DEFAULT_LISTEN}, loopback only; 'none' for no server).  Each "
+        "--peer and --peer-command belongs to the --log before it: a URL "
+        "(ssh://[USER@]HOST[:PORT][/LOG] or tls://HOST:PORT[/LOG]), or a "
+        "command whose standard input and output reach a peer (e.g. 'ssh "
+        "host gossip serve --stdio LOG'); each is kept connected, with "
+        "backoff after failures."
     )
     optFlags = [
         ["any-name", None, "sync with peers whose log has another name"],
         ["poll", None, "poll the log files instead of using inotify"],
+        ["accept-new-host-keys", None, "record the keys of peers' hosts not yet known"],
     ]
     optParameters = [
         ["timeout", None, 60.0, "give up on a peer silent this many seconds", float],
         ["keepalive", None, 20.0, "ping peers after this many idle seconds", float],
         ["rescan", None, 30.0, "rescan each log this often, in seconds", float],
+        [
+            "host-key",
+            None,
+            os.path.join(_configHome(), "gossip", "ssh_host_ed25519_key"),
+            "the SSH server's host key, created (ed25519) if missing",
+        ],
+        [
+            "authorized-keys",
+            None,
+            os.path.expanduser("~/.ssh/authorized_keys"),
+            "the keys of peers that may connect, in OpenSSH's format",
+        ],
+        ["known-hosts", None, None, "trusted host keys of peers (default ~/.ssh/known_hosts)"],
+        ["max-unauthenticated", None, 10, "connections allowed to wait to authenticate", int],
+        ["login-grace", None, 30.0, "seconds a connection has to authenticate", float],
+        ["tls-key", None, None, "this node's TLS private key (PEM)"],
+        ["tls-cert", None, None, "this node's TLS certificate (PEM)"],
+        ["tls-ca", None, None, "the CA certificate that signs TLS peers' certificates"],
     ]
 
     def __init__(self):
         usage.Options.__init__(self)
         self["logs"] = []
+        self["listen"] = []
+        self["identity"] = []
+
+    def opt_listen(self, description):
+        """
+        An endpoint to accept peers on (repeatable): SSH on tcp:..., TLS on
+        ssl:PORT[:interface=ADDRESS]; 'none' for none.
+        """
+        self["listen"].append(description)
+
+    def opt_identity(self, path):
+        """
+        An OpenSSH private key to offer to ssh:// peers (repeatable; default
+        those of ~/.ssh that OpenSSH would use, after the ssh-agent's).
+        """
+        self["identity"].append(path)
+
+    def opt_peer(self, url):
+        """
+        The URL of a peer of the last --log (repeatable).
+        """
+        if not self["logs"]:
+            raise usage.UsageError("--peer belongs to a --log: give --log first")
+        if not isURL(url):
+            raise usage.UsageError(
+                f"--peer {url!r}: give ssh://[USER@]HOST[:PORT][/LOG] or tls://HOST:PORT[/LOG]"
+            )
+        self["logs"][-1][1].append(url)
 
     def opt_log(self, path):
         """
@@ -66,20 +129,126 @@ class Options(usage.Options):
     def postOptions(self):
         if not self["logs"]:
             raise usage.UsageError("give at least one --log")
+        names = {}
         for path, peers in self["logs"]:
             try:
                 Log(path).state(create=True)
             except LogError as e:
                 raise usage.UsageError(str(e))
+            name = os.path.basename(path)
+            if name in names:
+                raise usage.UsageError(
+                    f"{names[name]} and {path} have the same name, so peers could "
+                    "not tell them apart"
+                )
+            names[name] = path
+        listen = self["listen"] or [DEFAULT_LISTEN]
+        self["listen"] = [] if listen == ["none"] else listen
+        if "none" in self["listen"]:
+            raise usage.UsageError("--listen none cannot be given with other endpoints")
+        given = [self["tls-key"], self["tls-cert"], self["tls-ca"]]
+        if any(given) and not all(given):
+            raise usage.UsageError("give all of --tls-key, --tls-cert and --tls-ca, or none")
+        self["tls"] = None
+        if all(given):
+            from gossip.tls import TLSError, TLSFiles
+
+            self["tls"] = TLSFiles(
+                key=self["tls-key"], cert=self["tls-cert"], ca=self["tls-ca"]
+            )
+            try:
+                self["tls"].load()
+            except TLSError as e:
+                raise usage.UsageError(str(e))
+        for description in self["listen"]:
+            if _isTLS(description) and self["tls"] is None:
+                raise usage.UsageError(
+                    f"--listen {description}: give --tls-key, --tls-cert and --tls-ca"
+                )
+        if any(not _isTLS(description) for description in self["listen"]):
+            from gossip.ssh import SSHError, hostKey
+
+            try:
+                self["ssh-host-key"] = hostKey(self["host-key"])
+            except SSHError as e:
+                raise usage.UsageError(str(e))
+        try:
+            self["reach"] = Reach(
+                identities=self["identity"],
+                knownHosts=self["known-hosts"],
+                acceptNewHostKeys=self["accept-new-host-keys"],
+                tls=self["tls"],
+            )
+            if any(
+                isinstance(peer, str) and peer.startswith("ssh://")
+                for path, peers in self["logs"]
+                for peer in peers
+            ):
+                from gossip.ssh import loadIdentity
+
+                for path in self["identity"]:
+                    loadIdentity(path)
+        except Exception as e:
+            from gossip.peer import CommandError
+
+            if not isinstance(e, CommandError):
+                raise
+            raise usage.UsageError(str(e))
+
+
+def _isTLS(description):
+    return description.split(":", 1)[0] in ("ssl", "tls")
+
+
+class _Listener(Service):
+    """
+    Accepts peers on one endpoint; a port that cannot be had stops the
+    daemon with a one-line message.
+    """
+
+    def __init__(self, endpoint, factory, description, kind):
+        self._endpoint = endpoint
+        self._factory = factory
+        self._description = description
+        self._kind = kind
+        self._port = None
+
+    def privilegedStartService(self):
+        Service.privilegedStartService(self)
+        failures = []
+        self._endpoint.listen(self._factory).addCallbacks(self._listening, failures.append)
+        if failures:
+            raise SystemExit(
+                f"gossip: cannot listen on {self._description}: "
+                f"{failures[0].getErrorMessage()}"
+            )
+
+    def _listening(self, port):
+        self._port = port
+        address = port.getHost()
+        log.info(
+            "listening for {kind} peers on {host} port {port}",
+            kind=self._kind,
+            host=address.host,
+            port=address.port,
+        )
+
+    def stopService(self):
+        Service.stopService(self)
+        if self._port is not None:
+            port, self._port = self._port, None
+            return port.stopListening()
 
 
 def makeService(config, reactor=None):
     """
-    A service of one L{LogService} per log and a peer service per peer.
+    A service of one L{LogService} per log, a peer service per peer, and a
+    listener per endpoint.
     """
     if reactor is None:
         from twisted.internet import reactor
     top = MultiService()
+    services = {}
     for path, peers in config["logs"]:
         service = LogService(
             Log(path),
@@ -88,13 +257,55 @@ def makeService(config, reactor=None):
             useInotify=not config["poll"],
         )
         service.setServiceParent(top)
-        for argv in peers:
+        services[service.name] = service
+        for peer in peers:
             peerService(
                 reactor,
                 service,
-                argv,
+                peer,
                 anyName=config["any-name"],
                 timeout=config["timeout"],
                 keepalive=config["keepalive"],
+                reach=config["reach"],
             ).setServiceParent(top)
+    if config["listen"]:
+        _listeners(reactor, config, services).setServiceParent(top)
     return top
+
+
+def _listeners(reactor, config, services):
+    from twisted.internet.endpoints import serverFromString
+
+    from gossip.sessions import Sessions
+
+    sessions = Sessions(
+        reactor,
+        services,
+        anyName=config["any-name"],
+        timeout=config["timeout"],
+        keepalive=config["keepalive"],
+    )
+    listeners = MultiService()
+    for description in config["listen"]:
+        if _isTLS(description):
+            from gossip.tls import serverEndpoint
+
+            endpoint = serverEndpoint(reactor, description, config["tls"])
+            factory = sessions.tlsFactory()
+            kind = "TLS"
+        else:
+            from gossip.authorized import AuthorizedKeys
+            from gossip.ssh import serverFactory
+
+            endpoint = serverFromString(reactor, description)
+            factory = serverFactory(
+                reactor,
+                sessions,
+                config["ssh-host-key"],
+                AuthorizedKeys(config["authorized-keys"]),
+                maxUnauthenticated=config["max-unauthenticated"],
+                loginGrace=config["login-grace"],
+            )
+            kind = "SSH"
+        _Listener(endpoint, factory, description, kind).setServiceParent(listeners)
+    return listeners

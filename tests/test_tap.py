@@ -39,6 +39,12 @@ from tests.test_commands import (
 
 
 def parse(*args):
+    """
+    Parse the daemon's options; unless the test says otherwise, with no SSH
+    server (whose default host key would be made in the user's home).
+    """
+    if "--listen" not in args and "--host-key" not in args:
+        args += ("--listen", "none")
     options = tap.Options()
     options.parseOptions(list(args))
     return options
@@ -128,6 +134,73 @@ class OptionsTests(SynchronousTestCase):
                 usage.UsageError, parse, "--log", self.a, "--peer-command", command
             )
 
+    def test_peerURLs(self):
+        """
+        C{--peer URL} belongs to the C{--log} before it, beside its peer
+        commands; a --peer that is not a URL is a usage error.
+        """
+        options = parse(
+            "--log", self.a, "--peer", "ssh://h:2222/a.log", "--peer-command", "x y",
+            "--peer", "tls://h:7423",
+        )  # fmt: skip
+        self.assertEqual(
+            options["logs"], [(self.a, ["ssh://h:2222/a.log", ["x", "y"], "tls://h:7423"])]
+        )
+        self.assertRaises(usage.UsageError, parse, "--log", self.a, "--peer", self.b)
+        self.assertRaises(usage.UsageError, parse, "--peer", "ssh://h", "--log", self.a)
+
+    def test_listenDefault(self):
+        """
+        With no C{--listen}, the daemon serves SSH on loopback only, with a
+        host key made (ed25519, mode 0600) where C{--host-key} says.
+        """
+        key = os.path.join(self.dir, "keys", "host")
+        options = parse("--log", self.a, "--host-key", key)
+        self.assertEqual(options["listen"], [tap.DEFAULT_LISTEN])
+        self.assertIn("interface=127.0.0.1", tap.DEFAULT_LISTEN)
+        self.assertEqual(os.stat(key).st_mode & 0o777, 0o600)
+        self.assertEqual(options["ssh-host-key"].type(), "Ed25519")
+
+    def test_listenNone(self):
+        """
+        C{--listen none} serves nothing, and makes no host key; it cannot
+        be mixed with endpoints.
+        """
+        key = os.path.join(self.dir, "host")
+        options = parse("--log", self.a, "--listen", "none", "--host-key", key)
+        self.assertEqual(options["listen"], [])
+        self.assertFalse(os.path.exists(key))
+        self.assertRaises(
+            usage.UsageError, parse, "--log", self.a, "--listen", "none", "--listen", "tcp:1"
+        )
+
+    def test_badHostKey(self):
+        """
+        A host key that is not one is a usage error naming it.
+        """
+        key = os.path.join(self.dir, "host")
+        with open(key, "w") as f:
+            f.write("nonsense\n")
+        error = self.assertRaises(usage.UsageError, parse, "--log", self.a, "--host-key", key)
+        self.assertIn(key, str(error))
+
+    def test_sameName(self):
+        """
+        Two logs of the same name could not be told apart by peers.
+        """
+        other = os.path.join(self.dir, "x", "a.log")
+        os.makedirs(os.path.dirname(other))
+        error = self.assertRaises(usage.UsageError, parse, "--log", self.a, "--log", other)
+        self.assertIn("same name", str(error))
+
+    def test_tlsIncomplete(self):
+        """
+        TLS needs a key, a certificate and a CA; a TLS endpoint without
+        them is a usage error.
+        """
+        self.assertRaises(usage.UsageError, parse, "--log", self.a, "--tls-key", "k")
+        self.assertRaises(usage.UsageError, parse, "--log", self.a, "--listen", "ssl:7423")
+
     def test_numbers(self):
         """
         Timeouts are numbers.
@@ -172,6 +245,7 @@ class MakeServiceTests(SynchronousTestCase):
         logs = [child for child in children if isinstance(child, LogService)]
         clients = [child for child in children if isinstance(child, ClientService)]
         self.assertEqual(len(children), 5)
+        self.assertEqual(options["listen"], [])
         self.assertEqual([service.log.path for service in logs], [os.fsencode(a), os.fsencode(b)])
         self.assertEqual(len(clients), 3)
         for service in logs:
@@ -276,6 +350,9 @@ class Daemon(Background):
 
     def __init__(self, testCase, *args):
         self.logfile = os.path.abspath(testCase.mktemp())
+        if "--listen" not in args:
+            # Not the default port, which another test's daemon may hold.
+            args += ("--listen", "none")
         Background.__init__(self, testCase, daemonCommand(self.logfile, *args))
 
     def log(self):
@@ -445,3 +522,59 @@ class DaemonTests(TestCase):
         one.shutDown()
         self.assertLess(time.monotonic() - start, 20)
         waitFor(lambda: not processesMentioning(marker), message="the peer stopping")
+
+
+class TLSDaemonTests(TestCase):
+    """
+    A daemon serving its log over TLS, and C{gossip sync} reaching it with
+    a C{tls://} URL, as real processes.
+    """
+
+    def setUp(self):
+        from tests.certs import makeCertificates
+        from tests.test_openssh import freePort, twoLogs
+
+        self.dir, self.served, self.local = twoLogs(self)
+        self.files = makeCertificates(os.path.join(self.dir, "pki"))
+        self.port = freePort()
+        server = self.files["server"]
+        self.daemon = Daemon(
+            self,
+            "--log", self.served,
+            "--listen", f"ssl:{self.port}:interface=127.0.0.1",
+            "--tls-key", server.key, "--tls-cert", server.cert, "--tls-ca", server.ca,
+        )  # fmt: skip
+        self.daemon.waitForLog(rf"listening for TLS peers on 127\.0\.0\.1 port {self.port}")
+
+    def sync(self, name):
+        from tests.test_commands import run
+
+        files = self.files[name]
+        return run(
+            "sync", "--once",
+            "--tls-key", files.key, "--tls-cert", files.cert, "--tls-ca", files.ca,
+            self.local, f"tls://localhost:{self.port}",
+        )  # fmt: skip
+
+    def test_syncs(self):
+        """
+        A client whose certificate the CA signed syncs, and exits 0.
+        """
+        status, out, err = self.sync("client")
+        self.assertEqual(status, 0, err)
+        self.assertEqual(len(contents(self.local).keySet), 2)
+        self.assertEqual(contents(self.local).keySet, contents(self.served).keySet)
+
+    def test_stranger(self):
+        """
+        A certificate from another CA is refused: exit 1, one line, and
+        nothing moves.
+        """
+        from tests.test_commands import oneLine
+
+        before = contents(self.served).keySet
+        status, out, err = self.sync("stranger")
+        self.assertEqual(status, 1)
+        oneLine(self, err)
+        self.assertEqual(contents(self.served).keySet, before)
+        self.assertEqual(len(contents(self.local).keySet), 1)

@@ -1,0 +1,78 @@
+# -*- test-case-name: tests.test_ssh -*-
+"""
+The sessions a daemon accepts: which of its logs a peer may sync, and how.
+"""
+
+import attr
+from twisted.internet.protocol import Factory
+
+from gossip.protocol import Refused, SyncProtocol
+
+__all__ = ["Sessions"]
+
+
+@attr.s
+class Sessions:
+    """
+    What the daemon's servers offer: its logs by name, each chosen by the
+    peer's hello within what the peer's grant allows.
+
+    @ivar services: L{gossip.service.LogService}s by log name.
+    @ivar anyName: let a peer whose log has another name sync the one log
+        served, if only one is.
+    """
+
+    reactor = attr.ib()
+    services = attr.ib()
+    anyName = attr.ib(default=False)
+    timeout = attr.ib(default=60.0)
+    keepalive = attr.ib(default=20.0)
+
+    def protocolFor(self, grant, peer):
+        """
+        A sync session for the peer described by C{peer}.
+
+        @param grant: what the peer may do (a L{gossip.authorized.Grant}),
+            or L{None} for anything.
+        """
+        return SyncProtocol(
+            None,
+            peer,
+            reactor=self.reactor,
+            anyName=self.anyName,
+            timeout=self.timeout,
+            keepalive=self.keepalive,
+            choose=lambda name, anyName: self.choose(grant, name, anyName),
+            readOnly=grant is not None and grant.readOnly,
+        )
+
+    def choose(self, grant, name, anyName=False):
+        """
+        The service of log C{name}, if C{grant} may open it.
+
+        @raise Refused: it may not, or there is no such log.
+        """
+        service = self.services.get(name)
+        if service is None and (anyName or self.anyName) and len(self.services) == 1:
+            [service] = self.services.values()
+        shown = name.decode("utf-8", "replace")
+        if service is None:
+            raise Refused(f"no log named {shown!r} here")
+        if grant is not None and not grant.mayOpen(service.name):
+            raise Refused(f"key {grant.fingerprint} may not open {shown!r}")
+        return service
+
+    def tlsFactory(self):
+        """
+        A factory of sessions for peers that a TLS server let in: their
+        certificates are signed by its CA, so they may sync any log.
+        """
+        return _TLSFactory(self)
+
+
+class _TLSFactory(Factory):
+    def __init__(self, sessions):
+        self._sessions = sessions
+
+    def buildProtocol(self, addr):
+        return self._sessions.protocolFor(None, f"TLS peer {addr.host}:{addr.port}")

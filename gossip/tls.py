@@ -1,0 +1,382 @@
+# -*- test-case-name: tests.test_tls -*-
+"""
+Syncing over TLS, for sites without SSH: endpoints whose two ends prove who
+they are with certificates signed by an authority both trust.
+
+The listening node requires a client certificate signed by one of its
+authorities; the connecting node requires the listener's certificate to be
+signed by one of its authorities and to name the host it dialled.
+"""
+
+import re
+from urllib.parse import unquote_to_bytes
+
+import attr
+from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.x509.oid import NameOID
+from OpenSSL.crypto import X509, PKey
+from twisted.internet.abstract import isIPAddress, isIPv6Address
+from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.endpoints import HostnameEndpoint, SSL4ServerEndpoint, wrapClientTLS
+from twisted.internet.ssl import (
+    Certificate,
+    CertificateOptions,
+    KeyPair,
+    PrivateCertificate,
+    optionsForClientTLS,
+    trustRootFromCertificates,
+)
+
+__all__ = [
+    "DEFAULT_PORT",
+    "Credentials",
+    "TLSError",
+    "TLSFiles",
+    "clientEndpoint",
+    "parseTLSURL",
+    "peerName",
+    "serverEndpoint",
+]
+
+# The port of a tls:// URL that names none.
+DEFAULT_PORT = 7423
+
+_LISTEN_SYNTAX = "ssl:PORT[:interface=ADDRESS][:backlog=N]"
+_URL_SYNTAX = "tls://HOST[:PORT][/LOG]"
+
+
+class TLSError(Exception):
+    """
+    TLS cannot be set up as asked: a bad file, description or URL.  The
+    message is one line, fit to show a user.
+    """
+
+
+@attr.frozen
+class Credentials:
+    """
+    What a node presents to its peers and whom it trusts, loaded from
+    L{TLSFiles}.
+
+    @ivar certificate: this node's certificate with its private key.
+    @type certificate: L{PrivateCertificate}
+
+    @ivar authorities: the certificates of the authorities whose signature
+        makes a peer a peer.
+    @type authorities: L{tuple} of L{Certificate}
+    """
+
+    certificate = attr.ib()
+    authorities = attr.ib()
+
+
+@attr.frozen
+class TLSFiles:
+    """
+    The paths of a node's PEM files.
+
+    @ivar key: this node's private key, unencrypted.
+    @ivar cert: this node's certificate (the first one in the file).
+    @ivar ca: the certificates of the authorities that sign peers'
+        certificates, one or more.
+    """
+
+    key = attr.ib()
+    cert = attr.ib()
+    ca = attr.ib()
+
+    def load(self):
+        """
+        Read and check the files.
+
+        @rtype: L{Credentials}
+        @raise TLSError: if a file is missing, unreadable or malformed, or
+            the key is not the certificate's.
+        """
+        try:
+            key = serialization.load_pem_private_key(_read(self.key), password=None)
+        except TypeError:
+            raise TLSError(f"{self.key}: the private key is encrypted; gossip needs it unencrypted") from None
+        except (ValueError, UnsupportedAlgorithm):
+            raise TLSError(f"{self.key}: not a PEM private key") from None
+        certificate = _certificates(self.cert)[0]
+        authorities = _certificates(self.ca)
+        if key.public_key() != certificate.public_key():
+            raise TLSError(f"{self.key}: not the private key of the certificate in {self.cert}")
+        try:
+            keyPair = KeyPair(PKey.from_cryptography_key(key))
+        except TypeError:
+            raise TLSError(f"{self.key}: a kind of key TLS cannot use") from None
+        return Credentials(
+            PrivateCertificate.fromCertificateAndKeyPair(_twisted(certificate), keyPair),
+            tuple(_twisted(each) for each in authorities),
+        )
+
+
+def _read(path):
+    """
+    The bytes of a file, or a one-line L{TLSError}.
+    """
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as e:
+        raise TLSError(f"{path}: {e.strerror}") from None
+
+
+def _certificates(path):
+    """
+    The certificates in a PEM file, at least one.
+
+    @rtype: L{list} of L{cryptography.x509.Certificate}
+    """
+    try:
+        return x509.load_pem_x509_certificates(_read(path))
+    except ValueError:
+        raise TLSError(f"{path}: not a PEM certificate") from None
+
+
+def _twisted(certificate):
+    """
+    A L{cryptography.x509.Certificate} as a Twisted L{Certificate}.
+    """
+    return Certificate(X509.from_cryptography(certificate))
+
+
+def serverEndpoint(reactor, description, files):
+    """
+    An endpoint listening for TLS connections from peers, which must present
+    a certificate signed by one of the authorities in C{files.ca}.
+
+    @param reactor: an L{IReactorSSL} provider.
+    @param description: where to listen, C{ssl:PORT[:interface=ADDRESS]
+        [:backlog=N]} (or C{tls:...}), with colons in values escaped as
+        C{\\:} as in Twisted's endpoint descriptions.
+    @type description: L{str}
+    @type files: L{TLSFiles}
+
+    @rtype: L{SSL4ServerEndpoint}
+    @raise TLSError: if the description or the files are bad.
+    """
+    port, interface, backlog = _parseListen(description)
+    credentials = files.load()
+    options = CertificateOptions(
+        trustRoot=trustRootFromCertificates(credentials.authorities),
+        **_presenting(credentials.certificate),
+    )
+    return SSL4ServerEndpoint(reactor, port, options, backlog=backlog, interface=interface)
+
+
+def _parseListen(description):
+    """
+    Parse a description of where to listen.
+
+    @return: the port, the interface (C{""} for all) and the backlog.
+    @raise TLSError: if the description is bad.
+    """
+
+    def bad(why):
+        return TLSError(f"listening description {description!r}: {why}; expected {_LISTEN_SYNTAX}")
+
+    try:
+        kind, *arguments = _splitEscaped(description)
+    except ValueError as e:
+        raise bad(str(e)) from None
+    if kind.lower() not in ("ssl", "tls"):
+        raise bad(f"{kind!r} is not ssl or tls")
+    parameters = {}
+    for index, argument in enumerate(arguments):
+        name, equals, value = argument.partition("=")
+        if not equals:
+            if index != 0 and "interface" in parameters:
+                raise bad("escape the colons of an IPv6 interface as \\:")
+            if index != 0:
+                raise bad(f"{argument!r} is not NAME=VALUE")
+            name, value = "port", argument
+        if name not in ("port", "interface", "backlog"):
+            raise bad(f"unknown parameter {name!r}")
+        if name in parameters:
+            raise bad(f"{name} given twice")
+        parameters[name] = value
+    if "port" not in parameters:
+        raise bad("no port")
+    port = _number(parameters["port"], 0, 65535)
+    if port is None:
+        raise bad(f"port {parameters['port']!r} is not a number from 0 to 65535")
+    interface = parameters.get("interface", "")
+    if "interface" in parameters and not (isIPAddress(interface) or isIPv6Address(interface)):
+        raise bad(f"interface {interface!r} is not an IP address")
+    backlog = _number(parameters.get("backlog", "50"), 1, 65535)
+    if backlog is None:
+        raise bad(f"backlog {parameters['backlog']!r} is not a positive number")
+    return port, interface, backlog
+
+
+def _splitEscaped(description):
+    """
+    Split an endpoint description at its colons, a backslash escaping the
+    character after it.
+
+    @raise ValueError: if the description ends in a lone backslash.
+    """
+    parts = [""]
+    characters = iter(description)
+    for character in characters:
+        if character == "\\":
+            character = next(characters, None)
+            if character is None:
+                raise ValueError("it ends with a lone backslash")
+            parts[-1] += character
+        elif character == ":":
+            parts.append("")
+        else:
+            parts[-1] += character
+    return parts
+
+
+def _number(text, low, high):
+    """
+    The decimal number C{text} if it is one from C{low} to C{high}, else
+    L{None}.
+    """
+    if not re.fullmatch(r"[0-9]{1,6}", text):
+        return None
+    number = int(text)
+    return number if low <= number <= high else None
+
+
+_URL = re.compile(r"tls://(?P<authority>[^/?#]*)(?:/(?P<name>[^?#]*))?", re.IGNORECASE)
+_AUTHORITY = re.compile(r"(?:\[(?P<ipv6>[^\]]*)\]|(?P<host>[^:\[\]]*))(?::(?P<port>.*))?")
+_HOSTNAME = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)(?:\.(?!-)[A-Za-z0-9_-]{1,63}(?<!-))*")
+
+
+def parseTLSURL(url):
+    """
+    Parse the URL of a peer reached over TLS: C{tls://HOST[:PORT][/LOG]}.
+
+    HOST is a DNS name, an IPv4 address or an IPv6 address in brackets;
+    PORT defaults to L{DEFAULT_PORT}; LOG, percent-encoded, is the name of
+    the peer's log to sync with.
+
+    @type url: L{str}
+    @return: the host (an IPv6 address without its brackets), the port and
+        the log's name (L{bytes}, or L{None} if the URL names none).
+    @raise TLSError: if the URL is bad.
+    """
+
+    def bad(why):
+        return TLSError(f"TLS URL {url!r}: {why}; expected {_URL_SYNTAX}")
+
+    if re.search(r"[\x00-\x20\x7f-\U0010ffff]", url):
+        raise bad("spaces, control and non-ASCII characters must be percent-encoded")
+    match = _URL.fullmatch(url)
+    if match is None:
+        if not url.lower().startswith("tls://"):
+            raise bad("not a tls:// URL")
+        raise bad("queries and fragments mean nothing here")
+    if isIPv6Address(match["authority"]):
+        raise bad("put an IPv6 address in brackets, as in tls://[::1]:7423")
+    authority = _AUTHORITY.fullmatch(match["authority"])
+    if authority is None:
+        raise bad("cannot tell the host from the port")
+    if authority["ipv6"] is not None:
+        host = authority["ipv6"]
+        if not isIPv6Address(host) or "%" in host:
+            raise bad(f"{host!r} is not an IPv6 address")
+    else:
+        host = authority["host"]
+        if not host:
+            raise bad("no host")
+        if not _HOSTNAME.fullmatch(host) or (re.fullmatch("[0-9.]+", host) and not isIPAddress(host)):
+            raise bad(f"{host!r} is not a host name or an IP address")
+    if authority["port"] is None:
+        port = DEFAULT_PORT
+    else:
+        port = _number(authority["port"], 1, 65535)
+        if port is None:
+            raise bad(f"port {authority['port']!r} is not a number from 1 to 65535")
+    name = match["name"]
+    if not name:
+        return host, port, None
+    if "/" in name:
+        raise bad("a log's name is one path segment (encode a slash in it as %2F)")
+    if re.search("%(?![0-9A-Fa-f]{2})", name):
+        raise bad("a % in a log's name must start an escape like %25")
+    return host, port, unquote_to_bytes(name)
+
+
+def clientEndpoint(reactor, host, port, files):
+    """
+    An endpoint connecting to a peer over TLS: it presents this node's
+    certificate, and requires the peer's to be signed by one of the
+    authorities in C{files.ca} and to name C{host}.
+
+    @param reactor: a reactor providing L{IReactorTCP} and L{IReactorTime}.
+    @param host: the peer's DNS name or IP address.
+    @type host: L{str}
+    @type port: L{int}
+    @type files: L{TLSFiles}
+
+    @rtype: L{IStreamClientEndpoint}
+    @raise TLSError: if the files are bad.
+    """
+    credentials = files.load()
+    options = optionsForClientTLS(
+        host,
+        trustRoot=trustRootFromCertificates(credentials.authorities),
+        extraCertificateOptions=_presenting(credentials.certificate),
+    )
+    return wrapClientTLS(options, HostnameEndpoint(reactor, host, port), clock=reactor)
+
+
+def _presenting(certificate):
+    """
+    The arguments of L{CertificateOptions} that present a certificate.
+
+    They are C{cryptography} objects rather than the pyOpenSSL ones a
+    L{PrivateCertificate} holds, which pyOpenSSL deprecates here.
+
+    @type certificate: L{PrivateCertificate}
+    @rtype: L{dict}
+    """
+    return dict(
+        privateKey=certificate.privateKey.original.to_cryptography_key(),
+        certificate=certificate.original.to_cryptography(),
+    )
+
+
+def peerName(transport):
+    """
+    Describe the peer at the other end of a transport for log messages: the
+    common name in its certificate, or the certificate's SHA-256
+    fingerprint if it has none, and its address, as in
+    C{"CN=node-b (tls 127.0.0.1:5555)"}.
+
+    @param transport: the transport of a connection, TLS or not.
+    @rtype: L{str}
+    """
+    getPeerCertificate = getattr(transport, "getPeerCertificate", None)
+    certificate = None if getPeerCertificate is None else getPeerCertificate()
+    address = _address(transport.getPeer(), "tcp" if getPeerCertificate is None else "tls")
+    if certificate is None:
+        return f"unauthenticated ({address})"
+    certificate = certificate.to_cryptography()
+    names = certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    if names:
+        # A peer chooses its common name: keep log lines one line each.
+        name = "".join(c if c.isprintable() else ascii(c)[1:-1] for c in names[0].value)
+        return f"CN={name} ({address})"
+    return f"SHA256:{certificate.fingerprint(hashes.SHA256()).hex()} ({address})"
+
+
+def _address(address, kind):
+    """
+    Describe an address for L{peerName}.
+    """
+    if isinstance(address, IPv6Address):
+        return f"{kind} [{address.host}]:{address.port}"
+    if isinstance(address, IPv4Address):
+        return f"{kind} {address.host}:{address.port}"
+    return str(address)

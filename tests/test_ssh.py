@@ -1,0 +1,475 @@
+"""
+Tests for L{gossip.ssh} and L{gossip.sessions}: gossip's Conch server and
+client, in this process, over real loopback TCP connections and real files.
+
+The tests that bring in OpenSSH's own client and server are in
+L{tests.test_openssh}.
+"""
+
+import os
+import socket
+
+from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+from twisted.conch.ssh import keys
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import TCP4ServerEndpoint
+from twisted.internet.task import deferLater
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from gossip.authorized import AuthorizedKeys
+from gossip.log import Log
+from gossip.peer import CommandError, SyncFactory
+from gossip.service import LogService
+from gossip.sessions import Sessions
+from gossip.ssh import (
+    SSHError,
+    SSHPeer,
+    SSHSyncEndpoint,
+    hostKey,
+    parseSSHURL,
+    serverFactory,
+)
+from tests.test_commands import contents
+
+_RSA = keys.Key(rsa.generate_private_key(65537, 2048))
+
+
+def newKey():
+    return keys.Key(ed25519.Ed25519PrivateKey.generate())
+
+
+def publicLine(key, options=b"", comment=b"test"):
+    line = key.public().toString("openssh") + b" " + comment
+    return (options + b" " + line if options else line) + b"\n"
+
+
+class URLTests(SynchronousTestCase):
+    """
+    C{ssh://} URLs.
+    """
+
+    def test_full(self):
+        self.assertEqual(
+            parseSSHURL("ssh://alice@example.org:2222/a.log"),
+            SSHPeer("example.org", 2222, "alice", b"a.log"),
+        )
+
+    def test_defaults(self):
+        self.assertEqual(parseSSHURL("ssh://host"), SSHPeer("host", 22, None, None))
+        self.assertEqual(parseSSHURL("ssh://host/"), SSHPeer("host", 22, None, None))
+
+    def test_ipv6(self):
+        peer = parseSSHURL("ssh://[::1]:7422/x")
+        self.assertEqual((peer.host, peer.port), ("::1", 7422))
+        self.assertEqual(peer.knownHostsName, "[::1]:7422")
+        self.assertEqual(str(peer), "ssh://[::1]:7422/x")
+
+    def test_knownHostsName(self):
+        self.assertEqual(SSHPeer("h", 22).knownHostsName, "h")
+        self.assertEqual(SSHPeer("h", 7422).knownHostsName, "[h]:7422")
+
+    def test_bad(self):
+        for url in ["http://h", "ssh://", "ssh://h:x", "ssh://h/a/b", "ssh://h/?q"]:
+            self.assertRaises(SSHError, parseSSHURL, url)
+
+    def test_isCommandError(self):
+        """
+        Every SSH failure is a L{CommandError}, which the commands show as
+        one line.
+        """
+        self.assertTrue(issubclass(SSHError, CommandError))
+
+
+class HostKeyTests(SynchronousTestCase):
+    """
+    The server's host key.
+    """
+
+    def test_created(self):
+        """
+        A missing host key is made: ed25519, mode 0600, with its public
+        half beside it; it reads back as the same key.
+        """
+        path = os.path.join(self.mktemp(), "sub", "host_key")
+        key = hostKey(path)
+        self.assertEqual(key.type(), "Ed25519")
+        self.assertEqual(os.stat(path).st_mode & 0o777, 0o600)
+        self.assertEqual(hostKey(path), key)
+        public = keys.Key.fromFile(path + ".pub")
+        self.assertEqual(public, key.public())
+
+    def test_existingOpenSSHKey(self):
+        """
+        An existing OpenSSH RSA key is used as it is.
+        """
+        path = self.mktemp()
+        with open(path, "wb") as f:
+            f.write(_RSA.toString("openssh"))
+        self.assertEqual(hostKey(path), _RSA)
+
+    def test_bad(self):
+        path = self.mktemp()
+        with open(path, "wb") as f:
+            f.write(b"not a key\n")
+        error = self.assertRaises(SSHError, hostKey, path)
+        self.assertIn(path, str(error))
+
+    def test_public(self):
+        path = self.mktemp()
+        with open(path, "wb") as f:
+            f.write(publicLine(newKey()))
+        self.assertIn("public", str(self.assertRaises(SSHError, hostKey, path)))
+
+
+def _freePort():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Node:
+    """
+    A log with its service, in a directory of its own.
+    """
+
+    def __init__(self, directory, name="a.log", says=()):
+        os.makedirs(directory, exist_ok=True)
+        self.path = os.path.join(directory, name)
+        log = Log(self.path)
+        log.state(create=True)
+        for pairs in says:
+            log.say(pairs)
+        self.service = LogService(Log(self.path), reactor, rescanInterval=3600)
+
+    def keys(self):
+        return contents(self.path).keySet
+
+
+class ServerMixin:
+    """
+    A gossip SSH server on a loopback port, and a client's keys and files.
+    """
+
+    def setUp(self):
+        self.dir = os.path.abspath(self.mktemp())
+        self.server = Node(os.path.join(self.dir, "server"), says=[[(b"m", b"from server")]])
+        self.server.service.startService()
+        self.addCleanup(self.server.service.stopService)
+        self.hostKey = newKey()
+        self.clientKey = newKey()
+        self.authorized = os.path.join(self.dir, "authorized_keys")
+        self.authorize(publicLine(self.clientKey))
+        self.knownHosts = os.path.join(self.dir, "known_hosts")
+        self.factory = serverFactory(
+            reactor,
+            Sessions(reactor, {b"a.log": self.server.service}, timeout=10),
+            self.hostKey,
+            AuthorizedKeys(self.authorized),
+            maxUnauthenticated=3,
+            loginGrace=self.loginGrace,
+        )
+        self.port = TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1")
+        return self.port.listen(self.factory).addCallback(self._listening)
+
+    loginGrace = 10.0
+
+    def _listening(self, port):
+        self.addCleanup(port.stopListening)
+        self.portNumber = port.getHost().port
+        self.peer = SSHPeer("127.0.0.1", self.portNumber, "tester")
+
+    def authorize(self, *lines):
+        with open(self.authorized, "wb") as f:
+            f.writelines(lines)
+        # A rewrite within the same clock tick must still be noticed.
+        stamp = os.stat(self.authorized).st_mtime_ns + len(lines)
+        os.utime(self.authorized, ns=(stamp, stamp))
+
+    def trustHost(self, key=None):
+        with open(self.knownHosts, "ab") as f:
+            name = f"[127.0.0.1]:{self.portNumber}".encode()
+            f.write(name + b" " + (key or self.hostKey).public().toString("openssh") + b"\n")
+
+    def client(self, name="a.log", says=((b"m", b"from client"),)):
+        node = Node(os.path.join(self.dir, "client"), name, says=[list(says)])
+        node.service.startService()
+        self.addCleanup(node.service.stopService)
+        return node
+
+    def endpoint(self, **kwargs):
+        kwargs.setdefault("identities", [self.clientKey])
+        kwargs.setdefault("knownHosts", self.knownHosts)
+        return SSHSyncEndpoint(reactor, kwargs.pop("peer", self.peer), **kwargs)
+
+    async def syncOnce(self, node, endpoint=None, **kwargs):
+        """
+        Sync C{node} once with the server; return its session.
+        """
+        factory = SyncFactory(node.service, str(self.peer), once=True, timeout=10, **kwargs)
+        protocol = await (endpoint or self.endpoint()).connect(factory)
+        await protocol.whenFinished()
+        return protocol
+
+    async def refused(self, node, endpoint=None):
+        """
+        Syncing C{node} fails before a session begins; return the error.
+        """
+        try:
+            await self.syncOnce(node, endpoint)
+        except SSHError as e:
+            return str(e)
+        self.fail("the sync was not refused")
+
+
+class SyncTests(ServerMixin, TestCase):
+    """
+    Syncing through gossip's own SSH client and server.
+    """
+
+    async def test_syncs(self):
+        """
+        Both logs end with both adds; the session says it succeeded.
+        """
+        self.trustHost()
+        client = self.client()
+        protocol = await self.syncOnce(client)
+        self.assertTrue(protocol.succeeded)
+        self.assertEqual(client.keys(), self.server.keys())
+        self.assertEqual(len(client.keys()), 2)
+
+    async def test_rsaIdentity(self):
+        """
+        An RSA key signs with SHA-256, and is let in.
+        """
+        self.trustHost()
+        self.authorize(publicLine(_RSA))
+        client = self.client()
+        protocol = await self.syncOnce(client, self.endpoint(identities=[_RSA]))
+        self.assertTrue(protocol.succeeded)
+
+    async def test_secondKeyAccepted(self):
+        """
+        Keys are offered in turn until one is accepted.
+        """
+        self.trustHost()
+        client = self.client()
+        protocol = await self.syncOnce(
+            client, self.endpoint(identities=[newKey(), self.clientKey])
+        )
+        self.assertTrue(protocol.succeeded)
+
+    async def test_wrongKey(self):
+        """
+        A key the server does not list is refused; the message names the
+        keys tried, and the server's log is untouched.
+        """
+        self.trustHost()
+        stranger = newKey()
+        before = self.server.keys()
+        why = await self.refused(self.client(), self.endpoint(identities=[stranger]))
+        self.assertIn("no key was accepted", why)
+        self.assertIn(stranger.fingerprint(keys.FingerprintFormats.SHA256_BASE64), why)
+        self.assertEqual(self.server.keys(), before)
+
+    async def test_authorizedKeysChanged(self):
+        """
+        A key removed from C{authorized_keys} is refused from then on, with
+        no restart.
+        """
+        self.trustHost()
+        self.authorize(b"# nobody\n")
+        why = await self.refused(self.client())
+        self.assertIn("no key was accepted", why)
+
+    async def test_unknownHostKey(self):
+        """
+        A host not in C{known_hosts} is refused, naming its key's
+        fingerprint and how to accept it; nothing is recorded.
+        """
+        why = await self.refused(self.client())
+        self.assertIn("unknown host key", why)
+        self.assertIn(self.hostKey.fingerprint(keys.FingerprintFormats.SHA256_BASE64), why)
+        self.assertIn("--accept-new-host-keys", why)
+        self.assertFalse(os.path.exists(self.knownHosts))
+
+    async def test_acceptNewHostKey(self):
+        """
+        With C{acceptNewHostKeys} an unknown host's key is recorded (hashed,
+        under C{[host]:port}) and the sync goes on; the next sync needs no
+        acceptance.
+        """
+        client = self.client()
+        protocol = await self.syncOnce(client, self.endpoint(acceptNewHostKeys=True))
+        self.assertTrue(protocol.succeeded)
+        with open(self.knownHosts, "rb") as f:
+            recorded = f.read()
+        self.assertTrue(recorded.startswith(b"|1|"))
+        protocol = await self.syncOnce(client)
+        self.assertTrue(protocol.succeeded)
+
+    async def test_changedHostKey(self):
+        """
+        A host whose key changed is refused even with
+        C{acceptNewHostKeys}, naming the file and line.
+        """
+        self.trustHost(newKey())
+        why = await self.refused(self.client(), self.endpoint(acceptNewHostKeys=True))
+        self.assertIn("HOST KEY CHANGED", why)
+        self.assertIn(f"{self.knownHosts} line 1", why)
+
+    async def test_readOnly(self):
+        """
+        A read-only key receives the server's adds, but its own are not
+        taken.
+        """
+        self.trustHost()
+        self.authorize(publicLine(self.clientKey, b"gossip-read-only"))
+        client = self.client()
+        protocol = await self.syncOnce(client)
+        self.assertTrue(protocol.succeeded)
+        self.assertTrue(protocol.peerReadOnly)
+        self.assertEqual(len(self.server.keys()), 1)
+        self.assertEqual(len(client.keys()), 2)
+
+    async def test_readOnlyPushRefused(self):
+        """
+        Adds pushed by a read-only peer anyway end its session, and none is
+        written.
+        """
+        self.trustHost()
+        self.authorize(publicLine(self.clientKey, b"gossip-read-only"))
+        client = self.client()
+        factory = SyncFactory(client.service, "pusher", timeout=10)
+        protocol = await self.endpoint().connect(factory)
+        await protocol.whenHandshaken()
+        line = open(client.path, "rb").readlines()[-1]
+        from gossip.protocol import Adds
+
+        try:
+            await protocol.callRemote(Adds, lines=line)
+        except Exception as e:
+            self.assertIn("may only read", str(e))
+        else:
+            self.fail("the adds were taken")
+        await protocol.whenFinished()
+        self.assertEqual(len(self.server.keys()), 1)
+
+    async def test_otherLogRefused(self):
+        """
+        A key limited to other logs cannot open this one.
+        """
+        self.trustHost()
+        self.authorize(publicLine(self.clientKey, b'gossip-logs="b.log"'))
+        protocol = await self.syncOnce(self.client())
+        self.assertFalse(protocol.succeeded)
+        self.assertIn("may not open", protocol.failure)
+        self.assertEqual(len(self.server.keys()), 1)
+
+    async def test_limitedToThisLog(self):
+        """
+        A key limited to this log opens it.
+        """
+        self.trustHost()
+        self.authorize(publicLine(self.clientKey, b'gossip-logs="x.log,a.log"'))
+        protocol = await self.syncOnce(self.client())
+        self.assertTrue(protocol.succeeded)
+
+    async def test_noSuchLog(self):
+        """
+        A log the server does not serve is refused by name.
+        """
+        self.trustHost()
+        protocol = await self.syncOnce(self.client("b.log"))
+        self.assertFalse(protocol.succeeded)
+        self.assertIn("no log named 'b.log'", protocol.failure)
+
+    async def test_wantedLog(self):
+        """
+        The URL's log name chooses the server's log, given C{anyName}.
+        """
+        self.trustHost()
+        client = self.client("b.log")
+        factory = SyncFactory(
+            client.service, "peer", once=True, timeout=10, anyName=True, want=b"a.log"
+        )
+        protocol = await self.endpoint().connect(factory)
+        self.assertTrue(await protocol.whenFinished())
+        self.assertEqual(client.keys(), self.server.keys())
+
+    async def test_connectionRefused(self):
+        """
+        Nothing listening: an L{SSHError} naming the peer.
+        """
+        peer = SSHPeer("127.0.0.1", _freePort(), "tester")
+        why = await self.refused(self.client(), self.endpoint(peer=peer))
+        self.assertIn(str(peer), why)
+
+
+class LimitTests(ServerMixin, TestCase):
+    """
+    Connections that do not authenticate are few and short-lived.
+    """
+
+    loginGrace = 1.0
+
+    async def idle(self):
+        """
+        Open a connection that never authenticates; return a L{Deferred}
+        that fires when the server closes it.
+        """
+        from twisted.internet.endpoints import TCP4ClientEndpoint
+        from twisted.internet.protocol import Factory, Protocol
+
+        closed = Deferred()
+
+        class Idle(Protocol):
+            def connectionLost(self, reason):
+                closed.callback(None)
+
+        protocol = await TCP4ClientEndpoint(reactor, "127.0.0.1", self.portNumber).connect(
+            Factory.forProtocol(Idle)
+        )
+        self.addCleanup(protocol.transport.abortConnection)
+        return closed
+
+    async def test_graceTime(self):
+        """
+        A connection that does not authenticate in time is closed.
+        """
+        closed = await self.idle()
+        await closed
+
+    async def test_flood(self):
+        """
+        Connections beyond the cap are closed at once; a session that had
+        authenticated goes on syncing new adds meanwhile, and new peers get
+        in once the flood has timed out.
+        """
+        self.trustHost()
+        client = self.client()
+        factory = SyncFactory(client.service, "steady", timeout=10)
+        protocol = await self.endpoint().connect(factory)
+        await protocol.whenHandshaken()
+        flood = [await self.idle() for i in range(10)]
+        # Three wait for their grace time; the rest were closed at once.
+        await deferLater(reactor, 0.3, lambda: None)
+        self.assertEqual(sum(d.called for d in flood), 7)
+        Log(self.server.path).say([(b"m", b"during the flood")])
+        await self.until(lambda: len(client.keys()) == 3)
+        for d in flood:
+            await d
+        other = Node(os.path.join(self.dir, "other"), says=[[(b"m", b"late")]])
+        other.service.startService()
+        self.addCleanup(other.service.stopService)
+        later = await self.syncOnce(other)
+        self.assertTrue(later.succeeded)
+        protocol.transport.loseConnection()
+        await protocol.whenFinished()
+
+    async def until(self, condition, timeout=10.0):
+        for i in range(int(timeout / 0.01)):
+            if condition():
+                return
+            await deferLater(reactor, 0.01, lambda: None)
+        self.fail("timed out")

@@ -1,0 +1,537 @@
+"""
+Tests for L{gossip.tls}: real TLS connections over loopback TCP between
+nodes holding certificates from L{tests.certs}, and the parsing of files,
+descriptions and URLs.
+"""
+
+import os
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import (
+    BestAvailableEncryption,
+    Encoding,
+    PrivateFormat,
+)
+from OpenSSL import SSL
+from service_identity import VerificationError
+from twisted.internet import reactor
+from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import HostnameEndpoint, connectProtocol, wrapClientTLS
+from twisted.internet.error import ConnectionDone, ConnectionLost
+from twisted.internet.interfaces import IHandshakeListener
+from twisted.internet.protocol import Factory
+from twisted.internet.ssl import CertificateOptions, optionsForClientTLS, trustRootFromCertificates
+from twisted.internet.testing import MemoryReactor
+from twisted.protocols.basic import LineReceiver
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+from zope.interface import implementer
+
+from gossip.tls import DEFAULT_PORT, TLSError, TLSFiles, clientEndpoint, parseTLSURL, peerName, serverEndpoint
+from tests.certs import makeCertificates
+
+
+@implementer(IHandshakeListener)
+class _End(LineReceiver):
+    """
+    One end of a test connection, recording what it hears and whom it
+    authenticated.
+
+    @ivar peer: L{peerName} of the other end once the handshake completes,
+        else L{None}.
+    @ivar reason: why the connection ended, once it has.
+    @ivar lost: fires when the connection ends.
+    """
+
+    delimiter = b"\n"
+
+    def __init__(self):
+        self.lines = []
+        self.peer = None
+        self.lost = Deferred()
+
+    def handshakeCompleted(self):
+        self.peer = peerName(self.transport)
+
+    def connectionLost(self, reason):
+        self.reason = reason
+        self.lost.callback(None)
+
+
+class Echo(_End):
+    """
+    The listening end: echoes each line.
+    """
+
+    def lineReceived(self, line):
+        self.lines.append(line)
+        self.sendLine(b"echo: " + line)
+
+
+class Greeter(_End):
+    """
+    The connecting end: says hello and hangs up on the first answer.
+    """
+
+    def connectionMade(self):
+        self.address = self.transport.getHost()
+        self.sendLine(b"hello")
+
+    def lineReceived(self, line):
+        self.lines.append(line)
+        self.transport.loseConnection()
+
+
+class EchoFactory(Factory):
+    """
+    Makes an L{Echo} per connection; C{accepted} fires with the first.
+    """
+
+    def __init__(self):
+        self.accepted = Deferred()
+
+    def buildProtocol(self, addr):
+        protocol = Echo()
+        if not self.accepted.called:
+            self.accepted.callback(protocol)
+        return protocol
+
+
+class ConnectionTests(TestCase):
+    """
+    L{serverEndpoint} and L{clientEndpoint} connect nodes whose certificates
+    the same authority signed, and nothing else.
+    """
+
+    timeout = 30
+
+    def setUp(self):
+        self.certs = makeCertificates(self.mktemp())
+
+    async def exchange(self, serverFiles, connecting):
+        """
+        Listen on a loopback port with C{serverFiles}, greet from the
+        endpoint C{connecting(port)} and wait for both ends to hang up.
+
+        @return: the client's and the server's L{_End}.
+        """
+        factory = EchoFactory()
+        listening = serverEndpoint(reactor, "ssl:0:interface=127.0.0.1", serverFiles)
+        port = await listening.listen(factory)
+        self.addCleanup(port.stopListening)
+        self.port = port.getHost().port
+        client = await connectProtocol(connecting(self.port), Greeter())
+        await client.lost
+        server = await factory.accepted
+        await server.lost
+        return client, server
+
+    def connectAs(self, name, host="localhost"):
+        """
+        A function making an endpoint to the loopback C{port} with the files
+        of C{name}.
+        """
+        return lambda port: clientEndpoint(reactor, host, port, self.certs[name])
+
+    async def test_connect(self):
+        """
+        A client whose certificate the server's authority signed, dialling
+        a name in the server's certificate, connects; data flows both ways
+        and each end knows the other by the common name in its certificate.
+        """
+        client, server = await self.exchange(
+            self.certs["server"], self.connectAs("client")
+        )
+        self.assertEqual(server.lines, [b"hello"])
+        self.assertEqual(client.lines, [b"echo: hello"])
+        self.assertEqual(server.peer, f"CN=client (tls 127.0.0.1:{client.address.port})")
+        self.assertEqual(client.peer, f"CN=server (tls 127.0.0.1:{self.port})")
+        client.reason.trap(ConnectionDone)
+        server.reason.trap(ConnectionDone)
+
+    async def test_connectByAddress(self):
+        """
+        A client dialling an IP address checks it against the addresses in
+        the server's certificate.
+        """
+        client, server = await self.exchange(
+            self.certs["server"], self.connectAs("client", "127.0.0.1")
+        )
+        self.assertEqual(server.lines, [b"hello"])
+        self.assertEqual(client.lines, [b"echo: hello"])
+        self.assertEqual(client.peer, f"CN=server (tls 127.0.0.1:{self.port})")
+
+    async def test_fingerprint(self):
+        """
+        A peer whose certificate has no common name is known by the SHA-256
+        fingerprint of its certificate.
+        """
+        with open(self.certs["anonymous"].cert, "rb") as f:
+            fingerprint = x509.load_pem_x509_certificate(f.read()).fingerprint(hashes.SHA256())
+        client, server = await self.exchange(
+            self.certs["server"], self.connectAs("anonymous")
+        )
+        self.assertEqual(server.lines, [b"hello"])
+        self.assertEqual(
+            server.peer, f"SHA256:{fingerprint.hex()} (tls 127.0.0.1:{client.address.port})"
+        )
+
+    def assertRefusedByServer(self, client, server):
+        """
+        The server refused the client's certificate: it never finished its
+        handshake, neither end was given data, and the client learnt of
+        the failure (from an alert, or a reset if the server hung up
+        first), not from a clean close.
+        """
+        self.assertIsNone(server.peer)
+        self.assertEqual(server.lines, [])
+        self.assertEqual(client.lines, [])
+        server.reason.trap(SSL.Error)
+        client.reason.trap(SSL.Error, ConnectionLost)
+
+    def assertRefusedByClient(self, client, server):
+        """
+        The client refused the server's certificate: neither end finished
+        its handshake or was given data, and the client gave the reason.
+        """
+        self.assertIsNone(client.peer)
+        self.assertIsNone(server.peer)
+        self.assertEqual(server.lines, [])
+        self.assertEqual(client.lines, [])
+        client.reason.trap(SSL.Error, VerificationError)
+        self.assertFalse(server.reason.check(ConnectionDone))
+
+    async def test_clientWithoutCertificate(self):
+        """
+        The server refuses a client that presents no certificate.
+        """
+        authorities = self.certs["client"].load().authorities
+
+        def connecting(port):
+            options = optionsForClientTLS("localhost", trustRoot=trustRootFromCertificates(authorities))
+            return wrapClientTLS(options, HostnameEndpoint(reactor, "127.0.0.1", port))
+
+        self.assertRefusedByServer(*await self.exchange(self.certs["server"], connecting))
+
+    async def test_clientFromOtherAuthority(self):
+        """
+        The server refuses a client whose certificate another authority
+        signed.
+        """
+        self.assertRefusedByServer(*await self.exchange(self.certs["server"], self.connectAs("stranger")))
+
+    async def test_serverWithWrongName(self):
+        """
+        The client refuses a server whose certificate, though signed by the
+        right authority, does not name the host the client dialled.
+        """
+        client, server = await self.exchange(self.certs["wrongname"], self.connectAs("client"))
+        self.assertRefusedByClient(client, server)
+        client.reason.trap(VerificationError)
+
+    async def test_serverFromOtherAuthority(self):
+        """
+        The client refuses a server whose certificate another authority
+        signed.
+        """
+        client, server = await self.exchange(self.certs["stranger"], self.connectAs("client"))
+        self.assertRefusedByClient(client, server)
+        client.reason.trap(SSL.Error)
+
+
+class FilesTests(SynchronousTestCase):
+    """
+    L{TLSFiles.load} reads a node's files, or says in one line which one is
+    wrong.
+    """
+
+    def setUp(self):
+        self.directory = self.mktemp()
+        self.certs = makeCertificates(self.directory)
+        self.server = self.certs["server"]
+
+    def assertBad(self, files, path, *words):
+        """
+        Loading C{files} raises a one-line L{TLSError} naming C{path} and
+        containing C{words}.
+        """
+        message = str(self.assertRaises(TLSError, files.load))
+        self.assertTrue(message.startswith(path + ": "), message)
+        self.assertNotIn("\n", message)
+        for word in words:
+            self.assertIn(word, message)
+
+    def garbage(self):
+        """
+        The path of a file that is not PEM.
+        """
+        path = os.path.join(self.directory, "garbage")
+        with open(path, "wb") as f:
+            f.write(b"-----BEGIN NONSENSE-----\nnot base64\n")
+        return path
+
+    def test_load(self):
+        """
+        The loaded credentials hold this node's certificate and key and the
+        authority's certificate.
+        """
+        credentials = self.server.load()
+        certificate = credentials.certificate.original.to_cryptography()
+        self.assertEqual(
+            certificate.subject.rfc4514_string(),
+            "CN=server",
+        )
+        self.assertTrue(credentials.certificate.privateKey.matches(credentials.certificate.getPublicKey()))
+        self.assertEqual(
+            [each.original.to_cryptography().subject.rfc4514_string() for each in credentials.authorities],
+            ["CN=gossip test CA"],
+        )
+
+    def test_severalAuthorities(self):
+        """
+        A CA file may hold several authorities' certificates.
+        """
+        both = os.path.join(self.directory, "both.pem")
+        with open(both, "wb") as out:
+            for name in ["ca.pem", "other-ca.pem"]:
+                with open(os.path.join(self.directory, name), "rb") as f:
+                    out.write(f.read())
+        credentials = TLSFiles(self.server.key, self.server.cert, both).load()
+        self.assertEqual(len(credentials.authorities), 2)
+
+    def test_missing(self):
+        """
+        A missing file is named.
+        """
+        missing = os.path.join(self.directory, "missing.pem")
+        self.assertBad(TLSFiles(missing, self.server.cert, self.server.ca), missing, "No such file")
+        self.assertBad(TLSFiles(self.server.key, missing, self.server.ca), missing, "No such file")
+        self.assertBad(TLSFiles(self.server.key, self.server.cert, missing), missing, "No such file")
+
+    def test_garbage(self):
+        """
+        A file that does not hold what it should is named.
+        """
+        garbage = self.garbage()
+        self.assertBad(TLSFiles(garbage, self.server.cert, self.server.ca), garbage, "private key")
+        self.assertBad(TLSFiles(self.server.key, garbage, self.server.ca), garbage, "certificate")
+        self.assertBad(TLSFiles(self.server.key, self.server.cert, garbage), garbage, "certificate")
+
+    def test_swapped(self):
+        """
+        A certificate given as the key, or a key as a certificate, is
+        refused.
+        """
+        self.assertBad(TLSFiles(self.server.cert, self.server.cert, self.server.ca), self.server.cert)
+        self.assertBad(TLSFiles(self.server.key, self.server.key, self.server.ca), self.server.key)
+
+    def test_mismatchedKey(self):
+        """
+        A key that is not the certificate's is refused.
+        """
+        client = self.certs["client"]
+        self.assertBad(TLSFiles(client.key, self.server.cert, self.server.ca), client.key, self.server.cert)
+
+    def test_encryptedKey(self):
+        """
+        An encrypted key is refused rather than prompted for.
+        """
+        path = os.path.join(self.directory, "encrypted.key")
+        with open(path, "wb") as f:
+            f.write(
+                ec.generate_private_key(ec.SECP256R1()).private_bytes(
+                    Encoding.PEM, PrivateFormat.PKCS8, BestAvailableEncryption(b"secret")
+                )
+            )
+        self.assertBad(TLSFiles(path, self.server.cert, self.server.ca), path, "encrypted")
+
+    def test_endpoints(self):
+        """
+        Both endpoints load their files when made, so that bad files are
+        reported at once.
+        """
+        missing = TLSFiles("missing.key", self.server.cert, self.server.ca)
+        self.assertRaises(TLSError, serverEndpoint, MemoryReactor(), "ssl:0", missing)
+        self.assertRaises(TLSError, clientEndpoint, MemoryReactor(), "localhost", 1, missing)
+
+
+class ServerDescriptionTests(SynchronousTestCase):
+    """
+    L{serverEndpoint} listens where its description says, requiring client
+    certificates.
+    """
+
+    def setUp(self):
+        self.files = makeCertificates(self.mktemp())["server"]
+
+    def listen(self, description):
+        """
+        Listen on a L{MemoryReactor} as C{description} says.
+
+        @return: the port, the context factory, the backlog and the
+            interface given to C{listenSSL}.
+        """
+        memory = MemoryReactor()
+        self.successResultOf(serverEndpoint(memory, description, self.files).listen(Factory()))
+        [(port, factory, options, backlog, interface)] = memory.sslServers
+        return port, options, backlog, interface
+
+    def test_port(self):
+        """
+        The port may be given by position or by name, and may be 0; by
+        default the endpoint listens on all interfaces.
+        """
+        self.assertEqual(self.listen("ssl:7423")[::2], (7423, 50))
+        self.assertEqual(self.listen("ssl:port=0")[0], 0)
+        self.assertEqual(self.listen("ssl:0")[3], "")
+
+    def test_parameters(self):
+        """
+        The interface and backlog may be given, an IPv6 interface with its
+        colons escaped; C{tls:} means the same as C{ssl:}.
+        """
+        self.assertEqual(self.listen("tls:99:interface=127.0.0.1:backlog=5")[::2], (99, 5))
+        self.assertEqual(self.listen("tls:99:interface=127.0.0.1")[3], "127.0.0.1")
+        self.assertEqual(self.listen("ssl:backlog=7:interface=\\:\\:1:port=8")[::3], (8, "::1"))
+
+    def test_requiresClientCertificate(self):
+        """
+        The server verifies and requires a client's certificate.
+        """
+        options = self.listen("ssl:0")[1]
+        self.assertIsInstance(options, CertificateOptions)
+        self.assertTrue(options.verify)
+        self.assertTrue(options.requireCertificate)
+        self.assertIsNotNone(options.trustRoot)
+
+    def test_bad(self):
+        """
+        A bad description gives a one-line L{TLSError} quoting it.
+        """
+        for description in [
+            "",
+            "ssl",
+            "ssl:",
+            "tcp:7423",
+            "ssl:x",
+            "ssl:-1",
+            "ssl:65536",
+            "ssl:interface=127.0.0.1",
+            "ssl:0:0",
+            "ssl:0:port=1",
+            "ssl:0:interface=::1",
+            "ssl:0:interface=localhost",
+            "ssl:0:backlog=0",
+            "ssl:0:backlog=x",
+            "ssl:0:privateKey=server.pem",
+            "ssl:0\\",
+        ]:
+            error = self.assertRaises(TLSError, serverEndpoint, MemoryReactor(), description, self.files)
+            self.assertIn(repr(description), str(error))
+            self.assertNotIn("\n", str(error))
+
+
+class URLTests(SynchronousTestCase):
+    """
+    L{parseTLSURL} reads C{tls://HOST[:PORT][/LOG]}.
+    """
+
+    def test_good(self):
+        """
+        The port defaults to L{DEFAULT_PORT}; the log's name is optional
+        and percent-decoded to bytes; an IPv6 host is in brackets.
+        """
+        for url, expected in [
+            ("tls://example.com", ("example.com", DEFAULT_PORT, None)),
+            ("tls://example.com/", ("example.com", DEFAULT_PORT, None)),
+            ("TLS://node-b.example:1234", ("node-b.example", 1234, None)),
+            ("tls://10.0.0.1:7/chat", ("10.0.0.1", 7, b"chat")),
+            ("tls://[::1]:99/log", ("::1", 99, b"log")),
+            ("tls://[fe80::2]/log", ("fe80::2", DEFAULT_PORT, b"log")),
+            ("tls://host/a%2Fb%20c%25", ("host", DEFAULT_PORT, b"a/b c%")),
+            ("tls://host/caf%C3%A9", ("host", DEFAULT_PORT, "café".encode())),
+        ]:
+            self.assertEqual(parseTLSURL(url), expected, url)
+        self.assertEqual(DEFAULT_PORT, 7423)
+
+    def test_bad(self):
+        """
+        A bad URL gives a one-line L{TLSError} quoting it.
+        """
+        for url in [
+            "",
+            "host:7423",
+            "ssh://host",
+            "tls:/host",
+            "tls://",
+            "tls://:7423",
+            "tls://host:",
+            "tls://host:0",
+            "tls://host:65536",
+            "tls://host:x",
+            "tls://host:1:2",
+            "tls://::1",
+            "tls://[::1",
+            "tls://[::1]x",
+            "tls://[host]:1",
+            "tls://[fe80::1%25eth0]",
+            "tls://user@host",
+            "tls://-host",
+            "tls://host..example",
+            "tls://999.1.1.1",
+            "tls://ho st",
+            "tls://host/na me",
+            "tls://host/a\nb",
+            "tls://host/café",
+            "tls://host/a/b",
+            "tls://host/log?x=1",
+            "tls://host/log#top",
+            "tls://host/%zz",
+            "tls://host/50%",
+        ]:
+            error = self.assertRaises(TLSError, parseTLSURL, url)
+            self.assertIn(repr(url), str(error))
+            self.assertNotIn("\n", str(error))
+
+
+class PeerNameTests(SynchronousTestCase):
+    """
+    L{peerName} says who is at the other end of transports without a
+    certificate.
+    """
+
+    class Transport:
+        """
+        A transport without TLS.
+        """
+
+        def __init__(self, address):
+            self.address = address
+
+        def getPeer(self):
+            return self.address
+
+    class TLSTransport(Transport):
+        """
+        A TLS transport before its handshake.
+        """
+
+        def getPeerCertificate(self):
+            return None
+
+    def test_plain(self):
+        """
+        A transport without TLS is unauthenticated.
+        """
+        transport = self.Transport(IPv4Address("TCP", "192.0.2.1", 5555))
+        self.assertEqual(peerName(transport), "unauthenticated (tcp 192.0.2.1:5555)")
+
+    def test_noCertificate(self):
+        """
+        A TLS transport with no peer certificate (yet) is unauthenticated;
+        an IPv6 address is in brackets.
+        """
+        transport = self.TLSTransport(IPv6Address("TCP", "::1", 5555))
+        self.assertEqual(peerName(transport), "unauthenticated (tls [::1]:5555)")
