@@ -358,6 +358,15 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
             arguments["readOnly"] = True
         self.callRemote(Hello, **arguments).addCallbacks(self._helloAccepted, self._fail)
 
+    def lengthLimitExceeded(self, length):
+        # A key longer than AMP allows: no box can follow.
+        self.failure = self.failure or f"peer broke the protocol: a key of {length} bytes"
+        amp.AMP.lengthLimitExceeded(self, length)
+
+    def proto_done(self, string):
+        # The session failed: what else the peer sends is ignored.
+        return "done"
+
     def proto_value(self, string):
         # A hostile peer could otherwise grow one box without end.
         state = amp.AMP.proto_value(self, string)
@@ -379,7 +388,19 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
                 )
             return failure
 
+        command = box[amp.COMMAND]
+        if self.locateResponder(command) is None:
+            shown = command[:40].decode("ascii", "replace")
+            self._fail(ProtocolError(f"peer broke the protocol: no command {shown!r}"))
         return amp.AMP.dispatchCommand(self, box).addErrback(noted)
+
+    def ampBoxReceived(self, box):
+        # AMP assumes answers are to questions it asked.
+        tag = box.get(amp.ANSWER, box.get(amp.ERROR))
+        if tag is not None and tag not in self._outstandingRequests:
+            self._fail(ProtocolError("peer broke the protocol: an answer to no question"))
+            return
+        amp.AMP.ampBoxReceived(self, box)
 
     def callLater(self, period, function):
         # TimeoutMixin's clock: this session's reactor, not the global one.
@@ -404,7 +425,7 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
             self.service.sessionEnded(self)
         if self.failure is None and not self.succeeded:
             self.failure = f"connection lost before sync: {_describe(reason)}"
-        if self.failure is not None and not self.succeeded:
+        if self.failure is not None:
             self.log.error(
                 "sync with {peer} failed: {why}", peer=self.peer, why=self.failure
             )
@@ -436,17 +457,21 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
         """
         End the session for a reason worth logging.
         """
+        # Once synced, a connection lost is how sessions end; anything else
+        # is still a failure worth logging.
+        lost = False
         if isinstance(failure, Exception):
             why = str(failure)
         else:
             error = failure.value
+            lost = failure.check(ConnectionDone, ConnectionLost) is not None
             if isinstance(error, amp.RemoteAmpError):
                 why = f"peer refused: {error.description}"
-            elif failure.check(ConnectionDone, ConnectionLost) and not self._handshaken.called:
+            elif lost and not self._handshaken.called:
                 why = "the peer hung up before the handshake"
             else:
                 why = _describe(failure)
-        if self.failure is None and not self.succeeded:
+        if self.failure is None and not (lost and self.succeeded):
             self.failure = why
         if self.transport is not None:
             self.transport.loseConnection()

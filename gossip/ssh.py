@@ -91,7 +91,7 @@ def fingerprint(key):
     """
     A key's fingerprint as OpenSSH shows it: C{SHA256:...}.
     """
-    return "SHA256:" + key.fingerprint(keys.FingerprintFormats.SHA256_BASE64)
+    return "SHA256:" + key.fingerprint(keys.FingerprintFormats.SHA256_BASE64).rstrip("=")
 
 
 # Host keys
@@ -252,7 +252,7 @@ class _ServerChannel(_SyncChannel):
 
     def _finish(self):
         if self.protocol is not None:
-            status = 0 if self.protocol.succeeded or self.protocol.failure is None else 1
+            status = 1 if self.protocol.failure else 0
             # OpenSSH's client exits with this status (255 without it).
             self.conn.sendRequest(self, b"exit-status", struct.pack(">L", status))
         _SyncChannel._finish(self)

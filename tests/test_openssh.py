@@ -18,7 +18,7 @@ import time
 
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from twisted.conch.ssh import keys
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SkipTest, TestCase
 
 from tests.test_commands import (
     DEADLINE,
@@ -280,7 +280,7 @@ class GossipClientTests(GossipDaemonMixin, TestCase):
         self.assertEqual(status, 1)
         line = oneLine(self, err)
         self.assertIn(
-            self.keys.hostKey.fingerprint(keys.FingerprintFormats.SHA256_BASE64), line
+            self.keys.hostKey.fingerprint(keys.FingerprintFormats.SHA256_BASE64).rstrip("="), line
         )
         status, out, err = self.sync("--accept-new-host-keys")
         self.assertEqual(status, 0, err)
@@ -361,6 +361,70 @@ class OpenSSHServerTests(TestCase):
         self.assertEqual(status, 0, err + self.sshd.stderr())
         self.assertEqual(len(contents(self.local).keySet), 2)
         self.assertEqual(contents(self.local).keySet, contents(self.served).keySet)
+
+    def agent(self, *keyFiles):
+        """
+        A real ssh-agent holding C{keyFiles}; return its socket's path.
+        """
+        if not shutil.which("ssh-agent") or not shutil.which("ssh-add"):
+            raise SkipTest("ssh-agent and ssh-add are not installed")
+        socketPath = os.path.join(self.dir, "agent.sock")
+        agent = Background(self, ["ssh-agent", "-D", "-a", socketPath])
+        waitFor(lambda: os.path.exists(socketPath), message="the agent's socket")
+        for path in keyFiles:
+            subprocess.run(
+                ["ssh-add", "-q", path],
+                env=dict(os.environ, SSH_AUTH_SOCK=socketPath),
+                check=True,
+                capture_output=True,
+                timeout=DEADLINE,
+            )
+        self.assertIsNone(agent.process.poll())
+        return socketPath
+
+    def syncWithAgent(self, socketPath):
+        """
+        C{gossip sync} with no identity files at all (an empty home), and
+        the agent.
+        """
+        home = os.path.join(self.dir, "home")
+        os.makedirs(home, exist_ok=True)
+        done = subprocess.run(
+            gossipCommand(
+                "sync", "--once", "--known-hosts", self.keys.knownHosts,
+                self.local, f"ssh://127.0.0.1:{self.port}",
+            ),
+            env=dict(ENV, HOME=home, SSH_AUTH_SOCK=socketPath),
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=DEADLINE,
+        )  # fmt: skip
+        return done.returncode, done.stderr.decode()
+
+    def test_agent(self):
+        """
+        The ssh-agent's ed25519 key signs, as with OpenSSH's client.
+        """
+        status, err = self.syncWithAgent(self.agent(self.keys.client))
+        self.assertEqual(status, 0, err + self.sshd.stderr())
+        self.assertEqual(contents(self.local).keySet, contents(self.served).keySet)
+
+    def test_agentRSA(self):
+        """
+        The agent's RSA key is asked for a SHA-256 signature, which OpenSSH
+        accepts (it refuses SHA-1).
+        """
+        status, err = self.syncWithAgent(self.agent(self.rsa))
+        self.assertEqual(status, 0, err + self.sshd.stderr())
+        self.assertEqual(contents(self.local).keySet, contents(self.served).keySet)
+
+    def test_noKeys(self):
+        """
+        No key accepted: one line saying which were tried, exit 1.
+        """
+        status, err = self.syncWithAgent(self.agent())
+        self.assertEqual(status, 1)
+        self.assertIn("no key was accepted (tried: none)", oneLine(self, err))
 
     def test_forcedCommand(self):
         """

@@ -15,6 +15,7 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.internet.task import deferLater
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from gossip.authorized import AuthorizedKeys
@@ -211,6 +212,13 @@ class ServerMixin:
         await protocol.whenFinished()
         return protocol
 
+    async def until(self, condition, timeout=10.0):
+        for i in range(int(timeout / 0.01)):
+            if condition():
+                return
+            await deferLater(reactor, 0.01, lambda: None)
+        self.fail("timed out")
+
     async def refused(self, node, endpoint=None):
         """
         Syncing C{node} fails before a session begins; return the error.
@@ -269,7 +277,7 @@ class SyncTests(ServerMixin, TestCase):
         before = self.server.keys()
         why = await self.refused(self.client(), self.endpoint(identities=[stranger]))
         self.assertIn("no key was accepted", why)
-        self.assertIn(stranger.fingerprint(keys.FingerprintFormats.SHA256_BASE64), why)
+        self.assertIn(stranger.fingerprint(keys.FingerprintFormats.SHA256_BASE64).rstrip("="), why)
         self.assertEqual(self.server.keys(), before)
 
     async def test_authorizedKeysChanged(self):
@@ -289,7 +297,7 @@ class SyncTests(ServerMixin, TestCase):
         """
         why = await self.refused(self.client())
         self.assertIn("unknown host key", why)
-        self.assertIn(self.hostKey.fingerprint(keys.FingerprintFormats.SHA256_BASE64), why)
+        self.assertIn(self.hostKey.fingerprint(keys.FingerprintFormats.SHA256_BASE64).rstrip("="), why)
         self.assertIn("--accept-new-host-keys", why)
         self.assertFalse(os.path.exists(self.knownHosts))
 
@@ -354,6 +362,72 @@ class SyncTests(ServerMixin, TestCase):
             self.fail("the adds were taken")
         await protocol.whenFinished()
         self.assertEqual(len(self.server.keys()), 1)
+
+    async def hostile(self, data):
+        """
+        An authenticated peer sends C{data} once its hello is accepted: the
+        server ends the session, logs why with the key's fingerprint, and
+        its log is untouched.
+        """
+        self.trustHost()
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        with open(self.server.path, "rb") as f:
+            before = f.read()
+        client = self.client()
+        factory = SyncFactory(client.service, "hostile", timeout=10)
+        protocol = await self.endpoint().connect(factory)
+        await protocol.whenHandshaken()
+        protocol.transport.write(data)
+        await protocol.whenFinished()
+        fingerprint = self.clientKey.fingerprint(keys.FingerprintFormats.SHA256_BASE64).rstrip("=")
+
+        def failed():
+            return [
+                formatEvent(event)
+                for event in events
+                if formatEvent(event).startswith("sync with ")
+                and "failed" in formatEvent(event)
+                and fingerprint in formatEvent(event)
+            ]
+
+        await self.until(failed)
+        self.assertEqual(len(failed()), 1)
+        with open(self.server.path, "rb") as f:
+            self.assertEqual(f.read(), before)
+        return failed()[0]
+
+    async def test_oversizedKey(self):
+        """
+        A key longer than AMP allows.
+        """
+        why = await self.hostile(b"\x01\x00" + b"k" * 256)
+        self.assertIn("a key of 256 bytes", why)
+
+    async def test_endlessBox(self):
+        """
+        A box that never ends, field after field.
+        """
+        field = b"\x00\x01k\x00\x01v"
+        why = await self.hostile(b"".join(field.replace(b"k", bytes([65 + i % 26])) for i in range(100)))
+        self.assertIn("more than 16 fields", why)
+
+    async def test_garbageCommand(self):
+        """
+        A well-framed box that is no command of the protocol.
+        """
+        why = await self.hostile(
+            b"\x00\x04_ask\x00\x02z9\x00\x08_command\x00\x04Nope\x00\x00"
+        )
+        self.assertIn("no command 'Nope'", why)
+
+    async def test_answerToNothing(self):
+        """
+        An answer to a question never asked.
+        """
+        why = await self.hostile(b"\x00\x07_answer\x00\x02z9\x00\x00")
+        self.assertIn("an answer to no question", why)
 
     async def test_otherLogRefused(self):
         """
@@ -467,9 +541,3 @@ class LimitTests(ServerMixin, TestCase):
         protocol.transport.loseConnection()
         await protocol.whenFinished()
 
-    async def until(self, condition, timeout=10.0):
-        for i in range(int(timeout / 0.01)):
-            if condition():
-                return
-            await deferLater(reactor, 0.01, lambda: None)
-        self.fail("timed out")
