@@ -298,11 +298,14 @@ def _listeners(reactor, config, services):
             from gossip.ssh import serverFactory
 
             endpoint = serverFromString(reactor, description)
+            authorized = AuthorizedKeys(config["authorized-keys"])
+            # Report a missing file or bad lines now, not at the first login.
+            authorized.refresh()
             factory = serverFactory(
                 reactor,
                 sessions,
                 config["ssh-host-key"],
-                AuthorizedKeys(config["authorized-keys"]),
+                authorized,
                 maxUnauthenticated=config["max-unauthenticated"],
                 loginGrace=config["login-grace"],
             )

@@ -41,6 +41,9 @@ SSHD = shutil.which("sshd") or next(
 )
 NO_SSH = None if SSH else "the OpenSSH client (ssh) is not installed"
 NO_SSHD = None if SSHD else "the OpenSSH server (sshd) is not installed"
+if os.environ.get("GOSSIP_REQUIRE_OPENSSH") and (NO_SSH or NO_SSHD):
+    # CI sets this: there, these tests must run.
+    raise RuntimeError(f"GOSSIP_REQUIRE_OPENSSH is set, but {NO_SSH or NO_SSHD}")
 
 
 def freePort():
@@ -367,6 +370,8 @@ class OpenSSHServerTests(TestCase):
         A real ssh-agent holding C{keyFiles}; return its socket's path.
         """
         if not shutil.which("ssh-agent") or not shutil.which("ssh-add"):
+            if os.environ.get("GOSSIP_REQUIRE_OPENSSH"):
+                self.fail("GOSSIP_REQUIRE_OPENSSH is set, but ssh-agent is not installed")
             raise SkipTest("ssh-agent and ssh-add are not installed")
         socketPath = os.path.join(self.dir, "agent.sock")
         agent = Background(self, ["ssh-agent", "-D", "-a", socketPath])
