@@ -66,7 +66,7 @@ def _startLogging(verbose, quietSessions=False):
 def _run(main, options, quietSessions=False, finish=None):
     """
     Run C{main(reactor, options)} under the reactor, call C{finish} (if
-    given), and exit the process with C{main}'s exit status.
+    given) with C{main}'s exit status, and exit the process with it.
     """
     _startLogging(options.verbose, quietSessions)
     status = []
@@ -84,7 +84,7 @@ def _run(main, options, quietSessions=False, finish=None):
         if e.code not in (0, None):
             status[:] = [e.code]
     if finish is not None:
-        finish()
+        finish(status[0] if status else 1)
     # The log and its cache are written: leave now rather than spend a
     # quarter of a second tearing down the interpreter's modules.
     sys.stdout.flush()
@@ -275,4 +275,17 @@ def clone(options):
     options.create = True
     progress = Progress(sys.stderr) if sys.stderr.isatty() else None
     options.progress = progress
-    return _run(_sync, options, finish=None if progress is None else progress.finish)
+
+    def finish(status):
+        if progress is not None:
+            progress.finish()
+        if status != 0:
+            # Not a clone: run it again to have one.
+            log = Log(options.newlog)
+            for path in (log.path, log.cachePath):
+                try:
+                    os.remove(path)
+                except FileNotFoundError:
+                    pass
+
+    return _run(_sync, options, finish=finish)

@@ -11,6 +11,7 @@ import pty
 import re
 import select
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -637,6 +638,20 @@ class CloneTests(TestCase):
         self.assertNotEqual(status, 0)
         self.assertIn("exists", oneLine(self, err))
         self.assertEqual(readBytes(self.new), before)
+
+    def test_failedLeavesNothing(self):
+        """
+        A clone that fails (here, its peer cannot be reached) leaves no new
+        log behind, so that it can simply be run again.
+        """
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        name = os.path.basename(self.new)
+        status, out, err = run("clone", f"ssh://127.0.0.1:{port}/{name}", self.new)
+        self.assertEqual(status, 1)
+        self.assertIn(f"ssh://127.0.0.1:{port}/{name}", oneLine(self, err))
+        self.assertEqual(os.listdir(os.path.dirname(self.new)), [])
 
     def test_missingSource(self):
         """
