@@ -172,28 +172,28 @@ class Options(usage.Options):
                 self["ssh-host-key"] = hostKey(self["host-key"])
             except SSHError as e:
                 raise usage.UsageError(str(e))
-        try:
-            self["reach"] = Reach(
-                identities=self["identity"],
-                knownHosts=self["known-hosts"],
-                acceptNewHostKeys=self["accept-new-host-keys"],
-                tls=self["tls"],
-            )
-            if any(
-                isinstance(peer, str) and peer.startswith("ssh://")
-                for path, peers in self["logs"]
-                for peer in peers
-            ):
-                from gossip.ssh import loadIdentity
+        self["reach"] = Reach(
+            identities=self["identity"],
+            knownHosts=self["known-hosts"],
+            acceptNewHostKeys=self["accept-new-host-keys"],
+            tls=self["tls"],
+        )
+        if any(
+            isinstance(peer, str) and peer.startswith("ssh://")
+            for path, peers in self["logs"]
+            for peer in peers
+        ):
+            from gossip.ssh import SSHError, loadIdentity, parseSSHURL
 
+            try:
                 for path in self["identity"]:
                     loadIdentity(path)
-        except Exception as e:
-            from gossip.peer import CommandError
-
-            if not isinstance(e, CommandError):
-                raise
-            raise usage.UsageError(str(e))
+                for path, peers in self["logs"]:
+                    for peer in peers:
+                        if isinstance(peer, str) and peer.startswith("ssh://"):
+                            parseSSHURL(peer)
+            except SSHError as e:
+                raise usage.UsageError(str(e))
 
 
 def _isTLS(description):

@@ -149,6 +149,18 @@ class OptionsTests(SynchronousTestCase):
         self.assertRaises(usage.UsageError, parse, "--log", self.a, "--peer", self.b)
         self.assertRaises(usage.UsageError, parse, "--peer", "ssh://h", "--log", self.a)
 
+    def test_badSSHPeer(self):
+        """
+        A malformed ssh:// URL, or an identity file that cannot be read, is
+        a usage error at start, not a failure at each reconnect.
+        """
+        self.assertRaises(usage.UsageError, parse, "--log", self.a, "--peer", "ssh://h:x")
+        missing = os.path.join(self.dir, "id_missing")
+        error = self.assertRaises(
+            usage.UsageError, parse, "--log", self.a, "--peer", "ssh://h", "--identity", missing
+        )
+        self.assertIn(missing, str(error))
+
     def test_listenDefault(self):
         """
         With no C{--listen}, the daemon serves SSH on loopback only, with a
