@@ -89,7 +89,11 @@ def _run(main, options, quietSessions=False, finish=None):
     # quarter of a second tearing down the interpreter's modules.
     sys.stdout.flush()
     sys.stderr.flush()
-    os._exit(status[0] if status else 1)
+    code = status[0] if status else 1
+    if sys.getprofile() is not None:
+        # Under a profiler, which writes its figures at the normal exit.
+        sys.exit(code)
+    os._exit(code)
 
 
 async def _session(reactor, service, endpoint, factory):
