@@ -8,7 +8,7 @@ C{[(0, 120), (125, 130)]} means serials 0-119 and 125-129.
 
 from bisect import bisect_right
 
-__all__ = ["Intervals", "count", "difference", "merge"]
+__all__ = ["Intervals", "count", "difference", "merge", "runs"]
 
 
 class Intervals:
@@ -36,6 +36,15 @@ class Intervals:
     def __contains__(self, n):
         i = bisect_right(self._starts, n)
         return i != 0 and n < self._ends[i - 1]
+
+    def covers(self, start, end):
+        """
+        Whether every integer in C{[start, end)} is a member.
+        """
+        if start >= end:
+            return True
+        i = bisect_right(self._starts, start)
+        return i != 0 and end <= self._ends[i - 1]
 
     def __len__(self):
         return sum(end - start for start, end in zip(self._starts, self._ends))
@@ -149,3 +158,23 @@ def count(have):
     How many adds C{have} names.
     """
     return sum(len(held) for held in have.values())
+
+
+def runs(keys):
+    """
+    Group C{(by, at)} pairs into runs of consecutive serials of one origin,
+    in order: C{[(b"x", 4), (b"x", 5), (b"y", 0)]} gives C{(b"x", 4, 6)}
+    and C{(b"y", 0, 1)}.
+
+    @return: an iterator of C{(by, start, end)}, C{end} excluded.
+    """
+    by = start = end = None
+    for key, at in keys:
+        if key == by and at == end:
+            end += 1
+            continue
+        if by is not None:
+            yield by, start, end
+        by, start, end = key, at, at + 1
+    if by is not None:
+        yield by, start, end

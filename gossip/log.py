@@ -21,8 +21,16 @@ from fcntl import LOCK_EX, LOCK_UN, flock
 from hashlib import sha256
 from time import monotonic
 
-from gossip.format import CorruptLine, checkLine, checkRecord, decodeBody, encodeAdd, identify
-from gossip.intervals import Intervals
+from gossip.format import (
+    CorruptLine,
+    checkKeyedLines,
+    checkLine,
+    checkRecord,
+    decodeBody,
+    encodeAdd,
+    identify,
+)
+from gossip.intervals import Intervals, runs
 
 __all__ = [
     "RESERVED",
@@ -389,6 +397,9 @@ class Log:
         @raise LogError: if the log cannot be written.
         """
 
+        # Checked before the lock is taken: the check needs no state.
+        checked, corrupt = checkKeyedLines(lines)
+
         def append(fd, state, torn):
             self._ensureIdentity(state)
             result = Received()
@@ -397,22 +408,16 @@ class Log:
             keys = []
             fresh = set()
             have = state.have
-            for line in lines:
-                try:
-                    body = checkLine(line)
-                    key = identify(body)
-                except CorruptLine:
-                    key = None
-                if key is None:
-                    result.corrupt += 1
-                    continue
-                result.held.append(key)
-                held = have.get(key[0])
-                if (held is None or key[1] not in held) and key not in fresh:
+            held = result.held
+            for line, body, key in checked:
+                held.append(key)
+                mine = have.get(key[0])
+                if (mine is None or key[1] not in mine) and key not in fresh:
                     fresh.add(key)
                     accepted.append(line)
                     bodies.append(body)
                     keys.append(key)
+            result.corrupt = corrupt
             if accepted:
                 offset = self._append(fd, state, torn, accepted, bodies, keys)
                 for line, key in zip(accepted, keys):
@@ -491,12 +496,22 @@ class Log:
             os.fdatasync(fd)
         if torn:
             state.damaged += 1
-        if bodies is None:
-            bodies = [checkLine(line) for line in lines]
-        if keys is None:
-            keys = [False] * len(bodies)
-        for body, key in zip(bodies, keys):
-            state.absorb(body, key)
+        if keys is not None and state.identity is not None and None not in keys:
+            # Adds from a peer: nothing to learn from them but their keys.
+            state.intact = True
+            have = state.have
+            for by, first, end in runs(keys):
+                held = have.get(by)
+                if held is None:
+                    held = have[by] = Intervals()
+                held.addRange(first, end)
+        else:
+            if bodies is None:
+                bodies = [checkLine(line) for line in lines]
+            if keys is None:
+                keys = [False] * len(bodies)
+            for body, key in zip(bodies, keys):
+                state.absorb(body, key)
         st = os.fstat(fd)
         state.offset = st.st_size
         self._save(fd, st, state)

@@ -18,7 +18,7 @@ from twisted.logger import Logger
 from twisted.protocols import amp
 from twisted.protocols.policies import TimeoutMixin
 
-from gossip.intervals import Intervals, count, difference, merge
+from gossip.intervals import Intervals, count, difference, merge, runs
 
 __all__ = [
     "PROTOCOL_VERSION",
@@ -647,15 +647,15 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
     def _received(self, lines):
         if self.readOnly:
             raise Refused("this peer may only read this log")
-        result = self.service.receive(lines)
+        result = self.service.receive(lines, source=self)
         corrupt = result.corrupt
         peerHave = self.peerHave
-        for by, at in result.held:
+        for by, start, end in runs(result.held):
             held = peerHave.get(by)
             if held is None:
                 held = peerHave[by] = Intervals()
-            if at not in held:
-                held.add(at)
+            if not held.covers(start, end):
+                held.addRange(start, end)
         if corrupt:
             self.log.warn(
                 "dropped {count} corrupt adds from {peer}", count=corrupt, peer=self.peer

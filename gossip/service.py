@@ -13,15 +13,17 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from gossip.format import CorruptLine, identify
-from gossip.intervals import Intervals, difference
+from gossip.intervals import Intervals, difference, runs
 from gossip.log import Log, entries
 from gossip.watcher import watcherFor
 
 __all__ = ["LogService"]
 
 # How many recent adds the service remembers the place of, so that a peer's
-# request for new adds does not rescan the log.
-_RECENT = 50000
+# request for new adds does not rescan the log (a continuous session asks
+# for adds within moments of hearing of them).  Each costs a few hundred
+# bytes.
+_RECENT = 10000
 # The largest add a peer may send, by default.
 MAX_ADD_SIZE = 1 << 30
 
@@ -162,17 +164,21 @@ class LogService(Service):
         elif at in held:
             return False
         held.add(at)
+        self._recent[key] = (offset, length)
+        self._trimRecent()
+        return True
+
+    def _trimRecent(self):
         recent = self._recent
-        recent[key] = (offset, length)
         if len(recent) > 2 * _RECENT:
             # Forget the oldest half at once: cheaper than one at a time.
             self._recent = dict(list(recent.items())[-_RECENT:])
-        return True
 
-    def _tell(self, keys):
+    def _tell(self, keys, source=None):
         if keys:
             for session in list(self._sessions):
-                session.localAdds(keys)
+                if session is not source:
+                    session.localAdds(keys)
 
     # What sessions ask of the service
 
@@ -200,25 +206,37 @@ class LogService(Service):
                 wanted = difference(wanted, session.pending)
         return wanted
 
-    def receive(self, lines):
+    def receive(self, lines, source=None):
         """
         Append what the log lacks of C{lines}, raw lines from a peer.
 
+        @param source: the session they came from, which need not hear of
+            them.
         @return: the L{gossip.log.Received}.
         """
         result = self.log.receive(lines)
-        if result.appended:
-            first = result.appended[0][0]
+        appended = result.appended
+        if appended:
+            first = appended[0][0]
             if first in (self._offset, self._offset + 1) and self._unchanged():
                 # Nothing else was appended since the service last read
-                # (but perhaps the end of a torn line): take the new adds
-                # as written rather than reading them back.
-                keys = []
-                for offset, line, key in result.appended:
-                    self._learn(key, offset, len(line))
-                    keys.append(key)
+                # (but perhaps the end of a torn line), so these adds are
+                # new here too: take them as written rather than reading
+                # them back.
+                keys = [key for offset, line, key in appended]
+                have = self.have
+                for by, start, end in runs(keys):
+                    held = have.get(by)
+                    if held is None:
+                        held = have[by] = Intervals()
+                    held.addRange(start, end)
+                recent = self._recent
+                for offset, line, key in appended:
+                    recent[key] = (offset, len(line))
+                self._trimRecent()
+                offset, line, key = appended[-1]
                 self._offset = offset + len(line)
-                self._tell(keys)
+                self._tell(keys, source)
             else:
                 self.changed()
         return result

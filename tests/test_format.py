@@ -14,6 +14,8 @@ from twisted.trial.unittest import TestCase
 
 from gossip.format import (
     CorruptLine,
+    checkKeyedLine,
+    checkKeyedLines,
     checkLine,
     checkRecord,
     decodeBody,
@@ -278,6 +280,7 @@ class CheckLineTests(TestCase):
 
     def assertCorrupt(self, line):
         self.assertRaises(CorruptLine, checkLine, line)
+        self.assertRaises(CorruptLine, checkKeyedLine, line)
         self.assertRaises(CorruptLine, decodeLine, line)
         if line.endswith(b"\n"):
             self.assertRaises(CorruptLine, checkRecord, line[:-1])
@@ -377,6 +380,18 @@ class CheckLineTests(TestCase):
         self.assertCorrupt(line[:-1] + b" \n")
 
     @_quick
+    @given(pairLists, st.integers(min_value=0), st.integers(min_value=1, max_value=255))
+    def test_keyedDamage(self, pairs, where, mask):
+        """
+        Damage anywhere in a line in the original's layout, C{by} and C{at}
+        first, is found by the one-step check too.
+        """
+        line = bytearray(encodeAdd([(b"by", b"node"), (b"at", b"42")] + pairs))
+        where %= len(line)
+        line[where] ^= mask
+        self.assertCorrupt(bytes(line))
+
+    @_quick
     @given(pairLists, st.integers(min_value=0), st.integers(min_value=0, max_value=255))
     def test_extraByte(self, pairs, where, byte):
         line = encodeAdd(pairs)
@@ -463,12 +478,51 @@ class IdentifyTests(TestCase):
         for name, value, where in extra:
             pairs.insert(where % (len(pairs) + 1), (name, value))
         self.assertEqual(identify(encodeBody(pairs)), expectedIdentity(pairs))
+        line = encodeAdd(pairs)
+        self.assertEqual(checkKeyedLine(line), (checkLine(line), expectedIdentity(pairs)))
+
+    @_quick
+    @given(
+        st.lists(
+            st.tuples(
+                pairLists,
+                st.booleans(),
+                st.integers(min_value=0),
+                st.integers(min_value=0, max_value=255),
+            ),
+            max_size=8,
+        )
+    )
+    def test_manyLines(self, specs):
+        """
+        L{checkKeyedLines} keeps what L{checkKeyedLine} finds intact and
+        keyed, in order, and counts the rest.
+        """
+        lines = []
+        for pairs, keyed, where, byte in specs:
+            if keyed:
+                pairs = [(b"by", b"n"), (b"at", b"%d" % where)] + pairs
+            line = bytearray(encodeAdd(pairs))
+            if byte % 3 == 0:
+                line[where % len(line)] ^= byte | 1
+            lines.append(bytes(line))
+        expected = []
+        for line in lines:
+            try:
+                body, key = checkKeyedLine(line)
+            except CorruptLine:
+                continue
+            if key is not None:
+                expected.append((line, body, key))
+        self.assertEqual(checkKeyedLines(lines), (expected, len(lines) - len(expected)))
 
     @_quick
     @given(byteStrings, st.integers(0, 10**20), pairLists)
     def test_originalLayout(self, by, at, pairs):
         pairs = [(b"by", by), (b"at", b"%d" % (at,))] + pairs
         self.assertEqual(identify(encodeBody(pairs)), (by, at))
+        line = encodeAdd(pairs)
+        self.assertEqual(checkKeyedLine(line), (checkLine(line), (by, at)))
 
 
 class LongRecordTests(TestCase):

@@ -205,3 +205,34 @@ class HaveTests(TestCase):
     def test_count(self, left):
         have = build(left)
         self.assertEqual(intervals.count(have), len(flatten(have)))
+
+
+class RunsTests(TestCase):
+    """
+    L{intervals.runs} and L{Intervals.covers}.
+    """
+
+    @_quick
+    @given(st.lists(st.tuples(st.sampled_from([b"x", b"y"]), members), max_size=30))
+    def test_runs(self, keys):
+        """
+        Runs name the keys, in order, each run as long as it can be.
+        """
+        found = list(intervals.runs(keys))
+        self.assertEqual(
+            [(by, at) for by, start, end in found for at in range(start, end)], keys
+        )
+        for (by, start, end), (nextBy, nextStart, nextEnd) in zip(found, found[1:]):
+            self.assertFalse(by == nextBy and end == nextStart)
+
+    @_quick
+    @given(rangeLists, ranges)
+    def test_covers(self, rangeList, asked):
+        """
+        A range is covered when every member of it is in the set.
+        """
+        start, end = asked
+        wanted = set(range(start, end))
+        self.assertEqual(
+            Intervals(rangeList).covers(start, end), wanted <= membersOf(rangeList)
+        )

@@ -153,6 +153,18 @@ class ServiceTests(SynchronousTestCase):
         with open(self.path, "rb") as f:
             self.assertEqual(f.read().count(lines[0]), 1)
 
+    def test_receiveFromSession(self):
+        """
+        The session that delivered adds is not told of them; others are.
+        """
+        source = Listener()
+        self.service.sessionStarted(source)
+        lines = [encodeAdd([(b"by", b"p"), (b"at", b"%d" % i)]) for i in (0, 1, 5)]
+        self.service.receive(lines, source=source)
+        self.assertEqual(source.told, [])
+        self.assertEqual(self.listener.told, [(b"p", 0), (b"p", 1), (b"p", 5)])
+        self.assertEqual(self.service.have[b"p"], Intervals([(0, 2), (5, 6)]))
+
     def test_linesFor(self):
         """
         The lines asked for come from the recent index or from a scan, and
