@@ -8,7 +8,7 @@ C{[(0, 120), (125, 130)]} means serials 0-119 and 125-129.
 
 from bisect import bisect_right
 
-__all__ = ["Intervals", "count", "difference", "merge", "runs"]
+__all__ = ["Intervals", "addKeys", "count", "difference", "merge", "runs"]
 
 
 class Intervals:
@@ -178,3 +178,15 @@ def runs(keys):
         by, start, end = key, at, at + 1
     if by is not None:
         yield by, start, end
+
+
+def addKeys(have, keys):
+    """
+    Add C{(by, at)} pairs to C{have}, which maps each origin to its
+    L{Intervals}, in place: a run of serials at a time.
+    """
+    for by, start, end in runs(keys):
+        held = have.get(by)
+        if held is None:
+            held = have[by] = Intervals()
+        held.addRange(start, end)

@@ -30,7 +30,7 @@ from gossip.format import (
     encodeAdd,
     identify,
 )
-from gossip.intervals import Intervals, runs
+from gossip.intervals import Intervals, addKeys
 
 __all__ = [
     "RESERVED",
@@ -499,12 +499,7 @@ class Log:
         if keys is not None and state.identity is not None and None not in keys:
             # Adds from a peer: nothing to learn from them but their keys.
             state.intact = True
-            have = state.have
-            for by, first, end in runs(keys):
-                held = have.get(by)
-                if held is None:
-                    held = have[by] = Intervals()
-                held.addRange(first, end)
+            addKeys(state.have, keys)
         else:
             if bodies is None:
                 bodies = [checkLine(line) for line in lines]

@@ -13,7 +13,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from gossip.format import CorruptLine, identify
-from gossip.intervals import Intervals, difference, runs
+from gossip.intervals import Intervals, addKeys, difference
 from gossip.log import Log, entries
 from gossip.watcher import watcherFor
 
@@ -224,12 +224,7 @@ class LogService(Service):
                 # new here too: take them as written rather than reading
                 # them back.
                 keys = [key for offset, line, key in appended]
-                have = self.have
-                for by, start, end in runs(keys):
-                    held = have.get(by)
-                    if held is None:
-                        held = have[by] = Intervals()
-                    held.addRange(start, end)
+                addKeys(self.have, keys)
                 recent = self._recent
                 for offset, line, key in appended:
                     recent[key] = (offset, len(line))
