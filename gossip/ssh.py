@@ -31,7 +31,13 @@ from twisted.conch.ssh.connection import (
     SSHConnection,
 )
 from twisted.conch.ssh.factory import SSHFactory
-from twisted.conch.ssh.transport import SSHClientTransport, SSHServerTransport
+from twisted.conch.ssh.transport import (
+    DISCONNECT_BY_APPLICATION,
+    DISCONNECT_NO_MORE_AUTH_METHODS_AVAILABLE,
+    MSG_DISCONNECT,
+    SSHClientTransport,
+    SSHServerTransport,
+)
 from twisted.conch.ssh.userauth import (
     MSG_USERAUTH_REQUEST,
     SSHUserAuthClient,
@@ -445,6 +451,15 @@ class _ServerTransport(SSHServerTransport):
         if not self._refused:
             SSHServerTransport.dataReceived(self, data)
 
+    def receiveError(self, reasonCode, description):
+        # How clients say goodbye (OpenSSH: 11, "disconnected by user"),
+        # not an error of the server's.
+        log.info(
+            "{address} disconnected: {why}",
+            address=self._address,
+            why=description.decode("utf-8", "replace"),
+        )
+
     def setService(self, service):
         if service.name == b"ssh-connection":
             self._uncount()
@@ -459,9 +474,22 @@ class _ServerTransport(SSHServerTransport):
 class _ServerFactory(SSHFactory):
     protocol = _ServerTransport
 
+    def buildProtocol(self, addr):
+        # As SSHFactory does, without its log line at every connection:
+        # with no moduli file, group-exchange key exchanges are not offered.
+        transport = Factory.buildProtocol(self, addr)
+        transport.supportedPublicKeys = self.privateKeys[self._keyType].supportedSignatureAlgorithms()
+        transport.supportedKeyExchanges = [
+            name
+            for name in transport.supportedKeyExchanges
+            if not name.startswith(b"diffie-hellman-group-exchange-")
+        ]
+        return transport
+
     def __init__(self, key, portal, reactor, maxUnauthenticated, loginGrace):
-        self.publicKeys = {key.sshType(): key.public()}
-        self.privateKeys = {key.sshType(): key}
+        self._keyType = key.sshType()
+        self.publicKeys = {self._keyType: key.public()}
+        self.privateKeys = {self._keyType: key}
         self.primes = None
         self.portal = portal
         self.reactor = reactor
@@ -707,8 +735,14 @@ class _ClientChannel(_SyncChannel):
 
     def closed(self):
         _SyncChannel.closed(self)
-        # One session a connection: hang up.
-        self.conn.transport.loseConnection()
+        # One session a connection: hang up, as OpenSSH's client does
+        # (Conch's sendDisconnect would log this as an error).
+        transport = self.conn.transport
+        transport.sendPacket(
+            MSG_DISCONNECT,
+            struct.pack(">L", DISCONNECT_BY_APPLICATION) + NS(b"disconnected by user") + NS(b""),
+        )
+        transport.transport.loseConnection()
 
 
 class _ClientTransport(SSHClientTransport):
@@ -755,7 +789,7 @@ class _ClientTransport(SSHClientTransport):
     def sendDisconnect(self, reason, description):
         if self._why is None:
             why = description.decode("utf-8", "replace")
-            if reason == 14:  # no more authentication methods
+            if reason == DISCONNECT_NO_MORE_AUTH_METHODS_AVAILABLE:
                 tried = ", ".join(self._tried) or "none"
                 why = f"no key was accepted (tried: {tried})"
             self._why = why
@@ -776,6 +810,7 @@ class _ClientTransport(SSHClientTransport):
 
 
 class _TransportFactory(Factory):
+    noisy = False
     def __init__(self, endpoint, protocol, opened):
         self._endpoint = endpoint
         self._protocol = protocol
@@ -788,6 +823,7 @@ class _TransportFactory(Factory):
 
 
 class _AgentFactory(Factory):
+    noisy = False
     protocol = SSHAgentClient
 
 

@@ -15,7 +15,7 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.internet.task import deferLater
-from twisted.logger import formatEvent, globalLogPublisher
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from gossip.authorized import AuthorizedKeys
@@ -240,11 +240,21 @@ class SyncTests(ServerMixin, TestCase):
         Both logs end with both adds; the session says it succeeded.
         """
         self.trustHost()
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
         client = self.client()
         protocol = await self.syncOnce(client)
         self.assertTrue(protocol.succeeded)
         self.assertEqual(client.keys(), self.server.keys())
         self.assertEqual(len(client.keys()), 2)
+        # A clean session ends with nothing logged as an error, on either
+        # side, once the server has seen the client go.
+        await self.until(lambda: any("logged out" in formatEvent(e) for e in events))
+        errors = [
+            formatEvent(e) for e in events if e.get("log_level", LogLevel.info) >= LogLevel.warn
+        ]
+        self.assertEqual(errors, [])
 
     async def test_rsaIdentity(self):
         """
