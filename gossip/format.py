@@ -43,13 +43,24 @@ _SAFE_VALUE = _SAFE_NAME + b"="
 
 
 def _escaper(safe):
-    table = {byte: b"%%%02X" % byte for byte in range(256) if byte not in safe}
+    table = [bytes([byte]) if byte in safe else b"%%%02X" % byte for byte in range(256)]
     pattern = re.compile(b"[^" + re.escape(safe) + b"]")
 
-    def escape(data, lookup=table.__getitem__, sub=pattern.sub):
-        if not data.translate(None, safe):
+    def escape(data, sub=pattern.sub):
+        unsafe = len(data.translate(None, safe))
+        if not unsafe:
             return data
-        return sub(lambda match: lookup(match.group()[0]), data)
+        if unsafe * 8 < len(data):
+            # Text, mostly: escape the few bytes that need it.
+            return sub(lambda match: table[match.group()[0]], data)
+        # Binary data, mostly: every byte through the table, a piece at a
+        # time (a list of a whole value's bytes would be 8 times its size).
+        return b"".join(
+            [
+                b"".join([table[byte] for byte in data[start : start + 65536]])
+                for start in range(0, len(data), 65536)
+            ]
+        )
 
     return escape
 

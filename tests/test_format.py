@@ -173,6 +173,18 @@ class EncodeTests(TestCase):
         self.assertEqual(encodeBody([]), b"")
         self.assertEqual(encodeBody([(b"n", b"")]), b"n=")
 
+    def test_longBinary(self):
+        """
+        A long value of mostly unsafe bytes (escaped a piece at a time) and
+        one of mostly safe bytes are written as the original writes them.
+        """
+        binary = bytes(range(256)) * 1000 + b"tail"
+        text = b"plain text & more %s\n" * 20000
+        for value in (binary, text):
+            pairs = [(b"by", b"x"), (b"at", b"1"), (b"v", value)]
+            self.assertEqual(encodeAdd(pairs), original.encodeAdd(pairs))
+            self.assertEqual(decodeLine(encodeAdd(pairs)), pairs)
+
     @_quick
     @given(pairLists)
     def test_roundTrip(self, pairs):
