@@ -83,6 +83,14 @@ class Intervals:
         if start >= end:
             return
         starts, ends = self._starts, self._ends
+        # The common cases: at or past the end of the last range.
+        if not ends or start > ends[-1]:
+            starts.append(start)
+            ends.append(end)
+            return
+        if start == ends[-1]:
+            ends[-1] = end
+            return
         # First range that could touch [start, end): the one whose end >= start.
         i = bisect_right(starts, start)
         if i and ends[i - 1] >= start:
