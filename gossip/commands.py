@@ -23,7 +23,15 @@ from twisted.logger import (
 )
 
 from gossip.log import Log, LogError
-from gossip.peer import CommandError, Reach, SyncFactory, commandEndpoint, isURL, urlEndpoint
+from gossip.peer import (
+    CommandError,
+    Reach,
+    SyncFactory,
+    commandEndpoint,
+    isURL,
+    urlEndpoint,
+    widenPipe,
+)
 from gossip.service import LogService
 
 __all__ = ["clone", "serve", "sync"]
@@ -129,6 +137,8 @@ async def _serve(reactor, options):
         timeout=options.timeout,
     )
     protocol = factory.buildProtocol(None)
+    for fd in (0, 1):
+        widenPipe(fd)
     StandardIO(protocol, reactor=reactor)
     try:
         succeeded = await protocol.whenFinished()

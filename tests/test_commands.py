@@ -586,6 +586,35 @@ class LargeAddTests(TestCase):
         self.assertEqual(dict(decodeLine(line))[b"v"], value)
 
 
+class WidenPipeTests(TestCase):
+    """
+    L{gossip.peer.widenPipe}.
+    """
+
+    def test_pipe(self):
+        """
+        A pipe is made to hold 1 MiB.
+        """
+        import fcntl
+
+        from gossip.peer import widenPipe
+
+        reader, writer = os.pipe()
+        self.addCleanup(os.close, reader)
+        self.addCleanup(os.close, writer)
+        widenPipe(writer)
+        self.assertEqual(fcntl.fcntl(reader, fcntl.F_GETPIPE_SZ), 1 << 20)
+
+    def test_notPipe(self):
+        """
+        Anything else is left alone, without an error.
+        """
+        from gossip.peer import widenPipe
+
+        with tempfile.TemporaryFile() as f:
+            widenPipe(f.fileno())
+
+
 class CloneTests(TestCase):
     """
     C{gossip clone SOURCE NEWLOG}.
