@@ -33,6 +33,7 @@ from twisted.conch.ssh.connection import (
 from twisted.conch.ssh.factory import SSHFactory
 from twisted.conch.ssh.transport import (
     DISCONNECT_BY_APPLICATION,
+    DISCONNECT_HOST_KEY_NOT_VERIFIABLE,
     DISCONNECT_NO_MORE_AUTH_METHODS_AVAILABLE,
     MSG_DISCONNECT,
     SSHClientTransport,
@@ -50,7 +51,7 @@ from twisted.internet.endpoints import HostnameEndpoint, UNIXClientEndpoint
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.internet.protocol import Factory
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.python.filepath import FilePath
 from zope.interface import implementer
@@ -68,6 +69,17 @@ __all__ = [
 ]
 
 log = Logger()
+
+
+def _warningsOnly(event):
+    if event.get("log_level", LogLevel.info) >= LogLevel.warn:
+        globalLogPublisher(event)
+
+
+# Conch's own classes narrate every packet and channel at debug and info
+# level; in gossip's subclasses only their warnings and errors are kept
+# (gossip logs logins, refusals and sessions itself).
+_conchLog = Logger(observer=_warningsOnly)
 
 SUBSYSTEM = b"gossip"
 # Channel window and packet size.  Conch's default window (128 KiB) holds
@@ -153,6 +165,8 @@ class _SyncChannel(SSHChannel):
     session hangs up, what is queued is sent first, then the end of file
     and the close.
     """
+
+    _log = _conchLog
 
     name = b"session"
 
@@ -323,6 +337,8 @@ class _UserAuthServer(SSHUserAuthServer):
     credentials (C{from=} options need it).
     """
 
+    _log = _conchLog
+
     attemptsBeforeDisconnect = 6
 
     def auth_publickey(self, packet):
@@ -376,6 +392,8 @@ class _ServerConnection(SSHConnection):
     The server's connection service: session channels only, a few at once.
     """
 
+    _log = _conchLog
+
     def ssh_CHANNEL_OPEN(self, packet):
         channelType, rest = getNS(packet)
         avatar = self.transport.avatar
@@ -402,6 +420,8 @@ class _ServerTransport(SSHServerTransport):
     The server's side of one SSH connection: unauthenticated connections
     are limited in number and in time.
     """
+
+    _log = _conchLog
 
     supportedCiphers = _prefer(SSHServerTransport.supportedCiphers, _CIPHERS)
     supportedMACs = _prefer(SSHServerTransport.supportedMACs, _MACS)
@@ -454,10 +474,11 @@ class _ServerTransport(SSHServerTransport):
     def receiveError(self, reasonCode, description):
         # How clients say goodbye (OpenSSH: 11, "disconnected by user"),
         # not an error of the server's.
+        why = description.decode("utf-8", "replace").strip()
         log.info(
             "{address} disconnected: {why}",
             address=self._address,
-            why=description.decode("utf-8", "replace"),
+            why=(why.splitlines() or [""])[0][:200],
         )
 
     def setService(self, service):
@@ -472,6 +493,8 @@ class _ServerTransport(SSHServerTransport):
 
 
 class _ServerFactory(SSHFactory):
+    _log = _conchLog
+
     protocol = _ServerTransport
 
     def buildProtocol(self, addr):
@@ -629,6 +652,8 @@ class _ClientAuth(SSHUserAuthClient):
     files'.
     """
 
+    _log = _conchLog
+
     preferredOrder = [b"publickey"]
 
     def __init__(self, user, instance, identities, agent, tried):
@@ -691,6 +716,8 @@ class _ClientAuth(SSHUserAuthClient):
 
 
 class _ClientConnection(SSHConnection):
+    _log = _conchLog
+
     def __init__(self, channel):
         SSHConnection.__init__(self)
         self._channel = channel
@@ -746,6 +773,8 @@ class _ClientChannel(_SyncChannel):
 
 
 class _ClientTransport(SSHClientTransport):
+    _log = _conchLog
+
     supportedCiphers = _prefer(SSHClientTransport.supportedCiphers, _CIPHERS)
     supportedMACs = _prefer(SSHClientTransport.supportedMACs, _MACS)
 
@@ -793,6 +822,9 @@ class _ClientTransport(SSHClientTransport):
                 tried = ", ".join(self._tried) or "none"
                 why = f"no key was accepted (tried: {tried})"
             self._why = why
+        if reason == DISCONNECT_HOST_KEY_NOT_VERIFIABLE:
+            # Conch would tell the server our traceback.
+            description = b"host key not trusted"
         SSHClientTransport.sendDisconnect(self, reason, description)
 
     def receiveError(self, reasonCode, description):
