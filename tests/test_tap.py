@@ -590,3 +590,48 @@ class TLSDaemonTests(TestCase):
         oneLine(self, err)
         self.assertEqual(contents(self.served).keySet, before)
         self.assertEqual(len(contents(self.local).keySet), 1)
+
+
+class ExampleTests(TestCase):
+    """
+    The example in C{tap-examples/}, run as its README says, from a copy.
+    """
+
+    def test_twoLogs(self):
+        """
+        The daemon serves both logs, syncs the peer's add into notes.log,
+        and listens for SSH peers.
+        """
+        import shutil
+
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        self.addCleanup(killMentioning, directory)
+        tac = os.path.join(directory, "two-logs.tac")
+        shutil.copy(os.path.join(ROOT, "tap-examples", "two-logs.tac"), tac)
+        os.makedirs(os.path.join(directory, "peer"))
+        say(os.path.join(directory, "peer", "notes.log"), "m=from the peer")
+        logfile = os.path.join(directory, "twistd.log")
+        Background(
+            self,
+            [
+                sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
+                "-ny", tac, "--pidfile=", f"--logfile={logfile}",
+            ],
+        )  # fmt: skip
+
+        def logged(text):
+            try:
+                with open(logfile) as f:
+                    return text in f.read()
+            except FileNotFoundError:
+                return False
+
+        waitFor(lambda: logged("listening for SSH peers on 127.0.0.1 port 7422"))
+        waitFor(lambda: logged("synced with "))
+        notes = os.path.join(directory, "notes.log")
+        self.assertEqual(
+            contents(notes).keySet, contents(os.path.join(directory, "peer", "notes.log")).keySet
+        )
+        self.assertTrue(os.path.exists(os.path.join(directory, "chat.log")))
+        self.assertTrue(os.path.exists(os.path.join(directory, "ssh_host_ed25519_key")))
