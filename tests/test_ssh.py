@@ -551,3 +551,94 @@ class LimitTests(ServerMixin, TestCase):
         protocol.transport.loseConnection()
         await protocol.whenFinished()
 
+
+
+class _RecordingConnection:
+    """
+    Stands where an L{SSHConnection} would under a channel, recording what
+    the channel sends.
+    """
+
+    def __init__(self):
+        self.sent = []
+        self.requests = []
+        self.eof = self.closed = False
+        self.channelsToRemoteChannel = {}
+
+    def sendData(self, channel, data):
+        self.sent.append(data)
+
+    def sendRequest(self, channel, requestType, data, wantReply=0):
+        self.requests.append((requestType, data))
+
+    def sendEOF(self, channel):
+        self.eof = True
+
+    def sendClose(self, channel):
+        self.closed = True
+        channel.localClosed = True
+
+
+class ChannelWindowTests(SynchronousTestCase):
+    """
+    The session channel sends no more than the peer's window allows, and
+    ends only once everything queued is sent.
+    """
+
+    def channel(self, window):
+        from gossip.ssh import _SyncChannel
+
+        connection = _RecordingConnection()
+        channel = _SyncChannel(remoteWindow=window, remoteMaxPacket=1000, conn=connection)
+        return channel, connection
+
+    def test_window(self):
+        """
+        Writes beyond the window wait for the peer to open it, then go in
+        order, in packets no larger than the peer allows.
+        """
+        channel, connection = self.channel(2500)
+        channel.write(b"a" * 2000)
+        channel.write(b"b" * 2000)
+        self.assertEqual(b"".join(connection.sent), b"a" * 2000 + b"b" * 500)
+        self.assertTrue(all(len(packet) <= 1000 for packet in connection.sent))
+        channel.addWindowBytes(1000)
+        self.assertEqual(b"".join(connection.sent), b"a" * 2000 + b"b" * 1500)
+        channel.addWindowBytes(10000)
+        self.assertEqual(b"".join(connection.sent), b"a" * 2000 + b"b" * 2000)
+        self.assertEqual(channel.remoteWindowLeft, 10000 - 500)
+
+    def test_endAfterQueued(self):
+        """
+        Hanging up with data queued sends the data first, then the end of
+        file and the close.
+        """
+        channel, connection = self.channel(100)
+        channel.write(b"x" * 300)
+        channel.loseConnection()
+        self.assertFalse(connection.eof or connection.closed)
+        channel.write(b"too late")
+        channel.addWindowBytes(200)
+        self.assertEqual(b"".join(connection.sent), b"x" * 300)
+        self.assertTrue(connection.eof and connection.closed)
+
+    def test_exitStatus(self):
+        """
+        The server's channel ends with an exit status, before its end of
+        file: 0 unless the session failed.
+        """
+        from gossip.ssh import _ServerChannel
+
+        class Session:
+            def __init__(self, failure):
+                self.failure = failure
+
+        for failure, status in ((None, 0), ("it broke", 1)):
+            connection = _RecordingConnection()
+            channel = _ServerChannel(
+                remoteWindow=100, remoteMaxPacket=100, conn=connection, avatar=None
+            )
+            channel.protocol = Session(failure)
+            channel.loseConnection()
+            self.assertEqual(connection.requests, [(b"exit-status", bytes([0, 0, 0, status]))])
+            self.assertTrue(connection.eof and connection.closed)
