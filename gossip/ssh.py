@@ -639,6 +639,28 @@ def defaultKnownHosts(home=None):
     return os.path.join(home or os.path.expanduser("~"), ".ssh", "known_hosts")
 
 
+def _revokedLine(path, key):
+    """
+    The number of the line of C{known_hosts} file C{path} that revokes
+    C{key} (OpenSSH's C{@revoked} marker, whatever hosts it names), or
+    L{None}.  Conch's reader skips marked lines.
+    """
+    blob = key.blob()
+    try:
+        with open(path, "rb") as f:
+            for number, line in enumerate(f, 1):
+                fields = line.split()
+                if len(fields) >= 4 and fields[0] == b"@revoked":
+                    try:
+                        if keys.Key.fromString(b" ".join(fields[2:4])).blob() == blob:
+                            return number
+                    except (keys.BadKeyError, ValueError):
+                        continue
+    except OSError:
+        pass
+    return None
+
+
 def _algorithm(key):
     # RSA keys sign with SHA-256: OpenSSH refuses SHA-1 (ssh-rsa) signatures.
     if key.type() == "RSA":
@@ -932,6 +954,12 @@ class SSHSyncEndpoint:
         """
         path = self.knownHosts or defaultKnownHosts()
         name = self.peer.knownHostsName
+        revoked = _revokedLine(path, key)
+        if revoked is not None:
+            raise SSHError(
+                f"{self.peer}: the host offers {fingerprint(key)}, which {path} "
+                f"line {revoked} marks @revoked"
+            )
         known = KnownHostsFile.fromPath(FilePath(path))
         try:
             if known.hasHostKey(name.encode("utf-8"), key):

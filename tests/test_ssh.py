@@ -336,6 +336,17 @@ class SyncTests(ServerMixin, TestCase):
         self.assertIn("HOST KEY CHANGED", why)
         self.assertIn(f"{self.knownHosts} line 1", why)
 
+    async def test_revokedHostKey(self):
+        """
+        A host key that C{known_hosts} marks C{@revoked} is refused, even
+        when the file also lists it as the host's, or would accept it new.
+        """
+        self.trustHost()
+        with open(self.knownHosts, "ab") as f:
+            f.write(b"@revoked * " + self.hostKey.public().toString("openssh") + b"\n")
+        why = await self.refused(self.client(), self.endpoint(acceptNewHostKeys=True))
+        self.assertIn("line 2 marks @revoked", why)
+
     async def test_readOnly(self):
         """
         A read-only key receives the server's adds, but its own are not
