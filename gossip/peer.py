@@ -14,6 +14,7 @@ from twisted.internet.defer import fail, succeed
 from twisted.internet.error import ConnectionDone, ProcessDone, ProcessExitedAlready
 from twisted.internet.interfaces import IProcessTransport, IStreamClientEndpoint
 from twisted.internet.protocol import Factory, ProcessProtocol
+from twisted.logger import Logger
 from twisted.python.components import proxyForInterface
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -31,6 +32,8 @@ __all__ = [
     "urlEndpoint",
     "widenPipe",
 ]
+
+log = Logger()
 
 # How long a command whose session has ended may take to exit before it is
 # terminated (and as long again before it is killed).
@@ -118,12 +121,15 @@ class _CommandProcess(ProcessProtocol):
     a peer that ignores end of input) is terminated, then killed.
     """
 
-    def __init__(self, protocol, reactor, grace):
+    def __init__(self, protocol, reactor, grace, logErrors=False, name=""):
         self._protocol = protocol
         self._reactor = reactor
         self._grace = grace
         self._stopping = None
         self._ended = False
+        self._logErrors = logErrors
+        self._name = name
+        self._errors = b""
 
     def connectionMade(self):
         for pipe in self.transport.pipes.values():
@@ -133,6 +139,18 @@ class _CommandProcess(ProcessProtocol):
     def childDataReceived(self, childFD, data):
         if childFD == 1:
             self._protocol.dataReceived(data)
+        elif childFD == 2 and self._logErrors:
+            lines = (self._errors + data).split(b"\n")
+            self._errors = lines.pop()[-4096:]
+            for line in lines:
+                self._logError(line)
+
+    def _logError(self, line):
+        log.warn(
+            "{command} says: {line}",
+            command=self._name,
+            line=line.decode("utf-8", "replace").rstrip(),
+        )
 
     def childConnectionLost(self, childFD):
         if childFD == 1:
@@ -155,6 +173,9 @@ class _CommandProcess(ProcessProtocol):
 
     def processEnded(self, reason):
         self._ended = True
+        if self._errors:
+            self._logError(self._errors)
+            self._errors = b""
         if self._stopping is not None and self._stopping.active():
             self._stopping.cancel()
         if reason.check(ProcessDone):
@@ -167,36 +188,41 @@ class _CommandProcess(ProcessProtocol):
 class CommandEndpoint:
     """
     Runs a command and speaks over its standard input and output; its
-    standard error is passed through.
+    standard error is passed through, or logged line by line as warnings
+    (C{logErrors}, for a daemon, whose standard error nobody reads).
     """
 
     reactor = attr.ib(repr=False)
     argv = attr.ib()
     grace = attr.ib(default=GRACE, repr=False)
+    logErrors = attr.ib(default=False, repr=False)
 
     def connect(self, factory):
         protocol = factory.buildProtocol(CommandAddress(self.argv))
+        process = _CommandProcess(
+            protocol, self.reactor, self.grace, self.logErrors, shlex.join(self.argv)
+        )
         try:
             self.reactor.spawnProcess(
-                _CommandProcess(protocol, self.reactor, self.grace),
+                process,
                 self.argv[0],
                 self.argv,
                 env=os.environ,
-                childFDs={0: "w", 1: "r", 2: 2},
+                childFDs={0: "w", 1: "r", 2: "r" if self.logErrors else 2},
             )
         except OSError as e:
             return fail(CommandError(f"cannot run {self.argv[0]}: {e.strerror}"))
         return succeed(protocol)
 
 
-def commandEndpoint(reactor, command):
+def commandEndpoint(reactor, command, logErrors=False):
     """
     A L{CommandEndpoint} for C{command}, a list of arguments or a
     shell-style string.
     """
     if isinstance(command, str):
         command = shlex.split(command)
-    return CommandEndpoint(reactor, list(command))
+    return CommandEndpoint(reactor, list(command), logErrors=logErrors)
 
 
 @attr.s
@@ -309,7 +335,7 @@ def peerService(
     else:
         if isinstance(command, str):
             command = shlex.split(command)
-        endpoint = commandEndpoint(reactor, command)
+        endpoint = commandEndpoint(reactor, command, logErrors=True)
         name = shlex.join(command)
     factory = _PeerFactory(
         service, name, anyName=anyName, timeout=timeout, keepalive=keepalive, want=want

@@ -506,6 +506,18 @@ class DaemonTests(TestCase):
         self.assertIsNone(one.process.poll())
         self.assertNotIn("Traceback", one.log())
 
+    def test_peerErrorsLogged(self):
+        """
+        What a peer command writes on its standard error goes to the
+        daemon's log, a line at a time, naming the command.
+        """
+        command = "sh -c 'echo first trouble >&2; printf \"second trouble\" >&2; exit 3'"
+        one = Daemon(self, "--log", self.a, "--peer-command", command)
+        one.waitForLog(r"says: second trouble")
+        self.assertIn("sh -c 'echo first trouble", one.log())
+        self.assertIn("says: first trouble\n", one.log())
+        self.assertNotIn("trouble", one.stderr())
+
     def test_peerRefuses(self):
         """
         A peer that refuses the session (its log has another name) is
