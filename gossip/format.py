@@ -238,6 +238,39 @@ def checkRecord(record):
     return body
 
 
+def checkRecords(records):
+    """
+    L{checkRecord} for many records, as a log is read: unrolled for the
+    usual short record, since this runs for every line read.
+
+    @return: a list of the records' bodies, with L{None} for each record
+        that is not an intact add.
+    """
+    bodies = []
+    keep = bodies.append
+    for record in records:
+        if len(record) <= _LONG:
+            match = _RECORD(record)
+            if match is None:
+                keep(None)
+                continue
+            digest, length, body, trailer = match.groups()
+            if (
+                length == trailer
+                and len(body) == int(length)
+                and b2a_base64(sha256(body).digest()[:9])[:11] == digest
+            ):
+                keep(body)
+            else:
+                keep(None)
+            continue
+        try:
+            keep(checkRecord(record))
+        except CorruptLine:
+            keep(None)
+    return bodies
+
+
 def checkLine(line):
     """
     Check that C{line}, LF included, is exactly one intact add.

@@ -26,6 +26,7 @@ from gossip.format import (
     checkKeyedLines,
     checkLine,
     checkRecord,
+    checkRecords,
     decodeBody,
     encodeAdd,
     identify,
@@ -92,11 +93,8 @@ def entries(f, start=0):
         pending.append(data[:last])
         block = b"".join(pending)
         pending = [data[last + 1 :]]
-        for record in block.split(b"\n"):
-            try:
-                body = checkRecord(record)
-            except CorruptLine:
-                body = None
+        records = block.split(b"\n")
+        for record, body in zip(records, checkRecords(records)):
             yield offset, record, body
             offset += len(record) + 1
 

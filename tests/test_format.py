@@ -18,6 +18,7 @@ from gossip.format import (
     checkKeyedLines,
     checkLine,
     checkRecord,
+    checkRecords,
     decodeBody,
     decodeLine,
     encodeAdd,
@@ -390,6 +391,32 @@ class CheckLineTests(TestCase):
         self.assertCorrupt(b"garbage\n")
         self.assertCorrupt(b" " + line)
         self.assertCorrupt(line[:-1] + b" \n")
+
+    @_quick
+    @given(
+        st.lists(
+            st.tuples(pairLists, st.integers(min_value=0), st.integers(min_value=0, max_value=255)),
+            max_size=8,
+        )
+    )
+    def test_manyRecords(self, specs):
+        """
+        L{checkRecords} gives what L{checkRecord} gives each record, or
+        L{None} where it raises.
+        """
+        records = []
+        for pairs, where, byte in specs:
+            record = bytearray(encodeAdd(pairs)[:-1])
+            if byte % 3 == 0 and record:
+                record[where % len(record)] ^= byte | 1
+            records.append(bytes(record))
+        expected = []
+        for record in records:
+            try:
+                expected.append(checkRecord(record))
+            except CorruptLine:
+                expected.append(None)
+        self.assertEqual(checkRecords(records), expected)
 
     @_quick
     @given(pairLists, st.integers(min_value=0), st.integers(min_value=1, max_value=255))
