@@ -108,7 +108,7 @@ async def _session(reactor, service, endpoint, factory):
     """
     Connect C{factory}'s session over C{endpoint}; wait for it to end.
 
-    @return: whether the session synced.
+    @return: the ended session.
     """
     service.startService()
     try:
@@ -116,10 +116,10 @@ async def _session(reactor, service, endpoint, factory):
             protocol = await endpoint.connect(factory)
         except ConnectError as e:
             raise CommandError(f"{factory.peer}: {e}")
-        succeeded = await protocol.whenFinished()
+        await protocol.whenFinished()
     finally:
         service.stopService()
-    return succeeded
+    return protocol
 
 
 def _service(reactor, options, create=True):
@@ -207,8 +207,15 @@ async def _sync(reactor, options):
         progress=getattr(options, "progress", None),
         want=want,
     )
-    succeeded = await _session(reactor, service, endpoint, factory)
-    return 0 if succeeded else 1
+    protocol = await _session(reactor, service, endpoint, factory)
+    if protocol.succeeded and not options.once:
+        # A continuous sync has no end of its own: the peer went away.
+        sys.stderr.write(
+            f"gossip: {name}: the peer hung up ({protocol.received} adds received, "
+            f"{protocol.sent} sent)\n"
+        )
+        return 1
+    return 0 if protocol.succeeded else 1
 
 
 def sync(options):

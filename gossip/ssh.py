@@ -126,8 +126,8 @@ def hostKey(path, create=True):
     if create and not os.path.lexists(path):
         key = keys.Key(ed25519.Ed25519PrivateKey.generate())
         directory = os.path.dirname(os.path.abspath(path))
-        os.makedirs(directory, mode=0o700, exist_ok=True)
         try:
+            os.makedirs(directory, mode=0o700, exist_ok=True)
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         except FileExistsError:
             # Another process made it first: use theirs.

@@ -753,6 +753,23 @@ class ContinuousTests(TestCase):
     C{gossip sync LOG PEER} without C{--once}: adds keep flowing.
     """
 
+    def test_peerLeaves(self):
+        """
+        A continuous sync whose peer goes away after syncing says so in one
+        line and exits non-zero; what was synced stays.
+        """
+        directory = os.path.abspath(self.mktemp())
+        a = os.path.join(directory, "a", "x.log")
+        b = os.path.join(directory, "b", "x.log")
+        os.makedirs(os.path.dirname(a))
+        os.makedirs(os.path.dirname(b))
+        say(a, "m=a")
+        say(b, "m=b")
+        status, out, err = run("sync", a, "--", *serveCommand(b, "--once"))
+        self.assertEqual(status, 1)
+        self.assertIn("the peer hung up (1 adds received, 1 sent)", oneLine(self, err))
+        self.assertEqual(contents(a).keySet, contents(b).keySet)
+
     def test_streams(self):
         """
         An add said on either side appears in the other's file well within a

@@ -100,6 +100,18 @@ class HostKeyTests(SynchronousTestCase):
         public = keys.Key.fromFile(path + ".pub")
         self.assertEqual(public, key.public())
 
+    def test_cannotCreate(self):
+        """
+        A host key that cannot be made (its directory cannot be) is an
+        L{SSHError} naming it.
+        """
+        blocker = self.mktemp()
+        with open(blocker, "w"):
+            pass
+        path = os.path.join(blocker, "sub", "host_key")
+        error = self.assertRaises(SSHError, hostKey, path)
+        self.assertIn(path, str(error))
+
     def test_existingOpenSSHKey(self):
         """
         An existing OpenSSH RSA key is used as it is.
