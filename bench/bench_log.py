@@ -336,10 +336,17 @@ def calibrate():
     return time.perf_counter() - start
 
 
-def codeVersion():
+# The modules this benchmark's figures depend on.
+MODULES = ["format.py", "log.py", "cli.py", "output.py", "query.py", "intervals.py"]
+
+
+def codeVersion(code=ROOT, names=None):
     """
     Which gossip code was measured: the commit, and a digest of the
     modules the figures depend on (the working tree may differ from it).
+
+    @param code: the directory whose C{gossip} package was timed.
+    @param names: the modules that matter; by default, all of them.
     """
     try:
         commit = subprocess.run(
@@ -348,15 +355,19 @@ def codeVersion():
             text=True,
         ).stdout.strip()
     except OSError:
-        commit = "unknown"
+        commit = ""
+    package = os.path.join(code, "gossip")
+    if names is None:
+        names = sorted(name for name in os.listdir(package) if name.endswith(".py"))
     digest = hashlib.sha256()
-    for name in ["format.py", "log.py", "cli.py", "output.py", "query.py", "intervals.py"]:
+    for name in names:
         try:
-            with open(os.path.join(ROOT, "gossip", name), "rb") as f:
-                digest.update(f.read())
+            with open(os.path.join(package, name), "rb") as f:
+                digest.update(name.encode() + b"\0" + f.read())
         except OSError:
             pass
-    return f"{commit or 'unknown'}, gossip/*.py digest {digest.hexdigest()[:12]}"
+    where = "" if code == ROOT else f"; gossip timed from {code}"
+    return f"{commit or 'unknown'}, gossip/*.py digest {digest.hexdigest()[:12]}{where}"
 
 
 def main(argv=None):
@@ -382,7 +393,7 @@ def main(argv=None):
     os.makedirs(options.dir, exist_ok=True)
     print(f"machine: {machine()}")
     print(f"command: {' '.join([os.path.basename(sys.executable)] + sys.argv)}")
-    print(f"code: {codeVersion()}")
+    print(f"code: {codeVersion(names=MODULES)}")
     print(
         "bytecode of this checkout: "
         + ("not written (PYTHONDONTWRITEBYTECODE)" if sys.flags.dont_write_bytecode else "cached")

@@ -43,6 +43,7 @@ from bench_sync import (  # noqa: E402
     met,
     readStatus,
     removeLog,
+    spawn,
     sec,
     worst,
 )
@@ -169,14 +170,7 @@ class Daemon:
             "--host-key", keys.gossipHost,
             "--authorized-keys", keys.authorized,
         ]  # fmt: skip
-        self.process = subprocess.Popen(
-            command,
-            env=environment(),
-            cwd=WORKDIR,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        self.process = spawn(command, WORKDIR, stderr=subprocess.DEVNULL)
         self.pid = self.process.pid
         keys.trust(self.port, keys.gossipHost)
 
@@ -383,14 +377,7 @@ def runClone(daemon, keys, newLog, interval, profile=None, source=None):
 
     busy, stolen = machineCpu()
     start = time.perf_counter()
-    process = subprocess.Popen(
-        command,
-        env=environment(),
-        cwd=WORKDIR,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    process = spawn(command, WORKDIR)
     pids = {"clone": process.pid}
     if daemon is not None:
         pids["daemon"] = daemon.pid
@@ -489,14 +476,7 @@ def runFirstAdd(daemon, keys, local):
         f"ssh://127.0.0.1:{daemon.port}",
     )  # fmt: skip
     start = time.perf_counter()
-    process = subprocess.Popen(
-        command,
-        env=environment(),
-        cwd=WORKDIR,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    process = spawn(command, WORKDIR)
     reader = LineTimes(process.stderr)
     reader.start()
     seen = watch.wait(b"\n", timeout=30)

@@ -17,7 +17,6 @@ docs/performance-sync.md says what is measured, how, and the results.
 import argparse
 import base64
 import ctypes
-import hashlib
 import math
 import os
 import random
@@ -35,7 +34,7 @@ sys.path.insert(0, ROOT)
 
 from gossip.format import encodeAdd  # noqa: E402
 from gossip.log import Log  # noqa: E402
-from bench_log import loadAverage, machine  # noqa: E402
+from bench_log import calibrate, codeVersion as _codeVersion, loadAverage, machine  # noqa: E402
 
 MB = 1e6
 ORIGINAL = os.path.join(ROOT, "bench", "original_sync.py")
@@ -292,6 +291,21 @@ def environment():
     return env
 
 
+def spawn(command, cwd, stderr=subprocess.PIPE):
+    """
+    Start a process timed: gossip from the code measured, no input, its
+    output thrown away and its standard error to C{stderr}.
+    """
+    return subprocess.Popen(
+        command,
+        env=environment(),
+        cwd=cwd,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=stderr,
+    )
+
+
 def gossipCommand(*args, profile=None):
     command = [sys.executable]
     if profile:
@@ -324,14 +338,7 @@ def runGossipSync(newLog, peerLog, interval, clientProfile=None, serveProfile=No
             sampler.mark()
 
     start = time.perf_counter()
-    process = subprocess.Popen(
-        command,
-        env=environment(),
-        cwd=WORKDIR,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    process = spawn(command, WORKDIR)
     sampler.add("client", process.pid, childLabel="serve")
     sampler.start()
     reader = LineTimes(process.stderr, onLine)
@@ -532,11 +539,7 @@ def continuous(directory, sourceLog, samples, subprocessSamples, rng):
             caughtUp.set()
 
     start = time.perf_counter()
-    process = subprocess.Popen(
-        command, env=environment(), cwd=WORKDIR, stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    process = spawn(command, WORKDIR)
     reader = LineTimes(process.stderr, onLine)
     reader.start()
     series = {}
@@ -625,33 +628,11 @@ def profileReport(path, lines=18):
     return "\n".join(out)
 
 
-def calibrate():
-    """
-    Seconds for a fixed pure-Python loop, to compare runs.
-    """
-    start = time.perf_counter()
-    total = 0
-    for i in range(2_000_000):
-        total += i
-    return time.perf_counter() - start
-
-
 def codeVersion():
-    try:
-        commit = subprocess.run(
-            ["git", "-C", ROOT, "describe", "--always", "--dirty"],
-            capture_output=True,
-            text=True,
-        ).stdout.strip()
-    except OSError:
-        commit = ""
-    digest = hashlib.sha256()
-    for name in sorted(os.listdir(os.path.join(CODE, "gossip"))):
-        if name.endswith(".py"):
-            with open(os.path.join(CODE, "gossip", name), "rb") as f:
-                digest.update(name.encode() + b"\0" + f.read())
-    where = "" if CODE == ROOT else f"; gossip timed from {CODE}"
-    return f"{commit or 'unknown'}, gossip/*.py digest {digest.hexdigest()[:12]}{where}"
+    """
+    The gossip code timed: this checkout's, or --code's.
+    """
+    return _codeVersion(CODE)
 
 
 def ms(seconds):
