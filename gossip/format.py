@@ -13,7 +13,8 @@ the command line starts fast.
 """
 
 import re
-from binascii import a2b_qp, b2a_base64
+from binascii import b2a_base64
+from codecs import escape_decode
 from hashlib import sha256
 
 __all__ = [
@@ -101,25 +102,23 @@ def _unescape(data, unhex=_UNHEX.get):
     return b"".join(out)
 
 
-# A "%" that does not start an escape, which the C path below would misread.
-_LONE_PERCENT = re.compile(rb"%(?![0-9A-Fa-f]{2})")
+# Anything that would stop a whole body being unescaped in one step before
+# it is split into pairs: an escaped "&" or "=" (which would then look like
+# a separator), or a backslash (which escape_decode would read).
+_NOT_WHOLE = re.compile(rb"%(?:26|3[Dd])|\\").search
 
 
-def _unescapeLong(data):
+def _unescapeWhole(data):
     """
-    L{_unescape} for long data, in C: quoted-printable decoding turns "=XY"
-    into a byte as %-decoding does "%XY", once every "%" is known to start
-    an escape and any "=" (which a value may hold) is set aside.
+    L{_unescape} in C: "%XY" becomes the escape "\\xXY", which
+    C{codecs.escape_decode} decodes.  C{data} must hold no backslash, which
+    a writer always escapes.
+
+    @raise ValueError: if a C{%} does not start an escape.
     """
     if b"+" in data:
         data = data.replace(b"+", b" ")
-    if b"%" not in data:
-        return data
-    if _LONE_PERCENT.search(data) is not None:
-        return _unescape(data)
-    if b"=" in data:
-        return b"=".join([a2b_qp(part.replace(b"%", b"=")) for part in data.split(b"=")])
-    return a2b_qp(data.replace(b"%", b"="))
+    return escape_decode(data.replace(b"%", b"\\x"))[0]
 
 
 def encodeBody(pairs):
@@ -152,26 +151,51 @@ def encodeAdd(pairs):
 _PAIRS = re.compile(rb"([^&=]*)=([^&]*)").findall
 
 
-def decodeBody(body, unescape=_unescape):
+def decodeBody(body):
     """
     Decode a body to its list of (name, value) pairs.
 
     @raise CorruptLine: if a non-empty item has no C{=}.
     """
+    escaped = b"%" in body or b"+" in body
+    if escaped and _NOT_WHOLE(body) is None:
+        # Unescaping first leaves every "&" and "=" where it was, and the
+        # pairs are then found as in an unescaped body.
+        try:
+            pairs = _PAIRS(_unescapeWhole(body))
+        except ValueError:
+            pass
+        else:
+            _checkItems(body, pairs)
+            return pairs
     pairs = _PAIRS(body)
-    if b"&&" in body or body[:1] == b"&" or body[-1:] == b"&":
-        items = sum(1 for item in body.split(b"&") if item)
-    else:
-        items = body.count(b"&") + 1 if body else 0
-    if len(pairs) != items:
-        raise CorruptLine("pair without '='")
-    if b"%" not in body and b"+" not in body:
-        # Most bodies have nothing to unescape.
+    _checkItems(body, pairs)
+    if not escaped:
         return pairs
-    return [
-        (unescape(name), _unescapeLong(value) if len(value) > 256 else unescape(value))
-        for name, value in pairs
-    ]
+    return [(_unescapePart(name), _unescapePart(value)) for name, value in pairs]
+
+
+def _unescapePart(data):
+    """
+    Unescape one name or value: in C where it can be, else in Python.
+    """
+    if b"%" in data and b"\\" not in data:
+        try:
+            return _unescapeWhole(data)
+        except ValueError:
+            pass
+    return _unescape(data)
+
+
+def _checkItems(body, pairs):
+    """
+    Check that C{pairs}, found in C{body}, are all its non-empty items:
+    that no item lacks C{=}.
+    """
+    if len(pairs) == body.count(b"&") + 1:
+        return
+    if len(pairs) != sum(1 for item in body.split(b"&") if item):
+        raise CorruptLine("pair without '='")
 
 
 # A record: 11 hash bytes, a space, the length, "<", the body, ">" and the
@@ -179,12 +203,12 @@ def decodeBody(body, unescape=_unescape):
 # (a name without "=", then "=", then a value without "&"): anything else
 # is not an add, for this reader as for the original's.  The quantifiers are
 # possessive, so a damaged line is rejected without backtracking.
-_RECORD = re.compile(
+_SHAPE = (
     rb"(.{11}) ([0-9]++)<"
     rb"((?:[^&=>\n]*+=[^&>\n]*+)?+(?:&(?:[^&=>\n]*+=[^&>\n]*+)?+)*+)"
     rb">([0-9]++)"
-).fullmatch
-
+)
+_RECORD = re.compile(_SHAPE).fullmatch
 
 # Past this many bytes a record is mostly one long value, which find()
 # crosses many times faster than the regular expression's byte-by-byte loop.

@@ -284,6 +284,79 @@ class DecodeTests(TestCase):
         self.assertEqual(decodeBody(b"a=%zz%4&b%=%"), [(b"a", b"%zz%4"), (b"b%", b"%")])
 
 
+def _plainDecode(body):
+    """
+    The spec's decoding, written plainly: split at C{&}, skip empty items,
+    split each at its first C{=}, then turn C{+} into a space and each
+    C{%XY} (either case) into its byte, keeping any other C{%}.
+    """
+    def unescape(data):
+        data = data.replace(b"+", b" ")
+        out = bytearray()
+        i = 0
+        while i < len(data):
+            piece = data[i + 1 : i + 3]
+            if data[i : i + 1] == b"%" and len(piece) == 2 and all(
+                c in b"0123456789abcdefABCDEF" for c in piece
+            ):
+                out.append(int(piece, 16))
+                i += 3
+            else:
+                out.append(data[i])
+                i += 1
+        return bytes(out)
+
+    pairs = []
+    for item in body.split(b"&"):
+        if not item:
+            continue
+        if b"=" not in item:
+            raise CorruptLine("pair without '='")
+        name, value = item.split(b"=", 1)
+        pairs.append((unescape(name), unescape(value)))
+    return pairs
+
+
+class PlainDecodeTests(TestCase):
+    """
+    L{decodeBody} takes shortcuts (a whole body unescaped in C before it is
+    split, where that is safe); whatever the body, it decodes as the plain
+    reading of the spec does.
+    """
+
+    @given(
+        st.lists(
+            st.sampled_from(
+                [b"a", b"=", b"&", b"+", b"%", b"%26", b"%3D", b"%3d", b"%4", b"%41",
+                 b"%e9", b"%0A", b"%5C", b"\\", b"\\x41", b"%zz", b"x"]
+            ),
+            max_size=30,
+        ).map(b"".join)
+    )
+    def test_sameAsPlain(self, body):
+        try:
+            expected = _plainDecode(body)
+        except CorruptLine:
+            self.assertRaises(CorruptLine, decodeBody, body)
+        else:
+            self.assertEqual(decodeBody(body), expected)
+
+    def test_escapedSeparators(self):
+        """
+        Escaped C{&} and C{=} are data, not separators, wherever they are.
+        """
+        self.assertEqual(
+            decodeBody(b"a%3Db=c%26d=e&f=%3d%26"), [(b"a=b", b"c&d=e"), (b"f", b"=&")]
+        )
+
+    def test_backslash(self):
+        """
+        A backslash, which no writer leaves unescaped, is a byte like any
+        other to a reader.
+        """
+        self.assertEqual(decodeBody(b"a=\\x41%41"), [(b"a", b"\\x41A")])
+
+
 class CheckLineTests(TestCase):
     """
     A line is an add only when it is exactly one intact add.
