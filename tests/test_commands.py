@@ -207,23 +207,45 @@ class Background:
         with open(self.errPath, "rb") as f:
             return f.read().decode("utf-8", "replace")
 
+    def waitForMatches(self, read, shown, pattern, count, timeout, exited, mustRun=False):
+        """
+        Wait until C{read()} has C{count} matches of C{pattern}, a regular
+        expression.
+
+        @param shown: what a failure's message calls C{read()}'s text, which
+            follows it.
+        @param exited: returns the failure's message if the process exits
+            before there are enough matches, or at all if C{mustRun}.
+        @return: how long it took, in seconds.
+        """
+
+        def seen():
+            # Whether the process has exited is asked before its output is
+            # read, so that all it wrote before exiting is read.
+            over = self.process.poll() is not None
+            found = len(re.findall(pattern, read())) >= count
+            if over and (mustRun or not found):
+                raise AssertionError(exited())
+            return found
+
+        try:
+            return waitFor(seen, timeout, message=repr(pattern))
+        except AssertionError as e:
+            raise AssertionError(f"{e}; {shown}{read()}") from None
+
     def waitForStderr(self, pattern, count=1, timeout=DEADLINE):
         """
         Wait until standard error has C{count} matches of C{pattern}, a
         regular expression.
         """
-
-        def seen():
-            if self.process.poll() is not None and len(re.findall(pattern, self.stderr())) < count:
-                raise AssertionError(
-                    f"exited ({self.process.returncode}) before {pattern!r}: {self.stderr()}"
-                )
-            return len(re.findall(pattern, self.stderr())) >= count
-
-        try:
-            return waitFor(seen, timeout, message=repr(pattern))
-        except AssertionError as e:
-            raise AssertionError(f"{e}; stderr: {self.stderr()}") from None
+        return self.waitForMatches(
+            self.stderr,
+            "stderr: ",
+            pattern,
+            count,
+            timeout,
+            lambda: f"exited ({self.process.returncode}) before {pattern!r}: {self.stderr()}",
+        )
 
     def stop(self, sig=signal.SIGKILL):
         if self.process.poll() is None:
@@ -753,10 +775,12 @@ class ContinuousTests(TestCase):
     C{gossip sync LOG PEER} without C{--once}: adds keep flowing.
     """
 
-    def test_peerLeaves(self):
+    def twoLogs(self):
         """
-        A continuous sync whose peer goes away after syncing says so in one
-        line and exits non-zero; what was synced stays.
+        Two logs of one name in a new directory, each with one add of its
+        own.
+
+        @return: C{(directory, a, b)}, the directory and the logs' paths.
         """
         directory = os.path.abspath(self.mktemp())
         a = os.path.join(directory, "a", "x.log")
@@ -765,6 +789,14 @@ class ContinuousTests(TestCase):
         os.makedirs(os.path.dirname(b))
         say(a, "m=a")
         say(b, "m=b")
+        return directory, a, b
+
+    def test_peerLeaves(self):
+        """
+        A continuous sync whose peer goes away after syncing says so in one
+        line and exits non-zero; what was synced stays.
+        """
+        _, a, b = self.twoLogs()
         status, out, err = run("sync", a, "--", *serveCommand(b, "--once"))
         self.assertEqual(status, 1)
         self.assertIn("the peer hung up (1 adds received, 1 sent)", oneLine(self, err))
@@ -775,13 +807,7 @@ class ContinuousTests(TestCase):
         An add said on either side appears in the other's file well within a
         second.
         """
-        directory = os.path.abspath(self.mktemp())
-        a = os.path.join(directory, "a", "x.log")
-        b = os.path.join(directory, "b", "x.log")
-        os.makedirs(os.path.dirname(a))
-        os.makedirs(os.path.dirname(b))
-        say(a, "m=a")
-        say(b, "m=b")
+        directory, a, b = self.twoLogs()
         sync = Background(self, gossipCommand("sync", "-v", a, b))
         self.addCleanup(killMentioning, directory)
         sync.waitForStderr(r"synced with")

@@ -378,18 +378,15 @@ class Daemon(Background):
         """
         Wait until the daemon's log has C{count} matches of C{pattern}.
         """
-
-        def seen():
-            if self.process.poll() is not None:
-                raise AssertionError(
-                    f"daemon exited ({self.process.returncode}): {self.stderr()}{self.log()}"
-                )
-            return len(re.findall(pattern, self.log())) >= count
-
-        try:
-            return waitFor(seen, timeout, message=repr(pattern))
-        except AssertionError as e:
-            raise AssertionError(f"{e}; log:\n{self.log()}") from None
+        return self.waitForMatches(
+            self.log,
+            "log:\n",
+            pattern,
+            count,
+            timeout,
+            lambda: f"daemon exited ({self.process.returncode}): {self.stderr()}{self.log()}",
+            mustRun=True,
+        )
 
     def shutDown(self):
         """
