@@ -310,11 +310,70 @@ def _reactorCommand(name):
                 raise UsageError(f"{name}: give a PEER or -- COMMAND, not both")
         elif name == "sync" and options.peer is None:
             raise UsageError("sync: name a peer: a log file, or -- COMMAND...")
+        if name == "clone":
+            _prepareClone(options)
+        if name in ("sync", "clone"):
+            _startPeer(options)
         from gossip import commands
 
         return getattr(commands, name)(options)
 
     return run
+
+
+def _urlLog(url):
+    """
+    The name of the log a peer URL asks for, or L{None}.
+    """
+    path = url.split("://", 1)[1].partition("/")[2]
+    return os.path.basename(path) or None
+
+
+def _prepareClone(options):
+    """
+    Check C{gossip clone}'s names, and make its options those of a one-shot
+    sync that creates NEWLOG.
+    """
+    from gossip.spawn import isURL
+
+    if os.path.lexists(options.newlog):
+        raise LogError(f"clone: {options.newlog} already exists")
+    if isURL(options.source):
+        source = _urlLog(options.source)
+    elif not os.path.lexists(options.source):
+        raise LogError(f"clone: {options.source}: No such file or directory")
+    else:
+        source = os.path.basename(options.source)
+    new = os.path.basename(options.newlog)
+    if source is not None and source != new and not options.any_name:
+        raise LogError(
+            f"clone: {new!r} is not named {source!r} like its source, so the two "
+            "would not sync; give --any-name to clone anyway"
+        )
+    options.log = options.newlog
+    options.peer = options.source
+    options.once = True
+    options.create = True
+
+
+def _startPeer(options):
+    """
+    Start the peer command of a sync (not a URL's), so that it starts up
+    while this process imports Twisted; see L{gossip.spawn}.
+    """
+    from gossip.spawn import SpawnError, isURL, peerCommand, spawn
+
+    options.spawned = None
+    if options.peer is not None and isURL(options.peer):
+        return
+    if not options.create and not os.path.lexists(options.log):
+        # The sync will say so; the command need not start.
+        return
+    try:
+        command = peerCommand(options.peer, options.peerCommand, options.any_name)
+        options.spawned = spawn(command)
+    except SpawnError as e:
+        raise LogError(str(e)) from None
 
 
 def main(argv=None):

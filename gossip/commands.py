@@ -26,8 +26,8 @@ from gossip.log import Log, LogError
 from gossip.peer import (
     CommandError,
     Reach,
+    SpawnedEndpoint,
     SyncFactory,
-    commandEndpoint,
     isURL,
     urlEndpoint,
     widenPipe,
@@ -175,29 +175,17 @@ def reach(options):
     )
 
 
-def _peerCommand(options):
-    if options.peerCommand:
-        return list(options.peerCommand)
-    peer = options.peer
-    # A mistyped PEER must not become a new log.
-    if not os.path.lexists(peer):
-        raise LogError(f"{peer}: No such file or directory")
-    command = [sys.executable, "-m", "gossip", "serve", "--stdio"]
-    if options.any_name:
-        command.append("--any-name")
-    return command + ["--", peer]
-
-
 async def _sync(reactor, options):
+    service = _service(reactor, options, create=options.create)
     want = None
     if options.peer is not None and isURL(options.peer):
         endpoint, want = urlEndpoint(reactor, options.peer, reach(options))
         name = options.peer
     else:
-        command = _peerCommand(options)
-        endpoint = commandEndpoint(reactor, command)
-        name = options.peer or shlex.join(command)
-    service = _service(reactor, options, create=options.create)
+        # The command started before Twisted was imported (see gossip.spawn).
+        spawned = options.spawned
+        endpoint = SpawnedEndpoint(reactor, spawned)
+        name = options.peer or shlex.join(spawned.argv)
     factory = SyncFactory(
         service,
         name,
@@ -264,36 +252,11 @@ class Progress:
             self(self._session, final=True)
 
 
-def _urlLog(url):
-    """
-    The name of the log a peer URL asks for, or L{None}.
-    """
-    path = url.split("://", 1)[1].partition("/")[2]
-    return os.path.basename(path) or None
-
-
 def clone(options):
     """
-    C{gossip clone SOURCE NEWLOG}: a new log, synced once from SOURCE.
+    C{gossip clone SOURCE NEWLOG}: a new log, synced once from SOURCE (the
+    command line has checked the names and started any peer command).
     """
-    if os.path.lexists(options.newlog):
-        raise LogError(f"clone: {options.newlog} already exists")
-    if isURL(options.source):
-        source = _urlLog(options.source)
-    elif not os.path.lexists(options.source):
-        raise LogError(f"clone: {options.source}: No such file or directory")
-    else:
-        source = os.path.basename(options.source)
-    new = os.path.basename(options.newlog)
-    if source is not None and source != new and not options.any_name:
-        raise LogError(
-            f"clone: {new!r} is not named {source!r} like its source, so the two "
-            "would not sync; give --any-name to clone anyway"
-        )
-    options.log = options.newlog
-    options.peer = options.source
-    options.once = True
-    options.create = True
     progress = Progress(sys.stderr) if sys.stderr.isatty() else None
     options.progress = progress
 

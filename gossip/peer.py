@@ -7,12 +7,24 @@ output, kept connected with backoff.
 import fcntl
 import os
 import shlex
+import signal
 
 import attr
 from twisted.application.internet import ClientService, backoffPolicy
 from twisted.internet.defer import fail, succeed
-from twisted.internet.error import ConnectionDone, ProcessDone, ProcessExitedAlready
+from twisted.internet.error import (
+    ConnectionDone,
+    ProcessDone,
+    ProcessExitedAlready,
+    ProcessTerminated,
+)
 from twisted.internet.interfaces import IProcessTransport, IStreamClientEndpoint
+from twisted.internet.process import (
+    ProcessReader,
+    ProcessWriter,
+    registerReapProcessHandler,
+    unregisterReapProcessHandler,
+)
 from twisted.internet.protocol import Factory, ProcessProtocol
 from twisted.logger import Logger
 from twisted.python.components import proxyForInterface
@@ -20,11 +32,13 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from gossip.protocol import SyncProtocol
+from gossip.spawn import isURL
 
 __all__ = [
     "CommandEndpoint",
     "CommandError",
     "Reach",
+    "SpawnedEndpoint",
     "SyncFactory",
     "commandEndpoint",
     "isURL",
@@ -215,6 +229,132 @@ class CommandEndpoint:
         return succeed(protocol)
 
 
+@implementer(IProcessTransport)
+class _SpawnedProcess:
+    """
+    A command that L{gossip.spawn.spawn} started, before the reactor ran,
+    as a process transport: what the reactor's own processes do with their
+    standard input and output, and with their exit.
+    """
+
+    def __init__(self, reactor, spawned, proto):
+        self.pid = spawned.pid
+        self.proto = proto
+        self._status = None
+        self.pipes = {
+            0: ProcessWriter(reactor, self, 0, spawned.stdin),
+            1: ProcessReader(reactor, self, 1, spawned.stdout),
+        }
+
+    def start(self):
+        self.proto.makeConnection(self)
+        # The reactor reaps it when it exits, as it does its own processes.
+        registerReapProcessHandler(self.pid, self)
+
+    def write(self, data):
+        if 0 in self.pipes:
+            self.pipes[0].write(data)
+
+    def writeSequence(self, data):
+        if 0 in self.pipes:
+            self.pipes[0].writeSequence(data)
+
+    def writeToChild(self, childFD, data):
+        self.pipes[childFD].write(data)
+
+    def closeChildFD(self, childFD):
+        if childFD in self.pipes:
+            self.pipes[childFD].loseConnection()
+
+    def closeStdin(self):
+        self.closeChildFD(0)
+
+    def closeStdout(self):
+        self.closeChildFD(1)
+
+    def closeStderr(self):
+        pass
+
+    def loseConnection(self):
+        self.closeStdin()
+        self.closeStdout()
+
+    def signalProcess(self, signalID):
+        if self.pid is None:
+            raise ProcessExitedAlready()
+        if isinstance(signalID, str):
+            signalID = getattr(signal, "SIG" + signalID)
+        try:
+            os.kill(self.pid, signalID)
+        except ProcessLookupError:
+            raise ProcessExitedAlready() from None
+
+    def getPeer(self):
+        return CommandAddress(None)
+
+    getHost = getPeer
+
+    def childDataReceived(self, childFD, data):
+        self.proto.childDataReceived(childFD, data)
+
+    def childConnectionLost(self, childFD, reason):
+        os.close(self.pipes.pop(childFD).fileno())
+        self.proto.childConnectionLost(childFD)
+        self._maybeEnded()
+
+    def reapProcess(self):
+        try:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+        except ChildProcessError:
+            pid, status = self.pid, 0
+        if pid:
+            unregisterReapProcessHandler(pid, self)
+            self.processEnded(status)
+
+    def processEnded(self, status):
+        self.pid = None
+        self._status = status
+        self._maybeEnded()
+
+    def _maybeEnded(self):
+        # As the reactor's processes do: the protocol hears of the exit
+        # once the command has exited and all of its output is read.
+        if self.pipes or self.proto is None:
+            return
+        if self._status is None:
+            self.reapProcess()
+            return
+        if os.WIFEXITED(self._status) and os.WEXITSTATUS(self._status) == 0:
+            reason = ProcessDone(self._status)
+        elif os.WIFEXITED(self._status):
+            reason = ProcessTerminated(exitCode=os.WEXITSTATUS(self._status), status=self._status)
+        else:
+            reason = ProcessTerminated(signal=os.WTERMSIG(self._status), status=self._status)
+        proto, self.proto = self.proto, None
+        proto.processEnded(Failure(reason))
+
+
+@implementer(IStreamClientEndpoint)
+@attr.s
+class SpawnedEndpoint:
+    """
+    Speaks over the standard input and output of a command already started
+    (a L{gossip.spawn.Spawned}), as L{CommandEndpoint} does over a command
+    it starts.  It connects once.
+    """
+
+    reactor = attr.ib(repr=False)
+    spawned = attr.ib()
+    grace = attr.ib(default=GRACE, repr=False)
+
+    def connect(self, factory):
+        argv = self.spawned.argv
+        protocol = factory.buildProtocol(CommandAddress(argv))
+        process = _CommandProcess(protocol, self.reactor, self.grace, name=shlex.join(argv))
+        _SpawnedProcess(self.reactor, self.spawned, process).start()
+        return succeed(protocol)
+
+
 def commandEndpoint(reactor, command, logErrors=False):
     """
     A L{CommandEndpoint} for C{command}, a list of arguments or a
@@ -244,13 +384,6 @@ class Reach:
     knownHosts = attr.ib(default=None)
     acceptNewHostKeys = attr.ib(default=False)
     tls = attr.ib(default=None)
-
-
-def isURL(text):
-    """
-    Whether C{text} names a peer by URL rather than as a file.
-    """
-    return text.startswith(("ssh://", "tls://"))
 
 
 def urlEndpoint(reactor, url, reach):

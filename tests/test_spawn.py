@@ -1,0 +1,182 @@
+"""
+Tests for L{gossip.spawn} and L{gossip.peer.SpawnedEndpoint}: a peer
+command started before the reactor, then spoken to through it, as real
+processes.
+"""
+
+import os
+import signal
+import sys
+
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionDone, ProcessTerminated
+from twisted.internet.protocol import Factory, Protocol
+from twisted.trial.unittest import TestCase
+
+from gossip.peer import SpawnedEndpoint
+from gossip.spawn import SpawnError, isURL, peerCommand, spawn
+
+
+def _reap(spawned):
+    for fd in (spawned.stdin, spawned.stdout):
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    try:
+        os.kill(spawned.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    try:
+        os.waitpid(spawned.pid, 0)
+    except ChildProcessError:
+        pass
+
+
+class PeerCommandTests(TestCase):
+    """
+    The command a sync runs for its peer.
+    """
+
+    def test_given(self):
+        self.assertEqual(peerCommand("ignored", ["ssh", "host"]), ["ssh", "host"])
+
+    def test_logFile(self):
+        path = self.mktemp()
+        open(path, "wb").close()
+        self.assertEqual(
+            peerCommand(path),
+            [sys.executable, "-m", "gossip", "serve", "--stdio", "--", path],
+        )
+        self.assertIn("--any-name", peerCommand(path, anyName=True))
+
+    def test_missingLog(self):
+        """
+        A peer log that does not exist is an error, not a new log.
+        """
+        error = self.assertRaises(SpawnError, peerCommand, "no-such.log")
+        self.assertEqual(str(error), "no-such.log: No such file or directory")
+
+    def test_isURL(self):
+        self.assertTrue(isURL("ssh://host/a.log"))
+        self.assertTrue(isURL("tls://host:7423"))
+        self.assertFalse(isURL("ssh.log"))
+        self.assertFalse(isURL("./ssh://x"))
+
+
+class SpawnTests(TestCase):
+    """
+    L{spawn} starts a command with pipes to its standard input and output.
+    """
+
+    def test_pipes(self):
+        spawned = spawn(["cat"])
+        self.addCleanup(_reap, spawned)
+        os.write(spawned.stdin, b"hello\n")
+        os.close(spawned.stdin)
+        received = b""
+        while True:
+            data = os.read(spawned.stdout, 4096)
+            if not data:
+                break
+            received += data
+        self.assertEqual(received, b"hello\n")
+        pid, status = os.waitpid(spawned.pid, 0)
+        self.assertEqual(os.waitstatus_to_exitcode(status), 0)
+
+    def test_missing(self):
+        error = self.assertRaises(SpawnError, spawn, ["/no/such/command"])
+        self.assertEqual(str(error), "cannot run /no/such/command: No such file or directory")
+
+    def test_signals(self):
+        """
+        The command does not inherit Python's ignoring of SIGPIPE: a peer
+        like C{cat} dies quietly when its reader goes away.
+        """
+        self.assertEqual(signal.getsignal(signal.SIGPIPE), signal.SIG_IGN)
+        spawned = spawn(["sleep", "30"])
+        self.addCleanup(_reap, spawned)
+        with open(f"/proc/{spawned.pid}/status") as f:
+            status = dict(line.split(":", 1) for line in f if ":" in line)
+        ignored = int(status["SigIgn"].strip(), 16)
+        self.assertFalse(ignored & (1 << (signal.SIGPIPE - 1)))
+
+    def test_noLeakedDescriptors(self):
+        """
+        The command holds only its own ends of the pipes: this process's
+        ends are not inherited (else the command would never see EOF).
+        """
+        spawned = spawn(["sleep", "30"])
+        self.addCleanup(_reap, spawned)
+        fds = os.listdir(f"/proc/{spawned.pid}/fd")
+        self.assertEqual(sorted(int(fd) for fd in fds)[:2], [0, 1])
+        for fd in fds:
+            target = os.readlink(f"/proc/{spawned.pid}/fd/{fd}")
+            ours = os.readlink(f"/proc/self/fd/{spawned.stdin}")
+            if int(fd) != 0:
+                self.assertNotEqual(target, ours)
+
+
+class _Echo(Protocol):
+    def __init__(self):
+        self.received = b""
+        self.lost = Deferred()
+
+    def connectionMade(self):
+        self.transport.write(b"ping\n")
+
+    def dataReceived(self, data):
+        self.received += data
+        if self.received.endswith(b"\n"):
+            self.transport.loseConnection()
+
+    def connectionLost(self, reason):
+        self.reason = reason
+        self.lost.callback(None)
+
+
+class SpawnedEndpointTests(TestCase):
+    """
+    L{SpawnedEndpoint} speaks over a spawned command's pipes and reports
+    how it exited once it has.
+    """
+
+    def connect(self, argv):
+        spawned = spawn(argv)
+        self.addCleanup(_reap, spawned)
+        endpoint = SpawnedEndpoint(reactor, spawned, grace=5)
+        return endpoint.connect(Factory.forProtocol(_Echo))
+
+    async def test_exchange(self):
+        protocol = await self.connect(["cat"])
+        await protocol.lost
+        reason = protocol.reason
+        self.assertEqual(protocol.received, b"ping\n")
+        # A clean exit is a clean end of the connection.
+        self.assertTrue(reason.check(ConnectionDone))
+
+    async def test_exitStatus(self):
+        """
+        A command that fails ends the connection with its exit status.
+        """
+        protocol = await self.connect(["sh", "-c", "read line; echo \"$line\"; exit 3"])
+        await protocol.lost
+        reason = protocol.reason
+        self.assertEqual(protocol.received, b"ping\n")
+        self.assertTrue(reason.check(ProcessTerminated))
+        self.assertEqual(reason.value.exitCode, 3)
+
+    async def test_hangUpStopsCommand(self):
+        """
+        Hanging up on a command that ignores end of input terminates it
+        after the grace period.
+        """
+        spawned = spawn(["sh", "-c", "trap '' HUP; echo ping; exec sleep 60"])
+        self.addCleanup(_reap, spawned)
+        endpoint = SpawnedEndpoint(reactor, spawned, grace=0.5)
+        protocol = await endpoint.connect(Factory.forProtocol(_Echo))
+        await protocol.lost
+        reason = protocol.reason
+        self.assertTrue(reason.check(ProcessTerminated))
+        self.assertEqual(reason.value.signal, signal.SIGTERM)
