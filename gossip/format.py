@@ -19,8 +19,12 @@ from hashlib import sha256
 
 __all__ = [
     "CorruptLine",
+    "checkKeyedLine",
+    "checkKeyedLines",
+    "checkKeyedRecords",
     "checkLine",
     "checkRecord",
+    "checkRecords",
     "decodeBody",
     "decodeLine",
     "encodeAdd",
@@ -310,11 +314,13 @@ def checkLine(line):
 # A line as the original writes an add, by and at first: checked and
 # identified by one match.  Whatever it matches, _RECORD and _BY_AT match
 # too, and to the same effect.
-_KEYED = re.compile(
+_KEYED_SHAPE = (
     rb"(.{11}) ([0-9]++)<"
     rb"(by=([^&%+=>\n]*+)&at=([0-9]++)(?:&(?:[^&=>\n]*+=[^&>\n]*+)?+)*+)"
-    rb">([0-9]++)\n"
-).fullmatch
+    rb">([0-9]++)"
+)
+_KEYED = re.compile(_KEYED_SHAPE + rb"\n").fullmatch
+_KEYED_RECORD = re.compile(_KEYED_SHAPE).fullmatch
 
 
 def checkKeyedLine(line):
@@ -341,18 +347,39 @@ def checkKeyedLine(line):
 
 def checkKeyedLines(lines):
     """
-    L{checkKeyedLine} for many lines, as a peer sends them: unrolled for
-    the usual line, since this runs for every add received.
+    L{checkKeyedLine} for many lines, as a peer sends them.
 
     @return: a list of C{(line, body, (by, at))} for the intact adds that
         have a C{by} and C{at}, in order, and how many of C{lines} are not
         such adds.
     """
+    return _checkKeyed(lines, _KEYED, checkKeyedLine)
+
+
+def _checkKeyedRecord(record):
+    body = checkRecord(record)
+    return body, identify(body)
+
+
+def checkKeyedRecords(records):
+    """
+    L{checkKeyedLines} for records (lines without their LF) as a log is
+    read, to send what a peer lacks.
+    """
+    return _checkKeyed(records, _KEYED_RECORD, _checkKeyedRecord)
+
+
+def _checkKeyed(lines, keyed, check):
+    """
+    Check each of C{lines} with C{keyed}, the regular expression of the
+    usual add, or else with C{check}: unrolled, since this runs for every
+    add sent and received.
+    """
     checked = []
     keep = checked.append
     rejected = 0
     for line in lines:
-        match = _KEYED(line) if len(line) <= _LONG else None
+        match = keyed(line) if len(line) <= _LONG else None
         if match is not None:
             digest, length, body, by, at, trailer = match.groups()
             if (
@@ -365,7 +392,7 @@ def checkKeyedLines(lines):
                 rejected += 1
             continue
         try:
-            body, key = checkKeyedLine(line)
+            body, key = check(line)
         except CorruptLine:
             key = None
         if key is None:

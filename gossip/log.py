@@ -24,6 +24,7 @@ from time import monotonic
 from gossip.format import (
     CorruptLine,
     checkKeyedLines,
+    checkKeyedRecords,
     checkLine,
     checkRecord,
     checkRecords,
@@ -40,6 +41,7 @@ __all__ = [
     "Received",
     "State",
     "entries",
+    "keyedBlocks",
     "newIdentity",
     "reverseEntries",
 ]
@@ -67,16 +69,12 @@ def newIdentity():
     return urlsafe_b64encode(os.urandom(15))
 
 
-def entries(f, start=0):
+def _blocks(f, start):
     """
-    Read a log forwards from byte C{start}, which must begin a line.
+    Read a log forwards from byte C{start} a block at a time.
 
-    @param f: a binary file open for reading.
-    @return: an iterator of C{(offset, record, body)} for each complete
-        line, where C{record} is the line without its LF and C{body} is the
-        add's body, or L{None} when the line is not an intact add.  It ends
-        at the last LF: an unterminated last line is still being written
-        (or was torn), and is not returned.
+    @return: an iterator of C{(offset, block)}: complete lines from
+        C{offset}, joined by LF, without the last one's LF.
     """
     f.seek(start)
     offset = start
@@ -93,10 +91,40 @@ def entries(f, start=0):
         pending.append(data[:last])
         block = b"".join(pending)
         pending = [data[last + 1 :]]
+        yield offset, block
+        offset += len(block) + 1
+
+
+def entries(f, start=0):
+    """
+    Read a log forwards from byte C{start}, which must begin a line.
+
+    @param f: a binary file open for reading.
+    @return: an iterator of C{(offset, record, body)} for each complete
+        line, where C{record} is the line without its LF and C{body} is the
+        add's body, or L{None} when the line is not an intact add.  It ends
+        at the last LF: an unterminated last line is still being written
+        (or was torn), and is not returned.
+    """
+    for offset, block in _blocks(f, start):
         records = block.split(b"\n")
         for record, body in zip(records, checkRecords(records)):
             yield offset, record, body
             offset += len(record) + 1
+
+
+def keyedBlocks(f, start=0):
+    """
+    Read a log forwards from byte C{start}, which must begin a line, for
+    the adds it holds: what a sender needs, and no more.
+
+    @return: an iterator of lists, a block's worth at a time, of
+        C{(record, body, (by, at))} for each intact add with a C{by} and
+        C{at}.
+    """
+    for offset, block in _blocks(f, start):
+        checked, rejected = checkKeyedRecords(block.split(b"\n"))
+        yield checked
 
 
 def reverseEntries(f, end=None):

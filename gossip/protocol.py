@@ -722,29 +722,31 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
             batch = []
             size = 0
             sent = 0
-            for item in self.service.linesFor(wanted):
-                if item is None:
+            peerHave = self.peerHave
+            for found in self.service.linesFor(wanted):
+                if not found:
+                    # A stretch of the log without any: let others run.
                     await deferLater(self._reactor, 0, lambda: None)
                     continue
-                line, (by, at) = item
-                held = self.peerHave.get(by)
-                if held is None:
-                    held = self.peerHave[by] = Intervals()
-                elif at in held:
-                    continue
-                held.add(at)
-                sent += 1
-                if len(line) > VALUE_LIMIT:
-                    if batch:
+                for line, (by, at) in found:
+                    held = peerHave.get(by)
+                    if held is None:
+                        held = peerHave[by] = Intervals()
+                    elif at in held:
+                        continue
+                    held.add(at)
+                    sent += 1
+                    if len(line) > VALUE_LIMIT:
+                        if batch:
+                            await self._push(inflight, Adds, lines=b"".join(batch))
+                            batch, size = [], 0
+                        await self._sendLarge(inflight, line)
+                        continue
+                    if size + len(line) > VALUE_LIMIT:
                         await self._push(inflight, Adds, lines=b"".join(batch))
                         batch, size = [], 0
-                    await self._sendLarge(inflight, line)
-                    continue
-                if size + len(line) > VALUE_LIMIT:
-                    await self._push(inflight, Adds, lines=b"".join(batch))
-                    batch, size = [], 0
-                batch.append(line)
-                size += len(line)
+                    batch.append(line)
+                    size += len(line)
             if batch:
                 await self._push(inflight, Adds, lines=b"".join(batch))
             while inflight:

@@ -14,7 +14,7 @@ from twisted.logger import Logger
 
 from gossip.format import CorruptLine, identify
 from gossip.intervals import Intervals, addKeys, difference
-from gossip.log import Log, entries
+from gossip.log import Log, entries, keyedBlocks
 from gossip.watcher import watcherFor
 
 __all__ = ["LogService"]
@@ -240,13 +240,14 @@ class LogService(Service):
         """
         The lines of the adds named in C{wanted}, read from the log.
 
-        @return: an iterator of C{(line, (by, at))}, with L{None} now and then
-            when it has read a while without finding any, so the caller can
-            let others run.
+        @return: an iterator of lists of C{(line, (by, at))}, LF included,
+            some of them empty: one for each stretch of the log read, so the
+            caller can let others run between them.
         """
         left = sum(len(held) for held in wanted.values())
         sent = set()
         if left <= len(self._recent):
+            found = []
             for by, held in wanted.items():
                 for at in held:
                     place = self._recent.get((by, at))
@@ -254,26 +255,18 @@ class LogService(Service):
                         line = os.pread(self._file.fileno(), place[1], place[0])
                         if line.endswith(b"\n"):
                             sent.add((by, at))
-                            yield line, (by, at)
+                            found.append((line, (by, at)))
+            yield found
         if len(sent) == left:
             return
         # Anything not recent is found by reading the log from the start.
+        get = wanted.get
         with self.log.open() as f:
-            quiet = 0
-            for offset, record, body in entries(f, 0):
-                if body is None:
-                    continue
-                try:
-                    key = identify(body)
-                except CorruptLine:
-                    continue
-                if key is not None:
-                    held = wanted.get(key[0])
+            for checked in keyedBlocks(f):
+                found = []
+                keep = found.append
+                for record, body, key in checked:
+                    held = get(key[0])
                     if held is not None and key[1] in held and key not in sent:
-                        yield record + b"\n", key
-                        quiet = 0
-                        continue
-                quiet += 1
-                if quiet >= 20000:
-                    quiet = 0
-                    yield None
+                        keep((record + b"\n", key))
+                yield found

@@ -16,6 +16,7 @@ from gossip.format import (
     CorruptLine,
     checkKeyedLine,
     checkKeyedLines,
+    checkKeyedRecords,
     checkLine,
     checkRecord,
     checkRecords,
@@ -627,6 +628,10 @@ class IdentifyTests(TestCase):
             if key is not None:
                 expected.append((line, body, key))
         self.assertEqual(checkKeyedLines(lines), (expected, len(lines) - len(expected)))
+        # The same lines read from a log, without their LF.
+        records = [line[:-1] if line.endswith(b"\n") else line for line in lines]
+        expected = [(line[:-1], body, key) for line, body, key in expected]
+        self.assertEqual(checkKeyedRecords(records), (expected, len(records) - len(expected)))
 
     @_quick
     @given(byteStrings, st.integers(0, 10**20), pairLists)

@@ -21,7 +21,15 @@ from twisted.trial.unittest import SkipTest, TestCase
 import gossip
 from gossip import log as logModule
 from gossip.format import checkLine, decodeBody, decodeLine, encodeAdd, identify, lineHash
-from gossip.log import RESERVED, Log, LogError, entries, newIdentity, reverseEntries
+from gossip.log import (
+    RESERVED,
+    Log,
+    LogError,
+    entries,
+    keyedBlocks,
+    newIdentity,
+    reverseEntries,
+)
 from tests import original
 
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
@@ -236,6 +244,24 @@ class EntriesTests(TestCase):
             for chunk in (1, 7, 100, 4096):
                 self.patch(logModule, "_CHUNK", chunk)
                 self.assertEqual(self.readBoth(data), expected, (name, chunk))
+
+    def test_keyedBlocks(self):
+        """
+        L{keyedBlocks} finds, in every vector and whatever the block size,
+        the intact adds with a C{by} and C{at} that L{entries} finds.
+        """
+        for name in ("original-basic", "lowercase-escapes", "corrupted", "torn-tail"):
+            data = readFile(os.path.join(DATA, name + ".log"))
+            expected = []
+            for offset, record, body in entries(io.BytesIO(data)):
+                key = None if body is None else identify(body)
+                if key is not None:
+                    expected.append((record, body, key))
+            for chunk in (1, 7, 4096):
+                self.patch(logModule, "_CHUNK", chunk)
+                found = [item for block in keyedBlocks(io.BytesIO(data)) for item in block]
+                self.assertEqual(found, expected, (name, chunk))
+            self.assertTrue(expected, name)
 
     def test_empty(self):
         self.assertEqual(self.readBoth(b""), [])

@@ -173,13 +173,13 @@ class ServiceTests(SynchronousTestCase):
         lines = [encodeAdd([(b"by", b"p"), (b"at", b"%d" % i)]) for i in range(5)]
         self.service.receive(lines)
         wanted = {b"p": Intervals([(1, 3)])}
-        found = [item for item in self.service.linesFor(wanted) if item is not None]
+        found = [item for found in self.service.linesFor(wanted) for item in found]
         self.assertEqual(found, [(lines[1], (b"p", 1)), (lines[2], (b"p", 2))])
         # A new service knows nothing recent and scans the file.
         fresh = LogService(Log(self.path), Clock(), useInotify=False)
         fresh.startService()
         self.addCleanup(fresh.stopService)
-        found = [item for item in fresh.linesFor(wanted) if item is not None]
+        found = [item for found in fresh.linesFor(wanted) for item in found]
         self.assertEqual(found, [(lines[1], (b"p", 1)), (lines[2], (b"p", 2))])
 
     def test_unclaimed(self):
