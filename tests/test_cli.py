@@ -859,3 +859,22 @@ class ProgramTests(CommandTestCase):
                 timeout=DEADLINE,
             )
             self.assertEqual((done.returncode, done.stderr), (0, b""), args)
+
+    def test_syncWithoutTLS(self):
+        """
+        The sync commands do not import TLS (pyOpenSSL, cryptography) unless
+        they use it, and what uses it later still can.
+        """
+        code = (
+            "import sys\n"
+            "import gossip.commands\n"
+            "assert 'OpenSSL' not in sys.modules\n"
+            "assert 'twisted.internet.ssl' not in sys.modules\n"
+            "from twisted.internet import ssl\n"
+            "assert ssl.supported\n"
+            "import gossip.tls\n"
+        )
+        done = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, env=ENV, timeout=DEADLINE
+        )
+        self.assertEqual((done.returncode, done.stderr), (0, b""))
