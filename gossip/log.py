@@ -69,19 +69,21 @@ def newIdentity():
     return urlsafe_b64encode(os.urandom(15))
 
 
-def _blocks(f, start):
+def _blocks(f, start, size=None):
     """
     Read a log forwards from byte C{start} a block at a time.
 
     @return: an iterator of C{(offset, block)}: complete lines from
         C{offset}, joined by LF, without the last one's LF.
     """
+    if size is None:
+        size = _CHUNK
     f.seek(start)
     offset = start
     read = f.read
     pending = []
     while True:
-        data = read(_CHUNK)
+        data = read(size)
         if not data:
             return
         last = data.rfind(b"\n")
@@ -113,16 +115,18 @@ def entries(f, start=0):
             offset += len(record) + 1
 
 
-def keyedBlocks(f, start=0):
+def keyedBlocks(f, start=0, size=1 << 18):
     """
     Read a log forwards from byte C{start}, which must begin a line, for
     the adds it holds: what a sender needs, and no more.
 
     @return: an iterator of lists, a block's worth at a time, of
         C{(record, body, (by, at))} for each intact add with a C{by} and
-        C{at}.
+        C{at}.  Blocks are read C{size} bytes at a time: smaller than a
+        reader's, so that a sender checking one does not keep its peer
+        waiting long.
     """
-    for offset, block in _blocks(f, start):
+    for offset, block in _blocks(f, start, size):
         checked, rejected = checkKeyedRecords(block.split(b"\n"))
         yield checked
 

@@ -257,9 +257,8 @@ class EntriesTests(TestCase):
                 key = None if body is None else identify(body)
                 if key is not None:
                     expected.append((record, body, key))
-            for chunk in (1, 7, 4096):
-                self.patch(logModule, "_CHUNK", chunk)
-                found = [item for block in keyedBlocks(io.BytesIO(data)) for item in block]
+            for chunk in (1, 7, 4096, 1 << 18):
+                found = [item for block in keyedBlocks(io.BytesIO(data), 0, chunk) for item in block]
                 self.assertEqual(found, expected, (name, chunk))
             self.assertTrue(expected, name)
 
