@@ -7,6 +7,7 @@ processes.
 import os
 import signal
 import sys
+import time
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
@@ -97,6 +98,7 @@ class SpawnTests(TestCase):
         self.assertEqual(signal.getsignal(signal.SIGPIPE), signal.SIG_IGN)
         spawned = spawn(["sleep", "30"])
         self.addCleanup(_reap, spawned)
+        _waitForExec(spawned.pid, b"sleep\x0030\x00")
         with open(f"/proc/{spawned.pid}/status") as f:
             status = dict(line.split(":", 1) for line in f if ":" in line)
         ignored = int(status["SigIgn"].strip(), 16)
@@ -109,13 +111,31 @@ class SpawnTests(TestCase):
         """
         spawned = spawn(["sleep", "30"])
         self.addCleanup(_reap, spawned)
-        fds = os.listdir(f"/proc/{spawned.pid}/fd")
-        self.assertEqual(sorted(int(fd) for fd in fds)[:2], [0, 1])
-        for fd in fds:
-            target = os.readlink(f"/proc/{spawned.pid}/fd/{fd}")
-            ours = os.readlink(f"/proc/self/fd/{spawned.stdin}")
-            if int(fd) != 0:
-                self.assertNotEqual(target, ours)
+        _waitForExec(spawned.pid, b"sleep\x0030\x00")
+        ours = os.readlink(f"/proc/self/fd/{spawned.stdin}")
+        targets = {}
+        for fd in os.listdir(f"/proc/{spawned.pid}/fd"):
+            try:
+                targets[int(fd)] = os.readlink(f"/proc/{spawned.pid}/fd/{fd}")
+            except FileNotFoundError:
+                # A file the command had open for a moment.
+                pass
+        self.assertEqual(targets[0], ours)
+        self.assertEqual([fd for fd, target in targets.items() if target == ours], [0])
+
+
+def _waitForExec(pid, cmdline, deadline=30.0):
+    """
+    Wait until process C{pid} runs C{cmdline} (as /proc shows it): until
+    then, it may still hold what it had before its exec.
+    """
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            if f.read() == cmdline:
+                return
+        time.sleep(0.005)
+    raise AssertionError(f"process {pid} did not start {cmdline!r}")
 
 
 class _Echo(Protocol):
