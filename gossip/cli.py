@@ -361,7 +361,7 @@ def _startPeer(options):
     Start the peer command of a sync (not a URL's), so that it starts up
     while this process imports Twisted; see L{gossip.spawn}.
     """
-    from gossip.spawn import SpawnError, isURL, peerCommand, spawn
+    from gossip.spawn import SpawnError, isURL, spawnPeer
 
     options.spawned = None
     if options.peer is not None and isURL(options.peer):
@@ -370,8 +370,7 @@ def _startPeer(options):
         # The sync will say so; the command need not start.
         return
     try:
-        command = peerCommand(options.peer, options.peerCommand, options.any_name)
-        options.spawned = spawn(command)
+        options.spawned = spawnPeer(options.peer, options.peerCommand, options.any_name)
     except SpawnError as e:
         raise LogError(str(e)) from None
 

@@ -33,6 +33,7 @@ from gossip.peer import (
     widenPipe,
 )
 from gossip.service import LogService
+from gossip.spawn import SpawnError, spawnPeer
 
 __all__ = ["clone", "serve", "sync"]
 
@@ -182,8 +183,14 @@ async def _sync(reactor, options):
         endpoint, want = urlEndpoint(reactor, options.peer, reach(options))
         name = options.peer
     else:
-        # The command started before Twisted was imported (see gossip.spawn).
+        # The command started before Twisted was imported (see gossip.spawn),
+        # unless LOG was missing then and has been made since.
         spawned = options.spawned
+        if spawned is None:
+            try:
+                spawned = spawnPeer(options.peer, options.peerCommand, options.any_name)
+            except SpawnError as e:
+                raise CommandError(str(e)) from None
         endpoint = SpawnedEndpoint(reactor, spawned)
         name = options.peer or shlex.join(spawned.argv)
     factory = SyncFactory(

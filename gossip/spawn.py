@@ -16,7 +16,7 @@ import sys
 
 import attr
 
-__all__ = ["SpawnError", "Spawned", "isURL", "peerCommand", "spawn"]
+__all__ = ["SpawnError", "Spawned", "isURL", "peerCommand", "spawn", "spawnPeer"]
 
 
 class SpawnError(Exception):
@@ -100,3 +100,10 @@ def spawn(argv):
     os.close(toChild[0])
     os.close(fromChild[1])
     return Spawned(argv=list(argv), pid=pid, stdin=toChild[1], stdout=fromChild[0])
+
+
+def spawnPeer(peer, command=None, anyName=False):
+    """
+    L{spawn} the command that L{peerCommand} gives.
+    """
+    return spawn(peerCommand(peer, command, anyName))

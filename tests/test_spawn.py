@@ -18,6 +18,8 @@ from twisted.trial.unittest import TestCase
 from gossip.peer import SpawnedEndpoint
 from gossip.spawn import SpawnError, isURL, peerCommand, spawn
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
 
 def _reap(spawned):
     for fd in (spawned.stdin, spawned.stdout):
@@ -200,3 +202,33 @@ class SpawnedEndpointTests(TestCase):
         reason = protocol.reason
         self.assertTrue(reason.check(ProcessTerminated))
         self.assertEqual(reason.value.signal, signal.SIGTERM)
+
+
+class LateSpawnTests(TestCase):
+    """
+    A sync whose command line did not start the peer command (LOG was
+    missing then) starts it itself if LOG is there by the time it runs.
+    """
+
+    async def test_startsPeer(self):
+        from argparse import Namespace
+
+        from gossip import commands
+        from gossip.log import Log
+
+        directory = self.mktemp()
+        os.makedirs(os.path.join(directory, "peer"))
+        mine = os.path.join(directory, "a.log")
+        theirs = os.path.join(directory, "peer", "a.log")
+        Log(mine).say([(b"m", b"mine")])
+        Log(theirs).say([(b"m", b"theirs")])
+        options = Namespace(
+            log=mine, peer=theirs, peerCommand=None, spawned=None, any_name=False,
+            create=False, once=True, timeout=30.0, rescan=30.0, verbose=False,
+        )
+        self.patch(os, "environ", dict(os.environ, PYTHONPATH=ROOT))
+        status = await commands._sync(reactor, options)
+        self.assertEqual(status, 0)
+        self.assertEqual(
+            sorted(Log(mine).state().have), sorted(Log(theirs).state().have)
+        )
