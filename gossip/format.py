@@ -13,6 +13,7 @@ the command line starts fast.
 """
 
 import re
+from os import environ as _environ
 from binascii import b2a_base64
 from codecs import escape_decode
 from hashlib import sha256
@@ -436,3 +437,53 @@ def identify(body):
     if by is None or at is None or not (at.isdigit() and at.isascii()):
         return None
     return by, int(at)
+
+
+# The Python definitions above are the reference; gossip._speedups, when it
+# was built (see setup.py), does the same in C for the functions that run
+# once an add.  GOSSIP_NO_SPEEDUPS=1 in the environment keeps the Python.
+PYTHON = {
+    "checkRecords": checkRecords,
+    "checkKeyedLines": checkKeyedLines,
+    "checkKeyedRecords": checkKeyedRecords,
+    "decodeBody": decodeBody,
+}
+
+
+def _speedUp():
+    """
+    Replace the functions in L{PYTHON} with gossip._speedups' where it is
+    built and not turned off.
+
+    @return: the C module, or L{None}.
+    """
+    if _environ.get("GOSSIP_NO_SPEEDUPS"):
+        return None
+    try:
+        from gossip import _speedups
+    except ImportError:
+        return None
+    _speedups.configure(CorruptLine, sha256)
+    checkKeyed = _speedups.checkKeyed
+
+    def checkKeyedLines(lines):
+        return checkKeyed(lines, True, checkKeyedLine)
+
+    def checkKeyedRecords(records):
+        return checkKeyed(records, False, _checkKeyedRecord)
+
+    for python, c in [
+        (PYTHON["checkKeyedLines"], checkKeyedLines),
+        (PYTHON["checkKeyedRecords"], checkKeyedRecords),
+    ]:
+        c.__doc__ = python.__doc__
+    globals().update(
+        checkRecords=_speedups.checkRecords,
+        checkKeyedLines=checkKeyedLines,
+        checkKeyedRecords=checkKeyedRecords,
+        decodeBody=_speedups.decodeBody,
+    )
+    return _speedups
+
+
+speedups = _speedUp()

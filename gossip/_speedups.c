@@ -1,0 +1,693 @@
+/*
+ * The log format's hot loops in C: checking lines and decoding bodies.
+ *
+ * gossip.format holds the definition of each function here, in Python, and
+ * uses these instead when this module is built.  They must agree exactly
+ * (tests/test_speedups.py checks that they do, on hostile input): a line
+ * is
+ *
+ *     HASH SP LENGTH "<" BODY ">" LENGTH
+ *
+ * where HASH is 11 bytes other than LF, each LENGTH one or more ASCII
+ * digits, the two LENGTHs the same bytes, BODY exactly that many bytes
+ * with no ">" or LF, and each "&"-separated item of BODY either empty or
+ * holding "=".  HASH must be the first 11 characters of the base64 of
+ * SHA-256(BODY), which this computes with the hash function it is given
+ * (hashlib's, so OpenSSL's).
+ */
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <string.h>
+
+/* Set by configure(): gossip.format.CorruptLine and hashlib.sha256. */
+static PyObject *corruptLine = NULL;
+static PyObject *sha256 = NULL;
+static PyObject *digestName = NULL;
+
+static const char base64Alphabet[] =
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+
+/* Where a record's parts are, as offsets into it. */
+typedef struct {
+    Py_ssize_t bodyStart;   /* just after "<" */
+    Py_ssize_t bodyEnd;     /* at ">" */
+    Py_ssize_t lengthStart; /* the header's LENGTH */
+    Py_ssize_t lengthEnd;
+} Parts;
+
+
+static int
+isDigit(unsigned char c)
+{
+    return c >= '0' && c <= '9';
+}
+
+
+/*
+ * Find the parts of a record of size bytes, checking its shape but not its
+ * lengths or hash.  Return 1 if it has the shape of an add, else 0.
+ */
+static int
+splitRecord(const unsigned char *data, Py_ssize_t size, Parts *parts)
+{
+    Py_ssize_t i;
+    int hasEquals = 0;
+
+    if (size < 11 + 1 + 1 + 1 + 1 + 1) {
+        return 0;
+    }
+    for (i = 0; i < 11; i++) {
+        if (data[i] == '\n') {
+            return 0;
+        }
+    }
+    if (data[11] != ' ') {
+        return 0;
+    }
+    i = 12;
+    parts->lengthStart = i;
+    while (i < size && isDigit(data[i])) {
+        i++;
+    }
+    if (i == parts->lengthStart || i == size || data[i] != '<') {
+        return 0;
+    }
+    parts->lengthEnd = i;
+    i++;
+    parts->bodyStart = i;
+    /* The body: up to the first ">", every non-empty item holding "=". */
+    for (; i < size; i++) {
+        unsigned char c = data[i];
+        if (c == '>') {
+            break;
+        }
+        else if (c == '&') {
+            if (!hasEquals && i > parts->bodyStart && data[i - 1] != '&') {
+                return 0;
+            }
+            hasEquals = 0;
+        }
+        else if (c == '=') {
+            hasEquals = 1;
+        }
+        else if (c == '\n') {
+            return 0;
+        }
+    }
+    if (i == size) {
+        return 0;
+    }
+    if (!hasEquals && i > parts->bodyStart && data[i - 1] != '&') {
+        return 0;
+    }
+    parts->bodyEnd = i;
+    /* The trailer: ">" and digits, to the end. */
+    i++;
+    if (i == size) {
+        return 0;
+    }
+    for (; i < size; i++) {
+        if (!isDigit(data[i])) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+
+/*
+ * Whether the record's two lengths are the same bytes and give its body's
+ * length (as Python's int() reads them: leading zeros allowed).
+ */
+static int
+lengthsMatch(const unsigned char *data, Py_ssize_t size, const Parts *parts)
+{
+    Py_ssize_t digits = parts->lengthEnd - parts->lengthStart;
+    Py_ssize_t trailer = parts->bodyEnd + 1;
+    Py_ssize_t i;
+    Py_ssize_t value = 0;
+
+    if (size - trailer != digits
+        || memcmp(data + parts->lengthStart, data + trailer, digits) != 0) {
+        return 0;
+    }
+    i = parts->lengthStart;
+    while (i < parts->lengthEnd - 1 && data[i] == '0') {
+        i++;
+    }
+    if (parts->lengthEnd - i > 18) {
+        /* More than any body's length can be. */
+        return 0;
+    }
+    for (; i < parts->lengthEnd; i++) {
+        value = value * 10 + (data[i] - '0');
+    }
+    return value == parts->bodyEnd - parts->bodyStart;
+}
+
+
+/*
+ * Whether hash (11 bytes) is the first 11 characters of the base64 of the
+ * SHA-256 of bodyObject.  Return 1 or 0, or -1 with an exception set.
+ */
+static int
+hashMatches(const unsigned char *hash, PyObject *bodyObject)
+{
+    PyObject *hasher;
+    PyObject *digest;
+    const unsigned char *d;
+    char text[12];
+    int i;
+    int matches;
+
+    hasher = PyObject_CallOneArg(sha256, bodyObject);
+    if (hasher == NULL) {
+        return -1;
+    }
+    digest = PyObject_CallMethodNoArgs(hasher, digestName);
+    Py_DECREF(hasher);
+    if (digest == NULL) {
+        return -1;
+    }
+    if (!PyBytes_Check(digest) || PyBytes_GET_SIZE(digest) < 9) {
+        Py_DECREF(digest);
+        PyErr_SetString(PyExc_TypeError, "the hash gave no 9-byte digest");
+        return -1;
+    }
+    d = (const unsigned char *)PyBytes_AS_STRING(digest);
+    /* 9 bytes are exactly 12 base64 characters; 11 are kept. */
+    for (i = 0; i < 3; i++) {
+        unsigned long triple = ((unsigned long)d[3 * i] << 16)
+            | ((unsigned long)d[3 * i + 1] << 8) | d[3 * i + 2];
+        text[4 * i] = base64Alphabet[(triple >> 18) & 63];
+        text[4 * i + 1] = base64Alphabet[(triple >> 12) & 63];
+        text[4 * i + 2] = base64Alphabet[(triple >> 6) & 63];
+        text[4 * i + 3] = base64Alphabet[triple & 63];
+    }
+    Py_DECREF(digest);
+    matches = memcmp(text, hash, 11) == 0;
+    return matches;
+}
+
+
+/*
+ * Check one record: return a new reference to its body if it is an intact
+ * add, Py_None (a new reference) if not, or NULL with an exception set.
+ */
+static PyObject *
+checkOne(PyObject *record)
+{
+    const unsigned char *data = (const unsigned char *)PyBytes_AS_STRING(record);
+    Py_ssize_t size = PyBytes_GET_SIZE(record);
+    Parts parts;
+    PyObject *body;
+    int matches;
+
+    if (!splitRecord(data, size, &parts) || !lengthsMatch(data, size, &parts)) {
+        Py_RETURN_NONE;
+    }
+    body = PyBytes_FromStringAndSize(
+        (const char *)data + parts.bodyStart, parts.bodyEnd - parts.bodyStart);
+    if (body == NULL) {
+        return NULL;
+    }
+    matches = hashMatches(data, body);
+    if (matches < 0) {
+        Py_DECREF(body);
+        return NULL;
+    }
+    if (!matches) {
+        Py_DECREF(body);
+        Py_RETURN_NONE;
+    }
+    return body;
+}
+
+
+static int
+checkConfigured(void)
+{
+    if (sha256 == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "gossip._speedups is not configured");
+        return 0;
+    }
+    return 1;
+}
+
+
+PyDoc_STRVAR(checkRecordsDoc,
+"checkRecords(records) -> list\n\n"
+"Each record's body if it is an intact add, else None.");
+
+static PyObject *
+checkRecords(PyObject *module, PyObject *records)
+{
+    PyObject *sequence;
+    PyObject *bodies;
+    Py_ssize_t count;
+    Py_ssize_t i;
+
+    if (!checkConfigured()) {
+        return NULL;
+    }
+    sequence = PySequence_Fast(records, "records must be a sequence");
+    if (sequence == NULL) {
+        return NULL;
+    }
+    count = PySequence_Fast_GET_SIZE(sequence);
+    bodies = PyList_New(count);
+    if (bodies == NULL) {
+        Py_DECREF(sequence);
+        return NULL;
+    }
+    for (i = 0; i < count; i++) {
+        PyObject *record = PySequence_Fast_GET_ITEM(sequence, i);
+        PyObject *body;
+        if (!PyBytes_Check(record)) {
+            PyErr_SetString(PyExc_TypeError, "records must be bytes");
+            goto error;
+        }
+        body = checkOne(record);
+        if (body == NULL) {
+            goto error;
+        }
+        PyList_SET_ITEM(bodies, i, body);
+    }
+    Py_DECREF(sequence);
+    return bodies;
+
+error:
+    Py_DECREF(sequence);
+    Py_DECREF(bodies);
+    return NULL;
+}
+
+
+/*
+ * Whether a body has the usual keyed shape, "by=BY&at=AT" then nothing or
+ * "&" and more, BY holding none of "&%+=" and AT one or more digits.  If
+ * so, set the offsets (into data) of BY and AT.
+ */
+static int
+splitKeyed(const unsigned char *data, Py_ssize_t start, Py_ssize_t end,
+           Py_ssize_t *byStart, Py_ssize_t *byEnd,
+           Py_ssize_t *atStart, Py_ssize_t *atEnd)
+{
+    Py_ssize_t i = start;
+
+    if (end - i < 3 || memcmp(data + i, "by=", 3) != 0) {
+        return 0;
+    }
+    i += 3;
+    *byStart = i;
+    while (i < end && data[i] != '&') {
+        unsigned char c = data[i];
+        if (c == '%' || c == '+' || c == '=') {
+            return 0;
+        }
+        i++;
+    }
+    *byEnd = i;
+    if (end - i < 4 || memcmp(data + i, "&at=", 4) != 0) {
+        return 0;
+    }
+    i += 4;
+    *atStart = i;
+    while (i < end && isDigit(data[i])) {
+        i++;
+    }
+    if (i == *atStart || (i < end && data[i] != '&')) {
+        return 0;
+    }
+    *atEnd = i;
+    return 1;
+}
+
+
+/* The integer AT, as Python's int() reads those digits. */
+static PyObject *
+readSerial(const unsigned char *digits, Py_ssize_t size)
+{
+    char buffer[64];
+    char *text;
+    PyObject *value;
+
+    if (size <= 18) {
+        long long n = 0;
+        Py_ssize_t i;
+        for (i = 0; i < size; i++) {
+            n = n * 10 + (digits[i] - '0');
+        }
+        return PyLong_FromLongLong(n);
+    }
+    text = size < (Py_ssize_t)sizeof(buffer) ? buffer : PyMem_Malloc(size + 1);
+    if (text == NULL) {
+        return PyErr_NoMemory();
+    }
+    memcpy(text, digits, size);
+    text[size] = '\0';
+    value = PyLong_FromString(text, NULL, 10);
+    if (text != buffer) {
+        PyMem_Free(text);
+    }
+    return value;
+}
+
+
+PyDoc_STRVAR(checkKeyedDoc,
+"checkKeyed(lines, terminated, check) -> (checked, rejected)\n\n"
+"For each of lines (each ending in LF if terminated), if it has the usual\n"
+"keyed shape, check it here; otherwise call check(line), which returns\n"
+"(body, key) or raises CorruptLine.  checked is a list of\n"
+"(line, body, (by, at)) for the intact adds with a key; rejected counts\n"
+"the rest.");
+
+static PyObject *
+checkKeyed(PyObject *module, PyObject *args)
+{
+    PyObject *lines;
+    int terminated;
+    PyObject *check;
+    PyObject *sequence;
+    PyObject *checked;
+    Py_ssize_t rejected = 0;
+    Py_ssize_t count;
+    Py_ssize_t i;
+
+    if (!PyArg_ParseTuple(args, "OpO:checkKeyed", &lines, &terminated, &check)) {
+        return NULL;
+    }
+    if (!checkConfigured()) {
+        return NULL;
+    }
+    sequence = PySequence_Fast(lines, "lines must be a sequence");
+    if (sequence == NULL) {
+        return NULL;
+    }
+    checked = PyList_New(0);
+    if (checked == NULL) {
+        Py_DECREF(sequence);
+        return NULL;
+    }
+    count = PySequence_Fast_GET_SIZE(sequence);
+    for (i = 0; i < count; i++) {
+        PyObject *line = PySequence_Fast_GET_ITEM(sequence, i);
+        const unsigned char *data;
+        Py_ssize_t size;
+        Parts parts;
+        Py_ssize_t byStart, byEnd, atStart, atEnd;
+        PyObject *entry;
+        int appended;
+
+        if (!PyBytes_Check(line)) {
+            PyErr_SetString(PyExc_TypeError, "lines must be bytes");
+            goto error;
+        }
+        data = (const unsigned char *)PyBytes_AS_STRING(line);
+        size = PyBytes_GET_SIZE(line);
+        if (terminated && size > 0 && data[size - 1] == '\n'
+            && splitRecord(data, size - 1, &parts)
+            && splitKeyed(data, parts.bodyStart, parts.bodyEnd,
+                          &byStart, &byEnd, &atStart, &atEnd)) {
+            size -= 1;
+        }
+        else if (!terminated && splitRecord(data, size, &parts)
+                 && splitKeyed(data, parts.bodyStart, parts.bodyEnd,
+                               &byStart, &byEnd, &atStart, &atEnd)) {
+            /* A record: checked as it is. */
+        }
+        else {
+            /* Not the usual add: Python decides. */
+            PyObject *result = PyObject_CallOneArg(check, line);
+            PyObject *key;
+            if (result == NULL) {
+                if (!PyErr_ExceptionMatches(corruptLine)) {
+                    goto error;
+                }
+                PyErr_Clear();
+                rejected++;
+                continue;
+            }
+            if (!PyTuple_Check(result) || PyTuple_GET_SIZE(result) != 2) {
+                Py_DECREF(result);
+                PyErr_SetString(PyExc_TypeError, "check must return (body, key)");
+                goto error;
+            }
+            key = PyTuple_GET_ITEM(result, 1);
+            if (key == Py_None) {
+                Py_DECREF(result);
+                rejected++;
+                continue;
+            }
+            entry = PyTuple_Pack(3, line, PyTuple_GET_ITEM(result, 0), key);
+            Py_DECREF(result);
+            if (entry == NULL) {
+                goto error;
+            }
+            appended = PyList_Append(checked, entry);
+            Py_DECREF(entry);
+            if (appended < 0) {
+                goto error;
+            }
+            continue;
+        }
+
+        if (!lengthsMatch(data, size, &parts)) {
+            rejected++;
+            continue;
+        }
+        {
+            PyObject *body = PyBytes_FromStringAndSize(
+                (const char *)data + parts.bodyStart,
+                parts.bodyEnd - parts.bodyStart);
+            PyObject *by;
+            PyObject *at;
+            int matches;
+            if (body == NULL) {
+                goto error;
+            }
+            matches = hashMatches(data, body);
+            if (matches <= 0) {
+                Py_DECREF(body);
+                if (matches < 0) {
+                    goto error;
+                }
+                rejected++;
+                continue;
+            }
+            by = PyBytes_FromStringAndSize((const char *)data + byStart, byEnd - byStart);
+            at = readSerial(data + atStart, atEnd - atStart);
+            if (by == NULL || at == NULL) {
+                Py_XDECREF(by);
+                Py_XDECREF(at);
+                Py_DECREF(body);
+                goto error;
+            }
+            entry = Py_BuildValue("(ON(NN))", line, body, by, at);
+            if (entry == NULL) {
+                goto error;
+            }
+            appended = PyList_Append(checked, entry);
+            Py_DECREF(entry);
+            if (appended < 0) {
+                goto error;
+            }
+        }
+    }
+    Py_DECREF(sequence);
+    return Py_BuildValue("(Nn)", checked, rejected);
+
+error:
+    Py_DECREF(sequence);
+    Py_DECREF(checked);
+    return NULL;
+}
+
+
+static int
+hexValue(unsigned char c)
+{
+    if (c >= '0' && c <= '9') {
+        return c - '0';
+    }
+    if (c >= 'a' && c <= 'f') {
+        return c - 'a' + 10;
+    }
+    if (c >= 'A' && c <= 'F') {
+        return c - 'A' + 10;
+    }
+    return -1;
+}
+
+
+/*
+ * A name or value unescaped: "+" is a space, "%XY" (either case of hex
+ * digit) the byte XY, and any other "%" itself.
+ */
+static PyObject *
+unescape(const unsigned char *data, Py_ssize_t size)
+{
+    PyObject *result;
+    unsigned char *out;
+    Py_ssize_t i;
+    Py_ssize_t n = 0;
+
+    if (memchr(data, '%', size) == NULL && memchr(data, '+', size) == NULL) {
+        return PyBytes_FromStringAndSize((const char *)data, size);
+    }
+    result = PyBytes_FromStringAndSize(NULL, size);
+    if (result == NULL) {
+        return NULL;
+    }
+    out = (unsigned char *)PyBytes_AS_STRING(result);
+    for (i = 0; i < size; i++) {
+        unsigned char c = data[i];
+        if (c == '+') {
+            out[n++] = ' ';
+        }
+        else if (c == '%' && i + 2 < size
+                 && hexValue(data[i + 1]) >= 0 && hexValue(data[i + 2]) >= 0) {
+            out[n++] = (unsigned char)(hexValue(data[i + 1]) * 16 + hexValue(data[i + 2]));
+            i += 2;
+        }
+        else {
+            out[n++] = c;
+        }
+    }
+    if (n != size && _PyBytes_Resize(&result, n) < 0) {
+        return NULL;
+    }
+    return result;
+}
+
+
+PyDoc_STRVAR(decodeBodyDoc,
+"decodeBody(body) -> list of (name, value)\n\n"
+"Decode a body to its pairs; raise CorruptLine if a non-empty item has\n"
+"no \"=\".");
+
+static PyObject *
+decodeBody(PyObject *module, PyObject *bodyObject)
+{
+    const unsigned char *data;
+    Py_ssize_t size;
+    Py_ssize_t start = 0;
+    PyObject *pairs;
+
+    if (!checkConfigured()) {
+        return NULL;
+    }
+    if (!PyBytes_Check(bodyObject)) {
+        PyErr_SetString(PyExc_TypeError, "body must be bytes");
+        return NULL;
+    }
+    data = (const unsigned char *)PyBytes_AS_STRING(bodyObject);
+    size = PyBytes_GET_SIZE(bodyObject);
+    pairs = PyList_New(0);
+    if (pairs == NULL) {
+        return NULL;
+    }
+    while (start < size) {
+        const unsigned char *item = data + start;
+        const unsigned char *amp = memchr(item, '&', size - start);
+        Py_ssize_t itemSize = amp == NULL ? size - start : amp - item;
+        const unsigned char *equals;
+        PyObject *name;
+        PyObject *value;
+        PyObject *pair;
+        int appended;
+
+        start += itemSize + 1;
+        if (itemSize == 0) {
+            continue;
+        }
+        equals = memchr(item, '=', itemSize);
+        if (equals == NULL) {
+            PyErr_SetString(corruptLine, "pair without '='");
+            goto error;
+        }
+        name = unescape(item, equals - item);
+        if (name == NULL) {
+            goto error;
+        }
+        value = unescape(equals + 1, itemSize - (equals - item) - 1);
+        if (value == NULL) {
+            Py_DECREF(name);
+            goto error;
+        }
+        pair = PyTuple_New(2);
+        if (pair == NULL) {
+            Py_DECREF(name);
+            Py_DECREF(value);
+            goto error;
+        }
+        PyTuple_SET_ITEM(pair, 0, name);
+        PyTuple_SET_ITEM(pair, 1, value);
+        appended = PyList_Append(pairs, pair);
+        Py_DECREF(pair);
+        if (appended < 0) {
+            goto error;
+        }
+    }
+    return pairs;
+
+error:
+    Py_DECREF(pairs);
+    return NULL;
+}
+
+
+PyDoc_STRVAR(configureDoc,
+"configure(corruptLine, sha256)\n\n"
+"Give this module the exception it raises and the hash it checks with.");
+
+static PyObject *
+configure(PyObject *module, PyObject *args)
+{
+    PyObject *exception;
+    PyObject *hash;
+
+    if (!PyArg_ParseTuple(args, "OO:configure", &exception, &hash)) {
+        return NULL;
+    }
+    if (!PyExceptionClass_Check(exception) || !PyCallable_Check(hash)) {
+        PyErr_SetString(PyExc_TypeError, "configure(exception class, hash function)");
+        return NULL;
+    }
+    Py_INCREF(exception);
+    Py_XSETREF(corruptLine, exception);
+    Py_INCREF(hash);
+    Py_XSETREF(sha256, hash);
+    Py_RETURN_NONE;
+}
+
+
+static PyMethodDef methods[] = {
+    {"checkRecords", checkRecords, METH_O, checkRecordsDoc},
+    {"checkKeyed", checkKeyed, METH_VARARGS, checkKeyedDoc},
+    {"decodeBody", decodeBody, METH_O, decodeBodyDoc},
+    {"configure", configure, METH_VARARGS, configureDoc},
+    {NULL, NULL, 0, NULL},
+};
+
+
+static struct PyModuleDef moduleDef = {
+    PyModuleDef_HEAD_INIT,
+    "gossip._speedups",
+    "The log format's hot loops in C; see gossip.format.",
+    -1,
+    methods,
+};
+
+
+PyMODINIT_FUNC
+PyInit__speedups(void)
+{
+    digestName = PyUnicode_InternFromString("digest");
+    if (digestName == NULL) {
+        return NULL;
+    }
+    return PyModule_Create(&moduleDef);
+}

@@ -1,0 +1,219 @@
+"""
+Tests for gossip._speedups: the C versions of L{gossip.format}'s hot
+functions agree with the Python ones, on intact adds and on hostile input.
+
+These are skipped when the C module is not built, unless
+C{GOSSIP_REQUIRE_SPEEDUPS} is set (as CI sets it), when they fail instead.
+"""
+
+import os
+from hashlib import sha256
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from twisted.trial.unittest import SkipTest, TestCase
+
+from gossip import format
+from gossip.format import PYTHON, CorruptLine, encodeAdd, lineHash
+
+try:
+    from gossip import _speedups
+except ImportError as e:
+    _speedups = None
+    _why = f"gossip._speedups is not built ({e})"
+
+_many = settings(max_examples=400, deadline=None)
+
+# What a line is made of, and what breaks one.
+ALPHABET = b"ab09=&%+<>\n \\AFf"
+hostile = st.lists(st.sampled_from(list(ALPHABET)), max_size=40).map(bytes)
+values = st.one_of(hostile, st.binary(max_size=20))
+pairLists = st.lists(st.tuples(values, values), max_size=5)
+
+
+@st.composite
+def keyedPairs(draw):
+    """
+    Pairs as the original writes them: C{by} and C{at} first, sometimes in
+    an unusual form (escaped, not digits, elsewhere in the body).
+    """
+    by = draw(st.one_of(st.sampled_from([b"node", b"", b"a b", b"x%y"]), hostile))
+    at = draw(st.one_of(st.integers(0, 10**25).map(b"%d".__mod__), st.sampled_from([b"007", b"", b"1x"])))
+    rest = draw(pairLists)
+    if draw(st.booleans()):
+        return [(b"by", by), (b"at", at)] + rest
+    return rest + [(b"at", at), (b"by", by)]
+
+
+@st.composite
+def damagedLines(draw, pairs=pairLists):
+    """
+    An intact line, or one with a byte changed, removed or inserted, its
+    lengths or hash made wrong, or its body replaced by hostile bytes.
+    """
+    line = encodeAdd(draw(pairs))
+    damage = draw(st.sampled_from(["none", "replace", "delete", "insert", "body", "lengths"]))
+    if damage == "none" or len(line) < 2:
+        return line
+    at = draw(st.integers(0, len(line) - 1))
+    byte = bytes([draw(st.sampled_from(list(ALPHABET)))])
+    if damage == "replace":
+        return line[:at] + byte + line[at + 1 :]
+    if damage == "delete":
+        return line[:at] + line[at + 1 :]
+    if damage == "insert":
+        return line[:at] + byte + line[at:]
+    body = draw(hostile)
+    length = b"%d" % (len(body),)
+    if damage == "lengths":
+        length = draw(st.sampled_from([b"0" + length, length + b"0", b"", b"00000000000000000000" + length]))
+    return b"%s %s<%s>%s\n" % (lineHash(body), length, body, length)
+
+
+class SpeedupsTests(TestCase):
+    """
+    Each C function against its Python definition in L{format.PYTHON}.
+    """
+
+    def setUp(self):
+        if _speedups is None:
+            if os.environ.get("GOSSIP_REQUIRE_SPEEDUPS"):
+                self.fail(f"GOSSIP_REQUIRE_SPEEDUPS is set, but {_why}")
+            raise SkipTest(_why)
+        _speedups.configure(CorruptLine, sha256)
+
+    def assertSameOutcome(self, python, c, *args):
+        """
+        C{python(*args)} and C{c(*args)} return equal values, or both raise
+        L{CorruptLine}.
+        """
+        try:
+            expected = python(*args)
+        except CorruptLine:
+            self.assertRaises(CorruptLine, c, *args)
+        else:
+            self.assertEqual(c(*args), expected)
+
+    def test_inUse(self):
+        """
+        Unless turned off, L{gossip.format} uses the C functions.
+        """
+        if os.environ.get("GOSSIP_NO_SPEEDUPS"):
+            self.assertIs(format.speedups, None)
+            self.assertIs(format.decodeBody, PYTHON["decodeBody"])
+        else:
+            self.assertIs(format.speedups, _speedups)
+            self.assertIs(format.decodeBody, _speedups.decodeBody)
+            self.assertIs(format.checkRecords, _speedups.checkRecords)
+
+    @_many
+    @given(st.lists(damagedLines(), max_size=8))
+    def test_checkRecords(self, lines):
+        """
+        checkRecords finds the same bodies, and the same damaged records.
+        """
+        records = [line[:-1] for line in lines] + [b"", b"x" * 11 + b" 0<>0"]
+        self.assertEqual(_speedups.checkRecords(records), PYTHON["checkRecords"](records))
+
+    @_many
+    @given(st.lists(damagedLines(keyedPairs()), max_size=8))
+    def test_checkKeyedLines(self, lines):
+        """
+        checkKeyedLines finds the same adds and keys, and rejects as many.
+        """
+        lines = lines + [b"", b"\n", lines[0][:-1] if lines else b"x"]
+        self.assertEqual(
+            _speedups.checkKeyed(lines, True, format.checkKeyedLine),
+            PYTHON["checkKeyedLines"](lines),
+        )
+
+    @_many
+    @given(st.lists(damagedLines(keyedPairs()), max_size=8))
+    def test_checkKeyedRecords(self, lines):
+        """
+        checkKeyedRecords, likewise, on records (lines without their LF).
+        """
+        records = [line[:-1] for line in lines]
+        self.assertEqual(
+            _speedups.checkKeyed(records, False, format._checkKeyedRecord),
+            PYTHON["checkKeyedRecords"](records),
+        )
+
+    @_many
+    @given(hostile)
+    def test_decodeBodyHostile(self, body):
+        """
+        decodeBody decodes any bytes as the Python does, or rejects them.
+        """
+        self.assertSameOutcome(PYTHON["decodeBody"], _speedups.decodeBody, body)
+
+    @_many
+    @given(pairLists)
+    def test_decodeBodyRoundTrip(self, pairs):
+        """
+        decodeBody gives back the pairs that were encoded.
+        """
+        self.assertEqual(_speedups.decodeBody(format.encodeBody(pairs)), pairs)
+
+    def test_long(self):
+        """
+        A line far longer than the Python's regular-expression limit is read
+        alike, intact and damaged.
+        """
+        value = (b"abc=&%+<>\n\x00" * 100_000)[:1_000_003]
+        line = encodeAdd([(b"by", b"n"), (b"at", b"1"), (b"v", value)])
+        damaged = line[:500_000] + b">" + line[500_001:]
+        records = [line[:-1], damaged[:-1]]
+        self.assertEqual(_speedups.checkRecords(records), PYTHON["checkRecords"](records))
+        lines = [line, damaged]
+        self.assertEqual(
+            _speedups.checkKeyed(lines, True, format.checkKeyedLine),
+            PYTHON["checkKeyedLines"](lines),
+        )
+        body = records[0][records[0].index(b"<") + 1 : records[0].rindex(b">")]
+        self.assertEqual(_speedups.decodeBody(body)[-1], (b"v", value))
+
+    def test_serials(self):
+        """
+        An C{at} of any size is read as Python's int() reads it.
+        """
+        for at in [b"0", b"007", b"9" * 18, b"9" * 19, b"1" + b"0" * 40]:
+            line = encodeAdd([(b"by", b"n"), (b"at", at)])
+            [(_, _, key)], rejected = _speedups.checkKeyed([line], True, format.checkKeyedLine)
+            self.assertEqual(key, (b"n", int(at)))
+
+    def test_escapes(self):
+        """
+        Either case of hex digit, "+" for a space, and a "%" that starts no
+        escape kept as it is.
+        """
+        self.assertEqual(
+            _speedups.decodeBody(b"a%3d%3D=%2b+%4%zz%&b="),
+            [(b"a==", b"+ %4%zz%"), (b"b", b"")],
+        )
+        self.assertRaises(CorruptLine, _speedups.decodeBody, b"a=1&b")
+
+    def test_wrongTypes(self):
+        """
+        Anything but bytes is a TypeError, not a crash.
+        """
+        self.assertRaises(TypeError, _speedups.decodeBody, "a=b")
+        self.assertRaises(TypeError, _speedups.checkRecords, [b"x", "y"])
+        self.assertRaises(TypeError, _speedups.checkRecords, 5)
+        self.assertRaises(TypeError, _speedups.checkKeyed, [None], True, format.checkKeyedLine)
+        self.assertRaises(TypeError, _speedups.configure, 1, 2)
+
+    def test_checkErrors(self):
+        """
+        An exception from the fallback check other than L{CorruptLine}
+        propagates; L{CorruptLine} counts the line as rejected.
+        """
+
+        def broken(line):
+            raise ZeroDivisionError()
+
+        def corrupt(line):
+            raise CorruptLine()
+
+        self.assertRaises(ZeroDivisionError, _speedups.checkKeyed, [b"x\n"], True, broken)
+        self.assertEqual(_speedups.checkKeyed([b"x\n"], True, corrupt), ([], 1))
