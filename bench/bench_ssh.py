@@ -66,22 +66,27 @@ TARGETS = {
     "rss": 50.0,  # MB, peak RSS growth of each side of the clone
 }
 
-# A gossip command under cProfile: gossip's commands leave with os._exit,
-# which would skip cProfile's own dump at exit.
+# A gossip command under cProfile, its figures written however it leaves:
+# by os._exit, which skips the interpreter's exit, or by SystemExit.
 PROFILED = """\
 import cProfile, os, sys
 out = sys.argv.pop(1)
 profile = cProfile.Profile()
 _exit = os._exit
-def leave(status):
+def dump():
     profile.disable()
     profile.dump_stats(out)
+def leave(status):
+    dump()
     _exit(status)
 os._exit = leave
 sys.argv[0] = "gossip"
 from gossip.cli import run
 profile.enable()
-run()
+try:
+    run()
+finally:
+    dump()
 """
 
 

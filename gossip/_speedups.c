@@ -24,6 +24,8 @@
 static PyObject *corruptLine = NULL;
 static PyObject *sha256 = NULL;
 static PyObject *digestName = NULL;
+/* The integer 1, made once. */
+static PyObject *one = NULL;
 
 static const char base64Alphabet[] =
     "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
@@ -636,6 +638,97 @@ error:
 }
 
 
+PyDoc_STRVAR(spansDoc,
+"spans(keys) -> dict or None\n\n"
+"gossip.intervals.spans: for (by, at) pairs, {by: [start, end]} where\n"
+"each origin's serials go up by one, else None.");
+
+static PyObject *
+spans(PyObject *module, PyObject *keys)
+{
+    PyObject *sequence;
+    PyObject *result;
+    Py_ssize_t count;
+    Py_ssize_t i;
+
+    sequence = PySequence_Fast(keys, "keys must be a sequence");
+    if (sequence == NULL) {
+        return NULL;
+    }
+    result = PyDict_New();
+    if (result == NULL) {
+        Py_DECREF(sequence);
+        return NULL;
+    }
+    count = PySequence_Fast_GET_SIZE(sequence);
+    for (i = 0; i < count; i++) {
+        PyObject *key = PySequence_Fast_GET_ITEM(sequence, i);
+        PyObject *by;
+        PyObject *at;
+        PyObject *span;
+        PyObject *next;
+        int follows;
+
+        if (!PyTuple_Check(key) || PyTuple_GET_SIZE(key) != 2) {
+            PyErr_SetString(PyExc_TypeError, "keys must be (by, at) pairs");
+            goto error;
+        }
+        by = PyTuple_GET_ITEM(key, 0);
+        at = PyTuple_GET_ITEM(key, 1);
+        if (!PyLong_Check(at)) {
+            PyErr_SetString(PyExc_TypeError, "serials must be integers");
+            goto error;
+        }
+        next = PyNumber_Add(at, one);
+        if (next == NULL) {
+            goto error;
+        }
+        span = PyDict_GetItemWithError(result, by);
+        if (span == NULL) {
+            if (PyErr_Occurred()) {
+                Py_DECREF(next);
+                goto error;
+            }
+            span = PyList_New(2);
+            if (span == NULL) {
+                Py_DECREF(next);
+                goto error;
+            }
+            Py_INCREF(at);
+            PyList_SET_ITEM(span, 0, at);
+            PyList_SET_ITEM(span, 1, next);
+            follows = PyDict_SetItem(result, by, span);
+            Py_DECREF(span);
+            if (follows < 0) {
+                goto error;
+            }
+            continue;
+        }
+        follows = PyObject_RichCompareBool(PyList_GET_ITEM(span, 1), at, Py_EQ);
+        if (follows <= 0) {
+            Py_DECREF(next);
+            if (follows < 0) {
+                goto error;
+            }
+            Py_DECREF(sequence);
+            Py_DECREF(result);
+            Py_RETURN_NONE;
+        }
+        /* PyList_SetItem takes next's reference and drops the old end. */
+        if (PyList_SetItem(span, 1, next) < 0) {
+            goto error;
+        }
+    }
+    Py_DECREF(sequence);
+    return result;
+
+error:
+    Py_DECREF(sequence);
+    Py_DECREF(result);
+    return NULL;
+}
+
+
 PyDoc_STRVAR(configureDoc,
 "configure(corruptLine, sha256)\n\n"
 "Give this module the exception it raises and the hash it checks with.");
@@ -665,6 +758,7 @@ static PyMethodDef methods[] = {
     {"checkRecords", checkRecords, METH_O, checkRecordsDoc},
     {"checkKeyed", checkKeyed, METH_VARARGS, checkKeyedDoc},
     {"decodeBody", decodeBody, METH_O, decodeBodyDoc},
+    {"spans", spans, METH_O, spansDoc},
     {"configure", configure, METH_VARARGS, configureDoc},
     {NULL, NULL, 0, NULL},
 };
@@ -688,6 +782,10 @@ PyInit__speedups(void)
 {
     digestName = PyUnicode_InternFromString("digest");
     if (digestName == NULL) {
+        return NULL;
+    }
+    one = PyLong_FromLong(1);
+    if (one == NULL) {
         return NULL;
     }
     return PyModule_Create(&moduleDef);

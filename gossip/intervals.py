@@ -8,7 +8,20 @@ C{[(0, 120), (125, 130)]} means serials 0-119 and 125-129.
 
 from bisect import bisect_right
 
-__all__ = ["Intervals", "addKeys", "count", "difference", "merge", "runs"]
+from gossip.format import speedups as _speedups
+
+__all__ = [
+    "Intervals",
+    "addKeys",
+    "addSpans",
+    "count",
+    "covered",
+    "difference",
+    "merge",
+    "overlapping",
+    "runs",
+    "spans",
+]
 
 
 class Intervals:
@@ -45,6 +58,15 @@ class Intervals:
             return True
         i = bisect_right(self._starts, start)
         return i != 0 and end <= self._ends[i - 1]
+
+    def overlaps(self, start, end):
+        """
+        Whether any integer in C{[start, end)} is a member.
+        """
+        if start >= end:
+            return False
+        i = bisect_right(self._starts, end - 1)
+        return i != 0 and self._ends[i - 1] > start
 
     def __len__(self):
         return sum(end - start for start, end in zip(self._starts, self._ends))
@@ -198,3 +220,66 @@ def addKeys(have, keys):
         if held is None:
             held = have[by] = Intervals()
         held.addRange(start, end)
+
+
+def spans(keys):
+    """
+    Where each origin's serials in C{keys}, a list of C{(by, at)} pairs,
+    follow one another without a gap or a repeat (as they do in a block of
+    a log written in order), their span: C{[(b"x", 4), (b"y", 0), (b"x",
+    5)]} gives C{{b"x": [4, 6], b"y": [0, 1]}}.
+
+    @return: a dict of C{[start, end]} by origin, C{end} excluded, or
+        L{None} if some origin's serials do not follow one another.
+    """
+    result = {}
+    get = result.get
+    for by, at in keys:
+        span = get(by)
+        if span is None:
+            result[by] = [at, at + 1]
+        elif span[1] == at:
+            span[1] = at + 1
+        else:
+            return None
+    return result
+
+
+def addSpans(have, spans):
+    """
+    Add the serials of L{spans}' result to C{have}, in place.
+    """
+    for by, (start, end) in spans.items():
+        held = have.get(by)
+        if held is None:
+            held = have[by] = Intervals()
+        held.addRange(start, end)
+
+
+def covered(have, spans):
+    """
+    Whether C{have} holds every serial in L{spans}' result.
+    """
+    for by, (start, end) in spans.items():
+        held = have.get(by)
+        if held is None or not held.covers(start, end):
+            return False
+    return True
+
+
+def overlapping(have, spans):
+    """
+    Whether C{have} holds any serial in L{spans}' result.
+    """
+    for by, (start, end) in spans.items():
+        held = have.get(by)
+        if held is not None and held.overlaps(start, end):
+            return True
+    return False
+
+
+# The definition of spans above is the reference, and what runs where
+# gossip._speedups is not built (see gossip.format); the C one is faster.
+pythonSpans = spans
+if _speedups is not None:
+    spans = _speedups.spans

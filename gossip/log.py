@@ -19,6 +19,7 @@ import os
 from base64 import urlsafe_b64encode
 from fcntl import LOCK_EX, LOCK_UN, flock
 from hashlib import sha256
+from itertools import accumulate
 from time import monotonic
 
 from gossip.format import (
@@ -32,7 +33,7 @@ from gossip.format import (
     encodeAdd,
     identify,
 )
-from gossip.intervals import Intervals, addKeys
+from gossip.intervals import Intervals, addKeys, addSpans, overlapping, spans
 
 __all__ = [
     "RESERVED",
@@ -179,16 +180,30 @@ class Received:
     What L{Log.receive} did with the lines it was given.
 
     @ivar held: the C{(by, at)} of every intact line given, appended or not.
-    @ivar appended: C{(offset, line, (by, at))} of each line appended.
+    @ivar spans: L{gossip.intervals.spans} of C{held}, or L{None}.
+    @ivar start: the offset of the first line appended.
+    @ivar lines: the lines appended, one after another from C{start}.
+    @ivar keys: the C{(by, at)} of each line appended.
     @ivar corrupt: how many lines were not intact adds with a C{by} and C{at}.
     """
 
-    __slots__ = ("held", "appended", "corrupt")
+    __slots__ = ("held", "spans", "start", "lines", "keys", "corrupt")
 
     def __init__(self):
         self.held = []
-        self.appended = []
+        self.spans = None
+        self.start = None
+        self.lines = []
+        self.keys = []
         self.corrupt = 0
+
+    @property
+    def appended(self):
+        """
+        C{(offset, line, (by, at))} of each line appended.
+        """
+        offsets = accumulate(map(len, self.lines), initial=self.start)
+        return list(zip(offsets, self.lines, self.keys))
 
 
 class State:
@@ -429,30 +444,41 @@ class Log:
 
         # Checked before the lock is taken: the check needs no state.
         checked, corrupt = checkKeyedLines(lines)
+        held = [entry[2] for entry in checked]
+        heldSpans = spans(held)
 
         def append(fd, state, torn):
             self._ensureIdentity(state)
             result = Received()
-            accepted = []
-            bodies = []
-            keys = []
-            fresh = set()
-            have = state.have
-            held = result.held
-            for line, body, key in checked:
-                held.append(key)
-                mine = have.get(key[0])
-                if (mine is None or key[1] not in mine) and key not in fresh:
-                    fresh.add(key)
-                    accepted.append(line)
-                    bodies.append(body)
-                    keys.append(key)
+            result.held = held
+            result.spans = heldSpans
             result.corrupt = corrupt
+            have = state.have
+            if heldSpans is not None and not overlapping(have, heldSpans):
+                # Each origin's serials follow one another and are all new,
+                # as when a peer sends what this log lacks: take them all.
+                accepted = [entry[0] for entry in checked]
+                bodies = [entry[1] for entry in checked]
+                keys = held
+            else:
+                accepted = []
+                bodies = []
+                keys = []
+                fresh = set()
+                for line, body, key in checked:
+                    mine = have.get(key[0])
+                    if (mine is None or key[1] not in mine) and key not in fresh:
+                        fresh.add(key)
+                        accepted.append(line)
+                        bodies.append(body)
+                        keys.append(key)
             if accepted:
-                offset = self._append(fd, state, torn, accepted, bodies, keys)
-                for line, key in zip(accepted, keys):
-                    result.appended.append((offset, line, key))
-                    offset += len(line)
+                result.start = self._append(
+                    fd, state, torn, accepted, bodies, keys,
+                    heldSpans if keys is held else None,
+                )
+                result.lines = accepted
+                result.keys = keys
             return result
 
         return self._locked(append, create=True)
@@ -509,10 +535,10 @@ class Log:
         finally:
             os.close(fd)
 
-    def _append(self, fd, state, torn, lines, bodies=None, keys=None):
+    def _append(self, fd, state, torn, lines, bodies=None, keys=None, keySpans=None):
         """
         Write C{lines} (intact, whose C{bodies} and their C{keys} may be
-        given) at the end of the log.
+        given, and the L{spans} of those keys) at the end of the log.
 
         @return: the offset of the first line.
         """
@@ -529,7 +555,10 @@ class Log:
         if keys is not None and state.identity is not None and None not in keys:
             # Adds from a peer: nothing to learn from them but their keys.
             state.intact = True
-            addKeys(state.have, keys)
+            if keySpans is None:
+                addKeys(state.have, keys)
+            else:
+                addSpans(state.have, keySpans)
         else:
             if bodies is None:
                 bodies = [checkLine(line) for line in lines]

@@ -18,7 +18,16 @@ from twisted.internet.task import LoopingCall, deferLater
 from twisted.logger import Logger
 from twisted.protocols.policies import TimeoutMixin
 
-from gossip.intervals import Intervals, count, difference, merge, runs
+from gossip.intervals import (
+    Intervals,
+    addSpans,
+    count,
+    difference,
+    merge,
+    overlapping,
+    runs,
+)
+from gossip.service import Stretch
 
 
 def _importAMP():
@@ -267,6 +276,16 @@ def _describe(failure):
     if isinstance(failure.value, amp.TooLong):
         return "the peer sent something that is not the sync protocol"
     return message or type(failure.value).__name__
+
+
+def _wholeStretch(stretch, peerHave):
+    """
+    Whether a L{Stretch} can be sent as it is: the peer has none of it and
+    every line fits in one L{Adds}.
+    """
+    return max(map(len, stretch.records)) < VALUE_LIMIT and not overlapping(
+        peerHave, stretch.spans
+    )
 
 
 def _splitLines(data):
@@ -673,18 +692,21 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
         result = self.service.receive(lines, source=self)
         corrupt = result.corrupt
         peerHave = self.peerHave
-        for by, start, end in runs(result.held):
-            held = peerHave.get(by)
-            if held is None:
-                held = peerHave[by] = Intervals()
-            if not held.covers(start, end):
-                held.addRange(start, end)
+        if result.spans is not None:
+            addSpans(peerHave, result.spans)
+        else:
+            for by, start, end in runs(result.held):
+                held = peerHave.get(by)
+                if held is None:
+                    held = peerHave[by] = Intervals()
+                if not held.covers(start, end):
+                    held.addRange(start, end)
         if corrupt:
             self.log.warn(
                 "dropped {count} corrupt adds from {peer}", count=corrupt, peer=self.peer
             )
         self.received += len(result.appended)
-        self.receivedBytes += sum(len(line) for line in lines)
+        self.receivedBytes += sum(map(len, lines))
         if self._progress is not None:
             self._progress(self)
 
@@ -750,6 +772,26 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
                 if not found:
                     # A stretch of the log without any: let others run.
                     await deferLater(self._reactor, 0, lambda: None)
+                    continue
+                if isinstance(found, Stretch) and _wholeStretch(found, peerHave):
+                    # Adds the peer lacks, every one: send their bytes as
+                    # they are, cut between lines.
+                    addSpans(peerHave, found.spans)
+                    sent += len(found)
+                    data = b"\n".join(found.records) + b"\n"
+                    position = 0
+                    while position < len(data):
+                        room = VALUE_LIMIT - size
+                        if len(data) - position <= room:
+                            batch.append(data[position:])
+                            size += len(data) - position
+                            break
+                        cut = data.rfind(b"\n", position, position + room) + 1
+                        if cut > position:
+                            batch.append(data[position:cut])
+                            position = cut
+                        await self._push(inflight, Adds, lines=b"".join(batch))
+                        batch, size = [], 0
                     continue
                 for line, (by, at) in found:
                     held = peerHave.get(by)

@@ -6,6 +6,7 @@ receive.
 """
 
 import os
+from itertools import accumulate
 
 import attr
 from twisted.application.service import Service
@@ -13,11 +14,11 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from gossip.format import CorruptLine, identify
-from gossip.intervals import Intervals, addKeys, difference
+from gossip.intervals import Intervals, addKeys, addSpans, covered, difference, spans
 from gossip.log import Log, entries, keyedBlocks
 from gossip.watcher import watcherFor
 
-__all__ = ["LogService"]
+__all__ = ["LogService", "Stretch"]
 
 # How many recent adds the service remembers the place of, so that a peer's
 # request for new adds does not rescan the log (a continuous session asks
@@ -215,22 +216,25 @@ class LogService(Service):
         @return: the L{gossip.log.Received}.
         """
         result = self.log.receive(lines)
-        appended = result.appended
+        appended = result.lines
         if appended:
-            first = appended[0][0]
+            first = result.start
             if first in (self._offset, self._offset + 1) and self._unchanged():
                 # Nothing else was appended since the service last read
                 # (but perhaps the end of a torn line), so these adds are
                 # new here too: take them as written rather than reading
                 # them back.
-                keys = [key for offset, line, key in appended]
-                addKeys(self.have, keys)
-                recent = self._recent
-                for offset, line, key in appended:
-                    recent[key] = (offset, len(line))
+                keys = result.keys
+                if result.spans is not None and len(keys) == len(result.held):
+                    # Every add held was appended: the spans are theirs.
+                    addSpans(self.have, result.spans)
+                else:
+                    addKeys(self.have, keys)
+                lengths = list(map(len, appended))
+                offsets = list(accumulate(lengths, initial=first))
+                self._recent.update(zip(keys, zip(offsets, lengths)))
                 self._trimRecent()
-                offset, line, key = appended[-1]
-                self._offset = offset + len(line)
+                self._offset = offsets[-1]
                 self._tell(keys, source)
             else:
                 self.changed()
@@ -240,9 +244,10 @@ class LogService(Service):
         """
         The lines of the adds named in C{wanted}, read from the log.
 
-        @return: an iterator of lists of C{(line, (by, at))}, LF included,
-            some of them empty: one for each stretch of the log read, so the
-            caller can let others run between them.
+        @return: an iterator, one item for each stretch of the log read (so
+            the caller can let others run between them): either a list of
+            C{(line, (by, at))}, LF included, perhaps empty, or a
+            L{Stretch} of adds that are all wanted.
         """
         left = sum(len(held) for held in wanted.values())
         sent = set()
@@ -263,6 +268,11 @@ class LogService(Service):
         get = wanted.get
         with self.log.open() as f:
             for checked in keyedBlocks(f):
+                keys = [entry[2] for entry in checked]
+                keySpans = spans(keys)
+                if keys and keySpans is not None and not sent and covered(wanted, keySpans):
+                    yield Stretch([entry[0] for entry in checked], keys, keySpans)
+                    continue
                 found = []
                 keep = found.append
                 for record, body, key in checked:
@@ -270,3 +280,33 @@ class LogService(Service):
                     if held is not None and key[1] in held and key not in sent:
                         keep((record + b"\n", key))
                 yield found
+
+
+class Stretch:
+    """
+    Adds read one after another from a log, each origin's serials following
+    one another: L{LogService.linesFor}'s way of handing over a stretch of
+    the log that is wanted whole.
+
+    @ivar records: the lines, without their LF.
+    @ivar keys: the C{(by, at)} of each.
+    @ivar spans: L{gossip.intervals.spans} of C{keys}.
+    """
+
+    __slots__ = ("records", "keys", "spans")
+
+    def __init__(self, records, keys, spans):
+        self.records = records
+        self.keys = keys
+        self.spans = spans
+
+    def __len__(self):
+        return len(self.records)
+
+    def __iter__(self):
+        """
+        The lines as L{LogService.linesFor} otherwise gives them:
+        C{(line, (by, at))}, LF included.
+        """
+        for record, key in zip(self.records, self.keys):
+            yield record + b"\n", key

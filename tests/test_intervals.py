@@ -236,3 +236,106 @@ class RunsTests(TestCase):
         self.assertEqual(
             Intervals(rangeList).covers(start, end), wanted <= membersOf(rangeList)
         )
+
+    @_quick
+    @given(rangeLists, ranges)
+    def test_overlaps(self, rangeList, asked):
+        """
+        A range overlaps the set when some member of it is in the set.
+        """
+        start, end = asked
+        self.assertEqual(
+            Intervals(rangeList).overlaps(start, end),
+            bool(set(range(start, end)) & membersOf(rangeList)),
+        )
+
+
+def consecutiveKeys():
+    """
+    Keys of a few origins, each origin's serials one after another from
+    some start, interleaved at random: a block of a log written in order.
+    """
+    origin = st.tuples(st.sampled_from([b"a", b"b", b"c"]), members, st.integers(1, 8))
+    return st.lists(origin, max_size=3, unique_by=lambda o: o[0]).flatmap(
+        lambda origins: st.permutations(
+            [(by, n) for by, start, length in origins for n in range(length)]
+        ).map(
+            lambda order: _numbered(order, {by: start for by, start, length in origins})
+        )
+    )
+
+
+def _numbered(order, starts):
+    """
+    Give each origin's keys in C{order} its serials from C{starts}, in turn.
+    """
+    following = dict(starts)
+    keys = []
+    for by, ignored in order:
+        keys.append((by, following[by]))
+        following[by] += 1
+    return keys
+
+
+class SpansTests(TestCase):
+    """
+    L{intervals.spans} and what uses them: L{intervals.addSpans},
+    L{intervals.covered} and L{intervals.overlapping}.
+    """
+
+    def test_example(self):
+        self.assertEqual(
+            intervals.spans([(b"x", 4), (b"y", 0), (b"x", 5)]),
+            {b"x": [4, 6], b"y": [0, 1]},
+        )
+        self.assertEqual(intervals.spans([]), {})
+        self.assertIsNone(intervals.spans([(b"x", 4), (b"x", 4)]))
+        self.assertIsNone(intervals.spans([(b"x", 4), (b"y", 0), (b"x", 6)]))
+        self.assertIsNone(intervals.spans([(b"x", 5), (b"x", 4)]))
+
+    @_quick
+    @given(consecutiveKeys())
+    def test_consecutive(self, keys):
+        """
+        Keys whose serials follow one another by origin have spans, which
+        name exactly those keys.
+        """
+        found = intervals.spans(keys)
+        self.assertIsNot(found, None)
+        self.assertEqual(
+            {(by, at) for by, (start, end) in found.items() for at in range(start, end)},
+            set(keys),
+        )
+        self.assertEqual(sum(end - start for start, end in found.values()), len(keys))
+
+    @_quick
+    @given(st.lists(st.tuples(st.sampled_from([b"x", b"y"]), members), max_size=12))
+    def test_any(self, keys):
+        """
+        Spans are given exactly when each origin's serials, in the order
+        given, go up by one.
+        """
+        serials = {}
+        for by, at in keys:
+            serials.setdefault(by, []).append(at)
+        follow = all(
+            later == earlier + 1
+            for ats in serials.values()
+            for earlier, later in zip(ats, ats[1:])
+        )
+        self.assertEqual(intervals.spans(keys) is not None, follow)
+
+    @_quick
+    @given(haves, consecutiveKeys())
+    def test_addAndOverlap(self, have, keys):
+        """
+        L{intervals.overlapping} says whether a summary holds any key of the
+        spans, and L{intervals.addSpans} adds all of them.
+        """
+        have = build(have)
+        before = flatten(have)
+        found = intervals.spans(keys)
+        self.assertEqual(intervals.overlapping(have, found), bool(before & set(keys)))
+        self.assertEqual(intervals.covered(have, found), set(keys) <= before)
+        intervals.addSpans(have, found)
+        self.assertEqual(flatten(have), before | set(keys))

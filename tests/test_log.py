@@ -823,6 +823,62 @@ class ReceiveTests(StateAssertions, TestCase):
         self.assertReceive([peerLine(1, value=b"other")], [])
         self.assertReceive([], [])
 
+    def test_consecutive(self):
+        """
+        Batches in which each origin's serials follow one another, as a
+        peer sends what a log lacks, are taken whole when all are new and
+        add by add when some are held.
+        """
+        first = [peerLine(0), peerLine(1), peerLine(0, by=b"other"), peerLine(2)]
+        result = self.log.receive(first)
+        self.assertEqual(result.spans, {b"peer": [0, 3], b"other": [0, 1]})
+        self.assertEqual(outcome(result), (first, 0))
+        self.assertReceive([peerLine(3), peerLine(4)], [peerLine(3), peerLine(4)])
+        self.assertReceive(
+            [peerLine(4), peerLine(5), peerLine(1, by=b"other")],
+            [peerLine(5), peerLine(1, by=b"other")],
+        )
+        self.assertEqual(haveOf(self.log.state())[b"peer"], set(range(6)))
+        self.assertEqual(haveOf(self.log.state())[b"other"], {0, 1})
+        self.assertState(self.log)
+        self.assertSaysNext(self.log)
+
+    @settings(max_examples=60, deadline=None)
+    @given(
+        st.lists(
+            st.lists(
+                st.tuples(st.sampled_from([b"p", b"q", b"r"]), st.integers(0, 12)),
+                max_size=12,
+            ),
+            max_size=5,
+        )
+    )
+    def test_batches(self, batches):
+        """
+        Whatever the batches, each key is appended once, the first time it
+        is given, and the log's state says what it holds.
+        """
+        log = Log(self.mktemp())
+        log.say([(b"m", b"first")])
+        held = {(by, at) for by, ats in haveOf(log.state()).items() for at in ats}
+        for batch in batches:
+            # Often each origin's serials in order, as peers send them.
+            if len(batch) % 2:
+                batch = sorted(batch, key=lambda key: key[1])
+            expected = []
+            for key in batch:
+                if key not in held:
+                    held.add(key)
+                    expected.append(peerLine(key[1], by=key[0]))
+            result = log.receive([peerLine(at, by=by) for by, at in batch])
+            self.assertEqual(outcome(result), (expected, 0))
+            self.assertEqual(result.held, list(batch))
+        state = log.state()
+        self.assertEqual(
+            {(by, at) for by, ats in haveOf(state).items() for at in ats}, held
+        )
+        self.assertState(log)
+
     def test_corrupt(self):
         """
         Lines that are not intact adds with a C{by} and C{at} are dropped and

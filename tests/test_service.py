@@ -16,7 +16,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from gossip.format import encodeAdd
 from gossip.intervals import Intervals
 from gossip.log import Log
-from gossip.service import LogService
+from gossip.service import LogService, Stretch
 from gossip.watcher import INotifyWatcher, PollingWatcher
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -181,6 +181,32 @@ class ServiceTests(SynchronousTestCase):
         self.addCleanup(fresh.stopService)
         found = [item for found in fresh.linesFor(wanted) for item in found]
         self.assertEqual(found, [(lines[1], (b"p", 1)), (lines[2], (b"p", 2))])
+
+    def test_linesForStretch(self):
+        """
+        A scan hands over a block of the log that is wanted whole, each
+        origin's serials following one another, as a L{Stretch}: the same
+        lines, and the spans of their keys.
+        """
+        lines = [
+            encodeAdd([(b"by", by), (b"at", b"%d" % i)]) for i in range(4) for by in (b"p", b"q")
+        ]
+        self.service.receive(lines)
+        fresh = LogService(Log(self.path), Clock(), useInotify=False)
+        fresh.startService()
+        self.addCleanup(fresh.stopService)
+        me = fresh.identity
+        keys = [(me, 0)] + [(by, i) for i in range(4) for by in (b"p", b"q")]
+        with open(self.path, "rb") as f:
+            mine = f.read().splitlines(True)[1]
+        everything = {b"p": Intervals([(0, 4)]), b"q": Intervals([(0, 4)]), me: Intervals([(0, 1)])}
+        [stretch] = fresh.linesFor(everything)
+        self.assertIsInstance(stretch, Stretch)
+        self.assertEqual(stretch.spans, {me: [0, 1], b"p": [0, 4], b"q": [0, 4]})
+        self.assertEqual(list(stretch), list(zip([mine] + lines, keys)))
+        # Part of it wanted: line by line.
+        [found] = fresh.linesFor({b"p": Intervals([(0, 4)]), b"q": Intervals([(1, 4)])})
+        self.assertEqual(found, [(line, key) for line, key in zip(lines, keys[1:]) if key != (b"q", 0)])
 
     def test_unclaimed(self):
         """

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SkipTest, TestCase
 
-from gossip import format
+from gossip import format, intervals
 from gossip.format import PYTHON, CorruptLine, encodeAdd, lineHash
 
 try:
@@ -105,6 +105,7 @@ class SpeedupsTests(TestCase):
             self.assertIs(format.speedups, _speedups)
             self.assertIs(format.decodeBody, _speedups.decodeBody)
             self.assertIs(format.checkRecords, _speedups.checkRecords)
+            self.assertIs(intervals.spans, _speedups.spans)
 
     @_many
     @given(st.lists(damagedLines(), max_size=8))
@@ -193,6 +194,32 @@ class SpeedupsTests(TestCase):
         )
         self.assertRaises(CorruptLine, _speedups.decodeBody, b"a=1&b")
 
+    @_many
+    @given(
+        st.lists(
+            st.tuples(
+                st.sampled_from([b"x", b"y", b"z"]),
+                st.one_of(st.integers(-2, 6), st.integers(2**63 - 2, 2**63 + 1)),
+            ),
+            max_size=12,
+        )
+    )
+    def test_spans(self, keys):
+        """
+        L{intervals.spans} in C gives what the Python gives, big serials
+        included.
+        """
+        self.assertEqual(_speedups.spans(keys), intervals.pythonSpans(keys))
+
+    def test_spansConsecutive(self):
+        """
+        Long runs, interleaved, have spans (which random keys rarely do).
+        """
+        keys = [(by, at) for at in range(2**64 - 3, 2**64 + 3) for by in (b"x", b"y")]
+        self.assertEqual(_speedups.spans(keys), {b"x": [2**64 - 3, 2**64 + 3], b"y": [2**64 - 3, 2**64 + 3]})
+        self.assertEqual(_speedups.spans(keys), intervals.pythonSpans(keys))
+        self.assertIsNone(_speedups.spans(keys + [(b"x", 0)]))
+
     def test_wrongTypes(self):
         """
         Anything but bytes is a TypeError, not a crash.
@@ -202,6 +229,10 @@ class SpeedupsTests(TestCase):
         self.assertRaises(TypeError, _speedups.checkRecords, 5)
         self.assertRaises(TypeError, _speedups.checkKeyed, [None], True, format.checkKeyedLine)
         self.assertRaises(TypeError, _speedups.configure, 1, 2)
+        self.assertRaises(TypeError, _speedups.spans, [(b"x", "1")])
+        self.assertRaises(TypeError, _speedups.spans, [(b"x",)])
+        self.assertRaises(TypeError, _speedups.spans, [([], 1)])
+        self.assertRaises(TypeError, _speedups.spans, 5)
 
     def test_checkErrors(self):
         """
