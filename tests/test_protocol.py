@@ -230,6 +230,47 @@ class OnceTests(SessionMixin, SynchronousTestCase):
         self.assertSame(a, b)
         self.assertEqual(len(adds(a.path)), len(seen) + saysA + saysB)
 
+    @given(
+        st.lists(
+            st.tuples(st.integers(0, 30), st.integers(0, 30)), min_size=1, max_size=3
+        ),
+        st.randoms(use_true_random=False),
+        st.integers(min_value=0, max_value=3),
+    )
+    @settings(
+        max_examples=30,
+        deadline=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture],
+    )
+    def test_convergeInOrder(self, counts, order, saysB):
+        """
+        Logs written in order, as real ones are, each origin's adds in
+        turn: a holds the first C{na} of each origin, b the first C{nb}.
+        Where b holds none, a's log goes over as whole stretches; either
+        way both end with the same set, each add once.
+        """
+        self.setUp()
+        self.patch(serviceModule, "_RECENT", 1)
+        origins = [b"o%d" % (i,) for i in range(len(counts))]
+
+        def interleaved(lengths):
+            turns = [by for by, n in zip(origins, lengths) for _ in range(n)]
+            order.shuffle(turns)
+            following = dict.fromkeys(origins, 0)
+            keys = []
+            for by in turns:
+                keys.append((by, following[by]))
+                following[by] += 1
+            return keys
+
+        a = self.node("log", interleaved([na for na, nb in counts]))
+        b = self.node("log", interleaved([nb for na, nb in counts]), saysB)
+        pa, pb = self.syncOnce(a, b)
+        self.assertTrue(pa.succeeded and pb.succeeded)
+        self.assertSame(a, b)
+        expected = sum(max(na, nb) for na, nb in counts)
+        self.assertEqual(len(adds(b.path)), expected + saysB)
+
     def test_largeAdd(self):
         """
         An add larger than one AMP value goes in parts and arrives intact.
