@@ -5,6 +5,7 @@ The daemon: C{twistd gossip --log LOG [--peer URL]... [--listen ENDPOINT]...}.
 
 import os
 import shlex
+import sys
 
 from twisted.application.service import MultiService, Service
 from twisted.logger import Logger
@@ -78,6 +79,18 @@ class Options(usage.Options):
         self["logs"] = []
         self["listen"] = []
         self["identity"] = []
+
+    def parseOptions(self, options=None):
+        try:
+            super().parseOptions(options)
+        except usage.UsageError as e:
+            if getattr(self, "parent", None) is None:
+                raise
+            # Under twistd, which would print all of its usage and then the
+            # error on standard output: one line on standard error instead,
+            # as gossip's own commands do.
+            sys.stderr.write(f"twistd gossip: {e} (see twistd gossip --help)\n")
+            raise SystemExit(1) from None
 
     def opt_listen(self, description):
         """
@@ -165,6 +178,7 @@ class Options(usage.Options):
                 raise usage.UsageError(
                     f"--listen {description}: give --tls-key, --tls-cert and --tls-ca"
                 )
+            self._checkListen(description)
         if any(not _isTLS(description) for description in self["listen"]):
             from gossip.ssh import SSHError, hostKey
 
@@ -194,6 +208,31 @@ class Options(usage.Options):
                             parseSSHURL(peer)
             except SSHError as e:
                 raise usage.UsageError(str(e))
+
+
+    def _checkListen(self, description):
+        """
+        Make the endpoint that a C{--listen} describes, without listening:
+        a mistake in it is a usage error now, not a traceback later.
+        """
+        from twisted.internet import reactor
+
+        if _isTLS(description):
+            from gossip.tls import TLSError, serverEndpoint
+
+            try:
+                serverEndpoint(reactor, description, self["tls"])
+            except TLSError as e:
+                raise usage.UsageError(f"--listen {description}: {e}")
+            return
+        from twisted.internet.endpoints import serverFromString
+
+        try:
+            serverFromString(reactor, description)
+        except Exception as e:
+            # Twisted's parsers raise ValueError, TypeError or OSError,
+            # with messages that name what was wrong.
+            raise usage.UsageError(f"--listen {description}: {e}")
 
 
 def _isTLS(description):

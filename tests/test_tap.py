@@ -186,6 +186,21 @@ class OptionsTests(SynchronousTestCase):
             usage.UsageError, parse, "--log", self.a, "--listen", "none", "--listen", "tcp:1"
         )
 
+    def test_badListen(self):
+        """
+        An endpoint description that Twisted cannot parse is a usage error
+        naming it, found before anything listens.
+        """
+        key = os.path.join(self.dir, "host")
+        for description in ["bogus:1", "tcp:abc", "tcp:1:bogus=2", ""]:
+            error = self.assertRaises(
+                usage.UsageError,
+                parse, "--log", self.a, "--listen", description, "--host-key", key,
+            )  # fmt: skip
+            self.assertTrue(str(error).startswith(f"--listen {description}: "), str(error))
+        options = parse("--log", self.a, "--listen", "tcp:0:interface=127.0.0.1", "--host-key", key)
+        self.assertEqual(options["listen"], ["tcp:0:interface=127.0.0.1"])
+
     def test_badHostKey(self):
         """
         A host key that is not one is a usage error naming it.
@@ -323,6 +338,34 @@ class PluginTests(TestCase):
         ) as ours:
             self.assertEqual(f.read(), ours.read())
         self.assertEqual(found[1], os.path.join(ROOT, "gossip", "tap.py"))
+
+    def test_usageError(self):
+        """
+        A mistake in C{twistd gossip}'s options is one line on standard
+        error and exit status 1, not twistd's whole usage.
+        """
+        elsewhere = os.path.abspath(self.mktemp())
+        os.makedirs(elsewhere)
+        for args, expected in [
+            (["--bogus"], "option --bogus not recognized"),
+            (["--peer", "ssh://h"], "--peer belongs to a --log: give --log first"),
+            (["--log", elsewhere], "Is a directory"),
+            (["--log", "a.log", "--listen", "bogus:1"], "--listen bogus:1: Unknown endpoint type"),
+            (["--log", "a.log", "--listen", "tcp:1:bogus=2"], "--listen tcp:1:bogus=2: "),
+        ]:
+            done = subprocess.run(
+                daemonCommand(os.path.join(elsewhere, "twistd.log"), *args),
+                capture_output=True,
+                env=ENV,
+                timeout=DEADLINE,
+                cwd=elsewhere,
+            )
+            self.assertEqual(done.returncode, 1, done.stderr)
+            self.assertEqual(done.stdout, b"")
+            lines = done.stderr.decode().splitlines()
+            self.assertEqual(len(lines), 1, lines)
+            self.assertTrue(lines[0].startswith("twistd gossip: "), lines)
+            self.assertIn(expected, lines[0])
 
     def test_lightImport(self):
         """
