@@ -580,7 +580,11 @@ def parseSSHURL(url):
 
     @raise SSHError: it is not such a URL.
     """
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as e:
+        # An unclosed "[", for one.
+        raise SSHError(f"{url}: {e}") from None
     if parts.scheme != "ssh" or parts.query or parts.fragment:
         raise SSHError(f"{url}: not an ssh://[USER@]HOST[:PORT][/LOGNAME] URL")
     try:

@@ -71,7 +71,10 @@ class URLTests(SynchronousTestCase):
         self.assertEqual(SSHPeer("h", 7422).knownHostsName, "[h]:7422")
 
     def test_bad(self):
-        for url in ["http://h", "ssh://", "ssh://h:x", "ssh://h/a/b", "ssh://h/?q"]:
+        for url in [
+            "http://h", "ssh://", "ssh://h:x", "ssh://h/a/b", "ssh://h/?q", "ssh://[::1",
+            "ssh://[::1]:99999", "ssh://h:-1",
+        ]:  # fmt: skip
             self.assertRaises(SSHError, parseSSHURL, url)
 
     def test_isCommandError(self):
