@@ -705,7 +705,7 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
             self.log.warn(
                 "dropped {count} corrupt adds from {peer}", count=corrupt, peer=self.peer
             )
-        self.received += len(result.appended)
+        self.received += len(result.lines)
         self.receivedBytes += sum(map(len, lines))
         if self._progress is not None:
             self._progress(self)
