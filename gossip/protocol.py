@@ -456,7 +456,10 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
         self._fail(ProtocolError(f"no answer for {self.timeOut:g} seconds"))
 
     def connectionLost(self, reason):
-        amp.AMP.connectionLost(self, reason)
+        # What AMP's does but for its log line: "disconnected from" below
+        # says more.
+        amp.BinaryBoxProtocol.connectionLost(self, reason)
+        self.transport = None
         self.setTimeout(None)
         if self._pinger is not None and self._pinger.running:
             self._pinger.stop()

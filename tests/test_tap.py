@@ -505,6 +505,8 @@ class DaemonTests(TestCase):
             )
             self.assertIsNotNone(match, daemon.log())
             counts[name] = int(match.group(1)), int(match.group(2))
+            # One line for the session's end, not AMP's as well.
+            self.assertNotIn("connection lost", daemon.log())
         self.assertGreaterEqual(counts["one"][1] + counts["two"][0], rounds)
         self.assertGreaterEqual(counts["one"][0] + counts["two"][1], rounds)
         # Stopping a daemon ends the serve processes it started.
