@@ -260,22 +260,18 @@ def covered(have, spans):
     """
     Whether C{have} holds every serial in L{spans}' result.
     """
-    for by, (start, end) in spans.items():
-        held = have.get(by)
-        if held is None or not held.covers(start, end):
-            return False
-    return True
+    return all(
+        by in have and have[by].covers(start, end) for by, (start, end) in spans.items()
+    )
 
 
 def overlapping(have, spans):
     """
     Whether C{have} holds any serial in L{spans}' result.
     """
-    for by, (start, end) in spans.items():
-        held = have.get(by)
-        if held is not None and held.overlaps(start, end):
-            return True
-    return False
+    return any(
+        by in have and have[by].overlaps(start, end) for by, (start, end) in spans.items()
+    )
 
 
 # The definition of spans above is the reference, and what runs where

@@ -458,11 +458,9 @@ class Log:
                 # Each origin's serials follow one another and are all new,
                 # as when a peer sends what this log lacks: take them all.
                 accepted = [entry[0] for entry in checked]
-                bodies = [entry[1] for entry in checked]
                 keys = held
             else:
                 accepted = []
-                bodies = []
                 keys = []
                 fresh = set()
                 for line, body, key in checked:
@@ -470,12 +468,10 @@ class Log:
                     if (mine is None or key[1] not in mine) and key not in fresh:
                         fresh.add(key)
                         accepted.append(line)
-                        bodies.append(body)
                         keys.append(key)
             if accepted:
                 result.start = self._append(
-                    fd, state, torn, accepted, bodies, keys,
-                    heldSpans if keys is held else None,
+                    fd, state, torn, accepted, keys, heldSpans if keys is held else None
                 )
                 result.lines = accepted
                 result.keys = keys
@@ -535,11 +531,12 @@ class Log:
         finally:
             os.close(fd)
 
-    def _append(self, fd, state, torn, lines, bodies=None, keys=None, keySpans=None):
+    def _append(self, fd, state, torn, lines, keys=None, keySpans=None):
         """
-        Write C{lines} (intact, whose C{bodies} and their C{keys} may be
-        given, and the L{spans} of those keys) at the end of the log.
+        Write C{lines}, intact adds, at the end of the log.
 
+        @param keys: for adds from a peer, the C{(by, at)} of each line.
+        @param keySpans: the L{spans} of C{keys}, if known.
         @return: the offset of the first line.
         """
         data = b"".join(lines)
@@ -552,7 +549,7 @@ class Log:
             os.fdatasync(fd)
         if torn:
             state.damaged += 1
-        if keys is not None and state.identity is not None and None not in keys:
+        if keys is not None and state.identity is not None:
             # Adds from a peer: nothing to learn from them but their keys.
             state.intact = True
             if keySpans is None:
@@ -560,8 +557,7 @@ class Log:
             else:
                 addSpans(state.have, keySpans)
         else:
-            if bodies is None:
-                bodies = [checkLine(line) for line in lines]
+            bodies = [checkLine(line) for line in lines]
             if keys is None:
                 keys = [False] * len(bodies)
             for body, key in zip(bodies, keys):
