@@ -24,8 +24,8 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from gossip.format import decodeBody, encodeAdd  # noqa: E402
-from gossip.log import entries  # noqa: E402
+from gossip.store.format import decodeBody, encodeAdd  # noqa: E402
+from gossip.store.logfile import entries  # noqa: E402
 from tests import original  # noqa: E402
 
 MB = 1e6
@@ -441,7 +441,7 @@ def main(argv=None):
     smallLog = logs[len(smallCounts) - 1][1]
     cli = {}
     cli["python -c pass"] = [python("pass") for _ in range(runs)]
-    cli["python -c 'import gossip.cli'"] = [python("import gossip.cli") for _ in range(runs)]
+    cli["python -c 'import gossip.cli.main'"] = [python("import gossip.cli.main") for _ in range(runs)]
 
     fresh = os.path.join(options.dir, "fresh")
     shutil.rmtree(fresh, ignore_errors=True)
@@ -450,8 +450,8 @@ def main(argv=None):
         gossip("say", os.path.join(fresh, f"f{i}.log"), "m=hello") for i in range(runs)
     ]
     compiled = compiledCopy(os.path.join(options.dir, "compiled"))
-    cli["python -c 'import gossip.cli', bytecode compiled"] = [
-        python("import gossip.cli", path=compiled) for _ in range(runs)
+    cli["python -c 'import gossip.cli.main', bytecode compiled"] = [
+        python("import gossip.cli.main", path=compiled) for _ in range(runs)
     ]
     cli["say, fresh log (cold), bytecode compiled"] = [
         gossip("say", os.path.join(fresh, f"c{i}.log"), "m=hello", path=compiled)

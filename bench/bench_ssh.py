@@ -47,7 +47,7 @@ from bench_sync import (  # noqa: E402
     sec,
     worst,
 )
-from gossip.log import Log  # noqa: E402
+from gossip.store.logfile import Log  # noqa: E402
 
 MB = 1e6
 # Every log synced here has this base name: peers must share it.
@@ -81,7 +81,7 @@ def leave(status):
     _exit(status)
 os._exit = leave
 sys.argv[0] = "gossip"
-from gossip.cli import run
+from gossip.cli.main import run
 profile.enable()
 try:
     run()
@@ -505,7 +505,7 @@ def importTime():
     and leaves as gossip's commands do (C{os._exit}: no teardown).
     """
     command = [
-        sys.executable, "-c", "import os, gossip.cli, gossip.commands, gossip.ssh; os._exit(0)"
+        sys.executable, "-c", "import os, gossip.cli.main, gossip.cli.commands, gossip.transport.ssh; os._exit(0)"
     ]
     start = time.perf_counter()
     subprocess.run(command, env=environment(), cwd=WORKDIR, check=True)
@@ -555,8 +555,8 @@ def timedReactor(reactor, marks):
 
 def inProcessFirstAdd(daemon, keys, directory, samples):
     """
-    In this process, under the reactor: L{gossip.ssh.SSHSyncEndpoint},
-    L{gossip.peer.SyncFactory} and L{gossip.service.LogService} syncing a
+    In this process, under the reactor: L{gossip.transport.ssh.SSHSyncEndpoint},
+    L{gossip.transport.peer.SyncFactory} and L{gossip.sync.service.LogService} syncing a
     new log once with the daemon, C{samples} times after one untimed run.
 
     @return: one dict of times (seconds after C{endpoint.connect()}) a run,
@@ -565,9 +565,9 @@ def inProcessFirstAdd(daemon, keys, directory, samples):
     from twisted.internet import reactor
     from twisted.internet.defer import ensureDeferred
 
-    from gossip.peer import SyncFactory
-    from gossip.service import LogService
-    from gossip.ssh import SSHPeer, SSHSyncEndpoint, loadIdentity
+    from gossip.transport.peer import SyncFactory
+    from gossip.sync.service import LogService
+    from gossip.transport.ssh import SSHPeer, SSHSyncEndpoint, loadIdentity
 
     local = os.path.join(directory, "in-process", NAME)
     os.makedirs(os.path.dirname(local), exist_ok=True)
@@ -900,7 +900,7 @@ def main(argv=None):
         imports = [importTime() for _ in range(samples)]
         print("  ssh 127.0.0.1 true (OpenSSH connect, log in, exit): " + stats(trues, ms))
         print(
-            "  python -c 'import gossip.cli, gossip.commands, gossip.ssh; os._exit(0)': "
+            "  python -c 'import gossip.cli.main, gossip.cli.commands, gossip.transport.ssh; os._exit(0)': "
             + stats(imports, ms)
         )
         print()
@@ -1031,7 +1031,7 @@ def main(argv=None):
     )
     print(f"| `ssh 127.0.0.1 true` (OpenSSH), median | {ms(statistics.median(trues))} | | |")
     print(
-        f"| `python -c 'import os, gossip.cli, gossip.commands, gossip.ssh; os._exit(0)'`, "
+        f"| `python -c 'import os, gossip.cli.main, gossip.cli.commands, gossip.transport.ssh; os._exit(0)'`, "
         f"median "
         f"| {ms(statistics.median(imports))} | | |"
     )

@@ -10,7 +10,7 @@ Logs are generated under --dir (default /tmp/gossip-bench-sync), never in
 the repository: the full run writes about 100 MB there.  The processes
 timed run gossip from this checkout, or from --code DIR (a copy with a
 change to measure); the logs and the in-process writes of the latency part
-always use this checkout's gossip.format and gossip.log.
+always use this checkout's gossip.store.format and gossip.store.logfile.
 docs/performance-sync.md says what is measured, how, and the results.
 """
 
@@ -32,8 +32,8 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from gossip.format import encodeAdd  # noqa: E402
-from gossip.log import Log  # noqa: E402
+from gossip.store.format import encodeAdd  # noqa: E402
+from gossip.store.logfile import Log  # noqa: E402
 from bench_log import calibrate, codeVersion as _codeVersion, loadAverage, machine  # noqa: E402
 
 MB = 1e6

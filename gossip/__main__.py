@@ -2,6 +2,6 @@
 C{python -m gossip}: the C{gossip} command.
 """
 
-from gossip.cli import run
+from gossip.cli.main import run
 
 run()

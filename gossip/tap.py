@@ -11,9 +11,9 @@ from twisted.application.service import MultiService, Service
 from twisted.logger import Logger
 from twisted.python import usage
 
-from gossip.log import Log, LogError
-from gossip.peer import Reach, isURL, peerService
-from gossip.service import LogService
+from gossip.store.logfile import Log, LogError
+from gossip.transport.peer import Reach, isURL, peerService
+from gossip.sync.service import LogService
 
 __all__ = ["DEFAULT_LISTEN", "Options", "makeService"]
 
@@ -164,7 +164,7 @@ class Options(usage.Options):
             raise usage.UsageError("give all of --tls-key, --tls-cert and --tls-ca, or none")
         self["tls"] = None
         if all(given):
-            from gossip.tls import TLSError, TLSFiles
+            from gossip.transport.tls import TLSError, TLSFiles
 
             self["tls"] = TLSFiles(
                 key=self["tls-key"], cert=self["tls-cert"], ca=self["tls-ca"]
@@ -180,7 +180,7 @@ class Options(usage.Options):
                 )
             self._checkListen(description)
         if any(not _isTLS(description) for description in self["listen"]):
-            from gossip.ssh import SSHError, hostKey
+            from gossip.transport.ssh import SSHError, hostKey
 
             try:
                 self["ssh-host-key"] = hostKey(self["host-key"])
@@ -197,7 +197,7 @@ class Options(usage.Options):
             for path, peers in self["logs"]
             for peer in peers
         ):
-            from gossip.ssh import SSHError, loadIdentity, parseSSHURL
+            from gossip.transport.ssh import SSHError, loadIdentity, parseSSHURL
 
             try:
                 for path in self["identity"]:
@@ -218,7 +218,7 @@ class Options(usage.Options):
         from twisted.internet import reactor
 
         if _isTLS(description):
-            from gossip.tls import TLSError, serverEndpoint
+            from gossip.transport.tls import TLSError, serverEndpoint
 
             try:
                 serverEndpoint(reactor, description, self["tls"])
@@ -315,7 +315,7 @@ def makeService(config, reactor=None):
 def _listeners(reactor, config, services):
     from twisted.internet.endpoints import serverFromString
 
-    from gossip.sessions import Sessions
+    from gossip.sync.sessions import Sessions
 
     sessions = Sessions(
         reactor,
@@ -327,14 +327,14 @@ def _listeners(reactor, config, services):
     listeners = MultiService()
     for description in config["listen"]:
         if _isTLS(description):
-            from gossip.tls import serverEndpoint
+            from gossip.transport.tls import serverEndpoint
 
             endpoint = serverEndpoint(reactor, description, config["tls"])
             factory = sessions.tlsFactory()
             kind = "TLS"
         else:
-            from gossip.authorized import AuthorizedKeys
-            from gossip.ssh import serverFactory
+            from gossip.transport.authorized import AuthorizedKeys
+            from gossip.transport.ssh import serverFactory
 
             endpoint = serverFromString(reactor, description)
             authorized = AuthorizedKeys(config["authorized-keys"])

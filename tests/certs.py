@@ -1,5 +1,5 @@
 """
-A small private PKI written to a directory, for tests of L{gossip.tls}.
+A small private PKI written to a directory, for tests of L{gossip.transport.tls}.
 """
 
 import datetime
@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from gossip.tls import TLSFiles
+from gossip.transport.tls import TLSFiles
 
 __all__ = ["makeCertificates"]
 

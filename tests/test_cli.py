@@ -1,5 +1,5 @@
 """
-Tests for L{gossip.cli}, L{gossip.output} and L{gossip.chat}: the C{gossip}
+Tests for L{gossip.cli.main}, L{gossip.cli.output} and L{gossip.cli.chat}: the C{gossip}
 command, run as real processes on real files.
 
 Every wait for another process is bounded by a deadline, and polls rather
@@ -17,7 +17,7 @@ from base64 import b64decode
 
 from twisted.trial.unittest import SkipTest, TestCase
 
-from gossip.format import decodeLine, encodeAdd
+from gossip.store.format import decodeLine, encodeAdd
 from tests import original
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -838,7 +838,7 @@ class ProgramTests(CommandTestCase):
         """
         code = (
             "import sys\n"
-            "from gossip.cli import main\n"
+            "from gossip.cli.main import main\n"
             "status = main(sys.argv[1:])\n"
             "loaded = sorted(m for m in sys.modules if m.split('.')[0] in ('twisted', 'zope'))\n"
             "assert 'twisted.internet.reactor' not in sys.modules, loaded\n"
@@ -867,12 +867,12 @@ class ProgramTests(CommandTestCase):
         """
         code = (
             "import sys\n"
-            "import gossip.commands\n"
+            "import gossip.cli.commands\n"
             "assert 'OpenSSL' not in sys.modules\n"
             "assert 'twisted.internet.ssl' not in sys.modules\n"
             "from twisted.internet import ssl\n"
             "assert ssl.supported\n"
-            "import gossip.tls\n"
+            "import gossip.transport.tls\n"
         )
         done = subprocess.run(
             [sys.executable, "-c", code], capture_output=True, env=ENV, timeout=DEADLINE

@@ -1,5 +1,5 @@
 """
-Tests for L{gossip.commands} and L{gossip.peer}: C{gossip sync}, C{gossip
+Tests for L{gossip.cli.commands} and L{gossip.transport.peer}: C{gossip sync}, C{gossip
 serve} and C{gossip clone}, run as real processes on real files.
 
 Every wait for another process is bounded by a deadline, and polls rather
@@ -19,8 +19,8 @@ import time
 
 from twisted.trial.unittest import TestCase
 
-from gossip.format import CorruptLine, decodeLine, encodeAdd, identify
-from gossip.log import Log, entries
+from gossip.store.format import CorruptLine, decodeLine, encodeAdd, identify
+from gossip.store.logfile import Log, entries
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = dict(os.environ, PYTHONPATH=ROOT)
@@ -610,7 +610,7 @@ class LargeAddTests(TestCase):
 
 class WidenPipeTests(TestCase):
     """
-    L{gossip.peer.widenPipe}.
+    L{gossip.transport.peer.widenPipe}.
     """
 
     def test_pipe(self):
@@ -619,7 +619,7 @@ class WidenPipeTests(TestCase):
         """
         import fcntl
 
-        from gossip.peer import widenPipe
+        from gossip.transport.peer import widenPipe
 
         reader, writer = os.pipe()
         self.addCleanup(os.close, reader)
@@ -631,7 +631,7 @@ class WidenPipeTests(TestCase):
         """
         Anything else is left alone, without an error.
         """
-        from gossip.peer import widenPipe
+        from gossip.transport.peer import widenPipe
 
         with tempfile.TemporaryFile() as f:
             widenPipe(f.fileno())

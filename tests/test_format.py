@@ -1,5 +1,5 @@
 """
-Tests for L{gossip.format}: the log line format, against the test vectors,
+Tests for L{gossip.store.format}: the log line format, against the test vectors,
 the spec's examples and the original gossip.py's algorithms.
 """
 
@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import TestCase
 
-from gossip.format import (
+from gossip.store.format import (
     CorruptLine,
     checkKeyedLine,
     checkKeyedLines,
@@ -27,7 +27,7 @@ from gossip.format import (
     identify,
     lineHash,
 )
-from gossip.log import entries
+from gossip.store.logfile import entries
 from tests import original
 
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
@@ -651,7 +651,7 @@ class LongRecordTests(TestCase):
     @given(st.binary(max_size=40).map(lambda b: bytes(b"ab=&<>\n%"[x % 8] for x in b)))
     @settings(max_examples=300, deadline=None)
     def test_sameVerdict(self, body):
-        from gossip import format as formatModule
+        from gossip.store import format as formatModule
 
         for record in (
             lineHash(body) + b" %d<" % len(body) + body + b">%d" % len(body),

@@ -1,5 +1,5 @@
 """
-Tests for L{gossip.intervals}: sets of integers kept as ranges, checked
+Tests for L{gossip.store.intervals}: sets of integers kept as ranges, checked
 against Python's sets.
 """
 
@@ -7,8 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import TestCase
 
-from gossip import intervals
-from gossip.intervals import Intervals
+from gossip.store import intervals
+from gossip.store.intervals import Intervals
 
 _quick = settings(max_examples=100, deadline=None)
 

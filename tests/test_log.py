@@ -1,5 +1,5 @@
 """
-Tests for L{gossip.log}: reading a log forwards and backwards through
+Tests for L{gossip.store.logfile}: reading a log forwards and backwards through
 damage, appending from many processes and after killed writers, the state
 cache, receiving adds from peers, and saying.
 """
@@ -19,9 +19,9 @@ from hypothesis import strategies as st
 from twisted.trial.unittest import SkipTest, TestCase
 
 import gossip
-from gossip import log as logModule
-from gossip.format import checkLine, decodeBody, decodeLine, encodeAdd, identify, lineHash
-from gossip.log import (
+from gossip.store import logfile as logModule
+from gossip.store.format import checkLine, decodeBody, decodeLine, encodeAdd, identify, lineHash
+from gossip.store.logfile import (
     RESERVED,
     Log,
     LogError,
@@ -456,7 +456,7 @@ class DamageTests(StateAssertions, TestCase):
 
 _WRITER = r"""
 import sys
-from gossip.log import Log
+from gossip.store.logfile import Log
 
 path, who = sys.argv[1], sys.argv[2].encode()
 log = Log(path)
@@ -518,7 +518,7 @@ class ConcurrencyTests(TestCase):
 # lock until it is killed.
 _TORN_WRITER = r"""
 import os, sys
-from gossip.log import Log
+from gossip.store.logfile import Log
 
 def tornWrite(fd, data, write=os.write):
     data = bytes(data)

@@ -1,5 +1,5 @@
 """
-Tests for L{gossip.protocol}: sync sessions between real log files over
+Tests for L{gossip.sync.protocol}: sync sessions between real log files over
 in-memory transports (L{twisted.test.iosim}), with a fake clock.
 """
 
@@ -12,11 +12,11 @@ from twisted.internet.task import Clock
 from twisted.test import iosim
 from twisted.trial.unittest import SynchronousTestCase
 
-from gossip import service as serviceModule
-from gossip.format import decodeBody, encodeAdd, identify
-from gossip.intervals import Intervals
-from gossip.log import Log, entries
-from gossip.protocol import (
+from gossip.sync import service as serviceModule
+from gossip.store.format import decodeBody, encodeAdd, identify
+from gossip.store.intervals import Intervals
+from gossip.store.logfile import Log, entries
+from gossip.sync.protocol import (
     VALUE_LIMIT,
     Adds,
     ProtocolError,
@@ -24,7 +24,7 @@ from gossip.protocol import (
     decodeRanges,
     encodeRanges,
 )
-from gossip.service import LogService
+from gossip.sync.service import LogService
 
 
 def adds(path):
@@ -398,7 +398,7 @@ class HostileTests(SessionMixin, SynchronousTestCase):
         """
         A malformed summary ends the session; the log is untouched.
         """
-        from gossip.protocol import Have
+        from gossip.sync.protocol import Have
 
         a = self.node("log")
         b = self.node("log", [(b"p", 0)])

@@ -1,12 +1,12 @@
 """
-Tests for L{gossip.query}: which adds an ask matches, as in the original.
+Tests for L{gossip.store.query}: which adds an ask matches, as in the original.
 """
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import TestCase
 
-from gossip.query import Query
+from gossip.store.query import Query
 
 _quick = settings(max_examples=200, deadline=None)
 

@@ -1,5 +1,5 @@
 """
-Tests for L{gossip.service} and L{gossip.watcher}: a log service noticing
+Tests for L{gossip.sync.service} and L{gossip.sync.watcher}: a log service noticing
 adds appended by other processes, with the real reactor and real files.
 """
 
@@ -13,11 +13,11 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock, deferLater
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from gossip.format import encodeAdd
-from gossip.intervals import Intervals
-from gossip.log import Log
-from gossip.service import LogService, Stretch
-from gossip.watcher import INotifyWatcher, PollingWatcher
+from gossip.store.format import encodeAdd
+from gossip.store.intervals import Intervals
+from gossip.store.logfile import Log
+from gossip.sync.service import LogService, Stretch
+from gossip.sync.watcher import INotifyWatcher, PollingWatcher
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

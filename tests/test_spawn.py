@@ -1,5 +1,5 @@
 """
-Tests for L{gossip.spawn} and L{gossip.peer.SpawnedEndpoint}: a peer
+Tests for L{gossip.transport.spawn} and L{gossip.transport.peer.SpawnedEndpoint}: a peer
 command started before the reactor, then spoken to through it, as real
 processes.
 """
@@ -15,8 +15,8 @@ from twisted.internet.error import ConnectionDone, ProcessTerminated
 from twisted.internet.protocol import Factory, Protocol
 from twisted.trial.unittest import TestCase
 
-from gossip.peer import SpawnedEndpoint
-from gossip.spawn import SpawnError, isURL, peerCommand, spawn
+from gossip.transport.peer import SpawnedEndpoint
+from gossip.transport.spawn import SpawnError, isURL, peerCommand, spawn
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -213,8 +213,8 @@ class LateSpawnTests(TestCase):
     async def test_startsPeer(self):
         from argparse import Namespace
 
-        from gossip import commands
-        from gossip.log import Log
+        from gossip.cli import commands
+        from gossip.store.logfile import Log
 
         directory = self.mktemp()
         os.makedirs(os.path.join(directory, "peer"))

@@ -1,5 +1,5 @@
 """
-Tests for gossip._speedups: the C versions of L{gossip.format}'s hot
+Tests for gossip.store._speedups: the C versions of L{gossip.store.format}'s hot
 functions agree with the Python ones, on intact adds and on hostile input.
 
 These are skipped when the C module is not built, unless
@@ -13,14 +13,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SkipTest, TestCase
 
-from gossip import format, intervals
-from gossip.format import PYTHON, CorruptLine, encodeAdd, lineHash
+from gossip.store import format
+from gossip.store import intervals
+from gossip.store.format import PYTHON, CorruptLine, encodeAdd, lineHash
 
 try:
-    from gossip import _speedups
+    from gossip.store import _speedups
 except ImportError as e:
     _speedups = None
-    _why = f"gossip._speedups is not built ({e})"
+    _why = f"gossip.store._speedups is not built ({e})"
 
 _many = settings(max_examples=400, deadline=None)
 
@@ -96,7 +97,7 @@ class SpeedupsTests(TestCase):
 
     def test_inUse(self):
         """
-        Unless turned off, L{gossip.format} uses the C functions.
+        Unless turned off, L{gossip.store.format} uses the C functions.
         """
         if os.environ.get("GOSSIP_NO_SPEEDUPS"):
             self.assertIs(format.speedups, None)

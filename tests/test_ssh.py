@@ -1,5 +1,5 @@
 """
-Tests for L{gossip.ssh} and L{gossip.sessions}: gossip's Conch server and
+Tests for L{gossip.transport.ssh} and L{gossip.sync.sessions}: gossip's Conch server and
 client, in this process, over real loopback TCP connections and real files.
 
 The tests that bring in OpenSSH's own client and server are in
@@ -18,12 +18,12 @@ from twisted.internet.task import deferLater
 from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from gossip.authorized import AuthorizedKeys
-from gossip.log import Log
-from gossip.peer import CommandError, SyncFactory
-from gossip.service import LogService
-from gossip.sessions import Sessions
-from gossip.ssh import (
+from gossip.transport.authorized import AuthorizedKeys
+from gossip.store.logfile import Log
+from gossip.transport.peer import CommandError, SyncFactory
+from gossip.sync.service import LogService
+from gossip.sync.sessions import Sessions
+from gossip.transport.ssh import (
     SSHError,
     SSHPeer,
     SSHSyncEndpoint,
@@ -388,7 +388,7 @@ class SyncTests(ServerMixin, TestCase):
         protocol = await self.endpoint().connect(factory)
         await protocol.whenHandshaken()
         line = open(client.path, "rb").readlines()[-1]
-        from gossip.protocol import Adds
+        from gossip.sync.protocol import Adds
 
         try:
             await protocol.callRemote(Adds, lines=line)
@@ -612,7 +612,7 @@ class ChannelWindowTests(SynchronousTestCase):
     """
 
     def channel(self, window):
-        from gossip.ssh import _SyncChannel
+        from gossip.transport.ssh import _SyncChannel
 
         connection = _RecordingConnection()
         channel = _SyncChannel(remoteWindow=window, remoteMaxPacket=1000, conn=connection)
@@ -653,7 +653,7 @@ class ChannelWindowTests(SynchronousTestCase):
         The server's channel ends with an exit status, before its end of
         file: 0 unless the session failed.
         """
-        from gossip.ssh import _ServerChannel
+        from gossip.transport.ssh import _ServerChannel
 
         class Session:
             def __init__(self, failure):

@@ -20,8 +20,9 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from gossip import peer, tap
-from gossip.service import LogService
+from gossip import tap
+from gossip.transport import peer
+from gossip.sync.service import LogService
 from tests.test_commands import (
     DEADLINE,
     ENV,

@@ -1,5 +1,5 @@
 """
-Tests for L{gossip.tls}: real TLS connections over loopback TCP between
+Tests for L{gossip.transport.tls}: real TLS connections over loopback TCP between
 nodes holding certificates from L{tests.certs}, and the parsing of files,
 descriptions and URLs.
 """
@@ -29,7 +29,7 @@ from twisted.protocols.basic import LineReceiver
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface import implementer
 
-from gossip.tls import DEFAULT_PORT, TLSError, TLSFiles, clientEndpoint, parseTLSURL, peerName, serverEndpoint
+from gossip.transport.tls import DEFAULT_PORT, TLSError, TLSFiles, clientEndpoint, parseTLSURL, peerName, serverEndpoint
 from tests.certs import makeCertificates
 
 

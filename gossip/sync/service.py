@@ -13,10 +13,10 @@ from twisted.application.service import Service
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from gossip.format import CorruptLine, identify
-from gossip.intervals import Intervals, addKeys, addSpans, covered, difference, spans
-from gossip.log import Log, entries, keyedBlocks
-from gossip.watcher import watcherFor
+from gossip.store.format import CorruptLine, identify
+from gossip.store.intervals import Intervals, addKeys, addSpans, covered, difference, spans
+from gossip.store.logfile import Log, entries, keyedBlocks
+from gossip.sync.watcher import watcherFor
 
 __all__ = ["LogService", "Stretch"]
 
@@ -76,7 +76,7 @@ class LogService(Service):
         """
         Create the log if needed, read what it holds and start watching it.
 
-        @raise gossip.log.LogError: if it cannot be read or created.
+        @raise gossip.store.logfile.LogError: if it cannot be read or created.
         """
         self._load()
         Service.startService(self)
@@ -213,7 +213,7 @@ class LogService(Service):
 
         @param source: the session they came from, which need not hear of
             them.
-        @return: the L{gossip.log.Received}.
+        @return: the L{gossip.store.logfile.Received}.
         """
         result = self.log.receive(lines)
         appended = result.lines
@@ -290,7 +290,7 @@ class Stretch:
 
     @ivar records: the lines, without their LF.
     @ivar keys: the C{(by, at)} of each.
-    @ivar spans: L{gossip.intervals.spans} of C{keys}.
+    @ivar spans: L{gossip.store.intervals.spans} of C{keys}.
     """
 
     __slots__ = ("records", "keys", "spans")

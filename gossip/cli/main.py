@@ -12,7 +12,7 @@ import os
 import sys
 
 from gossip import __version__
-from gossip.log import RESERVED, Log, LogError
+from gossip.store.logfile import RESERVED, Log, LogError
 
 __all__ = ["main"]
 
@@ -99,8 +99,8 @@ def _say(options):
 
 
 def _ask(options):
-    from gossip.output import FORMATS, follow, lastMatches, printMatches
-    from gossip.query import Query
+    from gossip.cli.output import FORMATS, follow, lastMatches, printMatches
+    from gossip.store.query import Query
 
     query = Query([_term(text) for text in options.terms])
     write = FORMATS[options.format]
@@ -116,7 +116,7 @@ def _ask(options):
 
 
 def _chat(options):
-    from gossip.chat import chat
+    from gossip.cli.chat import chat
 
     nick = options.nick or os.environ.get("LOGNAME") or os.environ.get("USER") or "anonymous"
     return chat(Log(options.log), nick.encode("utf-8", "surrogateescape"))
@@ -314,7 +314,7 @@ def _reactorCommand(name):
             _prepareClone(options)
         if name in ("sync", "clone"):
             _startPeer(options)
-        from gossip import commands
+        from gossip.cli import commands
 
         return getattr(commands, name)(options)
 
@@ -334,7 +334,7 @@ def _prepareClone(options):
     Check C{gossip clone}'s names, and make its options those of a one-shot
     sync that creates NEWLOG.
     """
-    from gossip.spawn import isURL
+    from gossip.transport.spawn import isURL
 
     if os.path.lexists(options.newlog):
         raise LogError(f"clone: {options.newlog} already exists")
@@ -359,9 +359,9 @@ def _prepareClone(options):
 def _startPeer(options):
     """
     Start the peer command of a sync (not a URL's), so that it starts up
-    while this process imports Twisted; see L{gossip.spawn}.
+    while this process imports Twisted; see L{gossip.transport.spawn}.
     """
-    from gossip.spawn import SpawnError, isURL, spawnPeer
+    from gossip.transport.spawn import SpawnError, isURL, spawnPeer
 
     options.spawned = None
     if options.peer is not None and isURL(options.peer):

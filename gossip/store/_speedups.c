@@ -1,7 +1,7 @@
 /*
  * The log format's hot loops in C: checking lines and decoding bodies.
  *
- * gossip.format holds the definition of each function here, in Python, and
+ * gossip.store.format holds the definition of each function here, in Python, and
  * uses these instead when this module is built.  They must agree exactly
  * (tests/test_speedups.py checks that they do, on hostile input): a line
  * is
@@ -20,7 +20,7 @@
 #include <Python.h>
 #include <string.h>
 
-/* Set by configure(): gossip.format.CorruptLine and hashlib.sha256. */
+/* Set by configure(): gossip.store.format.CorruptLine and hashlib.sha256. */
 static PyObject *corruptLine = NULL;
 static PyObject *sha256 = NULL;
 static PyObject *digestName = NULL;
@@ -229,7 +229,7 @@ static int
 checkConfigured(void)
 {
     if (sha256 == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "gossip._speedups is not configured");
+        PyErr_SetString(PyExc_RuntimeError, "gossip.store._speedups is not configured");
         return 0;
     }
     return 1;
@@ -640,7 +640,7 @@ error:
 
 PyDoc_STRVAR(spansDoc,
 "spans(keys) -> dict or None\n\n"
-"gossip.intervals.spans: for (by, at) pairs, {by: [start, end]} where\n"
+"gossip.store.intervals.spans: for (by, at) pairs, {by: [start, end]} where\n"
 "each origin's serials go up by one, else None.");
 
 static PyObject *
@@ -766,8 +766,8 @@ static PyMethodDef methods[] = {
 
 static struct PyModuleDef moduleDef = {
     PyModuleDef_HEAD_INIT,
-    "gossip._speedups",
-    "The log format's hot loops in C; see gossip.format.",
+    "gossip.store._speedups",
+    "The log format's hot loops in C; see gossip.store.format.",
     -1,
     methods,
     NULL,

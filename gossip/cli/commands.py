@@ -2,7 +2,7 @@
 """
 The reactor's commands: C{gossip serve}, C{gossip sync} and C{gossip clone}.
 
-L{gossip.cli} imports this module only when one of them runs, so that the
+L{gossip.cli.main} imports this module only when one of them runs, so that the
 other commands never pay for importing Twisted.
 """
 
@@ -22,8 +22,8 @@ from twisted.logger import (
     globalLogBeginner,
 )
 
-from gossip.log import Log, LogError
-from gossip.peer import (
+from gossip.store.logfile import Log, LogError
+from gossip.transport.peer import (
     CommandError,
     Reach,
     SpawnedEndpoint,
@@ -32,8 +32,8 @@ from gossip.peer import (
     urlEndpoint,
     widenPipe,
 )
-from gossip.service import LogService
-from gossip.spawn import SpawnError, spawnPeer
+from gossip.sync.service import LogService
+from gossip.transport.spawn import SpawnError, spawnPeer
 
 __all__ = ["clone", "serve", "sync"]
 
@@ -63,7 +63,7 @@ def _startLogging(verbose, quietSessions=False):
             return PredicateResult.yes
         if level < LogLevel.warn:
             return PredicateResult.no
-        if quietSessions and namespace.startswith("gossip.protocol") and "log_failure" not in event:
+        if quietSessions and namespace.startswith("gossip.sync.protocol") and "log_failure" not in event:
             return PredicateResult.no
         return PredicateResult.yes
 
@@ -165,7 +165,7 @@ def reach(options):
     if any(given):
         if not all(given):
             raise CommandError("give all of --tls-key, --tls-cert and --tls-ca, or none")
-        from gossip.tls import TLSFiles
+        from gossip.transport.tls import TLSFiles
 
         files = TLSFiles(key=options.tls_key, cert=options.tls_cert, ca=options.tls_ca)
     return Reach(
@@ -183,7 +183,7 @@ async def _sync(reactor, options):
         endpoint, want = urlEndpoint(reactor, options.peer, reach(options))
         name = options.peer
     else:
-        # The command started before Twisted was imported (see gossip.spawn),
+        # The command started before Twisted was imported (see gossip.transport.spawn),
         # unless LOG was missing then and has been made since.
         spawned = options.spawned
         if spawned is None:

@@ -439,7 +439,7 @@ def identify(body):
     return by, int(at)
 
 
-# The Python definitions above are the reference; gossip._speedups, when it
+# The Python definitions above are the reference; gossip.store._speedups, when it
 # was built (see setup.py), does the same in C for the functions that run
 # once an add.  GOSSIP_NO_SPEEDUPS=1 in the environment keeps the Python.
 PYTHON = {
@@ -452,7 +452,7 @@ PYTHON = {
 
 def _speedUp():
     """
-    Replace the functions in L{PYTHON} with gossip._speedups' where it is
+    Replace the functions in L{PYTHON} with gossip.store._speedups' where it is
     built and not turned off.
 
     @return: the C module, or L{None}.
@@ -460,7 +460,7 @@ def _speedUp():
     if _environ.get("GOSSIP_NO_SPEEDUPS"):
         return None
     try:
-        from gossip import _speedups
+        from gossip.store import _speedups
     except ImportError:
         return None
     _speedups.configure(CorruptLine, sha256)

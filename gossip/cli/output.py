@@ -10,9 +10,9 @@ import os
 import sys
 from base64 import b64encode
 
-from gossip.follow import FileWaiter
-from gossip.format import decodeBody
-from gossip.log import entries, reverseEntries
+from gossip.cli.follow import FileWaiter
+from gossip.store.format import decodeBody
+from gossip.store.logfile import entries, reverseEntries
 
 __all__ = ["FORMATS", "follow", "lastMatches", "printMatches", "readable", "standardOutput"]
 

@@ -18,7 +18,7 @@ from twisted.internet.task import LoopingCall, deferLater
 from twisted.logger import Logger
 from twisted.protocols.policies import TimeoutMixin
 
-from gossip.intervals import (
+from gossip.store.intervals import (
     Intervals,
     addSpans,
     count,
@@ -27,7 +27,7 @@ from gossip.intervals import (
     overlapping,
     runs,
 )
-from gossip.service import Stretch
+from gossip.sync.service import Stretch
 
 
 def _importAMP():

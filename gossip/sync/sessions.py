@@ -6,7 +6,7 @@ The sessions a daemon accepts: which of its logs a peer may sync, and how.
 import attr
 from twisted.internet.protocol import Factory
 
-from gossip.protocol import Refused, SyncProtocol
+from gossip.sync.protocol import Refused, SyncProtocol
 
 __all__ = ["Sessions"]
 
@@ -17,7 +17,7 @@ class Sessions:
     What the daemon's servers offer: its logs by name, each chosen by the
     peer's hello within what the peer's grant allows.
 
-    @ivar services: L{gossip.service.LogService}s by log name.
+    @ivar services: L{gossip.sync.service.LogService}s by log name.
     @ivar anyName: let a peer whose log has another name sync the one log
         served, if only one is.
     """
@@ -32,7 +32,7 @@ class Sessions:
         """
         A sync session for the peer described by C{peer}.
 
-        @param grant: what the peer may do (a L{gossip.authorized.Grant}),
+        @param grant: what the peer may do (a L{gossip.transport.authorized.Grant}),
             or L{None} for anything.
         """
         return SyncProtocol(

@@ -10,10 +10,10 @@ the two can chat with each other through one log.
 import os
 import sys
 
-from gossip.follow import FileWaiter
-from gossip.format import decodeBody
-from gossip.log import entries, reverseEntries
-from gossip.output import readable, standardOutput
+from gossip.cli.follow import FileWaiter
+from gossip.store.format import decodeBody
+from gossip.store.logfile import entries, reverseEntries
+from gossip.cli.output import readable, standardOutput
 
 __all__ = ["chat", "describe"]
 

@@ -8,7 +8,7 @@ C{[(0, 120), (125, 130)]} means serials 0-119 and 125-129.
 
 from bisect import bisect_right
 
-from gossip.format import speedups as _speedups
+from gossip.store.format import speedups as _speedups
 
 __all__ = [
     "Intervals",
@@ -275,7 +275,7 @@ def overlapping(have, spans):
 
 
 # The definition of spans above is the reference, and what runs where
-# gossip._speedups is not built (see gossip.format); the C one is faster.
+# gossip.store._speedups is not built (see gossip.store.format); the C one is faster.
 pythonSpans = spans
 if _speedups is not None:
     spans = _speedups.spans

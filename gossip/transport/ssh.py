@@ -5,7 +5,7 @@ subsystem to peers whose keys an C{authorized_keys} file lists, and the
 client that reaches such a server (or a stock OpenSSH server running
 C{gossip serve --stdio}) from an C{ssh://} URL.
 
-Both ends carry the sync protocol of L{gossip.protocol} unchanged, on one
+Both ends carry the sync protocol of L{gossip.sync.protocol} unchanged, on one
 session channel whose writes wait for the peer's SSH window.
 """
 
@@ -56,8 +56,8 @@ from twisted.python.failure import Failure
 from twisted.python.filepath import FilePath
 from zope.interface import implementer
 
-from gossip.authorized import KeyChecker, SSHPrivateKeyFrom
-from gossip.peer import CommandError
+from gossip.transport.authorized import KeyChecker, SSHPrivateKeyFrom
+from gossip.transport.peer import CommandError
 
 __all__ = [
     "SSHError",
@@ -533,7 +533,7 @@ def serverFactory(
 
     @param sessions: the L{Sessions} it offers.
     @param key: its host key (a private L{keys.Key}).
-    @param authorizedKeys: the L{gossip.authorized.AuthorizedKeys} that
+    @param authorizedKeys: the L{gossip.transport.authorized.AuthorizedKeys} that
         says who may connect.
     @param maxUnauthenticated: how many connections may be open before
         they authenticate; more are closed at once.

@@ -11,7 +11,7 @@ which C{(by, at)} it has) is kept in a cache file beside it so that opening
 a large log does not rescan it; the cache is checked against the log under
 the lock and costs a rescan, never a wrong answer, when it is stale.
 
-Like L{gossip.format}, this module uses only the standard library, so that
+Like L{gossip.store.format}, this module uses only the standard library, so that
 C{gossip say} and C{gossip ask} start fast.
 """
 
@@ -22,7 +22,7 @@ from hashlib import sha256
 from itertools import accumulate
 from time import monotonic
 
-from gossip.format import (
+from gossip.store.format import (
     CorruptLine,
     checkKeyedLines,
     checkKeyedRecords,
@@ -33,7 +33,7 @@ from gossip.format import (
     encodeAdd,
     identify,
 )
-from gossip.intervals import Intervals, addKeys, addSpans, overlapping, spans
+from gossip.store.intervals import Intervals, addKeys, addSpans, overlapping, spans
 
 __all__ = [
     "RESERVED",
@@ -180,7 +180,7 @@ class Received:
     What L{Log.receive} did with the lines it was given.
 
     @ivar held: the C{(by, at)} of every intact line given, appended or not.
-    @ivar spans: L{gossip.intervals.spans} of C{held}, or L{None}.
+    @ivar spans: L{gossip.store.intervals.spans} of C{held}, or L{None}.
     @ivar start: the offset of the first line appended.
     @ivar lines: the lines appended, one after another from C{start}.
     @ivar keys: the C{(by, at)} of each line appended.

@@ -31,8 +31,8 @@ from twisted.python.components import proxyForInterface
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from gossip.protocol import SyncProtocol
-from gossip.spawn import isURL
+from gossip.sync.protocol import SyncProtocol
+from gossip.transport.spawn import isURL
 
 __all__ = [
     "CommandEndpoint",
@@ -232,7 +232,7 @@ class CommandEndpoint:
 @implementer(IProcessTransport)
 class _SpawnedProcess:
     """
-    A command that L{gossip.spawn.spawn} started, before the reactor ran,
+    A command that L{gossip.transport.spawn.spawn} started, before the reactor ran,
     as a process transport: what the reactor's own processes do with their
     standard input and output, and with their exit.
     """
@@ -339,7 +339,7 @@ class _SpawnedProcess:
 class SpawnedEndpoint:
     """
     Speaks over the standard input and output of a command already started
-    (a L{gossip.spawn.Spawned}), as L{CommandEndpoint} does over a command
+    (a L{gossip.transport.spawn.Spawned}), as L{CommandEndpoint} does over a command
     it starts.  It connects once.
     """
 
@@ -376,7 +376,7 @@ class Reach:
     @ivar knownHosts: the C{known_hosts} file (default the user's).
     @ivar acceptNewHostKeys: record unknown host keys, like OpenSSH's
         C{StrictHostKeyChecking=accept-new}.
-    @ivar tls: the L{gossip.tls.TLSFiles} for C{tls://} peers, if any.
+    @ivar tls: the L{gossip.transport.tls.TLSFiles} for C{tls://} peers, if any.
     """
 
     identities = attr.ib(factory=list)
@@ -396,7 +396,7 @@ def urlEndpoint(reactor, url, reach):
     @raise CommandError: the URL or the keys are wrong.
     """
     if url.startswith("ssh://"):
-        from gossip import ssh
+        from gossip.transport import ssh
 
         peer = ssh.parseSSHURL(url)
         if reach.identities:
@@ -413,7 +413,7 @@ def urlEndpoint(reactor, url, reach):
         )
         return endpoint, peer.log
     if url.startswith("tls://"):
-        from gossip import tls
+        from gossip.transport import tls
 
         try:
             host, port, name = tls.parseTLSURL(url)
