@@ -14,6 +14,7 @@ from twisted.python import usage
 from gossip.store.logfile import Log, LogError
 from gossip.transport.peer import Reach, isURL, peerService
 from gossip.sync.service import LogService
+from gossip.transport.startups import DEFAULT_MAX_STARTUPS, DEFAULT_PER_SOURCE, MaxStartups, Startups
 
 __all__ = ["DEFAULT_LISTEN", "Options", "makeService"]
 
@@ -67,7 +68,6 @@ class Options(usage.Options):
             "the keys of peers that may connect, in OpenSSH's format",
         ],
         ["known-hosts", None, None, "trusted host keys of peers (default ~/.ssh/known_hosts)"],
-        ["max-unauthenticated", None, 10, "connections allowed to wait to authenticate", int],
         ["login-grace", None, 30.0, "seconds a connection has to authenticate", float],
         ["tls-key", None, None, "this node's TLS private key (PEM)"],
         ["tls-cert", None, None, "this node's TLS certificate (PEM)"],
@@ -79,6 +79,8 @@ class Options(usage.Options):
         self["logs"] = []
         self["listen"] = []
         self["identity"] = []
+        self["max-startups"] = DEFAULT_MAX_STARTUPS
+        self["per-source-max-startups"] = DEFAULT_PER_SOURCE
 
     def parseOptions(self, options=None):
         try:
@@ -98,6 +100,28 @@ class Options(usage.Options):
         ssl:PORT[:interface=ADDRESS]; 'none' for none.
         """
         self["listen"].append(description)
+
+    def opt_max_startups(self, value):
+        """
+        Unauthenticated SSH connections: above START, refuse new ones with
+        probability RATE%, rising to 100% at FULL (START:RATE:FULL, or N to
+        refuse beyond N; default 10:30:100).
+        """
+        try:
+            self["max-startups"] = MaxStartups.parse(value)
+        except ValueError as e:
+            raise usage.UsageError(f"--max-startups {e}")
+
+    def opt_per_source_max_startups(self, value):
+        """
+        Unauthenticated SSH connections allowed from one address (an IPv6
+        /64) at once (default 3).
+        """
+        if not (value.isascii() and value.isdigit() and int(value) >= 1):
+            raise usage.UsageError(
+                f"--per-source-max-startups {value!r}: give a number of connections, at least 1"
+            )
+        self["per-source-max-startups"] = int(value)
 
     def opt_identity(self, path):
         """
@@ -142,6 +166,8 @@ class Options(usage.Options):
     def postOptions(self):
         if not self["logs"]:
             raise usage.UsageError("give at least one --log")
+        if not 0 < self["login-grace"] < 86400:
+            raise usage.UsageError("--login-grace: give a number of seconds above 0 and below a day")
         names = {}
         for path, peers in self["logs"]:
             try:
@@ -324,6 +350,8 @@ def _listeners(reactor, config, services):
         timeout=config["timeout"],
         keepalive=config["keepalive"],
     )
+    # One budget of unauthenticated connections for all SSH endpoints.
+    startups = Startups(config["max-startups"], config["per-source-max-startups"])
     listeners = MultiService()
     for description in config["listen"]:
         if _isTLS(description):
@@ -345,7 +373,7 @@ def _listeners(reactor, config, services):
                 sessions,
                 config["ssh-host-key"],
                 authorized,
-                maxUnauthenticated=config["max-unauthenticated"],
+                startups=startups,
                 loginGrace=config["login-grace"],
             )
             kind = "SSH"

@@ -305,6 +305,107 @@ class GossipClientTests(GossipDaemonMixin, TestCase):
         self.assertNotEqual(contents(new).identity, contents(self.served).identity)
 
 
+class FloodTests(GossipDaemonMixin, TestCase):
+    """
+    The daemon, with its default limits, under a flood of unauthenticated
+    connections from 127.0.0.2: peers from elsewhere get in, and refused
+    peers are told why, by OpenSSH's client and by gossip's.
+    """
+
+    skip = NO_SSH
+
+    def flood(self, count, host="127.0.0.2"):
+        """
+        Open C{count} connections from C{host} that send their version line
+        and nothing more, and wait until the daemon has closed all but the
+        3 it lets wait; return what each closed one received.
+        """
+        sockets = []
+        for i in range(count):
+            s = socket.socket()
+            self.addCleanup(s.close)
+            s.bind((host, 0))
+            s.connect(("127.0.0.1", self.port))
+            s.sendall(b"SSH-2.0-flooder\r\n")
+            s.setblocking(False)
+            sockets.append(s)
+        received = {s: b"" for s in sockets}
+        ended = []
+
+        def refused():
+            for s in sockets:
+                if s in ended:
+                    continue
+                try:
+                    data = s.recv(65536)
+                except BlockingIOError:
+                    continue
+                except ConnectionResetError:
+                    data = b""
+                received[s] += data
+                if not data:
+                    ended.append(s)
+            return len(ended) >= count - 3
+
+        waitFor(refused, message="the flood's refusals")
+        return [received[s] for s in ended]
+
+    def test_peerGetsIn(self):
+        """
+        While a flooder on 127.0.0.2 holds all the unauthenticated
+        connections it may and tries 47 more, each refused with the reason,
+        peers on 127.0.0.1 sync with gossip's client and OpenSSH's; OpenSSH's
+        client on 127.0.0.2 shows the reason.  The daemon logs the refusals
+        from 127.0.0.2 once.
+        """
+        replies = self.flood(50)
+        self.assertEqual(len(replies), 47)
+        for reply in replies:
+            self.assertIn(b"too many unauthenticated connections from your address", reply)
+        status, out, err = run(
+            "sync", "--once",
+            "--identity", self.keys.client,
+            "--known-hosts", self.keys.knownHosts,
+            self.local, f"ssh://127.0.0.1:{self.port}",
+        )  # fmt: skip
+        self.assertEqual(status, 0, err)
+        self.assertEqual(contents(self.local).keySet, contents(self.served).keySet)
+        ssh = sshCommand(self.keys, self.port, "-s", "127.0.0.1", "gossip")
+        status, out, err = run("sync", "--once", self.local, "--", *ssh)
+        self.assertEqual(status, 0, err)
+        done = subprocess.run(
+            sshCommand(self.keys, self.port, "-b", "127.0.0.2", "-s", "127.0.0.1", "gossip"),
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=DEADLINE,
+        )
+        self.assertEqual(done.returncode, 255)
+        self.assertIn(
+            b"too many unauthenticated connections from your address; try again later",
+            done.stderr,
+        )
+        self.daemon.waitForLog(r"refused a connection from 127\.0\.0\.2:")
+        self.assertEqual(self.daemon.log().count("refused a connection from 127.0.0.2:"), 1)
+
+    def test_gossipClientTold(self):
+        """
+        gossip's client, refused, says why in one line and exits 1.
+        """
+        self.flood(3, "127.0.0.1")
+        status, out, err = run(
+            "sync", "--once",
+            "--identity", self.keys.client,
+            "--known-hosts", self.keys.knownHosts,
+            self.local, f"ssh://127.0.0.1:{self.port}",
+        )  # fmt: skip
+        self.assertEqual(status, 1)
+        self.assertIn(
+            "the server hung up: too many unauthenticated connections from your "
+            "address; try again later",
+            oneLine(self, err),
+        )
+
+
 class OpenSSHServerTests(TestCase):
     """
     gossip's client against a stock OpenSSH server that runs C{gossip serve

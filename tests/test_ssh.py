@@ -8,14 +8,21 @@ L{tests.test_openssh}.
 
 import os
 import socket
+import struct
 
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from twisted.conch.ssh import keys
+from twisted.conch.ssh.common import getNS
+from twisted.internet.address import IPv4Address
+from twisted.internet.error import ConnectionDone
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import TCP4ServerEndpoint
-from twisted.internet.task import deferLater
+from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.task import Clock, deferLater
+from twisted.internet.testing import StringTransport
 from twisted.logger import LogLevel, formatEvent, globalLogPublisher
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from gossip.transport.authorized import AuthorizedKeys
@@ -24,13 +31,16 @@ from gossip.transport.peer import CommandError, SyncFactory
 from gossip.sync.service import LogService
 from gossip.sync.sessions import Sessions
 from gossip.transport.ssh import (
+    REFUSAL_WAIT,
     SSHError,
     SSHPeer,
     SSHSyncEndpoint,
+    _ServerConnection,
     hostKey,
     parseSSHURL,
     serverFactory,
 )
+from gossip.transport.startups import TRY_LATER, TRY_LATER_FROM_YOU, MaxStartups, Startups
 from tests.test_commands import contents
 
 _RSA = keys.Key(rsa.generate_private_key(65537, 2048))
@@ -182,13 +192,20 @@ class ServerMixin:
             Sessions(reactor, {b"a.log": self.server.service}, timeout=10),
             self.hostKey,
             AuthorizedKeys(self.authorized),
-            maxUnauthenticated=3,
             loginGrace=self.loginGrace,
+            **self.limits(),
         )
         self.port = TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1")
         return self.port.listen(self.factory).addCallback(self._listening)
 
     loginGrace = 10.0
+
+    def limits(self):
+        """
+        The server's limits on unauthenticated connections, beyond its
+        defaults.
+        """
+        return {}
 
     def _listening(self, port):
         self.addCleanup(port.stopListening)
@@ -516,6 +533,142 @@ class SyncTests(ServerMixin, TestCase):
         self.assertIn(str(peer), why)
 
 
+class _HalfClosingTransport(StringTransport):
+    """
+    A L{StringTransport} that records a half-close and an abort.
+    """
+
+    writeClosed = aborted = False
+
+    def loseWriteConnection(self):
+        self.writeClosed = True
+
+    def abortConnection(self):
+        self.aborted = True
+
+
+class StartupLimitTests(SynchronousTestCase):
+    """
+    The server's transport admits, refuses and releases unauthenticated
+    connections as its L{Startups} says, with no sockets and a fake clock.
+    """
+
+    def setUp(self):
+        self.clock = Clock()
+        self.startups = Startups(MaxStartups(2, 100, 2), perSource=1)
+        authorized = self.mktemp()
+        with open(authorized, "wb"):
+            pass
+        self.factory = serverFactory(
+            self.clock, None, newKey(), AuthorizedKeys(authorized), startups=self.startups,
+            loginGrace=30.0,
+        )  # fmt: skip
+
+    def connect(self, host):
+        address = IPv4Address("TCP", host, 40000)
+        server = self.factory.buildProtocol(address)
+        transport = _HalfClosingTransport(peerAddress=address)
+        server.makeConnection(transport)
+        return server, transport
+
+    def disconnect(self, server):
+        server.connectionLost(Failure(ConnectionDone()))
+
+    def test_refusedTold(self):
+        """
+        A refused connection receives the server's version line and a
+        disconnect message (too many connections) saying why, in clear, as
+        OpenSSH's client shows it; the server closes its half, and aborts
+        the connection if the peer does not close its own.
+        """
+        self.connect("10.0.0.1")
+        refused, transport = self.connect("10.0.0.1")
+        version, packet = transport.value().split(b"\r\n", 1)
+        self.assertTrue(version.startswith(b"SSH-2.0-"))
+        length, padding = struct.unpack(">LB", packet[:5])
+        self.assertEqual(len(packet), 4 + length)
+        payload = packet[5 : 4 + length - padding]
+        self.assertEqual(payload[0], 1)
+        self.assertEqual(struct.unpack(">L", payload[1:5])[0], 12)
+        self.assertEqual(getNS(payload[5:])[0], TRY_LATER_FROM_YOU.encode())
+        self.assertTrue(transport.writeClosed)
+        self.assertFalse(transport.aborted)
+        # What the peer sends meanwhile is read and dropped.
+        refused.dataReceived(b"SSH-2.0-client\r\n" + b"\x00" * 100)
+        self.clock.advance(REFUSAL_WAIT)
+        self.assertTrue(transport.aborted)
+        self.disconnect(refused)
+        self.assertEqual(self.startups.total, 1)
+
+    def test_releasedOnDisconnect(self):
+        """
+        An admitted connection that closes frees its slot, and its grace
+        timer is cancelled.
+        """
+        first, transport = self.connect("10.0.0.1")
+        self.assertEqual(self.startups.total, 1)
+        self.assertFalse(transport.writeClosed)
+        self.disconnect(first)
+        self.assertEqual(self.startups.total, 0)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.connect("10.0.0.1")
+        self.assertEqual(self.startups.fromSource("10.0.0.1"), 1)
+
+    def test_releasedOnAuthentication(self):
+        """
+        A connection that authenticates (its connection service starts)
+        frees its slot, and has no more grace time to keep.
+        """
+        first, transport = self.connect("10.0.0.1")
+        first.setService(_ServerConnection())
+        self.assertEqual(self.startups.total, 0)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_graceTime(self):
+        """
+        An admitted connection that does not authenticate in time is
+        aborted, and frees its slot when it closes.
+        """
+        first, transport = self.connect("10.0.0.1")
+        self.clock.advance(29.9)
+        self.assertFalse(transport.aborted)
+        self.clock.advance(0.1)
+        self.assertTrue(transport.aborted)
+        self.disconnect(first)
+        self.assertEqual(self.startups.total, 0)
+
+    def test_total(self):
+        """
+        Beyond the total, connections from new sources are refused too.
+        """
+        self.connect("10.0.0.1")
+        self.connect("10.0.0.2")
+        refused, transport = self.connect("10.0.0.3")
+        self.assertIn(TRY_LATER.encode(), transport.value())
+        self.assertNotIn(TRY_LATER_FROM_YOU.encode(), transport.value())
+
+
+class Flooder(Protocol):
+    """
+    Opens an SSH connection and sends its version line, then nothing more:
+    it holds one of the server's unauthenticated slots for as long as the
+    server lets it.
+    """
+
+    def __init__(self):
+        self.received = b""
+        self.closed = Deferred()
+
+    def connectionMade(self):
+        self.transport.write(b"SSH-2.0-flooder\r\n")
+
+    def dataReceived(self, data):
+        self.received += data
+
+    def connectionLost(self, reason):
+        self.closed.callback(None)
+
+
 class LimitTests(ServerMixin, TestCase):
     """
     Connections that do not authenticate are few and short-lived.
@@ -523,52 +676,54 @@ class LimitTests(ServerMixin, TestCase):
 
     loginGrace = 1.0
 
-    async def idle(self):
+    def limits(self):
+        return {"startups": Startups(MaxStartups(10, 100, 10), perSource=3)}
+
+    async def flood(self, count, fromHost="127.0.0.1"):
         """
-        Open a connection that never authenticates; return a L{Deferred}
-        that fires when the server closes it.
+        Open C{count} connections from C{fromHost} that never authenticate;
+        return their L{Flooder}s.
         """
-        from twisted.internet.endpoints import TCP4ClientEndpoint
-        from twisted.internet.protocol import Factory, Protocol
-
-        closed = Deferred()
-
-        class Idle(Protocol):
-            def connectionLost(self, reason):
-                closed.callback(None)
-
-        protocol = await TCP4ClientEndpoint(reactor, "127.0.0.1", self.portNumber).connect(
-            Factory.forProtocol(Idle)
+        flooders = []
+        endpoint = TCP4ClientEndpoint(
+            reactor, "127.0.0.1", self.portNumber, bindAddress=(fromHost, 0)
         )
-        self.addCleanup(protocol.transport.abortConnection)
-        return closed
+        for i in range(count):
+            flooder = await endpoint.connect(Factory.forProtocol(Flooder))
+            self.addCleanup(flooder.transport.abortConnection)
+            flooders.append(flooder)
+        return flooders
 
     async def test_graceTime(self):
         """
         A connection that does not authenticate in time is closed.
         """
-        closed = await self.idle()
-        await closed
+        [flooder] = await self.flood(1)
+        await flooder.closed
+        self.assertTrue(flooder.received.startswith(b"SSH-2.0-"))
 
     async def test_flood(self):
         """
-        Connections beyond the cap are closed at once; a session that had
-        authenticated goes on syncing new adds meanwhile, and new peers get
-        in once the flood has timed out.
+        Connections beyond the cap from one address are refused at once,
+        each told why; a session that had authenticated goes on syncing new
+        adds meanwhile, and new peers get in once the flood has timed out.
         """
         self.trustHost()
         client = self.client()
         factory = SyncFactory(client.service, "steady", timeout=10)
         protocol = await self.endpoint().connect(factory)
         await protocol.whenHandshaken()
-        flood = [await self.idle() for i in range(10)]
-        # Three wait for their grace time; the rest were closed at once.
-        await deferLater(reactor, 0.3, lambda: None)
-        self.assertEqual(sum(d.called for d in flood), 7)
+        flood = await self.flood(10)
+        refused = flood[3:]
+        for flooder in refused:
+            await flooder.closed
+        self.assertFalse(any(flooder.closed.called for flooder in flood[:3]))
+        for flooder in refused:
+            self.assertIn(TRY_LATER_FROM_YOU.encode(), flooder.received)
         Log(self.server.path).say([(b"m", b"during the flood")])
         await self.until(lambda: len(client.keys()) == 3)
-        for d in flood:
-            await d
+        for flooder in flood:
+            await flooder.closed
         other = Node(os.path.join(self.dir, "other"), says=[[(b"m", b"late")]])
         other.service.startService()
         self.addCleanup(other.service.stopService)
@@ -577,6 +732,68 @@ class LimitTests(ServerMixin, TestCase):
         protocol.transport.loseConnection()
         await protocol.whenFinished()
 
+    async def test_refusedPeerTold(self):
+        """
+        gossip's client, refused, says why in one line, rather than that
+        the connection was lost.
+        """
+        self.trustHost()
+        await self.flood(3)
+        why = await self.refused(self.client())
+        self.assertEqual(
+            why, f"{self.peer}: the server hung up: {TRY_LATER_FROM_YOU}"
+        )
+
+    async def test_refusalsLoggedOnce(self):
+        """
+        A flood's refusals from one address are logged once, not once a
+        connection.
+        """
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        flood = await self.flood(13)
+        for flooder in flood[3:]:
+            await flooder.closed
+        lines = [formatEvent(e) for e in events if "refused a connection" in formatEvent(e)]
+        self.assertEqual(len(lines), 1, lines)
+        self.assertIn("3 unauthenticated connections from 127.0.0.1 already", lines[0])
+
+
+class FloodTests(ServerMixin, TestCase):
+    """
+    A flood of unauthenticated connections from one address, with the
+    server's default limits, does not lock out a peer from another.
+    """
+
+    loginGrace = 60.0
+
+    async def test_peerGetsIn(self):
+        """
+        While a flooder on 127.0.0.2 holds as many unauthenticated
+        connections as the server lets it, and tries 50 more, a peer on
+        127.0.0.1 connects with its key and syncs; the flooder's extra
+        connections are refused, each told why.
+        """
+        self.trustHost()
+        endpoint = TCP4ClientEndpoint(
+            reactor, "127.0.0.1", self.portNumber, bindAddress=("127.0.0.2", 0)
+        )
+        flood = []
+        for i in range(50):
+            flooder = await endpoint.connect(Factory.forProtocol(Flooder))
+            self.addCleanup(flooder.transport.abortConnection)
+            flood.append(flooder)
+        # Those refused are closed at once; those let in stay open, waiting.
+        await self.until(lambda: sum(f.closed.called for f in flood) >= 40)
+        client = self.client()
+        protocol = await self.syncOnce(client)
+        self.assertTrue(protocol.succeeded)
+        self.assertEqual(client.keys(), self.server.keys())
+        refused = [f for f in flood if f.closed.called]
+        self.assertTrue(refused)
+        for flooder in refused:
+            self.assertIn(b"too many unauthenticated connections", flooder.received)
 
 
 class _RecordingConnection:

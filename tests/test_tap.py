@@ -23,6 +23,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from gossip import tap
 from gossip.transport import peer
 from gossip.sync.service import LogService
+from gossip.transport.startups import MaxStartups
 from tests.test_commands import (
     DEADLINE,
     ENV,
@@ -236,6 +237,41 @@ class OptionsTests(SynchronousTestCase):
         options = parse("--log", self.a, "--timeout", "2.5", "--rescan", "1")
         self.assertEqual((options["timeout"], options["rescan"]), (2.5, 1.0))
         self.assertRaises(usage.UsageError, parse, "--log", self.a, "--timeout", "soon")
+
+    def test_startups(self):
+        """
+        Unauthenticated connections are limited as OpenSSH's defaults,
+        C{MaxStartups 10:30:100}, and 3 from each address, unless told.
+        """
+        options = parse("--log", self.a)
+        self.assertEqual(options["max-startups"], MaxStartups(10, 30, 100))
+        self.assertEqual(options["per-source-max-startups"], 3)
+        self.assertEqual(options["login-grace"], 30.0)
+        options = parse(
+            "--log", self.a, "--max-startups", "5:50:20", "--per-source-max-startups", "2",
+            "--login-grace", "10",
+        )  # fmt: skip
+        self.assertEqual(options["max-startups"], MaxStartups(5, 50, 20))
+        self.assertEqual(options["per-source-max-startups"], 2)
+        self.assertEqual(options["login-grace"], 10.0)
+
+    def test_badStartups(self):
+        """
+        A bad limit is a one-line usage error naming the option.
+        """
+        for option, value in [
+            ("--max-startups", "10:30"),
+            ("--max-startups", "0"),
+            ("--max-startups", "10:0:100"),
+            ("--max-startups", "20:30:10"),
+            ("--per-source-max-startups", "0"),
+            ("--per-source-max-startups", "many"),
+            ("--login-grace", "0"),
+            ("--login-grace", "-5"),
+        ]:
+            error = self.assertRaises(usage.UsageError, parse, "--log", self.a, option, value)
+            self.assertTrue(str(error).startswith(option), str(error))
+            self.assertNotIn("\n", str(error))
 
 
 class MakeServiceTests(SynchronousTestCase):

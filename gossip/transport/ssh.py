@@ -35,7 +35,9 @@ from twisted.conch.ssh.transport import (
     DISCONNECT_BY_APPLICATION,
     DISCONNECT_HOST_KEY_NOT_VERIFIABLE,
     DISCONNECT_NO_MORE_AUTH_METHODS_AVAILABLE,
+    DISCONNECT_TOO_MANY_CONNECTIONS,
     MSG_DISCONNECT,
+    SSHCiphers,
     SSHClientTransport,
     SSHServerTransport,
 )
@@ -58,6 +60,7 @@ from zope.interface import implementer
 
 from gossip.transport.authorized import KeyChecker, SSHPrivateKeyFrom
 from gossip.transport.peer import CommandError
+from gossip.transport.startups import RefusalLog, Startups, source
 
 __all__ = [
     "SSHError",
@@ -92,6 +95,8 @@ _CIPHERS = [b"aes128-ctr", b"aes256-ctr", b"aes192-ctr"]
 _MACS = [b"hmac-sha2-256", b"hmac-sha2-512"]
 # Channels one authenticated connection may have open at once.
 MAX_CHANNELS = 4
+# Seconds a refused connection is kept half-open for its peer to read why.
+REFUSAL_WAIT = 2.0
 
 
 class SSHError(CommandError):
@@ -418,7 +423,7 @@ class _ServerConnection(SSHConnection):
 class _ServerTransport(SSHServerTransport):
     """
     The server's side of one SSH connection: unauthenticated connections
-    are limited in number and in time.
+    are limited in number (L{gossip.transport.startups}) and in time.
     """
 
     _log = _conchLog
@@ -428,29 +433,55 @@ class _ServerTransport(SSHServerTransport):
 
     _counted = False
     _refused = False
-    _grace = None
+    # What ends this connection if nothing else does first: its grace time
+    # to authenticate, or the wait after a refusal.
+    _timer = None
 
     def connectionMade(self):
         factory = self.factory
         address = self.transport.getPeer()
         self._address = f"{address.host}:{address.port}"
-        if factory.unauthenticated >= factory.maxUnauthenticated:
-            log.warn(
-                "refused a connection from {address}: {count} connections "
-                "are already waiting to authenticate",
-                address=self._address,
-                count=factory.unauthenticated,
-            )
-            self._refused = True
-            self.transport.abortConnection()
+        self._source = source(address.host)
+        refusal = factory.startups.admit(self._source)
+        if refusal is not None:
+            self._refuse(*refusal)
             return
-        factory.unauthenticated += 1
         self._counted = True
-        self._grace = factory.reactor.callLater(factory.loginGrace, self._tooSlow)
+        self._timer = factory.reactor.callLater(factory.loginGrace, self._tooSlow)
         SSHServerTransport.connectionMade(self)
 
+    def _refuse(self, why, told):
+        """
+        Tell the peer why it is refused, in the SSH disconnect message that
+        clients show their users, and log it (at most once a minute for
+        each source).
+        """
+        self._refused = True
+        quiet = self.factory.refusals.refused(self._source)
+        if quiet is not None:
+            more = f" ({quiet} more from {self._source} since the last such line)" if quiet else ""
+            log.warn(
+                "refused a connection from {address}: {why}{more}",
+                address=self._address,
+                why=why,
+                more=more,
+            )
+        self.transport.write(self.ourVersionString + b"\r\n")
+        self.currentEncryptions = SSHCiphers(b"none", b"none", b"none", b"none")
+        self.currentEncryptions.setKeys(b"", b"", b"", b"", b"", b"")
+        self.sendPacket(
+            MSG_DISCONNECT,
+            struct.pack(">L", DISCONNECT_TOO_MANY_CONNECTIONS) + NS(told.encode()) + NS(b""),
+        )
+        # Closing with the peer's version line unread would reset the
+        # connection, and the peer could lose the message before reading
+        # it: close our half, read and drop what comes, and hang up once
+        # the peer has (or soon, if it does not).
+        self.transport.loseWriteConnection()
+        self._timer = self.factory.reactor.callLater(REFUSAL_WAIT, self.transport.abortConnection)
+
     def _tooSlow(self):
-        self._grace = None
+        self._timer = None
         log.info(
             "closed the connection from {address}: not authenticated within "
             "{grace:g} seconds",
@@ -462,10 +493,10 @@ class _ServerTransport(SSHServerTransport):
     def _uncount(self):
         if self._counted:
             self._counted = False
-            self.factory.unauthenticated -= 1
-        if self._grace is not None and self._grace.active():
-            self._grace.cancel()
-        self._grace = None
+            self.factory.startups.release(self._source)
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
 
     def dataReceived(self, data):
         if not self._refused:
@@ -509,25 +540,23 @@ class _ServerFactory(SSHFactory):
         ]
         return transport
 
-    def __init__(self, key, portal, reactor, maxUnauthenticated, loginGrace):
+    def __init__(self, key, portal, reactor, startups, loginGrace):
         self._keyType = key.sshType()
         self.publicKeys = {self._keyType: key.public()}
         self.privateKeys = {self._keyType: key}
         self.primes = None
         self.portal = portal
         self.reactor = reactor
-        self.maxUnauthenticated = maxUnauthenticated
+        self.startups = startups
+        self.refusals = RefusalLog(reactor)
         self.loginGrace = loginGrace
-        self.unauthenticated = 0
         self.services = {
             b"ssh-userauth": _UserAuthServer,
             b"ssh-connection": _ServerConnection,
         }
 
 
-def serverFactory(
-    reactor, sessions, key, authorizedKeys, maxUnauthenticated=10, loginGrace=30.0
-):
+def serverFactory(reactor, sessions, key, authorizedKeys, startups=None, loginGrace=30.0):
     """
     The factory of gossip's SSH server.
 
@@ -535,12 +564,15 @@ def serverFactory(
     @param key: its host key (a private L{keys.Key}).
     @param authorizedKeys: the L{gossip.transport.authorized.AuthorizedKeys} that
         says who may connect.
-    @param maxUnauthenticated: how many connections may be open before
-        they authenticate; more are closed at once.
+    @param startups: the L{Startups} that says which connections may wait
+        to authenticate (by default OpenSSH's C{MaxStartups 10:30:100},
+        and 3 from each source).
     @param loginGrace: how many seconds a connection has to authenticate.
     """
     portal = Portal(_Realm(sessions), [KeyChecker(authorizedKeys)])
-    return _ServerFactory(key, portal, reactor, maxUnauthenticated, loginGrace)
+    if startups is None:
+        startups = Startups()
+    return _ServerFactory(key, portal, reactor, startups, loginGrace)
 
 
 # The client
@@ -854,9 +886,13 @@ class _ClientTransport(SSHClientTransport):
         SSHClientTransport.sendDisconnect(self, reason, description)
 
     def receiveError(self, reasonCode, description):
+        # The reason is the error the connection ends with; Conch's own
+        # method would only log it again, on two lines.
         if self._why is None:
-            self._why = "the server hung up: " + description.decode("utf-8", "replace")
-        SSHClientTransport.receiveError(self, reasonCode, description)
+            why = description.decode("utf-8", "replace")
+            # The server chose these words: keep the error one line.
+            why = "".join(c if c.isprintable() else " " for c in why[:200]).strip()
+            self._why = f"the server hung up: {why}"
 
     def connectionLost(self, reason):
         SSHClientTransport.connectionLost(self, reason)
