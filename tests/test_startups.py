@@ -3,7 +3,10 @@ Tests for L{gossip.transport.startups}: which unauthenticated connections are
 refused, and which refusals are logged.
 """
 
+from contextlib import contextmanager
+
 from twisted.internet.task import Clock
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from gossip.transport.startups import (
@@ -16,6 +19,15 @@ from gossip.transport.startups import (
     Startups,
     source,
 )
+
+
+@contextmanager
+def capturedLogs(events):
+    globalLogPublisher.addObserver(events.append)
+    try:
+        yield
+    finally:
+        globalLogPublisher.removeObserver(events.append)
 
 
 class Dice:
@@ -249,3 +261,25 @@ class RefusalLogTests(SynchronousTestCase):
         for i in range(100):
             log.refused(i)
             self.assertLessEqual(len(log._sources), 10)
+
+    def test_note(self):
+        """
+        The refusals logged name the address and the reason, and the count
+        of those not logged since.
+        """
+        events = []
+        clock = Clock()
+        refusals = RefusalLog(clock, interval=60)
+        with capturedLogs(events):
+            for i in range(5):
+                refusals.note("127.0.0.2", f"127.0.0.2:{4000 + i}", "too many")
+            clock.advance(60)
+            refusals.note("127.0.0.2", "127.0.0.2:5000", "too many")
+        self.assertEqual(
+            [formatEvent(e) for e in events],
+            [
+                "refused a connection from 127.0.0.2:4000: too many",
+                "refused a connection from 127.0.0.2:5000: too many "
+                "(4 more from 127.0.0.2 since the last such line)",
+            ],
+        )

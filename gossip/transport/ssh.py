@@ -457,15 +457,7 @@ class _ServerTransport(SSHServerTransport):
         each source).
         """
         self._refused = True
-        quiet = self.factory.refusals.refused(self._source)
-        if quiet is not None:
-            more = f" ({quiet} more from {self._source} since the last such line)" if quiet else ""
-            log.warn(
-                "refused a connection from {address}: {why}{more}",
-                address=self._address,
-                why=why,
-                more=more,
-            )
+        self.factory.refusals.note(self._source, self._address, why)
         self.transport.write(self.ourVersionString + b"\r\n")
         self.currentEncryptions = SSHCiphers(b"none", b"none", b"none", b"none")
         self.currentEncryptions.setKeys(b"", b"", b"", b"", b"", b"")

@@ -9,6 +9,7 @@ import ipaddress
 import random
 
 import attr
+from twisted.logger import Logger
 
 __all__ = [
     "DEFAULT_MAX_STARTUPS",
@@ -20,6 +21,8 @@ __all__ = [
     "TRY_LATER_FROM_YOU",
     "source",
 ]
+
+log = Logger()
 
 # A peer that is refused reads this in its SSH client.
 TRY_LATER = "too many unauthenticated connections; try again later"
@@ -196,6 +199,22 @@ class RefusalLog:
             self._forget(now)
         self._sources[source] = (now, 0)
         return quiet
+
+    def note(self, source, address, why):
+        """
+        Log that a connection from C{address} (from C{source}) was refused
+        and C{why}, unless a line about C{source} was logged lately.
+        """
+        quiet = self.refused(source)
+        if quiet is None:
+            return
+        more = f" ({quiet} more from {source} since the last such line)" if quiet else ""
+        log.warn(
+            "refused a connection from {address}: {why}{more}",
+            address=address,
+            why=why,
+            more=more,
+        )
 
     def _forget(self, now):
         for each, (logged, quiet) in list(self._sources.items()):
