@@ -350,15 +350,18 @@ def _listeners(reactor, config, services):
         timeout=config["timeout"],
         keepalive=config["keepalive"],
     )
-    # One budget of unauthenticated connections for all SSH endpoints.
+    # One budget of unauthenticated connections (SSH connections not yet
+    # authenticated, TLS handshakes not yet complete) for all endpoints.
     startups = Startups(config["max-startups"], config["per-source-max-startups"])
     listeners = MultiService()
     for description in config["listen"]:
         if _isTLS(description):
-            from gossip.transport.tls import serverEndpoint
+            from gossip.transport.tls import HandshakeLimit, serverEndpoint
 
             endpoint = serverEndpoint(reactor, description, config["tls"])
-            factory = sessions.tlsFactory()
+            factory = HandshakeLimit(
+                sessions.tlsFactory(), startups, reactor, config["login-grace"]
+            )
             kind = "TLS"
         else:
             from gossip.transport.authorized import AuthorizedKeys

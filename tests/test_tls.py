@@ -19,17 +19,33 @@ from service_identity import VerificationError
 from twisted.internet import reactor
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import HostnameEndpoint, connectProtocol, wrapClientTLS
+from twisted.internet.endpoints import (
+    HostnameEndpoint,
+    TCP4ClientEndpoint,
+    connectProtocol,
+    wrapClientTLS,
+)
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import IHandshakeListener
-from twisted.internet.protocol import Factory
+from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.ssl import CertificateOptions, optionsForClientTLS, trustRootFromCertificates
+from twisted.internet.task import deferLater
 from twisted.internet.testing import MemoryReactor
 from twisted.protocols.basic import LineReceiver
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface import implementer
 
-from gossip.transport.tls import DEFAULT_PORT, TLSError, TLSFiles, clientEndpoint, parseTLSURL, peerName, serverEndpoint
+from gossip.transport.startups import Startups
+from gossip.transport.tls import (
+    DEFAULT_PORT,
+    HandshakeLimit,
+    TLSError,
+    TLSFiles,
+    clientEndpoint,
+    parseTLSURL,
+    peerName,
+    serverEndpoint,
+)
 from tests.certs import makeCertificates
 
 
@@ -239,6 +255,104 @@ class ConnectionTests(TestCase):
         client, server = await self.exchange(self.certs["stranger"], self.connectAs("client"))
         self.assertRefusedByClient(client, server)
         client.reason.trap(SSL.Error)
+
+
+class _Silent(Protocol):
+    """
+    A raw TCP connection that never starts its TLS handshake.
+    """
+
+    def __init__(self):
+        self.closed = Deferred()
+
+    def connectionLost(self, reason):
+        self.closed.callback(None)
+
+
+class _Handshaken(Echo):
+    """
+    An L{Echo} that tells its factory once its handshake is complete.
+    """
+
+    def handshakeCompleted(self):
+        Echo.handshakeCompleted(self)
+        self.factory.handshaken.callback(self)
+
+
+class HandshakeLimitTests(TestCase):
+    """
+    L{HandshakeLimit}: connections whose handshake is not complete are
+    limited per source and in all, and in time, so that a flood from one
+    address does not lock out peers from others.
+    """
+
+    timeout = 30
+
+    async def listen(self, grace=30.0):
+        self.certs = makeCertificates(self.mktemp())
+        self.startups = Startups()
+        self.factory = Factory.forProtocol(_Handshaken)
+        self.factory.handshaken = Deferred()
+        listening = serverEndpoint(reactor, "ssl:0:interface=127.0.0.1", self.certs["server"])
+        port = await listening.listen(HandshakeLimit(self.factory, self.startups, reactor, grace))
+        self.addCleanup(port.stopListening)
+        self.port = port.getHost().port
+
+    async def flood(self, count, fromHost="127.0.0.2"):
+        """
+        Open C{count} raw connections from C{fromHost} that never start a
+        handshake; return their L{_Silent}s.
+        """
+        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", self.port, bindAddress=(fromHost, 0))
+        flood = []
+        for i in range(count):
+            silent = await endpoint.connect(Factory.forProtocol(_Silent))
+            self.addCleanup(silent.transport.abortConnection)
+            flood.append(silent)
+        return flood
+
+    async def test_peerGetsIn(self):
+        """
+        A flooder on 127.0.0.2 has 3 connections held, the rest closed at
+        once; a peer on 127.0.0.1 completes its handshake and exchanges
+        data meanwhile, and its connection counts no more once it has.
+        """
+        await self.listen()
+        flood = await self.flood(20)
+        for silent in flood[3:]:
+            await silent.closed
+        self.assertFalse(any(silent.closed.called for silent in flood[:3]))
+        client = await connectProtocol(
+            clientEndpoint(reactor, "localhost", self.port, self.certs["client"]), Greeter()
+        )
+        await client.lost
+        server = await self.factory.handshaken
+        await server.lost
+        self.assertEqual(client.lines, [b"echo: hello"])
+        self.assertEqual(server.peer, f"CN=client (tls 127.0.0.1:{client.address.port})")
+        self.assertEqual(self.startups.total, 3)
+        for silent in flood[:3]:
+            silent.transport.abortConnection()
+            await silent.closed
+        for i in range(100):
+            if self.startups.total == 0:
+                break
+            await deferLater(reactor, 0.01, lambda: None)
+        self.assertEqual(self.startups.total, 0)
+
+    async def test_graceTime(self):
+        """
+        A connection that does not complete its handshake in time is
+        closed, and counts no more.
+        """
+        await self.listen(grace=0.2)
+        [silent] = await self.flood(1)
+        await silent.closed
+        for i in range(100):
+            if self.startups.total == 0:
+                break
+            await deferLater(reactor, 0.01, lambda: None)
+        self.assertEqual(self.startups.total, 0)
 
 
 class FilesTests(SynchronousTestCase):

@@ -20,6 +20,7 @@ from OpenSSL.crypto import X509, PKey
 from twisted.internet.abstract import isIPAddress, isIPv6Address
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.endpoints import HostnameEndpoint, SSL4ServerEndpoint, wrapClientTLS
+from twisted.internet.interfaces import IHandshakeListener
 from twisted.internet.ssl import (
     Certificate,
     CertificateOptions,
@@ -28,10 +29,16 @@ from twisted.internet.ssl import (
     optionsForClientTLS,
     trustRootFromCertificates,
 )
+from twisted.internet.protocol import Protocol
+from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
+from zope.interface import implementer
+
+from gossip.transport.startups import RefusalLog, source
 
 __all__ = [
     "DEFAULT_PORT",
     "Credentials",
+    "HandshakeLimit",
     "TLSError",
     "TLSFiles",
     "clientEndpoint",
@@ -167,6 +174,84 @@ def serverEndpoint(reactor, description, files):
         **_presenting(credentials.certificate),
     )
     return SSL4ServerEndpoint(reactor, port, options, backlog=backlog, interface=interface)
+
+
+class _Refused(Protocol):
+    """
+    A connection refused before its handshake.  A TLS peer cannot be told
+    why before then: it is closed at once, as OpenSSH closes those it
+    refuses, having sent nothing.
+    """
+
+    def connectionMade(self):
+        self.transport.abortConnection()
+
+
+@implementer(IHandshakeListener)
+class _Handshaking(ProtocolWrapper):
+    """
+    A connection counted as unauthenticated until its TLS handshake
+    completes, and closed if that takes longer than the grace time.
+    """
+
+    _grace = None
+
+    def __init__(self, factory, wrappedProtocol, source):
+        ProtocolWrapper.__init__(self, factory, wrappedProtocol)
+        self._source = source
+        self._counted = True
+
+    def makeConnection(self, transport):
+        self._grace = self.factory.clock.callLater(self.factory.grace, transport.abortConnection)
+        ProtocolWrapper.makeConnection(self, transport)
+
+    def handshakeCompleted(self):
+        self._uncount()
+        if IHandshakeListener.providedBy(self.wrappedProtocol):
+            self.wrappedProtocol.handshakeCompleted()
+
+    def _uncount(self):
+        if self._counted:
+            self._counted = False
+            self.factory.startups.release(self._source)
+        if self._grace is not None and self._grace.active():
+            self._grace.cancel()
+        self._grace = None
+
+    def connectionLost(self, reason):
+        self._uncount()
+        ProtocolWrapper.connectionLost(self, reason)
+
+
+class HandshakeLimit(WrappingFactory):
+    """
+    Limits the connections whose TLS handshake is not complete, as the SSH
+    server limits those not yet authenticated: in number, by a
+    L{gossip.transport.startups.Startups}, and in time.
+
+    It wraps the factory of what runs over TLS, under the TLS layer.
+
+    @ivar startups: the L{gossip.transport.startups.Startups} to count them in.
+    @ivar clock: an L{IReactorTime}.
+    @ivar grace: how many seconds a handshake may take.
+    """
+
+    noisy = False
+
+    def __init__(self, wrappedFactory, startups, clock, grace):
+        WrappingFactory.__init__(self, wrappedFactory)
+        self.startups = startups
+        self.clock = clock
+        self.grace = grace
+        self.refusals = RefusalLog(clock)
+
+    def buildProtocol(self, addr):
+        where = source(addr.host)
+        refusal = self.startups.admit(where)
+        if refusal is not None:
+            self.refusals.note(where, f"{addr.host}:{addr.port}", refusal[0])
+            return _Refused()
+        return _Handshaking(self, self.wrappedFactory.buildProtocol(addr), where)
 
 
 def _parseListen(description):
