@@ -31,6 +31,7 @@ from gossip.transport.peer import CommandError, SyncFactory
 from gossip.sync.service import LogService
 from gossip.sync.sessions import Sessions
 from gossip.transport.ssh import (
+    MAX_REFUSED_WAITING,
     REFUSAL_WAIT,
     SSHError,
     SSHPeer,
@@ -599,6 +600,23 @@ class StartupLimitTests(SynchronousTestCase):
         self.assertTrue(transport.aborted)
         self.disconnect(refused)
         self.assertEqual(self.startups.total, 1)
+
+    def test_refusedWaitingBounded(self):
+        """
+        Refused connections wait for their peers to hang up only so many
+        at once; beyond, they are closed as soon as they are told why.
+        """
+        self.connect("10.0.0.1")
+        waiting = [self.connect("10.0.0.1") for i in range(MAX_REFUSED_WAITING)]
+        self.assertTrue(all(t.writeClosed and not t.disconnecting for s, t in waiting))
+        refused, transport = self.connect("10.0.0.1")
+        self.assertIn(TRY_LATER_FROM_YOU.encode(), transport.value())
+        self.assertFalse(transport.writeClosed)
+        self.assertTrue(transport.disconnecting)
+        self.disconnect(waiting[0][0])
+        refused, transport = self.connect("10.0.0.1")
+        self.assertTrue(transport.writeClosed)
+        self.assertFalse(transport.disconnecting)
 
     def test_releasedOnDisconnect(self):
         """

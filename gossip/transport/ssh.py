@@ -95,8 +95,11 @@ _CIPHERS = [b"aes128-ctr", b"aes256-ctr", b"aes192-ctr"]
 _MACS = [b"hmac-sha2-256", b"hmac-sha2-512"]
 # Channels one authenticated connection may have open at once.
 MAX_CHANNELS = 4
-# Seconds a refused connection is kept half-open for its peer to read why.
+# Seconds a refused connection is kept half-open for its peer to read why,
+# and how many may be at once (beyond, they are closed at once, so that a
+# flood cannot use up the daemon's file descriptors).
 REFUSAL_WAIT = 2.0
+MAX_REFUSED_WAITING = 64
 
 
 class SSHError(CommandError):
@@ -433,6 +436,7 @@ class _ServerTransport(SSHServerTransport):
 
     _counted = False
     _refused = False
+    _waiting = False
     # What ends this connection if nothing else does first: its grace time
     # to authenticate, or the wait after a refusal.
     _timer = None
@@ -465,12 +469,19 @@ class _ServerTransport(SSHServerTransport):
             MSG_DISCONNECT,
             struct.pack(">L", DISCONNECT_TOO_MANY_CONNECTIONS) + NS(told.encode()) + NS(b""),
         )
+        factory = self.factory
+        if factory.refusedWaiting >= MAX_REFUSED_WAITING:
+            # A flood: its file descriptors matter more than its messages.
+            self.transport.loseConnection()
+            return
         # Closing with the peer's version line unread would reset the
         # connection, and the peer could lose the message before reading
         # it: close our half, read and drop what comes, and hang up once
         # the peer has (or soon, if it does not).
+        factory.refusedWaiting += 1
+        self._waiting = True
         self.transport.loseWriteConnection()
-        self._timer = self.factory.reactor.callLater(REFUSAL_WAIT, self.transport.abortConnection)
+        self._timer = factory.reactor.callLater(REFUSAL_WAIT, self.transport.abortConnection)
 
     def _tooSlow(self):
         self._timer = None
@@ -511,6 +522,9 @@ class _ServerTransport(SSHServerTransport):
 
     def connectionLost(self, reason):
         self._uncount()
+        if self._waiting:
+            self._waiting = False
+            self.factory.refusedWaiting -= 1
         if not self._refused:
             SSHServerTransport.connectionLost(self, reason)
 
@@ -541,6 +555,8 @@ class _ServerFactory(SSHFactory):
         self.reactor = reactor
         self.startups = startups
         self.refusals = RefusalLog(reactor)
+        # Refused connections waiting for their peers to hang up.
+        self.refusedWaiting = 0
         self.loginGrace = loginGrace
         self.services = {
             b"ssh-userauth": _UserAuthServer,
