@@ -68,7 +68,7 @@ class Options(usage.Options):
             "the keys of peers that may connect, in OpenSSH's format",
         ],
         ["known-hosts", None, None, "trusted host keys of peers (default ~/.ssh/known_hosts)"],
-        ["login-grace", None, 30.0, "seconds a connection has to authenticate", float],
+        ["login-grace", None, 30.0, "seconds a connection has to authenticate (SSH) or finish its handshake (TLS)", float],
         ["tls-key", None, None, "this node's TLS private key (PEM)"],
         ["tls-cert", None, None, "this node's TLS certificate (PEM)"],
         ["tls-ca", None, None, "the CA certificate that signs TLS peers' certificates"],
