@@ -31,6 +31,7 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.ssl import CertificateOptions, optionsForClientTLS, trustRootFromCertificates
 from twisted.internet.task import deferLater
 from twisted.internet.testing import MemoryReactor
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.protocols.basic import LineReceiver
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface import implementer
@@ -343,11 +344,17 @@ class HandshakeLimitTests(TestCase):
     async def test_graceTime(self):
         """
         A connection that does not complete its handshake in time is
-        closed, and counts no more.
+        closed, with a line in the log, and counts no more.
         """
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
         await self.listen(grace=0.2)
         [silent] = await self.flood(1)
         await silent.closed
+        self.assertIn(
+            "no handshake within 0.2 seconds", " ".join(formatEvent(e) for e in events)
+        )
         for i in range(100):
             if self.startups.total == 0:
                 break

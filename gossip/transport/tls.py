@@ -21,6 +21,7 @@ from twisted.internet.abstract import isIPAddress, isIPv6Address
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.endpoints import HostnameEndpoint, SSL4ServerEndpoint, wrapClientTLS
 from twisted.internet.interfaces import IHandshakeListener
+from twisted.internet.protocol import Protocol
 from twisted.internet.ssl import (
     Certificate,
     CertificateOptions,
@@ -29,7 +30,7 @@ from twisted.internet.ssl import (
     optionsForClientTLS,
     trustRootFromCertificates,
 )
-from twisted.internet.protocol import Protocol
+from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from zope.interface import implementer
 
@@ -49,6 +50,8 @@ __all__ = [
 
 # The port of a tls:// URL that names none.
 DEFAULT_PORT = 7423
+
+log = Logger()
 
 _LISTEN_SYNTAX = "ssl:PORT[:interface=ADDRESS][:backlog=N]"
 _URL_SYNTAX = "tls://HOST[:PORT][/LOG]"
@@ -196,14 +199,24 @@ class _Handshaking(ProtocolWrapper):
 
     _grace = None
 
-    def __init__(self, factory, wrappedProtocol, source):
+    def __init__(self, factory, wrappedProtocol, where):
         ProtocolWrapper.__init__(self, factory, wrappedProtocol)
-        self._source = source
+        self._source = where
         self._counted = True
 
     def makeConnection(self, transport):
-        self._grace = self.factory.clock.callLater(self.factory.grace, transport.abortConnection)
+        self._grace = self.factory.clock.callLater(self.factory.grace, self._tooSlow)
         ProtocolWrapper.makeConnection(self, transport)
+
+    def _tooSlow(self):
+        self._grace = None
+        address = self.transport.getPeer()
+        log.info(
+            "closed the TLS connection from {address}: no handshake within {grace:g} seconds",
+            address=f"{address.host}:{address.port}",
+            grace=self.factory.grace,
+        )
+        self.transport.abortConnection()
 
     def handshakeCompleted(self):
         self._uncount()
