@@ -68,6 +68,20 @@ class Options(usage.Options):
             "the keys of peers that may connect, in OpenSSH's format",
         ],
         ["known-hosts", None, None, "trusted host keys of peers (default ~/.ssh/known_hosts)"],
+        [
+            "max-startups",
+            None,
+            str(DEFAULT_MAX_STARTUPS),
+            "unauthenticated connections: from START open, refuse new ones with "
+            "probability RATE%, rising to 100% at FULL (START:RATE:FULL, or N to "
+            "refuse beyond N)",
+        ],
+        [
+            "per-source-max-startups",
+            None,
+            str(DEFAULT_PER_SOURCE),
+            "unauthenticated connections from one address (an IPv6 /64) at once",
+        ],
         ["login-grace", None, 30.0, "seconds a connection has to authenticate (SSH) or finish its handshake (TLS)", float],
         ["tls-key", None, None, "this node's TLS private key (PEM)"],
         ["tls-cert", None, None, "this node's TLS certificate (PEM)"],
@@ -79,8 +93,6 @@ class Options(usage.Options):
         self["logs"] = []
         self["listen"] = []
         self["identity"] = []
-        self["max-startups"] = DEFAULT_MAX_STARTUPS
-        self["per-source-max-startups"] = DEFAULT_PER_SOURCE
 
     def parseOptions(self, options=None):
         try:
@@ -100,28 +112,6 @@ class Options(usage.Options):
         ssl:PORT[:interface=ADDRESS]; 'none' for none.
         """
         self["listen"].append(description)
-
-    def opt_max_startups(self, value):
-        """
-        Unauthenticated SSH connections: above START, refuse new ones with
-        probability RATE%, rising to 100% at FULL (START:RATE:FULL, or N to
-        refuse beyond N; default 10:30:100).
-        """
-        try:
-            self["max-startups"] = MaxStartups.parse(value)
-        except ValueError as e:
-            raise usage.UsageError(f"--max-startups {e}")
-
-    def opt_per_source_max_startups(self, value):
-        """
-        Unauthenticated SSH connections allowed from one address (an IPv6
-        /64) at once (default 3).
-        """
-        if not (value.isascii() and value.isdigit() and int(value) >= 1):
-            raise usage.UsageError(
-                f"--per-source-max-startups {value!r}: give a number of connections, at least 1"
-            )
-        self["per-source-max-startups"] = int(value)
 
     def opt_identity(self, path):
         """
@@ -166,8 +156,7 @@ class Options(usage.Options):
     def postOptions(self):
         if not self["logs"]:
             raise usage.UsageError("give at least one --log")
-        if not 0 < self["login-grace"] < 86400:
-            raise usage.UsageError("--login-grace: give a number of seconds above 0 and below a day")
+        self._checkStartups()
         names = {}
         for path, peers in self["logs"]:
             try:
@@ -235,6 +224,23 @@ class Options(usage.Options):
             except SSHError as e:
                 raise usage.UsageError(str(e))
 
+
+    def _checkStartups(self):
+        """
+        Parse the limits on unauthenticated connections.
+        """
+        try:
+            self["max-startups"] = MaxStartups.parse(self["max-startups"])
+        except ValueError as e:
+            raise usage.UsageError(f"--max-startups {e}")
+        perSource = self["per-source-max-startups"]
+        if not (perSource.isascii() and perSource.isdigit() and int(perSource) >= 1):
+            raise usage.UsageError(
+                f"--per-source-max-startups {perSource!r}: give a number of connections, at least 1"
+            )
+        self["per-source-max-startups"] = int(perSource)
+        if not 0 < self["login-grace"] < 86400:
+            raise usage.UsageError("--login-grace: give a number of seconds above 0 and below a day")
 
     def _checkListen(self, description):
         """

@@ -66,17 +66,17 @@ class MaxStartups:
     def __str__(self):
         return f"{self.start}:{self.rate}:{self.full}"
 
-    def refusal(self, open):
+    def refusal(self, count):
         """
-        The percentage of new connections to refuse while C{open}
+        The percentage of new connections to refuse while C{count}
         unauthenticated connections are open.
         """
-        if open < self.start:
+        if count < self.start:
             return 0
-        if open >= self.full:
+        if count >= self.full:
             return 100
         # Integer arithmetic, so that tests can name the exact threshold.
-        return self.rate + (100 - self.rate) * (open - self.start) // (self.full - self.start)
+        return self.rate + (100 - self.rate) * (count - self.start) // (self.full - self.start)
 
 
 DEFAULT_MAX_STARTUPS = MaxStartups(10, 30, 100)
