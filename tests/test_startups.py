@@ -5,6 +5,8 @@ refused, and which refusals are logged.
 
 from contextlib import contextmanager
 
+from hypothesis import given
+from hypothesis import strategies as st
 from twisted.internet.task import Clock
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
@@ -188,6 +190,44 @@ class StartupsTests(SynchronousTestCase):
             startups.release(each)
         self.assertEqual(startups.total, 0)
         self.assertEqual(startups.fromSource("a"), 0)
+
+
+class StartupsPropertyTests(SynchronousTestCase):
+    """
+    Whatever connections come and go, the counts stay true and within the
+    limits.
+    """
+
+    @given(
+        st.lists(
+            st.tuples(st.booleans(), st.sampled_from("abcd"), st.floats(0, 0.999)),
+            max_size=200,
+        ),
+        st.integers(1, 5),
+        st.integers(1, 100),
+        st.integers(0, 6),
+    )
+    def test_counts(self, steps, start, rate, extra):
+        draws = iter([])
+        startups = Startups(
+            MaxStartups(start, rate, start + extra), perSource=3, random=lambda: next(draws)
+        )
+        held = []
+        for arrives, where, draw in steps:
+            if arrives or not held:
+                draws = iter([draw])
+                if startups.admit(where) is None:
+                    held.append(where)
+                else:
+                    # Below START only a source at its cap is refused.
+                    self.assertTrue(len(held) >= start or held.count(where) == 3)
+            else:
+                startups.release(held.pop(0))
+            self.assertEqual(startups.total, len(held))
+            for each in "abcd":
+                self.assertEqual(startups.fromSource(each), held.count(each))
+                self.assertLessEqual(startups.fromSource(each), 3)
+            self.assertLessEqual(startups.total, start + extra)
 
 
 class SourceTests(SynchronousTestCase):
