@@ -700,6 +700,8 @@ class TLSDaemonTests(TestCase):
         """
         status, out, err = self.sync("client")
         self.assertEqual(status, 0, err)
+        # The daemon logs whom the client's certificate names.
+        self.daemon.waitForLog(r"TLS peer authenticated: CN=client \(tls 127\.0\.0\.1:\d+\)")
         self.assertEqual(len(contents(self.local).keySet), 2)
         self.assertEqual(contents(self.local).keySet, contents(self.served).keySet)
 

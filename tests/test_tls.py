@@ -25,6 +25,7 @@ from twisted.internet.interfaces import IHandshakeListener
 from twisted.internet.protocol import Factory
 from twisted.internet.ssl import CertificateOptions, optionsForClientTLS, trustRootFromCertificates
 from twisted.internet.testing import MemoryReactor
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.protocols.basic import LineReceiver
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.trial.unittest import SynchronousTestCase, TestCase
@@ -110,6 +111,19 @@ class ConnectionTests(TestCase):
 
     def setUp(self):
         self.certs = makeCertificates(self.mktemp())
+        self.events = []
+        globalLogPublisher.addObserver(self.events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, self.events.append)
+
+    def authenticated(self):
+        """
+        The peers that the endpoints logged as authenticated.
+        """
+        return [
+            formatEvent(event)
+            for event in self.events
+            if event.get("log_namespace") == "gossip.transport.tls"
+        ]
 
     async def exchange(self, serverFiles, connecting):
         """
@@ -149,6 +163,11 @@ class ConnectionTests(TestCase):
         self.assertEqual(client.lines, [b"echo: hello"])
         self.assertEqual(server.peer, f"CN=client (tls 127.0.0.1:{client.address.port})")
         self.assertEqual(client.peer, f"CN=server (tls 127.0.0.1:{self.port})")
+        # Each end logs whom it let in.
+        self.assertEqual(
+            sorted(self.authenticated()),
+            [f"TLS peer authenticated: {server.peer}", f"TLS peer authenticated: {client.peer}"],
+        )
         client.reason.trap(ConnectionDone)
         server.reason.trap(ConnectionDone)
 
@@ -189,6 +208,11 @@ class ConnectionTests(TestCase):
         self.assertIsNone(server.peer)
         self.assertEqual(server.lines, [])
         self.assertEqual(client.lines, [])
+        # Nor did the server log the client as authenticated (the client
+        # may have finished its side of the handshake: TLS 1.3 checks the
+        # client's certificate last).
+        address = f"127.0.0.1:{client.address.port})"
+        self.assertEqual([line for line in self.authenticated() if address in line], [])
         server.reason.trap(SSL.Error)
         client.reason.trap(SSL.Error, ConnectionLost)
 
@@ -199,6 +223,7 @@ class ConnectionTests(TestCase):
         """
         self.assertIsNone(client.peer)
         self.assertIsNone(server.peer)
+        self.assertEqual(self.authenticated(), [])
         self.assertEqual(server.lines, [])
         self.assertEqual(client.lines, [])
         client.reason.trap(SSL.Error, VerificationError)

@@ -20,7 +20,11 @@ from OpenSSL.crypto import X509, PKey
 from twisted.internet.abstract import isIPAddress, isIPv6Address
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.endpoints import HostnameEndpoint, serverFromString, wrapClientTLS
-from twisted.internet.interfaces import IStreamServerEndpoint
+from twisted.internet.interfaces import (
+    IHandshakeListener,
+    IStreamClientEndpoint,
+    IStreamServerEndpoint,
+)
 from twisted.internet.ssl import (
     Certificate,
     CertificateOptions,
@@ -29,6 +33,8 @@ from twisted.internet.ssl import (
     optionsForClientTLS,
     trustRootFromCertificates,
 )
+from twisted.logger import Logger
+from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from zope.interface import implementer
 
@@ -45,6 +51,8 @@ __all__ = [
 
 # The port of a tls:// URL that names none.
 DEFAULT_PORT = 7423
+
+log = Logger()
 
 _LISTEN_SYNTAX = "ssl:PORT[:interface=ADDRESS][:backlog=N]"
 _URL_SYNTAX = "tls://HOST[:PORT][/LOG]"
@@ -196,7 +204,8 @@ class _TLSServerEndpoint:
 
     Twisted's own C{ssl:} endpoint reads its certificate from files its
     description names and cannot ask for a client's certificate; here TLS
-    is layered over the TCP endpoint as Twisted's C{listenSSL} does it.
+    is layered over the TCP endpoint as Twisted's C{listenSSL} does it,
+    with the peer's certificate name logged (see L{_Authenticated}).
 
     @ivar endpoint: the TCP endpoint.
     @ivar options: the L{CertificateOptions} of the server's side.
@@ -206,7 +215,9 @@ class _TLSServerEndpoint:
     options = attr.ib()
 
     def listen(self, factory):
-        return self.endpoint.listen(TLSMemoryBIOFactory(self.options, False, factory))
+        return self.endpoint.listen(
+            TLSMemoryBIOFactory(self.options, False, _AuthenticatingFactory(factory))
+        )
 
 
 def _number(text, low, high):
@@ -301,7 +312,48 @@ def clientEndpoint(reactor, host, port, files):
         trustRoot=trustRootFromCertificates(credentials.authorities),
         extraCertificateOptions=_presenting(credentials.certificate),
     )
-    return wrapClientTLS(options, HostnameEndpoint(reactor, host, port), clock=reactor)
+    return _TLSClientEndpoint(
+        wrapClientTLS(options, HostnameEndpoint(reactor, host, port), clock=reactor)
+    )
+
+
+@implementer(IStreamClientEndpoint)
+@attr.frozen
+class _TLSClientEndpoint:
+    """
+    Twisted's TLS client endpoint, with the peer's certificate name logged
+    (see L{_Authenticated}).
+
+    @ivar endpoint: the endpoint that L{wrapClientTLS} made.
+    """
+
+    endpoint = attr.ib()
+
+    def connect(self, factory):
+        connecting = self.endpoint.connect(_AuthenticatingFactory(factory))
+        return connecting.addCallback(lambda wrapper: wrapper.wrappedProtocol)
+
+
+@implementer(IHandshakeListener)
+class _Authenticated(ProtocolWrapper):
+    """
+    Stands between TLS and a session to log whom the peer's certificate
+    names once the handshake has verified it: the session, made when the
+    connection opened, knows only the peer's address.
+    """
+
+    def handshakeCompleted(self):
+        log.info("TLS peer authenticated: {peer}", peer=peerName(self.transport))
+        if IHandshakeListener.providedBy(self.wrappedProtocol):
+            self.wrappedProtocol.handshakeCompleted()
+
+
+class _AuthenticatingFactory(WrappingFactory):
+    """
+    Puts an L{_Authenticated} under each protocol its factory makes.
+    """
+
+    protocol = _Authenticated
 
 
 def _presenting(certificate):
