@@ -366,16 +366,6 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
 
     # Life cycle
 
-    def makeConnection(self, transport):
-        # AMP asks every transport for its addresses, but a process's pipes
-        # have none.
-        try:
-            self._transportPeer = transport.getPeer()
-            self._transportHost = transport.getHost()
-        except NotImplementedError:
-            self._transportPeer = self._transportHost = None
-        amp.BinaryBoxProtocol.makeConnection(self, transport)
-
     def connectionMade(self):
         amp.AMP.connectionMade(self)
         self.setTimeout(self.timeOut)

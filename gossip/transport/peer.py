@@ -12,9 +12,10 @@ import attr
 from twisted.application.internet import ClientService, backoffPolicy
 from twisted.internet.defer import fail, succeed
 from twisted.internet.error import ConnectionDone, ProcessDone, ProcessExitedAlready
-from twisted.internet.interfaces import IProcessTransport, IStreamClientEndpoint
+from twisted.internet.interfaces import IAddress, IProcessTransport, IStreamClientEndpoint
 from twisted.internet.process import Process, registerReapProcessHandler
 from twisted.internet.protocol import Factory, ProcessProtocol
+from twisted.internet.stdio import PipeAddress
 from twisted.logger import Logger
 from twisted.python.components import proxyForInterface
 from twisted.python.failure import Failure
@@ -78,6 +79,7 @@ class SyncFactory(Factory):
         )
 
 
+@implementer(IAddress)
 @attr.frozen
 class CommandAddress:
     """
@@ -103,15 +105,23 @@ def widenPipe(fd, size=1 << 20):
 class _CommandTransport(proxyForInterface(IProcessTransport, "_process")):
     """
     A command's process as its session's transport: losing the connection
-    hangs up on the command.
+    hangs up on the command; the peer's address is the command, and this
+    end's is a pipe, as L{StandardIO}'s are.
     """
 
-    def __init__(self, process, hangUp):
+    def __init__(self, process, hangUp, peer):
         self._process = process
         self._hangUp = hangUp
+        self._peer = peer
 
     def loseConnection(self):
         self._hangUp()
+
+    def getPeer(self):
+        return self._peer
+
+    def getHost(self):
+        return PipeAddress()
 
 
 class _CommandProcess(ProcessProtocol):
@@ -124,20 +134,23 @@ class _CommandProcess(ProcessProtocol):
     a peer that ignores end of input) is terminated, then killed.
     """
 
-    def __init__(self, protocol, reactor, grace, logErrors=False, name=""):
+    def __init__(self, protocol, reactor, grace, address, logErrors=False):
         self._protocol = protocol
         self._reactor = reactor
         self._grace = grace
+        self._address = address
         self._stopping = None
         self._ended = False
         self._logErrors = logErrors
-        self._name = name
+        self._name = shlex.join(address.argv)
         self._errors = b""
 
     def connectionMade(self):
         for pipe in self.transport.pipes.values():
             widenPipe(pipe.fileno())
-        self._protocol.makeConnection(_CommandTransport(self.transport, self._hangUp))
+        self._protocol.makeConnection(
+            _CommandTransport(self.transport, self._hangUp, self._address)
+        )
 
     def childDataReceived(self, childFD, data):
         if childFD == 1:
@@ -201,10 +214,9 @@ class CommandEndpoint:
     logErrors = attr.ib(default=False, repr=False)
 
     def connect(self, factory):
-        protocol = factory.buildProtocol(CommandAddress(self.argv))
-        process = _CommandProcess(
-            protocol, self.reactor, self.grace, self.logErrors, shlex.join(self.argv)
-        )
+        address = CommandAddress(self.argv)
+        protocol = factory.buildProtocol(address)
+        process = _CommandProcess(protocol, self.reactor, self.grace, address, self.logErrors)
         try:
             self.reactor.spawnProcess(
                 process,
@@ -260,9 +272,9 @@ class SpawnedEndpoint:
     grace = attr.ib(default=GRACE, repr=False)
 
     def connect(self, factory):
-        argv = self.spawned.argv
-        protocol = factory.buildProtocol(CommandAddress(argv))
-        process = _CommandProcess(protocol, self.reactor, self.grace, name=shlex.join(argv))
+        address = CommandAddress(self.spawned.argv)
+        protocol = factory.buildProtocol(address)
+        process = _CommandProcess(protocol, self.reactor, self.grace, address)
         _AdoptedProcess(self.reactor, self.spawned, process)
         return succeed(protocol)
 
