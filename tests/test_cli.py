@@ -862,16 +862,35 @@ class ProgramTests(CommandTestCase):
 
     def test_syncWithoutTLS(self):
         """
-        The sync commands do not import TLS (pyOpenSSL, cryptography) unless
-        they use it, and what uses it later still can.
+        The sync commands import AMP without TLS (pyOpenSSL, cryptography),
+        and what uses TLS later still can.
         """
         code = (
             "import sys\n"
+            "from gossip.cli.main import _importAMPWithoutTLS\n"
+            "_importAMPWithoutTLS()\n"
             "import gossip.cli.commands\n"
             "assert 'OpenSSL' not in sys.modules\n"
             "assert 'twisted.internet.ssl' not in sys.modules\n"
             "from twisted.internet import ssl\n"
             "assert ssl.supported\n"
+            "import gossip.transport.tls\n"
+        )
+        done = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, env=ENV, timeout=DEADLINE
+        )
+        self.assertEqual((done.returncode, done.stderr), (0, b""))
+
+    def test_libraryAMPHasTLS(self):
+        """
+        Importing gossip's sync protocol leaves AMP as it is, StartTLS
+        included, for whatever else uses AMP in the process (a daemon's
+        other services); TLS is imported later all the same.
+        """
+        code = (
+            "import gossip.sync.protocol\n"
+            "from twisted.protocols import amp\n"
+            "assert amp.ssl is not None\n"
             "import gossip.transport.tls\n"
         )
         done = subprocess.run(
