@@ -860,27 +860,6 @@ class ProgramTests(CommandTestCase):
             )
             self.assertEqual((done.returncode, done.stderr), (0, b""), args)
 
-    def test_syncWithoutTLS(self):
-        """
-        The sync commands import AMP without TLS (pyOpenSSL, cryptography),
-        and what uses TLS later still can.
-        """
-        code = (
-            "import sys\n"
-            "from gossip.cli.main import _importAMPWithoutTLS\n"
-            "_importAMPWithoutTLS()\n"
-            "import gossip.cli.commands\n"
-            "assert 'OpenSSL' not in sys.modules\n"
-            "assert 'twisted.internet.ssl' not in sys.modules\n"
-            "from twisted.internet import ssl\n"
-            "assert ssl.supported\n"
-            "import gossip.transport.tls\n"
-        )
-        done = subprocess.run(
-            [sys.executable, "-c", code], capture_output=True, env=ENV, timeout=DEADLINE
-        )
-        self.assertEqual((done.returncode, done.stderr), (0, b""))
-
     def test_libraryAMPHasTLS(self):
         """
         Importing gossip's sync protocol leaves AMP as it is, StartTLS

@@ -314,34 +314,11 @@ def _reactorCommand(name):
             _prepareClone(options)
         if name in ("sync", "clone"):
             _startPeer(options)
-        _importAMPWithoutTLS()
         from gossip.cli import commands
 
         return getattr(commands, name)(options)
 
     return run
-
-
-def _importAMPWithoutTLS():
-    """
-    Import AMP without the TLS support that it imports for its StartTLS
-    command, which gossip does not use: C{twisted.internet.ssl} brings in
-    pyOpenSSL and cryptography, a twentieth of a second of each sync
-    command's start-up here.  A command that goes on to use TLS (a
-    C{tls://} peer) imports C{twisted.internet.ssl} then, and gets it.
-
-    AMP has no StartTLS in this process afterwards: only these commands,
-    which run one session and exit, may decide that; the library and the
-    daemon import AMP as it is.
-    """
-    if "twisted.internet.ssl" in sys.modules:
-        return
-    # A module set to None cannot be imported, so AMP goes without.
-    sys.modules["twisted.internet.ssl"] = None
-    try:
-        import twisted.protocols.amp  # noqa: F401
-    finally:
-        del sys.modules["twisted.internet.ssl"]
 
 
 def _urlLog(url):
