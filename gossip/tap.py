@@ -7,7 +7,8 @@ import os
 import shlex
 import sys
 
-from twisted.application.service import MultiService, Service
+from twisted.application.internet import StreamServerEndpointService
+from twisted.application.service import MultiService
 from twisted.logger import Logger
 from twisted.python import usage
 
@@ -271,31 +272,30 @@ def _isTLS(description):
     return description.split(":", 1)[0] in ("ssl", "tls")
 
 
-class _Listener(Service):
+class _Listener(StreamServerEndpointService):
     """
-    Accepts peers on one endpoint; a port that cannot be had stops the
-    daemon with a one-line message.
+    Twisted's service for one endpoint, as C{strports.service} makes it: a
+    port that cannot be had fails the start-up, here as one line rather
+    than a traceback; the address it listens on is logged.
     """
+
+    # What strports.service sets: a port that cannot be had is raised from
+    # privilegedStartService, rather than logged while the daemon runs on.
+    _raiseSynchronously = True
 
     def __init__(self, endpoint, factory, description, kind):
-        self._endpoint = endpoint
-        self._factory = factory
+        StreamServerEndpointService.__init__(self, endpoint, factory)
         self._description = description
         self._kind = kind
-        self._port = None
 
     def privilegedStartService(self):
-        Service.privilegedStartService(self)
-        failures = []
-        self._endpoint.listen(self._factory).addCallbacks(self._listening, failures.append)
-        if failures:
-            raise SystemExit(
-                f"gossip: cannot listen on {self._description}: "
-                f"{failures[0].getErrorMessage()}"
-            )
+        try:
+            StreamServerEndpointService.privilegedStartService(self)
+        except Exception as e:
+            raise SystemExit(f"gossip: cannot listen on {self._description}: {e}") from None
+        self._waitingForPort.addCallback(self._listening)
 
     def _listening(self, port):
-        self._port = port
         address = port.getHost()
         log.info(
             "listening for {kind} peers on {host} port {port}",
@@ -303,12 +303,7 @@ class _Listener(Service):
             host=address.host,
             port=address.port,
         )
-
-    def stopService(self):
-        Service.stopService(self)
-        if self._port is not None:
-            port, self._port = self._port, None
-            return port.stopListening()
+        return port
 
 
 def makeService(config, reactor=None):

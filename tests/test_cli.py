@@ -860,18 +860,16 @@ class ProgramTests(CommandTestCase):
             )
             self.assertEqual((done.returncode, done.stderr), (0, b""), args)
 
-    def test_syncWithoutTLS(self):
+    def test_libraryAMPHasTLS(self):
         """
-        The sync commands do not import TLS (pyOpenSSL, cryptography) unless
-        they use it, and what uses it later still can.
+        Importing gossip's sync protocol leaves AMP as it is, StartTLS
+        included, for whatever else uses AMP in the process (a daemon's
+        other services); TLS is imported later all the same.
         """
         code = (
-            "import sys\n"
-            "import gossip.cli.commands\n"
-            "assert 'OpenSSL' not in sys.modules\n"
-            "assert 'twisted.internet.ssl' not in sys.modules\n"
-            "from twisted.internet import ssl\n"
-            "assert ssl.supported\n"
+            "import gossip.sync.protocol\n"
+            "from twisted.protocols import amp\n"
+            "assert amp.ssl is not None\n"
             "import gossip.transport.tls\n"
         )
         done = subprocess.run(

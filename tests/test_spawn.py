@@ -1,7 +1,8 @@
 """
 Tests for L{gossip.transport.spawn} and L{gossip.transport.peer.SpawnedEndpoint}: a peer
 command started before the reactor, then spoken to through it, as real
-processes.
+processes; and L{gossip.transport.peer.CommandEndpoint}, which starts its
+command through the reactor.
 """
 
 import os
@@ -13,9 +14,10 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone, ProcessTerminated
 from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.stdio import PipeAddress
 from twisted.trial.unittest import TestCase
 
-from gossip.transport.peer import SpawnedEndpoint
+from gossip.transport.peer import CommandAddress, CommandEndpoint, SpawnedEndpoint
 from gossip.transport.spawn import SpawnError, isURL, peerCommand, spawn
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -146,6 +148,7 @@ class _Echo(Protocol):
         self.lost = Deferred()
 
     def connectionMade(self):
+        self.addresses = self.transport.getHost(), self.transport.getPeer()
         self.transport.write(b"ping\n")
 
     def dataReceived(self, data):
@@ -177,6 +180,10 @@ class SpawnedEndpointTests(TestCase):
         self.assertEqual(protocol.received, b"ping\n")
         # A clean exit is a clean end of the connection.
         self.assertTrue(reason.check(ConnectionDone))
+        # This end is a pipe, the other the command.
+        host, peer = protocol.addresses
+        self.assertIsInstance(host, PipeAddress)
+        self.assertEqual(peer, CommandAddress(["cat"]))
 
     async def test_exitStatus(self):
         """
@@ -202,6 +209,25 @@ class SpawnedEndpointTests(TestCase):
         reason = protocol.reason
         self.assertTrue(reason.check(ProcessTerminated))
         self.assertEqual(reason.value.signal, signal.SIGTERM)
+
+
+class CommandEndpointTests(TestCase):
+    """
+    L{CommandEndpoint} starts its command through the reactor and speaks
+    over its pipes, as L{SpawnedEndpoint} does over a command already
+    started.
+    """
+
+    async def test_exchange(self):
+        protocol = await CommandEndpoint(reactor, ["cat"], grace=5).connect(
+            Factory.forProtocol(_Echo)
+        )
+        await protocol.lost
+        self.assertEqual(protocol.received, b"ping\n")
+        self.assertTrue(protocol.reason.check(ConnectionDone))
+        host, peer = protocol.addresses
+        self.assertIsInstance(host, PipeAddress)
+        self.assertEqual(peer, CommandAddress(["cat"]))
 
 
 class LateSpawnTests(TestCase):

@@ -16,7 +16,10 @@ import time
 
 from twisted.application.internet import ClientService
 from twisted.application.service import MultiService
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.protocol import Factory
 from twisted.internet.testing import MemoryReactorClock
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
@@ -327,6 +330,74 @@ class MakeServiceTests(SynchronousTestCase):
         for r, s, c, kwargs in made:
             self.assertEqual(kwargs["timeout"], 7.0)
             self.assertTrue(kwargs["anyName"])
+
+
+class ListenerTests(TestCase):
+    """
+    The daemon's listeners, on real loopback ports: they log where they
+    listen, and a port that cannot be had ends the start-up in one line.
+    """
+
+    def setUp(self):
+        self.events = []
+        globalLogPublisher.addObserver(self.events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, self.events.append)
+
+    def start(self, port):
+        """
+        Start a listener for SSH peers on loopback C{port}, stopped when the
+        test ends.
+        """
+        from twisted.internet import reactor
+
+        description = f"tcp:{port}:interface=127.0.0.1"
+        listener = tap._Listener(
+            serverFromString(reactor, description), Factory(), description, "SSH"
+        )
+        listener.privilegedStartService()
+        listener.startService()
+        self.addCleanup(listener.stopService)
+        return listener
+
+    def listening(self):
+        """
+        The ports that listeners said they listen on.
+        """
+        found = []
+        for event in self.events:
+            match = re.fullmatch(
+                r"listening for SSH peers on 127\.0\.0\.1 port (\d+)", formatEvent(event)
+            )
+            if match is not None:
+                found.append(int(match.group(1)))
+        return found
+
+    async def test_listens(self):
+        """
+        A listener says where it listens; stopped, it lets the port go.
+        """
+        listener = self.start(0)
+        [port] = self.listening()
+        self.assertNotEqual(port, 0)
+        await listener.stopService()
+        self.start(port)
+        self.assertEqual(self.listening(), [port, port])
+
+    def test_portTaken(self):
+        """
+        A port that another listener holds stops the daemon's start-up with
+        one line naming the endpoint.
+        """
+        self.start(0)
+        [port] = self.listening()
+        error = self.assertRaises(SystemExit, self.start, port)
+        message = str(error.code)
+        self.assertTrue(
+            message.startswith(f"gossip: cannot listen on tcp:{port}:interface=127.0.0.1: "),
+            message,
+        )
+        self.assertNotIn("\n", message)
+        self.assertEqual(self.listening(), [port])
 
 
 class PluginTests(TestCase):
@@ -665,6 +736,8 @@ class TLSDaemonTests(TestCase):
         """
         status, out, err = self.sync("client")
         self.assertEqual(status, 0, err)
+        # The daemon logs whom the client's certificate names.
+        self.daemon.waitForLog(r"TLS peer authenticated: CN=client \(tls 127\.0\.0\.1:\d+\)")
         self.assertEqual(len(contents(self.local).keySet), 2)
         self.assertEqual(contents(self.local).keySet, contents(self.served).keySet)
 

@@ -33,6 +33,7 @@ from twisted.internet.task import deferLater
 from twisted.internet.testing import MemoryReactor
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.protocols.basic import LineReceiver
+from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface import implementer
 
@@ -126,6 +127,19 @@ class ConnectionTests(TestCase):
 
     def setUp(self):
         self.certs = makeCertificates(self.mktemp())
+        self.events = []
+        globalLogPublisher.addObserver(self.events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, self.events.append)
+
+    def authenticated(self):
+        """
+        The peers that the endpoints logged as authenticated.
+        """
+        return [
+            formatEvent(event)
+            for event in self.events
+            if event.get("log_namespace") == "gossip.transport.tls"
+        ]
 
     async def exchange(self, serverFiles, connecting):
         """
@@ -165,6 +179,11 @@ class ConnectionTests(TestCase):
         self.assertEqual(client.lines, [b"echo: hello"])
         self.assertEqual(server.peer, f"CN=client (tls 127.0.0.1:{client.address.port})")
         self.assertEqual(client.peer, f"CN=server (tls 127.0.0.1:{self.port})")
+        # Each end logs whom it let in.
+        self.assertEqual(
+            sorted(self.authenticated()),
+            [f"TLS peer authenticated: {server.peer}", f"TLS peer authenticated: {client.peer}"],
+        )
         client.reason.trap(ConnectionDone)
         server.reason.trap(ConnectionDone)
 
@@ -205,6 +224,11 @@ class ConnectionTests(TestCase):
         self.assertIsNone(server.peer)
         self.assertEqual(server.lines, [])
         self.assertEqual(client.lines, [])
+        # Nor did the server log the client as authenticated (the client
+        # may have finished its side of the handshake: TLS 1.3 checks the
+        # client's certificate last).
+        address = f"127.0.0.1:{client.address.port})"
+        self.assertEqual([line for line in self.authenticated() if address in line], [])
         server.reason.trap(SSL.Error)
         client.reason.trap(SSL.Error, ConnectionLost)
 
@@ -215,6 +239,7 @@ class ConnectionTests(TestCase):
         """
         self.assertIsNone(client.peer)
         self.assertIsNone(server.peer)
+        self.assertEqual(self.authenticated(), [])
         self.assertEqual(server.lines, [])
         self.assertEqual(client.lines, [])
         client.reason.trap(SSL.Error, VerificationError)
@@ -491,13 +516,15 @@ class ServerDescriptionTests(SynchronousTestCase):
         """
         Listen on a L{MemoryReactor} as C{description} says.
 
-        @return: the port, the context factory, the backlog and the
-            interface given to C{listenSSL}.
+        @return: the port, the TLS options, the backlog and the interface;
+            TLS is layered over what was given to C{listenTCP}.
         """
         memory = MemoryReactor()
-        self.successResultOf(serverEndpoint(memory, description, self.files).listen(Factory()))
-        [(port, factory, options, backlog, interface)] = memory.sslServers
-        return port, options, backlog, interface
+        endpoint = serverEndpoint(memory, description, self.files)
+        self.successResultOf(endpoint.listen(Factory()))
+        [(port, factory, backlog, interface)] = memory.tcpServers
+        self.assertIsInstance(factory, TLSMemoryBIOFactory)
+        return port, endpoint.options, backlog, interface
 
     def test_port(self):
         """
@@ -537,14 +564,9 @@ class ServerDescriptionTests(SynchronousTestCase):
             "ssl:",
             "tcp:7423",
             "ssl:x",
-            "ssl:-1",
-            "ssl:65536",
             "ssl:interface=127.0.0.1",
-            "ssl:0:0",
             "ssl:0:port=1",
             "ssl:0:interface=::1",
-            "ssl:0:interface=localhost",
-            "ssl:0:backlog=0",
             "ssl:0:backlog=x",
             "ssl:0:privateKey=server.pem",
             "ssl:0\\",
@@ -552,6 +574,23 @@ class ServerDescriptionTests(SynchronousTestCase):
             error = self.assertRaises(TLSError, serverEndpoint, MemoryReactor(), description, self.files)
             self.assertIn(repr(description), str(error))
             self.assertNotIn("\n", str(error))
+
+
+class ServerPortTests(TestCase):
+    """
+    What Twisted's endpoint descriptions leave to the operating system is
+    found when the server listens.
+    """
+
+    def test_portOutOfRange(self):
+        """
+        A port beyond 65535 fails to listen, with a one-line reason.
+        """
+        files = makeCertificates(self.mktemp())["server"]
+        endpoint = serverEndpoint(reactor, "ssl:65536:interface=127.0.0.1", files)
+        failure = self.failureResultOf(endpoint.listen(Factory()))
+        self.assertIn("65535", failure.getErrorMessage())
+        self.assertNotIn("\n", failure.getErrorMessage())
 
 
 class URLTests(SynchronousTestCase):

@@ -9,13 +9,13 @@ has, requests what it lacks, and from then on announces its new adds so that
 the other can request them.
 """
 
-import sys
 from collections import deque
 
 from twisted.internet.defer import Deferred, DeferredLock, ensureDeferred
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.task import LoopingCall, deferLater
 from twisted.logger import Logger
+from twisted.protocols import amp
 from twisted.protocols.policies import TimeoutMixin
 
 from gossip.store.intervals import (
@@ -29,28 +29,6 @@ from gossip.store.intervals import (
 )
 from gossip.sync.service import Stretch
 
-
-def _importAMP():
-    """
-    Import AMP without the TLS support that it imports for its StartTLS
-    command, which gossip does not use: C{twisted.internet.ssl} brings in
-    pyOpenSSL and cryptography, a twentieth of a second of each sync
-    command's start-up here.  Whatever imports C{twisted.internet.ssl}
-    later (gossip's TLS endpoints) still gets it.
-    """
-    if "twisted.protocols.amp" in sys.modules or "twisted.internet.ssl" in sys.modules:
-        from twisted.protocols import amp
-    else:
-        # A module set to None cannot be imported, so AMP goes without.
-        sys.modules["twisted.internet.ssl"] = None
-        try:
-            from twisted.protocols import amp
-        finally:
-            del sys.modules["twisted.internet.ssl"]
-    return amp
-
-
-amp = _importAMP()
 
 __all__ = [
     "PROTOCOL_VERSION",
@@ -365,16 +343,6 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
         self.expected = 0
 
     # Life cycle
-
-    def makeConnection(self, transport):
-        # AMP asks every transport for its addresses, but a process's pipes
-        # have none.
-        try:
-            self._transportPeer = transport.getPeer()
-            self._transportHost = transport.getHost()
-        except NotImplementedError:
-            self._transportPeer = self._transportHost = None
-        amp.BinaryBoxProtocol.makeConnection(self, transport)
 
     def connectionMade(self):
         amp.AMP.connectionMade(self)

@@ -535,6 +535,11 @@ class AuthorizedKeys:
     The grants of an C{authorized_keys} file, read again whenever it
     changes.
 
+    Conch's own store (L{twisted.conch.checkers.UNIXAuthorizedKeysFiles},
+    read by C{readAuthorizedKeyFile}) takes each line as a bare key: a line
+    with options is skipped as unparsable, so neither OpenSSH's C{from=}
+    and C{expiry-time=} nor gossip's own options could be honoured.
+
     @ivar path: the file's path.
 
     @ivar problems: the problems of the last reading, as C{(lineNumber,

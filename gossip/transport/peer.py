@@ -7,25 +7,15 @@ output, kept connected with backoff.
 import fcntl
 import os
 import shlex
-import signal
 
 import attr
 from twisted.application.internet import ClientService, backoffPolicy
 from twisted.internet.defer import fail, succeed
-from twisted.internet.error import (
-    ConnectionDone,
-    ProcessDone,
-    ProcessExitedAlready,
-    ProcessTerminated,
-)
-from twisted.internet.interfaces import IProcessTransport, IStreamClientEndpoint
-from twisted.internet.process import (
-    ProcessReader,
-    ProcessWriter,
-    registerReapProcessHandler,
-    unregisterReapProcessHandler,
-)
+from twisted.internet.error import ConnectionDone, ProcessDone, ProcessExitedAlready
+from twisted.internet.interfaces import IAddress, IProcessTransport, IStreamClientEndpoint
+from twisted.internet.process import Process, registerReapProcessHandler
 from twisted.internet.protocol import Factory, ProcessProtocol
+from twisted.internet.stdio import PipeAddress
 from twisted.logger import Logger
 from twisted.python.components import proxyForInterface
 from twisted.python.failure import Failure
@@ -89,6 +79,7 @@ class SyncFactory(Factory):
         )
 
 
+@implementer(IAddress)
 @attr.frozen
 class CommandAddress:
     """
@@ -114,15 +105,23 @@ def widenPipe(fd, size=1 << 20):
 class _CommandTransport(proxyForInterface(IProcessTransport, "_process")):
     """
     A command's process as its session's transport: losing the connection
-    hangs up on the command.
+    hangs up on the command; the peer's address is the command, and this
+    end's is a pipe, as L{StandardIO}'s are.
     """
 
-    def __init__(self, process, hangUp):
+    def __init__(self, process, hangUp, peer):
         self._process = process
         self._hangUp = hangUp
+        self._peer = peer
 
     def loseConnection(self):
         self._hangUp()
+
+    def getPeer(self):
+        return self._peer
+
+    def getHost(self):
+        return PipeAddress()
 
 
 class _CommandProcess(ProcessProtocol):
@@ -135,20 +134,23 @@ class _CommandProcess(ProcessProtocol):
     a peer that ignores end of input) is terminated, then killed.
     """
 
-    def __init__(self, protocol, reactor, grace, logErrors=False, name=""):
+    def __init__(self, protocol, reactor, grace, address, logErrors=False):
         self._protocol = protocol
         self._reactor = reactor
         self._grace = grace
+        self._address = address
         self._stopping = None
         self._ended = False
         self._logErrors = logErrors
-        self._name = name
+        self._name = shlex.join(address.argv)
         self._errors = b""
 
     def connectionMade(self):
         for pipe in self.transport.pipes.values():
             widenPipe(pipe.fileno())
-        self._protocol.makeConnection(_CommandTransport(self.transport, self._hangUp))
+        self._protocol.makeConnection(
+            _CommandTransport(self.transport, self._hangUp, self._address)
+        )
 
     def childDataReceived(self, childFD, data):
         if childFD == 1:
@@ -212,10 +214,9 @@ class CommandEndpoint:
     logErrors = attr.ib(default=False, repr=False)
 
     def connect(self, factory):
-        protocol = factory.buildProtocol(CommandAddress(self.argv))
-        process = _CommandProcess(
-            protocol, self.reactor, self.grace, self.logErrors, shlex.join(self.argv)
-        )
+        address = CommandAddress(self.argv)
+        protocol = factory.buildProtocol(address)
+        process = _CommandProcess(protocol, self.reactor, self.grace, address, self.logErrors)
         try:
             self.reactor.spawnProcess(
                 process,
@@ -229,109 +230,32 @@ class CommandEndpoint:
         return succeed(protocol)
 
 
-@implementer(IProcessTransport)
-class _SpawnedProcess:
+class _AdoptedProcess(Process):
     """
-    A command that L{gossip.transport.spawn.spawn} started, before the reactor ran,
-    as a process transport: what the reactor's own processes do with their
-    standard input and output, and with their exit.
+    A command that L{gossip.transport.spawn.spawn} started before Twisted
+    was imported, as one of the reactor's own processes: its pipes, its
+    reaping and the reason its exit gives are L{Process}'s.
+
+    Twisted has no way to adopt a running child: L{Process} starts its
+    command in its constructor, and L{StandardIO} on the command's pipes
+    would still need a reaper and the mapping of exit statuses to reasons,
+    which only L{Process} has.  So this constructor, in place of
+    L{Process}'s (which would start another), sets up what that one does
+    once its child runs: the pid, a writer and a reader on the command's
+    pipes, the protocol's connection and the reaper's registration.
+    C{tests.test_spawn} checks that the rest of L{Process} works with it.
     """
 
     def __init__(self, reactor, spawned, proto):
-        self.pid = spawned.pid
+        self._reactor = reactor
         self.proto = proto
-        self._status = None
+        self.pid = spawned.pid
         self.pipes = {
-            0: ProcessWriter(reactor, self, 0, spawned.stdin),
-            1: ProcessReader(reactor, self, 1, spawned.stdout),
+            0: self.processWriterFactory(reactor, self, 0, spawned.stdin, forceReadHack=True),
+            1: self.processReaderFactory(reactor, self, 1, spawned.stdout),
         }
-
-    def start(self):
-        self.proto.makeConnection(self)
-        # The reactor reaps it when it exits, as it does its own processes.
+        proto.makeConnection(self)
         registerReapProcessHandler(self.pid, self)
-
-    def write(self, data):
-        if 0 in self.pipes:
-            self.pipes[0].write(data)
-
-    def writeSequence(self, data):
-        if 0 in self.pipes:
-            self.pipes[0].writeSequence(data)
-
-    def writeToChild(self, childFD, data):
-        self.pipes[childFD].write(data)
-
-    def closeChildFD(self, childFD):
-        if childFD in self.pipes:
-            self.pipes[childFD].loseConnection()
-
-    def closeStdin(self):
-        self.closeChildFD(0)
-
-    def closeStdout(self):
-        self.closeChildFD(1)
-
-    def closeStderr(self):
-        pass
-
-    def loseConnection(self):
-        self.closeStdin()
-        self.closeStdout()
-
-    def signalProcess(self, signalID):
-        if self.pid is None:
-            raise ProcessExitedAlready()
-        if isinstance(signalID, str):
-            signalID = getattr(signal, "SIG" + signalID)
-        try:
-            os.kill(self.pid, signalID)
-        except ProcessLookupError:
-            raise ProcessExitedAlready() from None
-
-    def getPeer(self):
-        return CommandAddress(None)
-
-    getHost = getPeer
-
-    def childDataReceived(self, childFD, data):
-        self.proto.childDataReceived(childFD, data)
-
-    def childConnectionLost(self, childFD, reason):
-        os.close(self.pipes.pop(childFD).fileno())
-        self.proto.childConnectionLost(childFD)
-        self._maybeEnded()
-
-    def reapProcess(self):
-        try:
-            pid, status = os.waitpid(self.pid, os.WNOHANG)
-        except ChildProcessError:
-            pid, status = self.pid, 0
-        if pid:
-            unregisterReapProcessHandler(pid, self)
-            self.processEnded(status)
-
-    def processEnded(self, status):
-        self.pid = None
-        self._status = status
-        self._maybeEnded()
-
-    def _maybeEnded(self):
-        # As the reactor's processes do: the protocol hears of the exit
-        # once the command has exited and all of its output is read.
-        if self.pipes or self.proto is None:
-            return
-        if self._status is None:
-            self.reapProcess()
-            return
-        if os.WIFEXITED(self._status) and os.WEXITSTATUS(self._status) == 0:
-            reason = ProcessDone(self._status)
-        elif os.WIFEXITED(self._status):
-            reason = ProcessTerminated(exitCode=os.WEXITSTATUS(self._status), status=self._status)
-        else:
-            reason = ProcessTerminated(signal=os.WTERMSIG(self._status), status=self._status)
-        proto, self.proto = self.proto, None
-        proto.processEnded(Failure(reason))
 
 
 @implementer(IStreamClientEndpoint)
@@ -348,10 +272,10 @@ class SpawnedEndpoint:
     grace = attr.ib(default=GRACE, repr=False)
 
     def connect(self, factory):
-        argv = self.spawned.argv
-        protocol = factory.buildProtocol(CommandAddress(argv))
-        process = _CommandProcess(protocol, self.reactor, self.grace, name=shlex.join(argv))
-        _SpawnedProcess(self.reactor, self.spawned, process).start()
+        address = CommandAddress(self.spawned.argv)
+        protocol = factory.buildProtocol(address)
+        process = _CommandProcess(protocol, self.reactor, self.grace, address)
+        _AdoptedProcess(self.reactor, self.spawned, process)
         return succeed(protocol)
 
 

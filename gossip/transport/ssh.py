@@ -687,7 +687,11 @@ def _revokedLine(path, key):
     """
     The number of the line of C{known_hosts} file C{path} that revokes
     C{key} (OpenSSH's C{@revoked} marker, whatever hosts it names), or
-    L{None}.  Conch's reader skips marked lines.
+    L{None}.
+
+    Conch's L{KnownHostsFile} keeps a marked line as an entry it cannot
+    parse and never matches: a revoked key would be merely unknown there,
+    and accepted with C{--accept-new-host-keys}.  This scan refuses it.
     """
     blob = key.blob()
     try:
@@ -716,6 +720,12 @@ class _ClientAuth(SSHUserAuthClient):
     """
     Public-key authentication with the agent's keys, then the identity
     files'.
+
+    Conch's L{SSHUserAuthClient} offers one key at a time through
+    C{getPublicKey}, names the key's own type as the signature algorithm
+    and signs with the key's default: an RSA key would sign with SHA-1
+    (C{ssh-rsa}), which OpenSSH refuses, and its agent hook (C{signData})
+    cannot ask the agent for C{rsa-sha2-256}.  Hence this class.
     """
 
     _log = _conchLog
@@ -798,6 +808,10 @@ class _ClientChannel(_SyncChannel):
     """
     The client's session channel: asks for the C{gossip} subsystem, then
     carries the session.
+
+    Conch's client endpoint (L{twisted.conch.endpoints.SSHCommandClientEndpoint})
+    can only run a command (an C{exec} request), not ask for a subsystem:
+    hence this channel, and the client transport and connection around it.
     """
 
     def __init__(self, protocol, opened, **kwargs):

@@ -19,8 +19,12 @@ from cryptography.x509.oid import NameOID
 from OpenSSL.crypto import X509, PKey
 from twisted.internet.abstract import isIPAddress, isIPv6Address
 from twisted.internet.address import IPv4Address, IPv6Address
-from twisted.internet.endpoints import HostnameEndpoint, SSL4ServerEndpoint, wrapClientTLS
-from twisted.internet.interfaces import IHandshakeListener
+from twisted.internet.endpoints import HostnameEndpoint, serverFromString, wrapClientTLS
+from twisted.internet.interfaces import (
+    IHandshakeListener,
+    IStreamClientEndpoint,
+    IStreamServerEndpoint,
+)
 from twisted.internet.protocol import Protocol
 from twisted.internet.ssl import (
     Certificate,
@@ -32,6 +36,7 @@ from twisted.internet.ssl import (
 )
 from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
+from twisted.protocols.tls import TLSMemoryBIOFactory
 from zope.interface import implementer
 
 from gossip.transport.startups import RefusalLog, source
@@ -160,23 +165,32 @@ def serverEndpoint(reactor, description, files):
     An endpoint listening for TLS connections from peers, which must present
     a certificate signed by one of the authorities in C{files.ca}.
 
-    @param reactor: an L{IReactorSSL} provider.
+    @param reactor: an L{IReactorTCP} provider.
     @param description: where to listen, C{ssl:PORT[:interface=ADDRESS]
-        [:backlog=N]} (or C{tls:...}), with colons in values escaped as
-        C{\\:} as in Twisted's endpoint descriptions.
+        [:backlog=N]} (or C{tls:...}): after its type, a C{tcp:}
+        description for Twisted's L{serverFromString}, colons in values
+        escaped as C{\\:}.
     @type description: L{str}
     @type files: L{TLSFiles}
 
-    @rtype: L{SSL4ServerEndpoint}
+    @rtype: L{IStreamServerEndpoint}
     @raise TLSError: if the description or the files are bad.
     """
-    port, interface, backlog = _parseListen(description)
+    kind, colon, rest = description.partition(":")
+    if kind.lower() not in ("ssl", "tls"):
+        raise _badListen(description, f"{kind!r} is not ssl or tls")
+    try:
+        endpoint = serverFromString(reactor, "tcp:" + rest)
+    except Exception as e:
+        # Twisted's parser raises ValueError, TypeError or RuntimeError,
+        # with messages that name what was wrong.
+        raise _badListen(description, str(e)) from None
     credentials = files.load()
     options = CertificateOptions(
         trustRoot=trustRootFromCertificates(credentials.authorities),
         **_presenting(credentials.certificate),
     )
-    return SSL4ServerEndpoint(reactor, port, options, backlog=backlog, interface=interface)
+    return _TLSServerEndpoint(endpoint, options)
 
 
 class _Refused(Protocol):
@@ -267,71 +281,35 @@ class HandshakeLimit(WrappingFactory):
         return _Handshaking(self, self.wrappedFactory.buildProtocol(addr), where)
 
 
-def _parseListen(description):
+def _badListen(description, why):
     """
-    Parse a description of where to listen.
+    The one-line L{TLSError} for a bad listening description.
+    """
+    return TLSError(f"listening description {description!r}: {why}; expected {_LISTEN_SYNTAX}")
 
-    @return: the port, the interface (C{""} for all) and the backlog.
-    @raise TLSError: if the description is bad.
+
+@implementer(IStreamServerEndpoint)
+@attr.frozen
+class _TLSServerEndpoint:
+    """
+    TLS over a TCP endpoint.
+
+    Twisted's own C{ssl:} endpoint reads its certificate from files its
+    description names and cannot ask for a client's certificate; here TLS
+    is layered over the TCP endpoint as Twisted's C{listenSSL} does it,
+    with the peer's certificate name logged (see L{_Authenticated}).
+
+    @ivar endpoint: the TCP endpoint.
+    @ivar options: the L{CertificateOptions} of the server's side.
     """
 
-    def bad(why):
-        return TLSError(f"listening description {description!r}: {why}; expected {_LISTEN_SYNTAX}")
+    endpoint = attr.ib()
+    options = attr.ib()
 
-    try:
-        kind, *arguments = _splitEscaped(description)
-    except ValueError as e:
-        raise bad(str(e)) from None
-    if kind.lower() not in ("ssl", "tls"):
-        raise bad(f"{kind!r} is not ssl or tls")
-    parameters = {}
-    for index, argument in enumerate(arguments):
-        name, equals, value = argument.partition("=")
-        if not equals:
-            if index != 0 and "interface" in parameters:
-                raise bad("escape the colons of an IPv6 interface as \\:")
-            if index != 0:
-                raise bad(f"{argument!r} is not NAME=VALUE")
-            name, value = "port", argument
-        if name not in ("port", "interface", "backlog"):
-            raise bad(f"unknown parameter {name!r}")
-        if name in parameters:
-            raise bad(f"{name} given twice")
-        parameters[name] = value
-    if "port" not in parameters:
-        raise bad("no port")
-    port = _number(parameters["port"], 0, 65535)
-    if port is None:
-        raise bad(f"port {parameters['port']!r} is not a number from 0 to 65535")
-    interface = parameters.get("interface", "")
-    if "interface" in parameters and not (isIPAddress(interface) or isIPv6Address(interface)):
-        raise bad(f"interface {interface!r} is not an IP address")
-    backlog = _number(parameters.get("backlog", "50"), 1, 65535)
-    if backlog is None:
-        raise bad(f"backlog {parameters['backlog']!r} is not a positive number")
-    return port, interface, backlog
-
-
-def _splitEscaped(description):
-    """
-    Split an endpoint description at its colons, a backslash escaping the
-    character after it.
-
-    @raise ValueError: if the description ends in a lone backslash.
-    """
-    parts = [""]
-    characters = iter(description)
-    for character in characters:
-        if character == "\\":
-            character = next(characters, None)
-            if character is None:
-                raise ValueError("it ends with a lone backslash")
-            parts[-1] += character
-        elif character == ":":
-            parts.append("")
-        else:
-            parts[-1] += character
-    return parts
+    def listen(self, factory):
+        return self.endpoint.listen(
+            TLSMemoryBIOFactory(self.options, False, _AuthenticatingFactory(factory))
+        )
 
 
 def _number(text, low, high):
@@ -426,7 +404,48 @@ def clientEndpoint(reactor, host, port, files):
         trustRoot=trustRootFromCertificates(credentials.authorities),
         extraCertificateOptions=_presenting(credentials.certificate),
     )
-    return wrapClientTLS(options, HostnameEndpoint(reactor, host, port), clock=reactor)
+    return _TLSClientEndpoint(
+        wrapClientTLS(options, HostnameEndpoint(reactor, host, port), clock=reactor)
+    )
+
+
+@implementer(IStreamClientEndpoint)
+@attr.frozen
+class _TLSClientEndpoint:
+    """
+    Twisted's TLS client endpoint, with the peer's certificate name logged
+    (see L{_Authenticated}).
+
+    @ivar endpoint: the endpoint that L{wrapClientTLS} made.
+    """
+
+    endpoint = attr.ib()
+
+    def connect(self, factory):
+        connecting = self.endpoint.connect(_AuthenticatingFactory(factory))
+        return connecting.addCallback(lambda wrapper: wrapper.wrappedProtocol)
+
+
+@implementer(IHandshakeListener)
+class _Authenticated(ProtocolWrapper):
+    """
+    Stands between TLS and a session to log whom the peer's certificate
+    names once the handshake has verified it: the session, made when the
+    connection opened, knows only the peer's address.
+    """
+
+    def handshakeCompleted(self):
+        log.info("TLS peer authenticated: {peer}", peer=peerName(self.transport))
+        if IHandshakeListener.providedBy(self.wrappedProtocol):
+            self.wrappedProtocol.handshakeCompleted()
+
+
+class _AuthenticatingFactory(WrappingFactory):
+    """
+    Puts an L{_Authenticated} under each protocol its factory makes.
+    """
+
+    protocol = _Authenticated
 
 
 def _presenting(certificate):
