@@ -18,6 +18,7 @@ from twisted.internet.task import LoopingCall, deferLater
 from twisted.logger import Logger
 from twisted.protocols.policies import TimeoutMixin
 
+from gossip.store.format import CorruptLine
 from gossip.store.intervals import (
     Intervals,
     addSpans,
@@ -27,7 +28,6 @@ from gossip.store.intervals import (
     overlapping,
     runs,
 )
-from gossip.store.format import CorruptLine
 from gossip.store.logfile import LargeLine
 from gossip.sync.service import Stretch
 
