@@ -18,6 +18,7 @@ from gossip.store.intervals import Intervals
 from gossip.store.logfile import LARGE, Log, entries
 from gossip.sync.protocol import (
     VALUE_LIMIT,
+    WINDOW,
     AddBegin,
     AddEnd,
     AddPart,
@@ -316,6 +317,9 @@ class OnceTests(SessionMixin, SynchronousTestCase):
         def counted(protocol, command, **arguments):
             if command is AddPart:
                 parts.append(len(arguments["data"]))
+                # However slow the peer, no more than WINDOW parts are
+                # unanswered (besides a Request and a Synced of its own).
+                self.assertLessEqual(len(protocol._outstandingRequests), WINDOW + 2)
             return callRemote(protocol, command, **arguments)
 
         self.patch(SyncProtocol, "callRemote", counted)

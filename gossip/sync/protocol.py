@@ -28,7 +28,7 @@ from gossip.store.intervals import (
     overlapping,
     runs,
 )
-from gossip.store.logfile import LargeLine
+from gossip.store.logfile import LargeLine, LogError
 from gossip.sync.service import Stretch
 
 
@@ -749,7 +749,10 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
         if size < 0 or size > self.service.maxAddSize:
             raise ProtocolError(f"an add of {size} bytes is larger than allowed")
         # Spooled to a file as it comes: the add is never held in memory.
-        self._large = self.service.log.incoming(size)
+        try:
+            self._large = self.service.log.incoming(size)
+        except LogError as e:
+            raise Refused(f"cannot take a large add: {e}") from None
         self._largeParts = 0
         return {}
 
