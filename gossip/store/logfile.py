@@ -11,6 +11,11 @@ which C{(by, at)} it has) is kept in a cache file beside it so that opening
 a large log does not rescan it; the cache is checked against the log under
 the lock and costs a rescan, never a wrong answer, when it is stale.
 
+An add too large to hold in memory is never held whole: one from a peer is
+spooled to a file beside the log and checked as it arrives (L{Incoming}),
+then copied in under the lock; one in the log is found, checked and read a
+piece at a time (L{LargeLine}).
+
 Like L{gossip.store.format}, this module uses only the standard library, so that
 C{gossip say} and C{gossip ask} start fast.
 """
@@ -22,7 +27,6 @@ from binascii import b2a_base64
 from fcntl import LOCK_EX, LOCK_NB, LOCK_UN, flock
 from hashlib import sha256
 from itertools import accumulate
-from tempfile import mkstemp
 from time import monotonic
 
 from gossip.store.format import (
@@ -39,6 +43,7 @@ from gossip.store.format import (
 from gossip.store.intervals import Intervals, addKeys, addSpans, overlapping, spans
 
 __all__ = [
+    "LARGE",
     "RESERVED",
     "Incoming",
     "LargeLine",
@@ -47,6 +52,7 @@ __all__ = [
     "LogError",
     "Received",
     "State",
+    "checkLarge",
     "entries",
     "keyedBlocks",
     "newIdentity",
@@ -416,8 +422,7 @@ class Incoming:
         self.size = size
         self.key = None
         self._check = LineCheck(size)
-        directory, name = os.path.split(log.path)
-        self._fd, self.path = mkstemp(prefix=_incomingPrefix(name), dir=directory or b".")
+        self._fd, self.path = _createSpool(log.path)
         flock(self._fd, LOCK_EX)
 
     def write(self, data):
@@ -467,6 +472,24 @@ class Incoming:
 
 def _incomingPrefix(name):
     return b"." + name + b".gossip-incoming-"
+
+
+def _createSpool(path):
+    """
+    Create a new spool file beside the log at C{path}, readable by its
+    owner alone (as tempfile would, which C{say} need not import).
+
+    @return: its descriptor, open for reading and writing, and its path.
+    """
+    directory, name = os.path.split(path)
+    prefix = os.path.join(directory, _incomingPrefix(name))
+    flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW
+    while True:
+        spool = prefix + urlsafe_b64encode(os.urandom(6))
+        try:
+            return os.open(spool, flags, 0o600), spool
+        except FileExistsError:
+            continue
 
 
 class Received:
