@@ -145,7 +145,8 @@ def main():
     parser.add_argument("--dir", help="where to make the logs (default: a temporary directory)")
     options = parser.parse_args()
     size = options.size << 20
-    directory = tempfile.mkdtemp(prefix="bench-bigadd-", dir=os.path.abspath(options.dir or tempfile.gettempdir()))
+    parent = os.path.abspath(options.dir or tempfile.gettempdir())
+    directory = tempfile.mkdtemp(prefix="bench-bigadd-", dir=parent)
     try:
         expected = prepare(directory, options.checkout, size)
         elapsed, peaks = syncOnce(directory, options.checkout)

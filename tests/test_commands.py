@@ -673,7 +673,8 @@ class LargeAddTests(TestCase):
         peaks = [int(peak) >> 10 for peak in out.split()]
         self.assertEqual(contents(logs[1]).keySet, contents(logs[0]).keySet)
         self.assertLess(max(peaks), 100, f"peak RSS of sender and receiver: {peaks} MiB")
-        self.assertEqual([n for n in os.listdir(os.path.join(directory, "b")) if "incoming" in n], [])
+        left = [n for n in os.listdir(os.path.join(directory, "b")) if "incoming" in n]
+        self.assertEqual(left, [])
 
 
 class WidenPipeTests(TestCase):

@@ -1101,7 +1101,9 @@ class IncomingTests(StateAssertions, TestCase):
         self.assertEqual(readFile(self.log.path), before + line)
         (appended,) = result.lines
         self.assertIsInstance(appended, LargeLine)
-        self.assertEqual((result.start, len(appended), result.keys), (len(before), len(line), [(b"peer", 0)]))
+        self.assertEqual(
+            (result.start, len(appended), result.keys), (len(before), len(line), [(b"peer", 0)])
+        )
         self.assertState(self.log)
         result = self.receive(line)
         self.assertEqual((result.lines, result.held), ([], [(b"peer", 0)]))
@@ -1179,10 +1181,10 @@ class LargeLineTests(TestCase):
         ]
         identity = log.state().identity
         self.assertEqual(keys, [(identity, 0), (b"peer", 0), (b"peer", 3), (b"peer", 4)])
-        self.assertLessEqual(
-            max(len(entry[0]) for block in found if not isinstance(block, LargeLine) for entry in block),
-            2000,
-        )
+        records = [
+            entry[0] for block in found if not isinstance(block, LargeLine) for entry in block
+        ]
+        self.assertLessEqual(max(map(len, records)), 2000)
 
 
 # Receives a large add, and while copying it into the log writes only the
@@ -1222,7 +1224,13 @@ class KilledCopierTests(StateAssertions, TestCase):
         with open(source, "wb") as f:
             f.write(line)
         copier = startChild(
-            self, "-c", _TORN_COPIER, log.path, source, stdin=subprocess.PIPE, stdout=subprocess.PIPE
+            self,
+            "-c",
+            _TORN_COPIER,
+            log.path,
+            source,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
         )
         self.assertEqual(copier.stdout.readline(), b"torn\n")
         waiter = startChild(self, "-m", "gossip", "say", log.path, "m=after")

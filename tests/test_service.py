@@ -184,12 +184,12 @@ class ServiceTests(SynchronousTestCase):
         self.assertEqual(self.listener.told, [(b"p", 0)])
         self.assertEqual(self.service.have[b"p"], Intervals([(0, 1)]))
         self.assertEqual(self.receiveLarge(line).appended, [])
-        ((found, key),) = [item for block in self.service.linesFor({b"p": Intervals([(0, 1)])}) for item in block]
+        wanted = {b"p": Intervals([(0, 1)])}
+        ((found, key),) = [item for block in self.service.linesFor(wanted) for item in block]
         self.assertIsInstance(found, LargeLine)
         self.assertEqual(key, (b"p", 0))
         data = b"".join(
-            self.service.readLine(found, start, 100000) if start + 100000 <= len(line)
-            else self.service.readLine(found, start, len(line) - start)
+            self.service.readLine(found, start, min(100000, len(line) - start))
             for start in range(0, len(line), 100000)
         )
         self.assertEqual(data, line)
