@@ -574,6 +574,47 @@ class FailureTests(TestCase):
         self.assertEqual(len(done.keySet), total + 7)
 
 
+# Runs `gossip serve --stdio --once` on each of two logs, joined by pipes,
+# and prints each one's peak RSS in KiB.
+_SERVE_PAIR = r"""
+import os, subprocess, sys
+aIn, bOut = os.pipe()
+bIn, aOut = os.pipe()
+processes = [
+    subprocess.Popen(
+        [sys.executable, "-m", "gossip", "serve", "--stdio", "--once", log],
+        stdin=stdin,
+        stdout=stdout,
+    )
+    for log, stdin, stdout in [(sys.argv[1], aIn, aOut), (sys.argv[2], bIn, bOut)]
+]
+for fd in (aIn, bOut, bIn, aOut):
+    os.close(fd)
+for process in processes:
+    pid, status, usage = os.wait4(process.pid, 0)
+    if os.waitstatus_to_exitcode(status):
+        sys.exit(f"gossip serve exited with {os.waitstatus_to_exitcode(status)}")
+    print(usage.ru_maxrss)
+"""
+
+
+def runPython(script, *args, timeout=DEADLINE * 4):
+    """
+    Run a Python C{script} with C{args}, importing the gossip under test.
+
+    @return: C{(exit status, stdout, stderr)}, stderr as text.
+    """
+    done = subprocess.run(
+        [sys.executable, "-c", script, *args],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        env=ENV,
+        cwd=ROOT,
+        timeout=timeout,
+    )
+    return done.returncode, done.stdout, done.stderr.decode("utf-8", "replace")
+
+
 class LargeAddTests(TestCase):
     """
     An add too large for one AMP value.
@@ -606,6 +647,34 @@ class LargeAddTests(TestCase):
             line for line in received.lines.values() if (b"k", b"big") in decodeLine(line)
         ]
         self.assertEqual(dict(decodeLine(line))[b"v"], value)
+
+
+    def test_boundedMemory(self):
+        """
+        A 48 MiB add goes between two processes, each holding far less
+        than the add in memory, and arrives intact; no spool file is left.
+        """
+        directory = os.path.abspath(self.mktemp())
+        logs = []
+        for side in "ab":
+            os.makedirs(os.path.join(directory, side))
+            logs.append(os.path.join(directory, side, "x.log"))
+            say(logs[-1], "k=small")
+        line = encodeAdd([(b"by", b"elsewhere"), (b"at", b"0"), (b"v", b"v" * (48 << 20))])
+        with open(logs[0], "ab") as f:
+            f.write(line)
+        del line
+        say(logs[0], "k=after")
+
+        # A small process starts both, so that neither inherits the test's
+        # peak memory (Linux carries it over a vfork and exec).
+        status, out, err = runPython(_SERVE_PAIR, *logs)
+        self.assertEqual((status, err), (0, ""))
+        peaks = [int(peak) >> 10 for peak in out.split()]
+        self.assertEqual(contents(logs[1]).keySet, contents(logs[0]).keySet)
+        self.assertLess(max(peaks), 100, f"peak RSS of sender and receiver: {peaks} MiB")
+        left = [n for n in os.listdir(os.path.join(directory, "b")) if "incoming" in n]
+        self.assertEqual(left, [])
 
 
 class WidenPipeTests(TestCase):

@@ -20,9 +20,20 @@ from twisted.trial.unittest import SkipTest, TestCase
 
 import gossip
 from gossip.store import logfile as logModule
-from gossip.store.format import checkLine, decodeBody, decodeLine, encodeAdd, identify, lineHash
+from gossip.store.format import (
+    CorruptLine,
+    checkKeyedLine,
+    checkLine,
+    decodeBody,
+    decodeLine,
+    encodeAdd,
+    identify,
+    lineHash,
+)
 from gossip.store.logfile import (
     RESERVED,
+    LargeLine,
+    LineCheck,
     Log,
     LogError,
     entries,
@@ -960,6 +971,287 @@ def vectorNextAt(name, by):
         if pairs[:1] == [(b"by", by)] and pairs[1][0] == b"at":
             ats.append(int(pairs[1][1]))
     return max(ats) + 1
+
+
+def pieces(data, sizes):
+    """
+    C{data} cut into pieces of the C{sizes} given in turn.
+    """
+    found = []
+    start = 0
+    turn = 0
+    while start < len(data):
+        size = max(1, sizes[turn % len(sizes)])
+        found.append(data[start : start + size])
+        start += size
+        turn += 1
+    return found
+
+
+def checkInPieces(line, sizes, size=None):
+    """
+    L{LineCheck} on C{line} in pieces.
+
+    @return: the C{(by, at)} it found, or L{None} if it refused the line.
+    """
+    check = LineCheck(len(line) if size is None else size)
+    try:
+        for piece in pieces(line, sizes):
+            check.update(piece)
+        return check.finish()
+    except CorruptLine:
+        return None
+
+
+def checkWhole(line):
+    """
+    The C{(by, at)} that L{checkKeyedLine} finds in C{line}, or L{None}.
+    """
+    try:
+        return checkKeyedLine(line)[1]
+    except CorruptLine:
+        return None
+
+
+class LineCheckTests(TestCase):
+    """
+    L{LineCheck} judges a line a piece at a time as L{checkKeyedLine} judges
+    it whole.
+    """
+
+    @given(
+        st.lists(
+            st.tuples(
+                st.sampled_from([b"by", b"at", b"m", b"%62y", b"a%74", b"by "]),
+                st.one_of(st.binary(max_size=30), st.sampled_from([b"0", b"12", b"007"])),
+            ),
+            max_size=5,
+        ),
+        st.lists(st.tuples(st.integers(0, 200), st.sampled_from(b"&=<>\n%+0a ")), max_size=3),
+        st.lists(st.integers(1, 70), min_size=1, max_size=4),
+    )
+    @settings(max_examples=500, deadline=None)
+    def test_likeWhole(self, pairs, damage, sizes):
+        line = bytearray(encodeAdd(pairs))
+        for position, byte in damage:
+            line[position % len(line)] = byte
+        line = bytes(line)
+        self.assertEqual(checkInPieces(line, sizes), checkWhole(line))
+
+    def test_escapedKey(self):
+        """
+        C{by} and C{at} are found anywhere in the body, however spelled.
+        """
+        body = b"m%3d=1&%61t=%35&&m=" + b"v" * 5000 + b"&%62y=p&by=q"
+        length = b"%d" % (len(body),)
+        line = lineHash(body) + b" " + length + b"<" + body + b">" + length + b"\n"
+        self.assertEqual(checkWhole(line), (b"p", 5))
+        self.assertEqual(checkInPieces(line, [7, 1000]), (b"p", 5))
+
+    def test_size(self):
+        """
+        A line is refused when it is not the size announced.
+        """
+        line = peerLine(0, value=b"v" * 100)
+        self.assertEqual(checkInPieces(line, [10], len(line)), (b"peer", 0))
+        self.assertIsNone(checkInPieces(line, [10], len(line) + 1))
+        self.assertIsNone(checkInPieces(line + b"x", [10], len(line)))
+
+    def test_longKey(self):
+        """
+        A C{by} too long for the check to hold is refused.
+        """
+        line = peerLine(0, by=b"b" * 2000)
+        self.assertIsNone(checkInPieces(line, [100]))
+
+
+class IncomingTests(StateAssertions, TestCase):
+    """
+    L{Log.incoming} and L{Log.receiveIncoming}: a large add from a peer,
+    spooled beside the log, then appended.
+    """
+
+    def setUp(self):
+        self.log = Log(self.mktemp())
+        self.log.say([(b"m", b"first")])
+
+    def spools(self):
+        directory, name = os.path.split(self.log.path)
+        prefix = b"." + name + b".gossip-incoming-"
+        return [n for n in os.listdir(directory) if n.startswith(prefix)]
+
+    def receive(self, line):
+        incoming = self.log.incoming(len(line))
+        self.assertEqual(len(self.spools()), 1)
+        try:
+            for piece in pieces(line, [1000, 3]):
+                incoming.write(piece)
+            self.assertEqual(incoming.finish(), identify(checkLine(line)))
+            return self.log.receiveIncoming(incoming)
+        finally:
+            incoming.discard()
+
+    def test_appended(self):
+        """
+        The add is appended, once.
+        """
+        line = peerLine(0, value=os.urandom(3 << 20))
+        before = readFile(self.log.path)
+        result = self.receive(line)
+        self.assertEqual(readFile(self.log.path), before + line)
+        (appended,) = result.lines
+        self.assertIsInstance(appended, LargeLine)
+        self.assertEqual(
+            (result.start, len(appended), result.keys), (len(before), len(line), [(b"peer", 0)])
+        )
+        self.assertState(self.log)
+        result = self.receive(line)
+        self.assertEqual((result.lines, result.held), ([], [(b"peer", 0)]))
+        self.assertEqual(readFile(self.log.path), before + line)
+        self.assertEqual(self.spools(), [])
+
+    def test_tornTail(self):
+        """
+        After a line torn by a writer that died (perhaps copying a large
+        add in), the add stands on a line of its own.
+        """
+        with open(self.log.path, "ab") as f:
+            f.write(peerLine(1, value=b"v" * 5000)[:3000])
+        before = readFile(self.log.path)
+        line = peerLine(0, value=b"w" * 100000)
+        self.receive(line)
+        self.assertEqual(readFile(self.log.path), before + b"\n" + line)
+        self.assertState(self.log)
+
+    def test_discarded(self):
+        """
+        An add refused or abandoned leaves no spool file, and the log as
+        it was.
+        """
+        before = readFile(self.log.path)
+        incoming = self.log.incoming(100)
+        incoming.write(b"garbage")
+        incoming.discard()
+        incoming.discard()
+        self.assertEqual(self.spools(), [])
+        self.assertEqual(readFile(self.log.path), before)
+
+    def test_removeStale(self):
+        """
+        Spool files no process holds are removed; one in use is kept.
+        """
+        directory, name = os.path.split(self.log.path)
+        stale = os.path.join(directory, b"." + name + b".gossip-incoming-dead")
+        with open(stale, "wb") as f:
+            f.write(b"half an add")
+        other = os.path.join(directory, b".other.gossip-incoming-dead")
+        open(other, "wb").close()
+        live = self.log.incoming(100)
+        self.addCleanup(live.discard)
+        self.assertEqual(self.log.removeStale(), 1)
+        self.assertFalse(os.path.exists(stale))
+        self.assertTrue(os.path.exists(other))
+        self.assertEqual(self.spools(), [os.path.basename(live.path)])
+
+
+class LargeLineTests(TestCase):
+    """
+    L{keyedBlocks} gives lines longer than it will hold as L{LargeLine}s,
+    checked a piece at a time.
+    """
+
+    def test_found(self):
+        log = Log(self.mktemp())
+        log.say([(b"m", b"first")])
+        big = peerLine(1, value=b"v" * 5000)
+        damaged = bytearray(peerLine(2, value=b"w" * 5000))
+        damaged[2000] = ord("x")
+        lines = [peerLine(0), big, peerLine(3), bytes(damaged), peerLine(4), big[:10]]
+        with open(log.path, "ab") as f:
+            f.write(b"".join(lines))
+        with open(log.path, "rb") as f:
+            found = list(keyedBlocks(f, size=1000, large=2000))
+        large = [block for block in found if isinstance(block, LargeLine)]
+        self.assertEqual(
+            [(block.offset, block.length, block.key) for block in large],
+            [(readFile(log.path).index(big), len(big), (b"peer", 1))],
+        )
+        keys = [
+            entry[2] for block in found if not isinstance(block, LargeLine) for entry in block
+        ]
+        identity = log.state().identity
+        self.assertEqual(keys, [(identity, 0), (b"peer", 0), (b"peer", 3), (b"peer", 4)])
+        records = [
+            entry[0] for block in found if not isinstance(block, LargeLine) for entry in block
+        ]
+        self.assertLessEqual(max(map(len, records)), 2000)
+
+
+# Receives a large add, and while copying it into the log writes only the
+# first half of it, then holds the lock until it is killed.
+_TORN_COPIER = r"""
+import os, sys
+from gossip.store import logfile as logModule
+
+def tornWrite(fd, data, write=logModule._writeAll):
+    data = bytes(data)
+    write(fd, data[: len(data) // 2])
+    sys.stdout.write("torn\n")
+    sys.stdout.flush()
+    sys.stdin.read()
+    os._exit(3)
+
+log = logModule.Log(sys.argv[1])
+line = open(sys.argv[2], "rb").read()
+incoming = log.incoming(len(line))
+incoming.write(line)
+incoming.finish()
+logModule._writeAll = tornWrite
+log.receiveIncoming(incoming)
+"""
+
+
+class KilledCopierTests(StateAssertions, TestCase):
+    """
+    A receiver killed while copying a large add into the log leaves no
+    part of it as an add, and the next add on a line of its own.
+    """
+
+    def test_killedMidCopy(self):
+        log, before = makeLog(self, 20, seed=5)
+        line = peerLine(0, value=b"v" * (3 << 20))
+        source = self.mktemp()
+        with open(source, "wb") as f:
+            f.write(line)
+        copier = startChild(
+            self,
+            "-c",
+            _TORN_COPIER,
+            log.path,
+            source,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        )
+        self.assertEqual(copier.stdout.readline(), b"torn\n")
+        waiter = startChild(self, "-m", "gossip", "say", log.path, "m=after")
+        os.kill(copier.pid, signal.SIGKILL)
+        self.assertEqual(copier.wait(timeout=TIMEOUT), -signal.SIGKILL)
+        self.assertEqual(waiter.wait(timeout=TIMEOUT), 0)
+        data = readFile(log.path)
+        self.assertTrue(data.startswith(before))
+        torn, after = data[len(before) :].split(b"\n", 1)
+        self.assertTrue(line.startswith(torn) and len(torn) < len(line) - 1)
+        self.assertEqual(dict(decodeLine(after))[b"m"], b"after")
+        state = self.assertState(log)
+        self.assertFalse(state.holds(b"peer", 0))
+        # The next receiver takes the add whole.
+        incoming = log.incoming(len(line))
+        incoming.write(line)
+        incoming.finish()
+        log.receiveIncoming(incoming)
+        incoming.discard()
+        self.assertTrue(readFile(log.path).endswith(after + line))
+        self.assertTrue(self.assertState(log).holds(b"peer", 0))
 
 
 class SayTests(StateAssertions, TestCase):

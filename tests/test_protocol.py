@@ -15,9 +15,13 @@ from twisted.trial.unittest import SynchronousTestCase
 from gossip.sync import service as serviceModule
 from gossip.store.format import decodeBody, encodeAdd, identify
 from gossip.store.intervals import Intervals
-from gossip.store.logfile import Log, entries
+from gossip.store.logfile import LARGE, Log, entries
 from gossip.sync.protocol import (
     VALUE_LIMIT,
+    WINDOW,
+    AddBegin,
+    AddEnd,
+    AddPart,
     Adds,
     ProtocolError,
     SyncProtocol,
@@ -39,6 +43,14 @@ def adds(path):
             if key is not None:
                 found.append(key)
         return found
+
+
+def spools(path):
+    """
+    The spool files of large adds being received beside the log at C{path}.
+    """
+    directory, name = os.path.split(path)
+    return [n for n in os.listdir(directory) if n.startswith(f".{name}.gossip-incoming-")]
 
 
 def line(by, at, value=b"x"):
@@ -285,6 +297,50 @@ class OnceTests(SessionMixin, SynchronousTestCase):
         values = [dict(decodeBody(body)).get(b"blob") for body in bodies]
         self.assertIn(big, values)
 
+    def test_largerThanRead(self):
+        """
+        Adds larger than a sender reads at once, found by reading the log
+        or among the adds it has just received, go from one log to another
+        and on to a third intact, in many parts; no spool file is left.
+        """
+        self.patch(serviceModule, "_RECENT", 1)
+        a = self.node("log", says=1)
+        values = [os.urandom(LARGE + 1000), b"v" * (LARGE * 2 + 3)]
+        for value in values:
+            a.service.log.say([(b"blob", value)])
+        with open(a.path, "ab") as f:
+            f.write(line(b"o1", 0))
+        b = self.node("log")
+        parts = []
+        callRemote = SyncProtocol.callRemote
+
+        def counted(protocol, command, **arguments):
+            if command is AddPart:
+                parts.append(len(arguments["data"]))
+                # However slow the peer, no more than WINDOW parts are
+                # unanswered (besides a Request and a Synced of its own).
+                self.assertLessEqual(len(protocol._outstandingRequests), WINDOW + 2)
+            return callRemote(protocol, command, **arguments)
+
+        self.patch(SyncProtocol, "callRemote", counted)
+        pa, pb = self.syncOnce(a, b)
+        self.assertTrue(pa.succeeded and pb.succeeded)
+        self.assertSame(a, b)
+        self.assertEqual(pb.received, 4)
+        self.assertGreater(len(parts), 2 * LARGE // VALUE_LIMIT)
+        self.assertLessEqual(max(parts), VALUE_LIMIT)
+        # b has just received them: it sends them on from where it wrote them.
+        self.patch(serviceModule, "_RECENT", 10)
+        c = self.node("log")
+        pb2, pc = self.syncOnce(b, c)
+        self.assertTrue(pc.succeeded)
+        self.assertSame(a, c)
+        with open(c.path, "rb") as f:
+            found = [dict(decodeBody(body)).get(b"blob") for offset, record, body in entries(f)]
+        for value in values:
+            self.assertIn(value, found)
+        self.assertEqual(spools(b.path) + spools(c.path), [])
+
     def test_stretches(self):
         """
         Whole stretches of a log that the peer lacks arrive line for line
@@ -408,6 +464,146 @@ class HostileTests(SessionMixin, SynchronousTestCase):
         pa.callRemote(Have, ranges=b"not hex 1-2\n", last=True).addErrback(lambda f: None)
         pumpUntil(self.clock, [pump], lambda: pb.failure is not None)
         self.assertEqual(open(b.path, "rb").read(), before)
+
+
+class LargeAddTests(SessionMixin, SynchronousTestCase):
+    """
+    A peer that lies in a large add, or leaves in the middle of one, leaves
+    the log as it was and no spool file behind.
+    """
+
+    def setUp(self):
+        SessionMixin.setUp(self)
+        self.a = self.node("log")
+        self.b = self.node("log")
+        self.before = open(self.b.path, "rb").read()
+        self.pa, self.pb, self.pump = self.connect(self.a, self.b)
+        pumpUntil(self.clock, [self.pump], lambda: self.pb._caughtUp and self.pa._caughtUp)
+
+    def send(self, size, parts, end=True):
+        """
+        Send a large add of C{size} bytes in C{parts}, from a to b.
+
+        @return: the answers and errors to each command, as they come.
+        """
+        answers = []
+        self.pa.callRemote(AddBegin, size=size).addBoth(answers.append)
+        for part in parts:
+            self.pa.callRemote(AddPart, data=part).addBoth(answers.append)
+        if end:
+            self.pa.callRemote(AddEnd).addBoth(answers.append)
+        self.pump.flush()
+        return answers
+
+    def assertRefused(self, reason, size, parts):
+        self.send(size, parts)
+        self.assertEqual(open(self.b.path, "rb").read(), self.before)
+        self.assertEqual(self.pb.failure, "peer broke the protocol: " + reason)
+        self.assertEqual(self.pb.badAdds, 1)
+        self.assertIsNone(self.pb.transport)
+        self.assertEqual(spools(self.b.path), [])
+
+    def pieces(self, data, size=VALUE_LIMIT):
+        return [data[i : i + size] for i in range(0, len(data), size)]
+
+    def test_received(self):
+        """
+        An honest large add is written, whole and only once.
+        """
+        big = line(b"p", 0, b"v" * (VALUE_LIMIT * 2))
+        self.assertEqual(self.send(len(big), self.pieces(big)), [{}, {}, {}, {}, {}])
+        self.assertEqual(open(self.b.path, "rb").read(), self.before + big)
+        self.assertEqual(self.pb.received, 1)
+        self.send(len(big), self.pieces(big, 7000))
+        self.assertEqual(open(self.b.path, "rb").read(), self.before + big)
+        self.assertIsNone(self.pb.failure)
+        self.assertEqual(spools(self.b.path), [])
+
+    def test_badHash(self):
+        """
+        A large add whose body does not match its hash is refused.
+        """
+        big = bytearray(line(b"p", 0, b"v" * (VALUE_LIMIT * 2)))
+        big[VALUE_LIMIT] = ord("w")
+        big = bytes(big)
+        self.assertRefused("a damaged large add (hash mismatch)", len(big), self.pieces(big))
+
+    def test_longerThanAnnounced(self):
+        """
+        Parts that add up to more than announced are refused as they come.
+        """
+        big = line(b"p", 0, b"v" * (VALUE_LIMIT * 2))
+        self.assertRefused(
+            "a damaged large add (longer than announced)",
+            len(big),
+            self.pieces(big) + [b"more"],
+        )
+
+    def test_shorterThanAnnounced(self):
+        """
+        Parts that add up to less than announced are refused at the end.
+        """
+        big = line(b"p", 0, b"v" * (VALUE_LIMIT * 2))
+        self.assertRefused(
+            "a damaged large add (shorter than announced)",
+            len(big),
+            self.pieces(big[:-1]),
+        )
+
+    def test_wrongLength(self):
+        """
+        A line whose own length does not match the size announced is
+        refused as soon as its head arrives.
+        """
+        big = line(b"p", 0, b"v" * (VALUE_LIMIT * 2))
+        head = big.split(b"<")[0]
+        self.assertRefused(
+            "a damaged large add (lengths do not match the announced size)",
+            len(big) + 5,
+            [head + b"<"],
+        )
+
+    def test_noKey(self):
+        """
+        A large add without a C{by} and C{at} is refused.
+        """
+        big = encodeAdd([(b"m", b"v" * (VALUE_LIMIT * 2))])
+        self.assertRefused("a damaged large add (no by and at)", len(big), self.pieces(big))
+
+    def test_tooManyParts(self):
+        """
+        A peer may not send a large add a few bytes at a time.
+        """
+        big = line(b"p", 0, b"v" * (VALUE_LIMIT * 2))
+        self.assertRefused("a large add in too many parts", len(big), self.pieces(big, 100))
+
+    def test_lostMidAdd(self):
+        """
+        A session lost in the middle of a large add removes its spool file.
+        """
+        big = line(b"p", 0, b"v" * (VALUE_LIMIT * 2))
+        self.send(len(big), self.pieces(big)[:1], end=False)
+        self.assertEqual(len(spools(self.b.path)), 1)
+        self.pa.transport.loseConnection()
+        self.pump.flush()
+        self.assertIsNone(self.pb.transport)
+        self.assertEqual(spools(self.b.path), [])
+        self.assertEqual(open(self.b.path, "rb").read(), self.before)
+
+    def test_arrivedMeanwhile(self):
+        """
+        A large add that arrived by another way while it was spooled is
+        not written twice.
+        """
+        big = line(b"p", 0, b"v" * (VALUE_LIMIT * 2))
+        answers = self.send(len(big), self.pieces(big), end=False)
+        self.b.service.log.receive([big])
+        self.pa.callRemote(AddEnd).addBoth(answers.append)
+        self.pump.flush()
+        self.assertEqual(answers, [{}, {}, {}, {}, {}])
+        self.assertEqual(open(self.b.path, "rb").read(), self.before + big)
+        self.assertIsNone(self.pb.failure)
+        self.assertEqual(spools(self.b.path), [])
 
 
 class ContinuousTests(SessionMixin, SynchronousTestCase):

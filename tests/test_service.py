@@ -15,7 +15,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from gossip.store.format import encodeAdd
 from gossip.store.intervals import Intervals
-from gossip.store.logfile import Log
+from gossip.store.logfile import LARGE, LargeLine, Log
 from gossip.sync.service import LogService, Stretch
 from gossip.sync.watcher import INotifyWatcher, PollingWatcher
 
@@ -164,6 +164,49 @@ class ServiceTests(SynchronousTestCase):
         self.assertEqual(source.told, [])
         self.assertEqual(self.listener.told, [(b"p", 0), (b"p", 1), (b"p", 5)])
         self.assertEqual(self.service.have[b"p"], Intervals([(0, 2), (5, 6)]))
+
+    def receiveLarge(self, line):
+        incoming = self.service.log.incoming(len(line))
+        try:
+            incoming.write(line)
+            incoming.finish()
+            return self.service.receiveIncoming(incoming, source=None)
+        finally:
+            incoming.discard()
+
+    def test_receiveIncoming(self):
+        """
+        A large add received whole is appended once, sessions are told of
+        it, and it is sent on from where it was written, a piece at a time.
+        """
+        line = encodeAdd([(b"by", b"p"), (b"at", b"0"), (b"m", b"x" * (LARGE + 10))])
+        self.assertEqual(len(self.receiveLarge(line).appended), 1)
+        self.assertEqual(self.listener.told, [(b"p", 0)])
+        self.assertEqual(self.service.have[b"p"], Intervals([(0, 1)]))
+        self.assertEqual(self.receiveLarge(line).appended, [])
+        wanted = {b"p": Intervals([(0, 1)])}
+        ((found, key),) = [item for block in self.service.linesFor(wanted) for item in block]
+        self.assertIsInstance(found, LargeLine)
+        self.assertEqual(key, (b"p", 0))
+        data = b"".join(
+            self.service.readLine(found, start, min(100000, len(line) - start))
+            for start in range(0, len(line), 100000)
+        )
+        self.assertEqual(data, line)
+
+    def test_staleSpoolRemoved(self):
+        """
+        Spool files of large adds left by a process that died are removed
+        when the service starts.
+        """
+        directory, name = os.path.split(self.path)
+        stale = os.path.join(directory, f".{name}.gossip-incoming-x1y2")
+        with open(stale, "wb") as f:
+            f.write(b"half an add")
+        service = LogService(Log(self.path), Clock(), useInotify=False)
+        service.startService()
+        self.addCleanup(service.stopService)
+        self.assertFalse(os.path.exists(stale))
 
     def test_linesFor(self):
         """

@@ -11,13 +11,20 @@ which C{(by, at)} it has) is kept in a cache file beside it so that opening
 a large log does not rescan it; the cache is checked against the log under
 the lock and costs a rescan, never a wrong answer, when it is stale.
 
+An add too large to hold in memory is never held whole: one from a peer is
+spooled to a file beside the log and checked as it arrives (L{Incoming}),
+then copied in under the lock; one in the log is found, checked and read a
+piece at a time (L{LargeLine}).
+
 Like L{gossip.store.format}, this module uses only the standard library, so that
 C{gossip say} and C{gossip ask} start fast.
 """
 
 import os
+import re
 from base64 import urlsafe_b64encode
-from fcntl import LOCK_EX, LOCK_UN, flock
+from binascii import b2a_base64
+from fcntl import LOCK_EX, LOCK_NB, LOCK_UN, flock
 from hashlib import sha256
 from itertools import accumulate
 from time import monotonic
@@ -36,11 +43,16 @@ from gossip.store.format import (
 from gossip.store.intervals import Intervals, addKeys, addSpans, overlapping, spans
 
 __all__ = [
+    "LARGE",
     "RESERVED",
+    "Incoming",
+    "LargeLine",
+    "LineCheck",
     "Log",
     "LogError",
     "Received",
     "State",
+    "checkLarge",
     "entries",
     "keyedBlocks",
     "newIdentity",
@@ -54,6 +66,11 @@ _CHUNK = 1 << 20
 # cache fingerprints, to notice a log replaced or rewritten under it.
 _PRINT = 4096
 _CACHE_MAGIC = b"gossip-cache 2"
+# Lines longer than this are found, checked and sent without being held in
+# memory whole (see LargeLine).
+LARGE = 1 << 20
+# How much of a large line is read, checked or copied at a time.
+_PIECE = 1 << 18
 
 
 class LogError(Exception):
@@ -70,10 +87,13 @@ def newIdentity():
     return urlsafe_b64encode(os.urandom(15))
 
 
-def _blocks(f, start, size=None):
+def _blocks(f, start, size=None, large=None):
     """
     Read a log forwards from byte C{start} a block at a time.
 
+    @param large: if given, a line longer than this many bytes is not read
+        into memory whole but given as a L{LargeLine}, without its key, in
+        place of a block.
     @return: an iterator of C{(offset, block)}: complete lines from
         C{offset}, joined by LF, without the last one's LF.
     """
@@ -83,19 +103,54 @@ def _blocks(f, start, size=None):
     offset = start
     read = f.read
     pending = []
+    held = 0
+    data = read(size)
+    while data:
+        last = data.rfind(b"\n")
+        if last != -1:
+            pending.append(data[:last])
+            block = b"".join(pending)
+            pending = [data[last + 1 :]]
+            held = len(pending[0])
+            yield offset, block
+            offset += len(block) + 1
+        else:
+            pending.append(data)
+            held += len(data)
+            if large is not None and held > large:
+                # One line, longer than the caller will hold: note where it
+                # is and read on past its end.
+                rest, length = _pastLine(read, size)
+                if rest is None:
+                    return
+                length += held
+                yield offset, LargeLine(offset, length)
+                offset += length
+                pending = []
+                held = 0
+                if rest:
+                    data = rest
+                    continue
+        data = read(size)
+
+
+def _pastLine(read, size):
+    """
+    Read on past the end of the line being read.
+
+    @return: what was read after the line's LF, and how many bytes were
+        read up to and including that LF; or C{(None, None)} if the file
+        ends first.
+    """
+    skipped = 0
     while True:
         data = read(size)
         if not data:
-            return
-        last = data.rfind(b"\n")
-        if last == -1:
-            pending.append(data)
-            continue
-        pending.append(data[:last])
-        block = b"".join(pending)
-        pending = [data[last + 1 :]]
-        yield offset, block
-        offset += len(block) + 1
+            return None, None
+        end = data.find(b"\n")
+        if end != -1:
+            return data[end + 1 :], skipped + end + 1
+        skipped += len(data)
 
 
 def entries(f, start=0):
@@ -116,18 +171,29 @@ def entries(f, start=0):
             offset += len(record) + 1
 
 
-def keyedBlocks(f, start=0, size=1 << 18):
+def keyedBlocks(f, start=0, size=1 << 18, large=LARGE):
     """
     Read a log forwards from byte C{start}, which must begin a line, for
     the adds it holds: what a sender needs, and no more.
 
+    @param large: lines longer than this are checked a piece at a time and
+        given as L{LargeLine}s, never held in memory whole.
     @return: an iterator of lists, a block's worth at a time, of
         C{(record, body, (by, at))} for each intact add with a C{by} and
-        C{at}.  Blocks are read C{size} bytes at a time: smaller than a
-        reader's, so that a sender checking one does not keep its peer
+        C{at}; or, for a line longer than C{large} that is such an add, its
+        L{LargeLine}.  Blocks are read C{size} bytes at a time: smaller than
+        a reader's, so that a sender checking one does not keep its peer
         waiting long.
     """
-    for offset, block in _blocks(f, start, size):
+    for offset, block in _blocks(f, start, size, large):
+        if isinstance(block, LargeLine):
+            try:
+                block.key = checkLarge(f.fileno(), block)
+            except CorruptLine:
+                yield []
+            else:
+                yield block
+            continue
         checked, rejected = checkKeyedRecords(block.split(b"\n"))
         yield checked
 
@@ -173,6 +239,257 @@ def reverseEntries(f, end=None):
             except CorruptLine:
                 body = None
             yield offset, record, body
+
+
+class LargeLine:
+    """
+    An add's line too large to hold in memory: where it is in its log.
+
+    @ivar offset: where the line starts.
+    @ivar length: its length, LF included (also its C{len}).
+    @ivar key: its C{(by, at)}, once known.
+    """
+
+    __slots__ = ("offset", "length", "key")
+
+    def __init__(self, offset, length, key=None):
+        self.offset = offset
+        self.length = length
+        self.key = key
+
+    def __len__(self):
+        return self.length
+
+
+# A line's head: the hash, a space and the length, then "<".
+_HEAD = re.compile(rb"([^\n]{11}) ([0-9]{1,20})").fullmatch
+# Enough of an item to hold any escaped spelling of "by" or "at", "=" and
+# a value as long as any id.
+_ITEM_HEAD = 1024
+
+
+class LineCheck:
+    """
+    The checks that make a line an intact add with a C{by} and C{at}, made
+    on its bytes as they come, a piece at a time, holding none of them but
+    the line's head, its C{by} and C{at} and a few bytes of the current
+    item.
+
+    @ivar size: how long the line says it is, LF included.
+    @raise CorruptLine: from L{update} or L{finish}, once it is clear
+        that the line is not such an add, or is not C{size} bytes long.
+    """
+
+    def __init__(self, size):
+        self.size = size
+        self._got = 0
+        self._head = b""
+        # Bytes of the body still to come, once the head is read.
+        self._left = None
+        self._length = None
+        self._trailer = b""
+        self._hash = sha256()
+        self._item = b""
+        self._itemLong = False
+        self._itemPair = False
+        self._by = self._at = None
+
+    def update(self, data):
+        """
+        Check the line's next bytes.
+        """
+        self._got += len(data)
+        if self._got > self.size:
+            raise CorruptLine("longer than announced")
+        while data:
+            if self._left is None:
+                data = self._readHead(data)
+            elif self._left:
+                body, data = data[: self._left], data[self._left :]
+                self._left -= len(body)
+                self._readBody(body)
+            else:
+                self._trailer += data
+                if len(self._trailer) > len(self._length) + 2:
+                    raise CorruptLine("not an add")
+                return
+
+    def _readHead(self, data):
+        end = data.find(b"<")
+        if end == -1:
+            self._head += data
+            if len(self._head) > 40:
+                raise CorruptLine("not an add")
+            return b""
+        match = _HEAD(self._head + data[:end])
+        if match is None:
+            raise CorruptLine("not an add")
+        self._digest, self._length = match.groups()
+        self._left = int(self._length)
+        if match.end() + 1 + self._left + len(self._length) + 2 != self.size:
+            raise CorruptLine("lengths do not match the announced size")
+        return data[end + 1 :]
+
+    def _readBody(self, body):
+        self._hash.update(body)
+        if b">" in body or b"\n" in body:
+            raise CorruptLine("not an add")
+        items = body.split(b"&")
+        self._extendItem(items[0])
+        for item in items[1:]:
+            self._endItem()
+            self._extendItem(item)
+
+    def _extendItem(self, data):
+        if not self._itemPair and b"=" in data:
+            self._itemPair = True
+        room = _ITEM_HEAD - len(self._item)
+        if len(data) > room:
+            self._itemLong = True
+            data = data[:room]
+        self._item += data
+
+    def _endItem(self):
+        item = self._item
+        if item and not self._itemPair:
+            raise CorruptLine("pair without '='")
+        if item:
+            name = item[: item.find(b"=")]
+            # A name spelled with escapes may still be by or at.
+            if len(name) <= 6 and (name in (b"by", b"at") or b"%" in name):
+                ((name, value),) = decodeBody(name + b"=")
+                if (name == b"by" and self._by is None) or (name == b"at" and self._at is None):
+                    if self._itemLong:
+                        raise CorruptLine(f"its {name.decode()} is too long")
+                    if name == b"by":
+                        self._by = item
+                    else:
+                        self._at = item
+        self._item = b""
+        self._itemLong = self._itemPair = False
+
+    def finish(self):
+        """
+        The line is complete: check it whole.
+
+        @return: its C{(by, at)}.
+        """
+        if self._got != self.size or self._left != 0:
+            raise CorruptLine("shorter than announced")
+        self._endItem()
+        if self._trailer != b">" + self._length + b"\n":
+            raise CorruptLine("lengths do not match the body")
+        if b2a_base64(self._hash.digest()[:9])[:11] != self._digest:
+            raise CorruptLine("hash mismatch")
+        if self._by is None or self._at is None:
+            raise CorruptLine("no by and at")
+        # Judged as the same pairs are in any add.
+        key = identify(self._by + b"&" + self._at)
+        if key is None:
+            raise CorruptLine("no by and at")
+        return key
+
+
+def checkLarge(fd, line):
+    """
+    Check a L{LargeLine} in the log open as C{fd}, a piece at a time.
+
+    @return: its C{(by, at)}.
+    @raise CorruptLine: if it is not an intact add with a C{by} and C{at}.
+    """
+    check = LineCheck(line.length)
+    for start in range(0, line.length, _PIECE):
+        piece = os.pread(fd, min(_PIECE, line.length - start), line.offset + start)
+        if not piece:
+            raise CorruptLine("cut short")
+        check.update(piece)
+    return check.finish()
+
+
+class Incoming:
+    """
+    A large add arriving from a peer, spooled to a file beside its log
+    until it is whole, so that it is never held in memory.
+
+    Its file, C{.LOG.gossip-incoming-XXXXXXXX}, is locked while in use;
+    L{Log.removeStale} removes those left by a process that died.
+
+    @ivar size: the line's size, LF included, as announced.
+    @ivar key: its C{(by, at)}, once L{finish} has checked it.
+    """
+
+    def __init__(self, log, size):
+        self.size = size
+        self.key = None
+        self._check = LineCheck(size)
+        self._fd, self.path = _createSpool(log.path)
+        flock(self._fd, LOCK_EX)
+
+    def write(self, data):
+        """
+        Check and spool the add's next bytes.
+
+        @raise CorruptLine: if it is clear that they do not make the add
+            announced.
+        """
+        self._check.update(data)
+        _writeAll(self._fd, data)
+
+    def finish(self):
+        """
+        Check the add whole.
+
+        @return: its C{(by, at)}.
+        @raise CorruptLine: if it is not an intact add of the size
+            announced, with a C{by} and C{at}.
+        """
+        self.key = self._check.finish()
+        return self.key
+
+    def copyTo(self, fd):
+        """
+        Write the spooled line to C{fd}, a piece at a time.
+        """
+        for start in range(0, self.size, _PIECE):
+            piece = os.pread(self._fd, _PIECE, start)
+            if not piece:
+                raise OSError(f"{os.fsdecode(self.path)} was cut short")
+            _writeAll(fd, piece)
+
+    def discard(self):
+        """
+        Remove the spool file.  Safe to call more than once.
+        """
+        if self._fd is None:
+            return
+        try:
+            os.unlink(self.path)
+        except OSError:
+            pass
+        os.close(self._fd)
+        self._fd = None
+
+
+def _incomingPrefix(name):
+    return b"." + name + b".gossip-incoming-"
+
+
+def _createSpool(path):
+    """
+    Create a new spool file beside the log at C{path}, readable by its
+    owner alone (as tempfile would, which C{say} need not import).
+
+    @return: its descriptor, open for reading and writing, and its path.
+    """
+    directory, name = os.path.split(path)
+    prefix = os.path.join(directory, _incomingPrefix(name))
+    flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW
+    while True:
+        spool = prefix + urlsafe_b64encode(os.urandom(6))
+        try:
+            return os.open(spool, flags, 0o600), spool
+        except FileExistsError:
+            continue
 
 
 class Received:
@@ -478,6 +795,90 @@ class Log:
             return result
 
         return self._locked(append, create=True)
+
+    def incoming(self, size):
+        """
+        Begin receiving a large add of C{size} bytes, LF included, from a
+        peer: see L{Incoming} and L{receiveIncoming}.
+
+        @raise LogError: if its spool file cannot be made.
+        """
+        try:
+            return Incoming(self, size)
+        except OSError as e:
+            raise _userError(os.path.dirname(self.path) or b".", e) from None
+
+    def receiveIncoming(self, incoming):
+        """
+        Append a large add from a peer, whole and checked (see
+        L{Incoming.finish}), copied from its spool file, unless the log
+        already holds it (it may have arrived meanwhile by another way).
+
+        @return: a L{Received} as L{receive} gives, whose C{lines} hold the
+            add's L{LargeLine} if it was appended.
+        @raise LogError: if the log cannot be written.
+        """
+        key = incoming.key
+
+        def append(fd, state, torn):
+            self._ensureIdentity(state)
+            result = Received()
+            result.held = [key]
+            if not state.holds(*key):
+                if torn:
+                    # A writer died mid-add: end its line so that ours
+                    # stands alone.
+                    _writeAll(fd, b"\n")
+                    state.damaged += 1
+                start = os.fstat(fd).st_size
+                incoming.copyTo(fd)
+                if self.fsync:
+                    os.fdatasync(fd)
+                state.intact = True
+                addKeys(state.have, [key])
+                st = os.fstat(fd)
+                state.offset = st.st_size
+                self._save(fd, st, state)
+                result.start = start
+                result.lines = [LargeLine(start, incoming.size, key)]
+                result.keys = [key]
+            return result
+
+        return self._locked(append, create=True)
+
+    def removeStale(self):
+        """
+        Remove the spool files of large adds (see L{Incoming}) that a
+        process which died left beside the log; those in use are locked.
+
+        @return: how many were removed.
+        """
+        directory, name = os.path.split(self.path)
+        directory = directory or b"."
+        prefix = _incomingPrefix(name)
+        removed = 0
+        try:
+            names = os.listdir(directory)
+        except OSError:
+            return 0
+        for found in names:
+            if not found.startswith(prefix):
+                continue
+            path = os.path.join(directory, found)
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+            except OSError:
+                continue
+            try:
+                flock(fd, LOCK_EX | LOCK_NB)
+                os.unlink(path)
+                removed += 1
+            except OSError:
+                # Locked: a live session is still receiving it.
+                pass
+            finally:
+                os.close(fd)
+        return removed
 
     def _ensureIdentity(self, state):
         if state.identity is not None:

@@ -18,6 +18,7 @@ from twisted.logger import Logger
 from twisted.protocols import amp
 from twisted.protocols.policies import TimeoutMixin
 
+from gossip.store.format import CorruptLine
 from gossip.store.intervals import (
     Intervals,
     addSpans,
@@ -27,6 +28,7 @@ from gossip.store.intervals import (
     overlapping,
     runs,
 )
+from gossip.store.logfile import LargeLine, LogError
 from gossip.sync.service import Stretch
 
 
@@ -44,6 +46,9 @@ PROTOCOL_VERSION = 1
 VALUE_LIMIT = 60000
 # How many batches (or chunks of a large add) may be unanswered at once.
 WINDOW = 8
+# A large add may come in no more parts than one for each this many bytes
+# (and one more): a peer cannot make its receiver answer without end.
+_MIN_PART = 1024
 # Yield to the reactor after reading this many lines that are not sent.
 _SCAN_SLICE = 20000
 # A peer's box may hold no more fields than this (AMP itself sets no limit).
@@ -333,11 +338,15 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
         self._announce = {}
         self._announceCall = None
         self._sending = DeferredLock()
+        # The large add being received: an Incoming, spooled to a file.
         self._large = None
+        self._largeParts = 0
         self._handshaken = Deferred()
         self._finished = Deferred()
         self._pinger = None
         self.received = 0
+        # Adds from the peer dropped as damaged.
+        self.badAdds = 0
         self.receivedBytes = 0
         self.sent = 0
         self.expected = 0
@@ -434,6 +443,9 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
         if self._announceCall is not None and self._announceCall.active():
             self._announceCall.cancel()
         self.pending = {}
+        if self._large is not None:
+            self._large.discard()
+            self._large = None
         if self.service is not None:
             self.service.sessionEnded(self)
         if self.failure is None and not self.succeeded:
@@ -661,7 +673,14 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
         if self.readOnly:
             raise Refused("this peer may only read this log")
         result = self.service.receive(lines, source=self)
+        self._account(result, sum(map(len, lines)))
+
+    def _account(self, result, size):
+        """
+        Note what the peer holds and what it sent, C{size} bytes of lines.
+        """
         corrupt = result.corrupt
+        self.badAdds += corrupt
         peerHave = self.peerHave
         if result.spans is not None:
             addSpans(peerHave, result.spans)
@@ -677,7 +696,7 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
                 "dropped {count} corrupt adds from {peer}", count=corrupt, peer=self.peer
             )
         self.received += len(result.lines)
-        self.receivedBytes += sum(map(len, lines))
+        self.receivedBytes += size
         if self._progress is not None:
             self._progress(self)
 
@@ -694,34 +713,56 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
         if self.readOnly:
             raise Refused("this peer may only read this log")
         if self._large is not None:
-            raise ProtocolError("a large add inside another")
+            self._refuseLarge("a large add inside another")
         if size < 0 or size > self.service.maxAddSize:
             raise ProtocolError(f"an add of {size} bytes is larger than allowed")
-        self._large = (size, [], 0)
+        # Spooled to a file as it comes: the add is never held in memory.
+        try:
+            self._large = self.service.log.incoming(size)
+        except LogError as e:
+            raise Refused(f"cannot take a large add: {e}") from None
+        self._largeParts = 0
         return {}
 
     @AddPart.responder
     def addPart(self, data):
         if self._large is None:
             raise ProtocolError("a part outside a large add")
-        size, parts, got = self._large
-        got += len(data)
-        if got > size:
-            raise ProtocolError("a large add longer than announced")
-        parts.append(data)
-        self._large = (size, parts, got)
+        self._largeParts += 1
+        if not data or self._largeParts > 1 + self._large.size // _MIN_PART:
+            self._refuseLarge("a large add in too many parts")
+        try:
+            self._large.write(data)
+        except CorruptLine as e:
+            self._refuseLarge(f"a damaged large add ({e})")
         return {}
 
     @AddEnd.responder
     def addEnd(self):
         if self._large is None:
             raise ProtocolError("the end of a large add never begun")
-        size, parts, got = self._large
-        self._large = None
-        if got != size:
-            raise ProtocolError("a large add shorter than announced")
-        self._received([b"".join(parts)])
+        incoming, self._large = self._large, None
+        try:
+            incoming.finish()
+        except CorruptLine as e:
+            incoming.discard()
+            self.badAdds += 1
+            raise ProtocolError(f"a damaged large add ({e})") from None
+        try:
+            result = self.service.receiveIncoming(incoming, source=self)
+        finally:
+            incoming.discard()
+        self._account(result, incoming.size)
         return {}
+
+    def _refuseLarge(self, why):
+        """
+        Drop the large add being received, and end the session.
+        """
+        self._large.discard()
+        self._large = None
+        self.badAdds += 1
+        raise ProtocolError(why)
 
     # Sending adds
 
@@ -800,10 +841,24 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
             await inflight.popleft()
 
     async def _sendLarge(self, inflight, line):
-        await self._push(inflight, AddBegin, size=len(line))
-        view = memoryview(line)
-        for start in range(0, len(line), VALUE_LIMIT):
-            await self._push(inflight, AddPart, data=bytes(view[start : start + VALUE_LIMIT]))
+        """
+        Send one add too large for one value in parts, read from the log
+        as they go (when it is a L{LargeLine}), with no more than L{WINDOW}
+        unanswered: however slow the peer, no more of it is in memory.
+        """
+        size = len(line)
+        if isinstance(line, LargeLine):
+            read = self.service.readLine
+        else:
+            view = memoryview(line)
+
+            def read(large, start, length):
+                return bytes(view[start : start + length])
+
+        await self._push(inflight, AddBegin, size=size)
+        for start in range(0, size, VALUE_LIMIT):
+            part = read(line, start, min(VALUE_LIMIT, size - start))
+            await self._push(inflight, AddPart, data=part)
         await self._push(inflight, AddEnd)
 
     # Announcing new adds

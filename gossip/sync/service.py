@@ -15,7 +15,7 @@ from twisted.logger import Logger
 
 from gossip.store.format import CorruptLine, identify
 from gossip.store.intervals import Intervals, addKeys, addSpans, covered, difference, spans
-from gossip.store.logfile import Log, entries, keyedBlocks
+from gossip.store.logfile import LARGE, LargeLine, Log, LogError, entries, keyedBlocks
 from gossip.sync.watcher import watcherFor
 
 __all__ = ["LogService", "Stretch"]
@@ -79,6 +79,13 @@ class LogService(Service):
         @raise gossip.store.logfile.LogError: if it cannot be read or created.
         """
         self._load()
+        removed = self.log.removeStale()
+        if removed:
+            self._log.info(
+                "removed {count} unfinished large adds left beside {path}",
+                count=removed,
+                path=self.log.path,
+            )
         Service.startService(self)
         self._watcher = watcherFor(self.reactor, self.log.path, self.changed, self.useInotify)
         self._watcher.start()
@@ -215,7 +222,23 @@ class LogService(Service):
             them.
         @return: the L{gossip.store.logfile.Received}.
         """
-        result = self.log.receive(lines)
+        return self._received(self.log.receive(lines), source)
+
+    def receiveIncoming(self, incoming, source=None):
+        """
+        Append a large add from a peer, checked whole in its spool file
+        (see L{gossip.store.logfile.Log.receiveIncoming}), unless the log holds it.
+
+        @param source: the session it came from, which need not hear of it.
+        @return: the L{gossip.store.logfile.Received}.
+        """
+        return self._received(self.log.receiveIncoming(incoming), source)
+
+    def _received(self, result, source):
+        """
+        Learn what the log now holds from what L{Log.receive} or
+        L{Log.receiveIncoming} appended, and tell the other sessions.
+        """
         appended = result.lines
         if appended:
             first = result.start
@@ -256,11 +279,17 @@ class LogService(Service):
             for by, held in wanted.items():
                 for at in held:
                     place = self._recent.get((by, at))
-                    if place is not None:
-                        line = os.pread(self._file.fileno(), place[1], place[0])
-                        if line.endswith(b"\n"):
-                            sent.add((by, at))
-                            found.append((line, (by, at)))
+                    if place is None:
+                        continue
+                    if place[1] > LARGE:
+                        # Read a piece at a time as it is sent.
+                        sent.add((by, at))
+                        found.append((LargeLine(place[0], place[1], (by, at)), (by, at)))
+                        continue
+                    line = os.pread(self._file.fileno(), place[1], place[0])
+                    if line.endswith(b"\n"):
+                        sent.add((by, at))
+                        found.append((line, (by, at)))
             yield found
         if len(sent) == left:
             return
@@ -268,6 +297,12 @@ class LogService(Service):
         get = wanted.get
         with self.log.open() as f:
             for checked in keyedBlocks(f):
+                if isinstance(checked, LargeLine):
+                    key = checked.key
+                    held = get(key[0])
+                    wantedHere = held is not None and key[1] in held and key not in sent
+                    yield [(checked, key)] if wantedHere else []
+                    continue
                 keys = [entry[2] for entry in checked]
                 keySpans = spans(keys)
                 if keys and keySpans is not None and not sent and covered(wanted, keySpans):
@@ -280,6 +315,17 @@ class LogService(Service):
                     if held is not None and key[1] in held and key not in sent:
                         keep((record + b"\n", key))
                 yield found
+
+    def readLine(self, line, start, length):
+        """
+        C{length} bytes of a L{LargeLine} in the log, from C{start} on.
+
+        @raise LogError: if the log no longer holds them.
+        """
+        data = os.pread(self._file.fileno(), length, line.offset + start)
+        if len(data) != length:
+            raise LogError(f"{os.fsdecode(self.log.path)} was cut short while being sent")
+        return data
 
 
 class Stretch:
