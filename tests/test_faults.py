@@ -388,12 +388,13 @@ class SayTrialsMixin(TrialsMixin):
         mode = rng.choice(["anytime", "locked"])
         errors = os.path.join(directory, "stderr")
         with open(errors, "wb") as stderr:
-            processes = {n: self.spawn(gossipCommand(*args), stderr) for n, args, doomed in says}
-        doomed = {processes[n].pid: n for n, args, doomed in says if doomed}
+            processes = {n: self.spawn(gossipCommand(*args), stderr) for n, args, marked in says}
+        doomed = {processes[n].pid: n for n, args, marked in says if marked}
         if mode == "anytime":
             killed = self.killAtInstants(rng, processes, doomed, window * max(1, count / 2))
         else:
-            killed = self.killHolders(rng, path, processes, doomed)
+            large = {n for n, args, marked in says if "--file" in args}
+            killed = self.killHolders(rng, path, processes, doomed, large)
         for n, process in processes.items():
             status = process.wait(DEADLINE)
             if status not in (0, -signal.SIGKILL):
@@ -441,11 +442,12 @@ class SayTrialsMixin(TrialsMixin):
                 killed.add(n)
         return killed
 
-    def killHolders(self, rng, path, processes, doomed):
+    def killHolders(self, rng, path, processes, doomed, large):
         """
         Kill each of the processes C{doomed} (pid -> n) once it is seen
         holding the lock on the log at C{path}: at once, a random moment
-        later, or as soon as the log grows (as it writes its add).
+        later, or as soon as the log grows (as it writes its add), which is
+        likeliest for those saying one of the C{large} values (a set of n).
 
         @return: the n of each one killed before it exited.
         """
@@ -460,7 +462,9 @@ class SayTrialsMixin(TrialsMixin):
             holder = lockHolder(path)
             if holder in doomed and holder not in seen:
                 seen.add(holder)
-                trigger = rng.choice(["now", "later", "grown"])
+                # A large add's write is the likelier to be cut.
+                big = doomed[holder] in large
+                trigger = rng.choice(["now", "later"] + ["grown"] * (1 + 3 * big))
                 if trigger == "grown":
                     pending[holder] = ("grown", fileSize(path))
                 else:
