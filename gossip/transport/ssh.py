@@ -57,7 +57,7 @@ from twisted.python.filepath import FilePath
 from zope.interface import implementer
 
 from gossip.transport.authorized import KeyChecker, SSHPrivateKeyFrom
-from gossip.transport.peer import CommandError
+from gossip.transport.errors import CommandError
 
 __all__ = [
     "SSHError",

@@ -29,6 +29,8 @@ from twisted.internet.ssl import (
     trustRootFromCertificates,
 )
 
+from gossip.transport.errors import TLSError
+
 __all__ = [
     "DEFAULT_PORT",
     "Credentials",
@@ -45,13 +47,6 @@ DEFAULT_PORT = 7423
 
 _LISTEN_SYNTAX = "ssl:PORT[:interface=ADDRESS][:backlog=N]"
 _URL_SYNTAX = "tls://HOST[:PORT][/LOG]"
-
-
-class TLSError(Exception):
-    """
-    TLS cannot be set up as asked: a bad file, description or URL.  The
-    message is one line, fit to show a user.
-    """
 
 
 @attr.frozen
