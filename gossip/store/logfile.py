@@ -16,7 +16,6 @@ C{gossip say} and C{gossip ask} start fast.
 """
 
 import os
-from base64 import urlsafe_b64encode
 from fcntl import LOCK_EX, LOCK_UN, flock
 from hashlib import sha256
 from itertools import accumulate
@@ -67,6 +66,10 @@ def newIdentity():
     """
     A new node identity: 120 random bits, URL-safe base64 (no padding).
     """
+    # Imported here, once a log, for base64 and the modules it imports
+    # would slow every gossip say.
+    from base64 import urlsafe_b64encode
+
     return urlsafe_b64encode(os.urandom(15))
 
 
