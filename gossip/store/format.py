@@ -12,7 +12,6 @@ SHA-256(BODY).  This module imports nothing but the standard library so that
 the command line starts fast.
 """
 
-import re
 from os import environ as _environ
 from binascii import b2a_base64
 from codecs import escape_decode
@@ -34,6 +33,30 @@ __all__ = [
     "lineHash",
 ]
 
+
+def _compiledOnUse(pattern, method, name=None):
+    """
+    C{re.compile(pattern).method}, compiled when first called.
+
+    Compiling at import, and importing re, would slow every C{gossip say},
+    which with the C module built needs none of these patterns.  Where the
+    result is the module global C{name}, the first call puts the compiled
+    method there, so that later calls go to it directly.
+    """
+    compiled = []
+
+    def first(*args):
+        if not compiled:
+            import re
+
+            compiled.append(getattr(re.compile(pattern), method))
+            if name is not None:
+                globals()[name] = compiled[0]
+        return compiled[0](*args)
+
+    return first
+
+
 class CorruptLine(ValueError):
     """
     A line, or a body, is not exactly one intact add.
@@ -50,9 +73,9 @@ _SAFE_VALUE = _SAFE_NAME + b"="
 
 def _escaper(safe):
     table = [bytes([byte]) if byte in safe else b"%%%02X" % byte for byte in range(256)]
-    pattern = re.compile(b"[^" + re.escape(safe) + b"]")
+    sub = _compiledOnUse(b"[^" + b"".join(b"\\x%02x" % byte for byte in safe) + b"]", "sub")
 
-    def escape(data, sub=pattern.sub):
+    def escape(data):
         unsafe = len(data.translate(None, safe))
         if not unsafe:
             return data
@@ -110,7 +133,7 @@ def _unescape(data, unhex=_UNHEX.get):
 # Anything that would stop a whole body being unescaped in one step before
 # it is split into pairs: an escaped "&" or "=" (which would then look like
 # a separator), or a backslash (which escape_decode would read).
-_NOT_WHOLE = re.compile(rb"%(?:26|3[Dd])|\\").search
+_NOT_WHOLE = _compiledOnUse(rb"%(?:26|3[Dd])|\\", "search", "_NOT_WHOLE")
 
 
 def _unescapeWhole(data):
@@ -153,7 +176,7 @@ def encodeAdd(pairs):
 
 # Each item holding "=" of a body, split at its first "=": the leftmost match
 # of an item begins at its start, and one without "=" never matches.
-_PAIRS = re.compile(rb"([^&=]*)=([^&]*)").findall
+_PAIRS = _compiledOnUse(rb"([^&=]*)=([^&]*)", "findall", "_PAIRS")
 
 
 def decodeBody(body):
@@ -213,12 +236,12 @@ _SHAPE = (
     rb"((?:[^&=>\n]*+=[^&>\n]*+)?+(?:&(?:[^&=>\n]*+=[^&>\n]*+)?+)*+)"
     rb">([0-9]++)"
 )
-_RECORD = re.compile(_SHAPE).fullmatch
+_RECORD = _compiledOnUse(_SHAPE, "fullmatch", "_RECORD")
 
 # Past this many bytes a record is mostly one long value, which find()
 # crosses many times faster than the regular expression's byte-by-byte loop.
 _LONG = 4096
-_HEADER = re.compile(rb"(.{11}) ([0-9]++)<").match
+_HEADER = _compiledOnUse(rb"(.{11}) ([0-9]++)<", "match", "_HEADER")
 
 
 def _splitLong(record):
@@ -320,8 +343,8 @@ _KEYED_SHAPE = (
     rb"(by=([^&%+=>\n]*+)&at=([0-9]++)(?:&(?:[^&=>\n]*+=[^&>\n]*+)?+)*+)"
     rb">([0-9]++)"
 )
-_KEYED = re.compile(_KEYED_SHAPE + rb"\n").fullmatch
-_KEYED_RECORD = re.compile(_KEYED_SHAPE).fullmatch
+_KEYED = _compiledOnUse(_KEYED_SHAPE + rb"\n", "fullmatch", "_KEYED")
+_KEYED_RECORD = _compiledOnUse(_KEYED_SHAPE, "fullmatch", "_KEYED_RECORD")
 
 
 def checkKeyedLine(line):
@@ -413,7 +436,7 @@ def decodeLine(line):
 
 
 # The original's order, by then at, with nothing escaped in by.
-_BY_AT = re.compile(rb"by=([^&%+=]*)&at=([0-9]+)(?:&|\Z)").match
+_BY_AT = _compiledOnUse(rb"by=([^&%+=]*)&at=([0-9]+)(?:&|\Z)", "match", "_BY_AT")
 
 
 def identify(body):

@@ -427,10 +427,11 @@ class Log:
 
         def append(fd, state, torn):
             self._ensureIdentity(state)
-            line = encodeAdd(
-                [(b"by", state.identity), (b"at", b"%d" % (state.nextAt(),))] + pairs
-            )
-            self._append(fd, state, torn, [line])
+            at = state.nextAt()
+            line = encodeAdd([(b"by", state.identity), (b"at", b"%d" % (at,))] + pairs)
+            # With its key given, the line just made is not checked again,
+            # which would import and compile the regular expressions.
+            self._append(fd, state, torn, [line], [(state.identity, at)])
             return line
 
         return self._locked(append, create=True)
