@@ -9,7 +9,6 @@ import os
 import sys
 from binascii import b2a_base64
 
-from gossip.cli.follow import FileWaiter
 from gossip.store.format import decodeBody
 from gossip.store.logfile import entries, reverseEntries
 
@@ -152,6 +151,8 @@ def follow(log, f, offset, query, write, out=None):
     """
     Print matching adds as they are appended, until interrupted.
     """
+    from gossip.cli.follow import FileWaiter
+
     waiter = FileWaiter(log.path)
     try:
         while True:
