@@ -508,6 +508,6 @@ def main(argv=None):
 
 def run():
     """
-    The console script's entry point.
+    The entry point of the C{gossip} script (bin/gossip) and of C{python -m gossip}.
     """
     sys.exit(main())
