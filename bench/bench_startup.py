@@ -4,11 +4,14 @@ small log, beside a bare C{python -c pass}, in one run, and print the ratios.
 
     python bench/bench_startup.py                          # this checkout
     python bench/bench_startup.py --code before=/tmp/old --code after=.
+    python bench/bench_startup.py --installed after=/tmp/venv   # its bin/gossip
 
 Each checkout named is copied, without its bytecode, to a directory under
 /tmp and compiled there, as an install has it.  Every command runs --runs
 times; the commands take turns, so that a machine whose speed drifts slows
-them alike.  See bench/README.md.
+them alike.  --installed times the C{gossip} command of a virtualenv gossip
+was installed in (C{pip install --no-deps .}), as users run it.  See
+bench/README.md.
 """
 
 import argparse
@@ -23,7 +26,8 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-# What a console script made by pip does (see the installed bin/gossip).
+# What the wrapper pip writes for a console-scripts entry point does, as
+# gossip was installed until bin/gossip replaced it.
 _SCRIPT = (
     "import re, sys\n"
     "from gossip.cli.main import run\n"
@@ -77,7 +81,7 @@ def runOnce(argv, env):
     return wall, usage.ru_utime + usage.ru_stime
 
 
-def commands(python, trees, sayLog, askLog):
+def commands(python, trees, installed, sayLog, askLog):
     """
     The commands to time: name, argv and environment.  C{say} appends to
     C{sayLog}; C{ask} reads C{askLog}, which holds 20 adds, one of them
@@ -88,7 +92,12 @@ def commands(python, trees, sayLog, askLog):
         env = environment(path)
         yield f"{label}: say", [python, "-m", "gossip", "say", sayLog, "n=1"], env
         yield f"{label}: ask", [python, "-m", "gossip", "ask", askLog, "n=3"], env
-        yield f"{label}: say (console script)", [python, "-c", _SCRIPT, "say", sayLog, "n=1"], env
+        yield f"{label}: say (pip's console-script wrapper)", [python, "-c", _SCRIPT, "say", sayLog, "n=1"], env
+    for label, venv in installed:
+        gossip = os.path.join(venv, "bin", "gossip")
+        env = environment("")
+        yield f"{label}: installed gossip say", [gossip, "say", sayLog, "n=1"], env
+        yield f"{label}: installed gossip ask", [gossip, "ask", askLog, "n=3"], env
 
 
 def main():
@@ -99,11 +108,19 @@ def main():
         metavar="LABEL=CHECKOUT",
         help="a checkout to time (repeatable); default: this one, as 'gossip'",
     )
+    parser.add_argument(
+        "--installed",
+        action="append",
+        default=[],
+        metavar="LABEL=VIRTUALENV",
+        help="a virtualenv whose bin/gossip to time (repeatable)",
+    )
     parser.add_argument("--python", default=sys.executable, help="the interpreter to run")
     parser.add_argument("--runs", type=int, default=40)
     options = parser.parse_args()
 
     checkouts = [code.partition("=")[::2] for code in options.code or [f"gossip={ROOT}"]]
+    installed = [venv.partition("=")[::2] for venv in options.installed]
     scratch = tempfile.mkdtemp(prefix="gossip-bench-startup-")
     try:
         trees = [(label, install(label, checkout, scratch)) for label, checkout in checkouts]
@@ -111,7 +128,7 @@ def main():
         askLog = os.path.join(scratch, "ask.log")
         for n in range(20):
             runOnce([options.python, "-m", "gossip", "say", askLog, f"n={n}"], environment(trees[0][1]))
-        timed = list(commands(options.python, trees, sayLog, askLog))
+        timed = list(commands(options.python, trees, installed, sayLog, askLog))
         for name, argv, env in timed:
             runOnce(argv, env)
         times = {name: [] for name, argv, env in timed}
