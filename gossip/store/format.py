@@ -71,17 +71,22 @@ _SAFE_NAME = (
 _SAFE_VALUE = _SAFE_NAME + b"="
 
 
+_PERCENT = ord("%")
+
+
 def _escaper(safe):
     table = [bytes([byte]) if byte in safe else b"%%%02X" % byte for byte in range(256)]
-    sub = _compiledOnUse(b"[^" + b"".join(b"\\x%02x" % byte for byte in safe) + b"]", "sub")
 
     def escape(data):
-        unsafe = len(data.translate(None, safe))
+        unsafe = data.translate(None, safe)
         if not unsafe:
             return data
-        if unsafe * 8 < len(data):
-            # Text, mostly: escape the few bytes that need it.
-            return sub(lambda match: table[match.group()[0]], data)
+        if len(unsafe) * 8 < len(data):
+            # Text, mostly: replace each kind of byte that needs it, "%"
+            # first, since every escape brings one.
+            for byte in sorted(set(unsafe), key=_PERCENT.__ne__):
+                data = data.replace(bytes((byte,)), table[byte])
+            return data
         # Binary data, mostly: every byte through the table, a piece at a
         # time (a list of a whole value's bytes would be 8 times its size).
         return b"".join(
