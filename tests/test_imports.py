@@ -14,9 +14,11 @@ import sys
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SkipTest, TestCase
 
 from gossip.cli import main
+from gossip.store import format
+from gossip.store.logfile import Log
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGE = os.path.join(ROOT, "gossip")
@@ -174,11 +176,14 @@ class ImportGraphTests(TestCase):
 
 
 # Run in a fresh interpreter: import what the command line's fast paths
-# import, run them, and print which modules of interest were loaded after
-# each step.
+# import, run them, and print which modules of interest each step had
+# loaded, that the interpreter had not loaded before gossip was imported.
 _CHILD = """
-import json, os, sys
-loaded = lambda: sorted(name for name in sys.modules if name.split(".")[0] in WATCHED)
+import os, sys
+started = set(sys.modules)
+loaded = lambda: sorted(
+    name for name in set(sys.modules) - started if name.split(".")[0] in WATCHED
+)
 steps = {}
 import gossip.store.format, gossip.store.intervals, gossip.store.logfile, gossip.store.query
 import gossip.cli.main
@@ -189,6 +194,7 @@ os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
 for step, argv in STEPS:
     status = gossip.cli.main.main(argv)
     steps[step] = [status, loaded()]
+import json
 os.write(out, json.dumps(steps).encode("ascii"))
 """
 
@@ -207,19 +213,25 @@ class StartUpTests(TestCase):
     C{gossip say} and C{gossip ask} load only what they need.
     """
 
-    def loadedBy(self, watched):
+    def loadedBy(self, watched, site=True):
         """
-        Run the fast paths in a new interpreter.
+        Run the fast paths in a new interpreter, on a log that exists (the
+        first add to a new log also checks the identity add it writes).
 
-        @return: for the imports and each step, the loaded modules of the
-            top-level packages in C{watched}, after an exit status for a
-            step.
+        @param site: whether the interpreter imports L{site}, which adds
+            the installed packages (Twisted among them) and runs their
+            C{.pth} files, which may import modules gossip need not.
+
+        @return: for the imports and each step, the modules loaded so far
+            of the top-level packages in C{watched}, after an exit status
+            for a step.
         """
         log = os.path.abspath(self.mktemp())
+        Log(log).say([(b"created", b"here")])
         steps = [(name, [arg.format(log=log) for arg in argv]) for name, argv in _STEPS]
         code = f"WATCHED = {set(watched)!r}\nSTEPS = {steps!r}\n" + _CHILD
         done = subprocess.run(
-            [sys.executable, "-c", code, log],
+            [sys.executable, *([] if site else ["-S"]), "-c", code, log],
             capture_output=True,
             env=dict(os.environ, PYTHONPATH=ROOT),
             timeout=60,
@@ -242,9 +254,37 @@ class StartUpTests(TestCase):
         say and ask, given arguments in the forms scripts use, do not import
         argparse, whose import and parser take longer than say itself.
         """
-        loaded = self.loadedBy({"argparse"})
+        loaded = self.loadedBy({"argparse"}, site=False)
         self.assertEqual(loaded.pop("import"), [])
         self.assertEqual(loaded, {name: [0, []] for name, argv in _STEPS})
+
+    def test_noRegularExpressions(self):
+        """
+        With the C module, say and ask (but for C{--format json}, whose
+        json imports it) do not import re, which takes half as long as
+        Python takes to start.
+        """
+        if format.speedups is None:
+            raise SkipTest("gossip.store._speedups is not built or is turned off")
+        loaded = self.loadedBy({"re"}, site=False)
+        self.assertEqual(
+            [loaded[step] for step in ("import", "say", "say --file", "ask")],
+            [[], [0, []], [0, []], [0, []]],
+        )
+
+    def test_script(self):
+        """
+        bin/gossip, the script installed as the C{gossip} command, runs it.
+        """
+        log = self.mktemp()
+        script = os.path.join(ROOT, "bin", "gossip")
+        env = dict(os.environ, PYTHONPATH=ROOT)
+        for argv in [["say", log, "a=b"], ["ask", "--format", "raw", log, "a"]]:
+            done = subprocess.run(
+                [sys.executable, script, *argv], capture_output=True, env=env, timeout=60
+            )
+            self.assertEqual((done.returncode, done.stderr), (0, b""))
+        self.assertEqual(format.decodeLine(done.stdout)[1:], [(b"at", b"0"), (b"a", b"b")])
 
 
 # Words to build command lines from: the fast commands' options, some
