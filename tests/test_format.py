@@ -188,6 +188,21 @@ class EncodeTests(TestCase):
             self.assertEqual(decodeLine(encodeAdd(pairs)), pairs)
 
     @_quick
+    @given(
+        st.lists(
+            st.one_of(st.just(b"some plain words "), st.sampled_from([bytes([b]) for b in SPECIAL])),
+            max_size=40,
+        ).map(b"".join)
+    )
+    def test_mostlyText(self, value):
+        """
+        A value of mostly safe bytes (whose few unsafe kinds of byte are
+        replaced one kind at a time) is written as the original writes it.
+        """
+        pairs = [(b"by", b"x"), (b"at", b"1"), (b"v" + value[:3], value)]
+        self.assertEqual(encodeAdd(pairs), original.encodeAdd(pairs))
+
+    @_quick
     @given(pairLists)
     def test_roundTrip(self, pairs):
         line = encodeAdd(pairs)

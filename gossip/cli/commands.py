@@ -23,8 +23,8 @@ from twisted.logger import (
 )
 
 from gossip.store.logfile import Log, LogError
+from gossip.transport.errors import CommandError
 from gossip.transport.peer import (
-    CommandError,
     Reach,
     SpawnedEndpoint,
     SyncFactory,

@@ -7,7 +7,6 @@ the paths scripts call in loops.  Commands that need the reactor import it
 when they run.
 """
 
-import argparse
 import os
 import sys
 
@@ -21,31 +20,6 @@ class UsageError(Exception):
     """
     A mistake on the command line, reported in one line.
     """
-
-
-class _Parser(argparse.ArgumentParser):
-    _intermixing = False
-
-    def error(self, message):
-        raise UsageError(f"{message} (see '{self.prog} --help')")
-
-    def parse_known_args(self, args=None, namespace=None):
-        # Options may follow positional arguments (gossip ask LOG --last 5
-        # NAME), which plain parsing rejects once a nargs="*" positional has
-        # matched nothing.  Intermixed parsing calls back into this method,
-        # and cannot handle subcommands or REMAINDER.
-        intermixable = not any(
-            action.nargs in (argparse.PARSER, argparse.REMAINDER)
-            for action in self._actions
-            if not action.option_strings
-        )
-        if self._intermixing or not intermixable:
-            return super().parse_known_args(args, namespace)
-        self._intermixing = True
-        try:
-            return self.parse_known_intermixed_args(args, namespace)
-        finally:
-            self._intermixing = False
 
 
 def _pair(text):
@@ -123,6 +97,38 @@ def _chat(options):
 
 
 def _parser():
+    """
+    The parser of every command's arguments, which also writes C{--help}.
+
+    argparse is imported here, not at the top, because importing it and
+    building this parser take longer than C{say} itself; see L{_quickOptions}.
+    """
+    import argparse
+
+    class _Parser(argparse.ArgumentParser):
+        _intermixing = False
+
+        def error(self, message):
+            raise UsageError(f"{message} (see '{self.prog} --help')")
+
+        def parse_known_args(self, args=None, namespace=None):
+            # Options may follow positional arguments (gossip ask LOG --last 5
+            # NAME), which plain parsing rejects once a nargs="*" positional has
+            # matched nothing.  Intermixed parsing calls back into this method,
+            # and cannot handle subcommands or REMAINDER.
+            intermixable = not any(
+                action.nargs in (argparse.PARSER, argparse.REMAINDER)
+                for action in self._actions
+                if not action.option_strings
+            )
+            if self._intermixing or not intermixable:
+                return super().parse_known_args(args, namespace)
+            self._intermixing = True
+            try:
+                return self.parse_known_intermixed_args(args, namespace)
+            finally:
+                self._intermixing = False
+
     parser = _Parser(
         prog="gossip",
         description="An append-only log of name-value adds, shared between machines.",
@@ -166,7 +172,7 @@ def _parser():
     ask.add_argument("-f", "--follow", action="store_true", help="keep printing new matching adds")
     ask.add_argument(
         "--format",
-        choices=("text", "json", "raw"),
+        choices=_OUTPUT_FORMATS,
         default="text",
         help="text for people; json, one lossless JSON value per add; raw, the log's own lines",
     )
@@ -241,6 +247,8 @@ def _parser():
 
 
 def _syncOptions(parser):
+    import argparse
+
     parser.add_argument(
         "--any-name", action="store_true", help="sync even if the logs' names differ"
     )
@@ -375,16 +383,115 @@ def _startPeer(options):
         raise LogError(str(e)) from None
 
 
+_OUTPUT_FORMATS = ("text", "json", "raw")
+
+# The commands that scripts run in loops, parsed by _quickOptions: for
+# each, what runs it, its flags and its options that take a value (by
+# attribute), the attributes of its two positional arguments, whether the
+# second is repeated ("*") or optional ("?"), and the options' defaults.
+_QUICK = {
+    "say": (
+        _say,
+        {"--fsync": "fsync", "-v": "verbose", "--verbose": "verbose"},
+        {"--file": "file"},
+        ("log", "pairs", "*"),
+        lambda: {"fsync": False, "verbose": False, "file": []},
+    ),
+    "ask": (
+        _ask,
+        {"-f": "follow", "--follow": "follow"},
+        {"--format": "format", "--last": "last"},
+        ("log", "terms", "*"),
+        lambda: {"follow": False, "format": "text", "last": None},
+    ),
+    "chat": (_chat, {}, {}, ("log", "nick", "?"), dict),
+}
+
+
+class _Options:
+    """
+    Parsed arguments as attributes, like argparse's namespace.
+    """
+
+    def __init__(self, **values):
+        self.__dict__.update(values)
+
+
+def _quickValue(values, name, text):
+    """
+    Set the option C{name} given the value C{text}, as L{_parser} does.
+
+    @return: whether C{text} is a valid value.
+    """
+    if name == "file":
+        values[name].append(text)
+    elif name == "format" and text in _OUTPUT_FORMATS:
+        values[name] = text
+    elif name == "last":
+        try:
+            values[name] = int(text)
+        except ValueError:
+            return False
+    else:
+        return False
+    return True
+
+
+def _quickOptions(argv):
+    """
+    Parse the arguments of C{say}, C{ask} or C{chat} exactly as L{_parser}
+    would, without importing argparse.
+
+    Only the plain forms are parsed here: options named in full, and values
+    that do not start with C{-}.  For anything else (help, a mistake, an
+    abbreviated option, C{--}) this returns L{None}, and L{_parser} parses
+    and reports as it always has.
+    """
+    if not argv or argv[0] not in _QUICK:
+        return None
+    run, flags, valued, (first, rest, nargs), defaults = _QUICK[argv[0]]
+    values = defaults()
+    positional = []
+    arguments = iter(argv[1:])
+    for argument in arguments:
+        if not argument.startswith("-"):
+            positional.append(argument)
+            continue
+        option, equals, text = argument.partition("=")
+        if option in flags and not equals:
+            values[flags[option]] = True
+        elif option in valued:
+            if not equals:
+                text = next(arguments, "-")
+                if text.startswith("-"):
+                    return None
+            if not _quickValue(values, valued[option], text):
+                return None
+        else:
+            return None
+    if not positional:
+        return None
+    values[first], *others = positional
+    if nargs == "?":
+        if len(others) > 1:
+            return None
+        others = others[0] if others else None
+    values[rest] = others
+    return _Options(command=argv[0], run=run, **values)
+
+
 def main(argv=None):
     """
     Run the C{gossip} command; return its exit status.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        argv, peerCommand = _splitPeerCommand(argv)
-        options = _parser().parse_args(argv)
-        if peerCommand is not None:
-            options.peerCommand = peerCommand
+        options = _quickOptions(argv)
+        if options is None:
+            argv, peerCommand = _splitPeerCommand(argv)
+            options = _parser().parse_args(argv)
+            if peerCommand is not None:
+                options.peerCommand = peerCommand
         if getattr(options, "last", None) is not None and options.last < 0:
             raise UsageError("ask: --last takes a number of adds, 0 or more")
         return options.run(options)
@@ -401,6 +508,6 @@ def main(argv=None):
 
 def run():
     """
-    The console script's entry point.
+    The entry point of the C{gossip} script (bin/gossip) and of C{python -m gossip}.
     """
     sys.exit(main())

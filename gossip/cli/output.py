@@ -5,12 +5,10 @@ log from the start, from the end, and as it grows.
 """
 
 import io
-import json
 import os
 import sys
-from base64 import b64encode
+from binascii import b2a_base64
 
-from gossip.cli.follow import FileWaiter
 from gossip.store.format import decodeBody
 from gossip.store.logfile import entries, reverseEntries
 
@@ -24,7 +22,7 @@ def _jsonBytes(data):
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:
-        return {"base64": b64encode(data).decode("ascii")}
+        return {"base64": b2a_base64(data, newline=False).decode("ascii")}
 
 
 # What readable() shows as escapes: C0 and C1 controls, DEL, the backslash
@@ -77,6 +75,10 @@ def _raw(out, record, body):
 
 
 def _json(out, record, body):
+    # Imported here, where it costs a dictionary look-up an add, so that
+    # the other formats do not pay for it when gossip ask starts.
+    import json
+
     pairs = [[_jsonBytes(name), _jsonBytes(value)] for name, value in decodeBody(body)]
     out.write(json.dumps(pairs, ensure_ascii=False).encode("utf-8") + b"\n")
 
@@ -149,6 +151,8 @@ def follow(log, f, offset, query, write, out=None):
     """
     Print matching adds as they are appended, until interrupted.
     """
+    from gossip.cli.follow import FileWaiter
+
     waiter = FileWaiter(log.path)
     try:
         while True:

@@ -12,7 +12,6 @@ SHA-256(BODY).  This module imports nothing but the standard library so that
 the command line starts fast.
 """
 
-import re
 from os import environ as _environ
 from binascii import b2a_base64
 from codecs import escape_decode
@@ -34,6 +33,30 @@ __all__ = [
     "lineHash",
 ]
 
+
+def _compiledOnUse(pattern, method, name=None):
+    """
+    C{re.compile(pattern).method}, compiled when first called.
+
+    Compiling at import, and importing re, would slow every C{gossip say},
+    which with the C module built needs none of these patterns.  Where the
+    result is the module global C{name}, the first call puts the compiled
+    method there, so that later calls go to it directly.
+    """
+    compiled = []
+
+    def first(*args):
+        if not compiled:
+            import re
+
+            compiled.append(getattr(re.compile(pattern), method))
+            if name is not None:
+                globals()[name] = compiled[0]
+        return compiled[0](*args)
+
+    return first
+
+
 class CorruptLine(ValueError):
     """
     A line, or a body, is not exactly one intact add.
@@ -48,17 +71,22 @@ _SAFE_NAME = (
 _SAFE_VALUE = _SAFE_NAME + b"="
 
 
+_PERCENT = ord("%")
+
+
 def _escaper(safe):
     table = [bytes([byte]) if byte in safe else b"%%%02X" % byte for byte in range(256)]
-    pattern = re.compile(b"[^" + re.escape(safe) + b"]")
 
-    def escape(data, sub=pattern.sub):
-        unsafe = len(data.translate(None, safe))
+    def escape(data):
+        unsafe = data.translate(None, safe)
         if not unsafe:
             return data
-        if unsafe * 8 < len(data):
-            # Text, mostly: escape the few bytes that need it.
-            return sub(lambda match: table[match.group()[0]], data)
+        if len(unsafe) * 8 < len(data):
+            # Text, mostly: replace each kind of byte that needs it, "%"
+            # first, since every escape brings one.
+            for byte in sorted(set(unsafe), key=_PERCENT.__ne__):
+                data = data.replace(bytes((byte,)), table[byte])
+            return data
         # Binary data, mostly: every byte through the table, a piece at a
         # time (a list of a whole value's bytes would be 8 times its size).
         return b"".join(
@@ -110,7 +138,7 @@ def _unescape(data, unhex=_UNHEX.get):
 # Anything that would stop a whole body being unescaped in one step before
 # it is split into pairs: an escaped "&" or "=" (which would then look like
 # a separator), or a backslash (which escape_decode would read).
-_NOT_WHOLE = re.compile(rb"%(?:26|3[Dd])|\\").search
+_NOT_WHOLE = _compiledOnUse(rb"%(?:26|3[Dd])|\\", "search", "_NOT_WHOLE")
 
 
 def _unescapeWhole(data):
@@ -153,7 +181,7 @@ def encodeAdd(pairs):
 
 # Each item holding "=" of a body, split at its first "=": the leftmost match
 # of an item begins at its start, and one without "=" never matches.
-_PAIRS = re.compile(rb"([^&=]*)=([^&]*)").findall
+_PAIRS = _compiledOnUse(rb"([^&=]*)=([^&]*)", "findall", "_PAIRS")
 
 
 def decodeBody(body):
@@ -213,12 +241,12 @@ _SHAPE = (
     rb"((?:[^&=>\n]*+=[^&>\n]*+)?+(?:&(?:[^&=>\n]*+=[^&>\n]*+)?+)*+)"
     rb">([0-9]++)"
 )
-_RECORD = re.compile(_SHAPE).fullmatch
+_RECORD = _compiledOnUse(_SHAPE, "fullmatch", "_RECORD")
 
 # Past this many bytes a record is mostly one long value, which find()
 # crosses many times faster than the regular expression's byte-by-byte loop.
 _LONG = 4096
-_HEADER = re.compile(rb"(.{11}) ([0-9]++)<").match
+_HEADER = _compiledOnUse(rb"(.{11}) ([0-9]++)<", "match", "_HEADER")
 
 
 def _splitLong(record):
@@ -320,8 +348,8 @@ _KEYED_SHAPE = (
     rb"(by=([^&%+=>\n]*+)&at=([0-9]++)(?:&(?:[^&=>\n]*+=[^&>\n]*+)?+)*+)"
     rb">([0-9]++)"
 )
-_KEYED = re.compile(_KEYED_SHAPE + rb"\n").fullmatch
-_KEYED_RECORD = re.compile(_KEYED_SHAPE).fullmatch
+_KEYED = _compiledOnUse(_KEYED_SHAPE + rb"\n", "fullmatch", "_KEYED")
+_KEYED_RECORD = _compiledOnUse(_KEYED_SHAPE, "fullmatch", "_KEYED_RECORD")
 
 
 def checkKeyedLine(line):
@@ -413,7 +441,7 @@ def decodeLine(line):
 
 
 # The original's order, by then at, with nothing escaped in by.
-_BY_AT = re.compile(rb"by=([^&%+=]*)&at=([0-9]+)(?:&|\Z)").match
+_BY_AT = _compiledOnUse(rb"by=([^&%+=]*)&at=([0-9]+)(?:&|\Z)", "match", "_BY_AT")
 
 
 def identify(body):

@@ -21,8 +21,6 @@ C{gossip say} and C{gossip ask} start fast.
 """
 
 import os
-import re
-from base64 import urlsafe_b64encode
 from binascii import b2a_base64
 from fcntl import LOCK_EX, LOCK_NB, LOCK_UN, flock
 from hashlib import sha256
@@ -31,6 +29,7 @@ from time import monotonic
 
 from gossip.store.format import (
     CorruptLine,
+    _compiledOnUse,
     checkKeyedLines,
     checkKeyedRecords,
     checkLine,
@@ -84,6 +83,10 @@ def newIdentity():
     """
     A new node identity: 120 random bits, URL-safe base64 (no padding).
     """
+    # Imported here, once a log, for base64 and the modules it imports
+    # would slow every gossip say.
+    from base64 import urlsafe_b64encode
+
     return urlsafe_b64encode(os.urandom(15))
 
 
@@ -262,7 +265,7 @@ class LargeLine:
 
 
 # A line's head: the hash, a space and the length, then "<".
-_HEAD = re.compile(rb"([^\n]{11}) ([0-9]{1,20})").fullmatch
+_HEAD = _compiledOnUse(rb"([^\n]{11}) ([0-9]{1,20})", "fullmatch")
 # Enough of an item to hold any escaped spelling of "by" or "at", "=" and
 # a value as long as any id.
 _ITEM_HEAD = 1024
@@ -484,6 +487,8 @@ def _createSpool(path):
     directory, name = os.path.split(path)
     prefix = os.path.join(directory, _incomingPrefix(name))
     flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW
+    from base64 import urlsafe_b64encode
+
     while True:
         spool = prefix + urlsafe_b64encode(os.urandom(6))
         try:
@@ -741,10 +746,11 @@ class Log:
 
         def append(fd, state, torn):
             self._ensureIdentity(state)
-            line = encodeAdd(
-                [(b"by", state.identity), (b"at", b"%d" % (state.nextAt(),))] + pairs
-            )
-            self._append(fd, state, torn, [line])
+            at = state.nextAt()
+            line = encodeAdd([(b"by", state.identity), (b"at", b"%d" % (at,))] + pairs)
+            # With its key given, the line just made is not checked again,
+            # which would import and compile the regular expressions.
+            self._append(fd, state, torn, [line], [(state.identity, at)])
             return line
 
         return self._locked(append, create=True)

@@ -22,6 +22,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from gossip.sync.protocol import SyncProtocol
+from gossip.transport.errors import CommandError, TLSError
 from gossip.transport.spawn import isURL
 
 __all__ = [
@@ -42,13 +43,6 @@ log = Logger()
 # How long a command whose session has ended may take to exit before it is
 # terminated (and as long again before it is killed).
 GRACE = 3.0
-
-
-class CommandError(Exception):
-    """
-    A peer could not be reached: its command could not be run, its URL is
-    wrong, or it would not let us in.
-    """
 
 
 @attr.s
@@ -344,7 +338,7 @@ def urlEndpoint(reactor, url, reach):
             if reach.tls is None:
                 raise CommandError(f"{url}: give --tls-key, --tls-cert and --tls-ca to reach it")
             return tls.clientEndpoint(reactor, host, port, reach.tls), name
-        except tls.TLSError as e:
+        except TLSError as e:
             raise CommandError(str(e))
     raise CommandError(f"{url}: not a peer URL (ssh://... or tls://...)")
 

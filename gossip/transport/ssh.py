@@ -59,7 +59,7 @@ from twisted.python.filepath import FilePath
 from zope.interface import implementer
 
 from gossip.transport.authorized import KeyChecker, SSHPrivateKeyFrom
-from gossip.transport.peer import CommandError
+from gossip.transport.errors import CommandError
 from gossip.transport.startups import RefusalLog, Startups, source
 
 __all__ = [

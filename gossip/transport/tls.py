@@ -41,6 +41,8 @@ from zope.interface import implementer
 
 from gossip.transport.startups import RefusalLog, source
 
+from gossip.transport.errors import TLSError
+
 __all__ = [
     "DEFAULT_PORT",
     "Credentials",
@@ -60,13 +62,6 @@ log = Logger()
 
 _LISTEN_SYNTAX = "ssl:PORT[:interface=ADDRESS][:backlog=N]"
 _URL_SYNTAX = "tls://HOST[:PORT][/LOG]"
-
-
-class TLSError(Exception):
-    """
-    TLS cannot be set up as asked: a bad file, description or URL.  The
-    message is one line, fit to show a user.
-    """
 
 
 @attr.frozen
