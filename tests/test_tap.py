@@ -93,6 +93,16 @@ class OptionsTests(SynchronousTestCase):
         )
         self.assertFalse(options["any-name"])
         self.assertFalse(options["poll"])
+        self.assertEqual(options["scrub-period"], 86400.0)
+
+    def test_scrubPeriod(self):
+        """
+        The scrub's period is seconds, 0 for no scrub; nothing negative.
+        """
+        self.assertEqual(parse("--log", self.a, "--scrub-period", "0")["scrub-period"], 0.0)
+        self.assertEqual(parse("--log", self.a, "--scrub-period", "3600")["scrub-period"], 3600.0)
+        for bad in ["-1", "nan", "daily"]:
+            self.assertRaises(usage.UsageError, parse, "--log", self.a, "--scrub-period", bad)
 
     def test_createsLogs(self):
         """
@@ -255,7 +265,7 @@ class MakeServiceTests(SynchronousTestCase):
         options = parse(
             "--log", a, "--peer-command", "one a",
             "--log", b, "--peer-command", "two b", "--peer-command", "three b",
-            "--timeout", "7", "--any-name", "--poll",
+            "--timeout", "7", "--any-name", "--poll", "--scrub-period", "600",
         )  # fmt: skip
         made = []
 
@@ -279,6 +289,7 @@ class MakeServiceTests(SynchronousTestCase):
         for service in logs:
             self.assertIs(service.reactor, reactor)
             self.assertFalse(service.useInotify)
+            self.assertEqual(service.scrubPeriod, 600.0)
             self.assertFalse(service.running)
         self.assertEqual(
             [(r, s, c) for r, s, c, kwargs in made],
