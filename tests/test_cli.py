@@ -575,8 +575,9 @@ class ChatTests(CommandTestCase):
 def flipByte(path, index, keepTime=True):
     """
     Flip one byte in the middle of the C{index}th line of the file at
-    C{path} in place, as a failing disk would: same inode, same size and,
-    with C{keepTime}, the same modification time.
+    C{path} in place: same inode, same size and, with C{keepTime}, the same
+    modification time, as a failing disk would; without, a second later, as
+    a program writing to it would.
 
     @return: the line's offset and length.
     """
@@ -590,8 +591,8 @@ def flipByte(path, index, keepTime=True):
         byte = f.read(1)
         f.seek(offset + length // 2)
         f.write(bytes([byte[0] ^ 0x20]))
-    if keepTime:
-        os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    mtime = before.st_mtime_ns + (0 if keepTime else 10**9)
+    os.utime(path, ns=(before.st_atime_ns, mtime))
     return offset, length
 
 
@@ -635,14 +636,13 @@ class CheckTests(CommandTestCase):
             ],
         )
 
-    def test_syncRestores(self):
+    def syncedPeer(self):
         """
-        After C{check}, the next C{sync --once} takes back from the peer the
-        add that was damaged, though the damage changed neither the log's
-        size nor its modification time.
+        A peer log synced from this one, large enough that the cache's
+        samples of it are unlikely to meet damage in its middle.
+
+        @return: its path, and the index of the line of the add C{n=1500}.
         """
-        # Large enough that the cache's samples of the log are unlikely to
-        # meet the damage, which only check is sure to find.
         identity = b"Xg3fTa0lVbq6Yc2mZp8Q"
         with open(self.log, "wb") as f:
             f.write(encodeAdd([(b"I", identity)]))
@@ -653,20 +653,44 @@ class CheckTests(CommandTestCase):
         self.succeed("sync", "--once", "--create", peer, self.log)
         with open(peer, "rb") as f:
             lines = f.read().split(b"\n")
-        index = next(i for i, line in enumerate(lines) if b"&n=1500>" in line)
-        flipByte(peer, index)
-        self.assertEqual(self.check(peer)[0], 1)
-        self.succeed("sync", "--once", peer, self.log)
+        return peer, next(i for i, line in enumerate(lines) if b"&n=1500>" in line)
+
+    def assertRestored(self, peer):
+        """
+        Every add of this log is intact in C{peer}, beside the damaged line.
+        """
         # ask notes the damaged line on stderr, and prints every add.
         status, out, err = run("ask", "--format", "json", peer, "n")
         self.assertEqual(status, 0)
         self.assertEqual(
             sorted(int(dict(add)[b"n"]) for add in jsonAdds(out)), list(range(3000))
         )
-        # The damaged line stays where it was, now harmless.
         status, lines = self.check(peer)
         self.assertEqual(status, 1)
         self.assertIn("3000 adds intact", lines[-1])
+
+    def test_syncRestores(self):
+        """
+        After C{check}, the next C{sync --once} takes back from the peer the
+        add that was damaged, though the damage changed neither the log's
+        size nor its modification time.
+        """
+        peer, index = self.syncedPeer()
+        flipByte(peer, index)
+        self.assertEqual(self.check(peer)[0], 1)
+        self.succeed("sync", "--once", peer, self.log)
+        self.assertRestored(peer)
+
+    def test_syncNoticesRewrite(self):
+        """
+        Without C{check}, a log changed in place (same size and inode, a
+        later modification time) is read again by the next sync, which
+        takes back the add damaged.
+        """
+        peer, index = self.syncedPeer()
+        flipByte(peer, index, keepTime=False)
+        self.succeed("sync", "--once", peer, self.log)
+        self.assertRestored(peer)
 
 
 class ErrorTests(CommandTestCase):
