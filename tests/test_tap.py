@@ -22,7 +22,9 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from gossip import tap
 from gossip.transport import peer
+from gossip.store.logfile import Log
 from gossip.sync.service import LogService
+from tests.test_cli import flipByte
 from tests.test_commands import (
     DEADLINE,
     ENV,
@@ -99,7 +101,7 @@ class OptionsTests(SynchronousTestCase):
         """
         The scrub's period is seconds, 0 for no scrub; nothing negative.
         """
-        self.assertEqual(parse("--log", self.a, "--scrub-period", "0")["scrub-period"], 0.0)
+        self.assertEqual(parse("--log", self.a, "--scrub-period", "2")["scrub-period"], 0.0)
         self.assertEqual(parse("--log", self.a, "--scrub-period", "3600")["scrub-period"], 3600.0)
         for bad in ["-1", "nan", "daily"]:
             self.assertRaises(usage.UsageError, parse, "--log", self.a, "--scrub-period", bad)
@@ -600,6 +602,34 @@ class DaemonTests(TestCase):
         one.shutDown()
         self.assertLess(time.monotonic() - start, 20)
         waitFor(lambda: not processesMentioning(marker), message="the peer stopping")
+
+
+class ScrubDaemonTests(TestCase):
+    """
+    A real daemon's scrub finds damage on its disk and fetches the add lost
+    from its peer.
+    """
+
+    def test_heals(self):
+        directory = os.path.abspath(self.mktemp())
+        self.addCleanup(killMentioning, directory)
+        a = os.path.join(directory, "one", "a.log")
+        b = os.path.join(directory, "two", "a.log")
+        os.makedirs(os.path.dirname(a))
+        os.makedirs(os.path.dirname(b))
+        log = Log(a)
+        for n in range(300):
+            log.say([(b"n", b"%d" % n)])
+        daemon = Daemon(self, "--log", b, "--peer-command", peerCommand(a), "--scrub-period", "2")
+        daemon.waitForLog(r"synced with ")
+        wanted = contents(a).keySet
+        waitFor(lambda: contents(b).keySet >= wanted, message="the sync")
+        offset, length = flipByte(b, 150)
+        self.assertLess(contents(b).keySet, wanted)
+        daemon.waitForLog(rf"a.log: damaged: {length} bytes at byte {offset}")
+        waitFor(lambda: contents(b).keySet >= wanted, message="the add fetched again")
+        self.assertIn("1 adds are lost to damage; fetching them from peers", daemon.log())
+        daemon.shutDown()
 
 
 class TLSDaemonTests(TestCase):
