@@ -3,6 +3,7 @@ Tests for L{gossip.sync.service} and L{gossip.sync.watcher}: a log service notic
 adds appended by other processes, with the real reactor and real files.
 """
 
+import errno
 import os
 import subprocess
 import sys
@@ -17,7 +18,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from gossip.store.format import encodeAdd, identify
 from gossip.store.intervals import Intervals
-from gossip.store.logfile import Log, entries
+from gossip.store.logfile import Log, Scan, entries
 from gossip.sync.protocol import SyncProtocol
 from gossip.sync.service import LogService, Scrubber, Stretch
 from gossip.sync.watcher import INotifyWatcher, PollingWatcher
@@ -284,7 +285,7 @@ class ScrubTests(SynchronousTestCase):
         return [
             event["log_format"].format(**event)
             for event in self.events
-            if event.get("log_namespace") == "gossip.sync.service.LogService"
+            if event.get("log_namespace", "").startswith("gossip.sync.service.")
             and event["log_level"].name in ("warn", "error")
         ]
 
@@ -359,6 +360,24 @@ class ScrubTests(SynchronousTestCase):
         scrubbing.stopService()
         service.stopService()
         self.assertEqual(calls(), [])
+
+    def test_readError(self):
+        """
+        A log that cannot be read (a failing disk) is logged, and a pass cut
+        short forgets nothing; the scrub tries again a period later.
+        """
+        service = self.startService()
+        held = {by: Intervals(ats.ranges()) for by, ats in service.have.items()}
+
+        def fail(scan, fd, size):
+            raise OSError(errno.EIO, "Input/output error")
+
+        self.patch(Scan, "step", fail)
+        scrubber = self.scrubber(service, 100.0)
+        self.clock.advance(0)
+        self.assertEqual(self.warnings(), [f"{self.path}: cannot scrub: [Errno 5] Input/output error"])
+        self.assertEqual(service.have, held)
+        self.assertEqual(self.scrubberCall(scrubber).getTime(), 100.0)
 
     def test_findsDamage(self):
         """

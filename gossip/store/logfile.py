@@ -320,15 +320,8 @@ class Scan:
         want = min(size, self.end - start)
         data = os.pread(fd, want, start)
         last = data.rfind(b"\n")
-        while last == -1 and len(data) < self.end - start:
-            # One line longer than the slice: read on to its end.
-            more = os.pread(fd, min(_CHUNK, self.end - start - len(data)), start + len(data))
-            if not more:
-                break
-            found = more.find(b"\n")
-            data += more
-            if found != -1:
-                last = len(data) - len(more) + found
+        if last == -1:
+            data, last = self._longLine(fd, data)
         if last == -1:
             # The file was cut short under the pass: nothing more to check.
             self.end = start
@@ -344,6 +337,28 @@ class Scan:
             offset += length
         state.offset = offset
         return offset - start
+
+    def _longLine(self, fd, data):
+        """
+        Read on past C{data}, the start of one line longer than a slice, to
+        the end of that line.
+
+        @return: the bytes read, and the offset of the line's LF in them (-1
+            if the pass's end came first).
+        """
+        start = self.state.offset
+        parts = [data]
+        read = len(data)
+        while read < self.end - start:
+            more = os.pread(fd, min(_CHUNK, self.end - start - read), start + read)
+            if not more:
+                break
+            parts.append(more)
+            found = more.find(b"\n")
+            if found != -1:
+                return b"".join(parts), read + found
+            read += len(more)
+        return b"".join(parts), -1
 
     def _damaged(self, offset, length):
         self.state.damaged += 1
@@ -438,7 +453,8 @@ def _agrees(fd, state):
             try:
                 key = identify(body)
             except CorruptLine:
-                return False
+                # Intact but undecodable: State.absorb skips it too.
+                continue
             if key is None:
                 if place == 0 and index == 0 and not _identifies(body, state.identity):
                     return False

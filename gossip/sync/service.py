@@ -421,10 +421,13 @@ class Scrubber:
         try:
             checked = scan.step(self._file.fileno(), self.slice) if not scan.done else 0
         except OSError as e:
+            # A pass cut short cannot say what is lost: try again later.
             self._log.error(
                 "{path}: cannot scrub: {why}", path=os.fsdecode(self.service.log.path), why=e
             )
-            checked, scan.end = 0, scan.state.offset
+            self._scan = self._held = None
+            self._call = self.clock.callLater(self.period, self._step)
+            return
         spent = self.timer() - started
         if scan.done:
             self._scan = None
