@@ -407,9 +407,9 @@ def _describes(fingerprint, now):
     C{now}, the fingerprint of the same bytes of it as they are.
 
     A log only grows: the same place, head and bytes before the offset, and
-    either more bytes than were recorded, or the same bytes written no later
-    (a file rewritten in place keeps its size but not its modification
-    time).
+    either more bytes than were recorded, or as many and the same
+    modification time (a file changed in place keeps its size but not its
+    modification time).
     """
     old = fingerprint.split(b" ")
     new = now.split(b" ")
@@ -426,7 +426,7 @@ def _sampleOffsets(offset):
     """
     places = [0, max(0, offset - _PRINT)]
     if offset > 2 * _PRINT:
-        for chunk in range(_SAMPLES):
+        for _ in range(_SAMPLES):
             places.append(int.from_bytes(os.urandom(8), "little") % offset)
     return places
 

@@ -404,6 +404,9 @@ class Scrubber:
         self._call = self.clock.callLater(0, self._step)
 
     def stop(self):
+        """
+        Stop scrubbing, leaving any pass unfinished.
+        """
         if self._call is not None and self._call.active():
             self._call.cancel()
         self._call = None
