@@ -101,7 +101,7 @@ class OptionsTests(SynchronousTestCase):
         """
         The scrub's period is seconds, 0 for no scrub; nothing negative.
         """
-        self.assertEqual(parse("--log", self.a, "--scrub-period", "2")["scrub-period"], 0.0)
+        self.assertEqual(parse("--log", self.a, "--scrub-period", "0")["scrub-period"], 0.0)
         self.assertEqual(parse("--log", self.a, "--scrub-period", "3600")["scrub-period"], 3600.0)
         for bad in ["-1", "nan", "daily"]:
             self.assertRaises(usage.UsageError, parse, "--log", self.a, "--scrub-period", bad)
