@@ -57,6 +57,14 @@ class Options(usage.Options):
         ["keepalive", None, 20.0, "ping peers after this many idle seconds", float],
         ["rescan", None, 30.0, "rescan each log this often, in seconds", float],
         [
+            "scrub-period",
+            None,
+            86400.0,
+            "verify each whole log in the background once in this many seconds "
+            "(at most 2% of a core), fetching damaged adds from peers; 0 for never",
+            float,
+        ],
+        [
             "host-key",
             None,
             os.path.join(_configHome(), "gossip", "ssh_host_ed25519_key"),
@@ -158,6 +166,8 @@ class Options(usage.Options):
         if not self["logs"]:
             raise usage.UsageError("give at least one --log")
         self._checkStartups()
+        if not self["scrub-period"] >= 0:
+            raise usage.UsageError("--scrub-period takes a number of seconds, 0 or more")
         names = {}
         for path, peers in self["logs"]:
             try:
@@ -321,6 +331,7 @@ def makeService(config, reactor=None):
             reactor,
             rescanInterval=config["rescan"],
             useInotify=not config["poll"],
+            scrubPeriod=config["scrub-period"],
         )
         service.setServiceParent(top)
         services[service.name] = service

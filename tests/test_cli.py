@@ -572,6 +572,127 @@ class ChatTests(CommandTestCase):
         self.assertNotIn(b"Traceback", err)
 
 
+def flipByte(path, index, keepTime=True):
+    """
+    Flip one byte in the middle of the C{index}th line of the file at
+    C{path} in place: same inode, same size and, with C{keepTime}, the same
+    modification time, as a failing disk would; without, a second later, as
+    a program writing to it would.
+
+    @return: the line's offset and length.
+    """
+    with open(path, "rb") as f:
+        lines = f.read().split(b"\n")
+    offset = sum(len(line) + 1 for line in lines[:index])
+    length = len(lines[index]) + 1
+    before = os.stat(path)
+    with open(path, "r+b") as f:
+        f.seek(offset + length // 2)
+        byte = f.read(1)
+        f.seek(offset + length // 2)
+        f.write(bytes([byte[0] ^ 0x20]))
+    mtime = before.st_mtime_ns + (0 if keepTime else 10**9)
+    os.utime(path, ns=(before.st_atime_ns, mtime))
+    return offset, length
+
+
+class CheckTests(CommandTestCase):
+    """
+    C{gossip check LOG} finds every damaged line, says what each origin
+    lacks, and rebuilds the cache so that a sync fetches the lost adds.
+    """
+
+    def check(self, log):
+        status, out, err = run("check", log)
+        self.assertEqual(err, b"")
+        return status, out.decode("utf-8").splitlines()
+
+    def test_clean(self):
+        for n in range(3):
+            self.say(f"n={n}")
+        status, lines = self.check(self.log)
+        self.assertEqual(status, 0)
+        self.assertEqual(
+            lines, [f"{self.log}: 3 adds intact, 0 damaged regions (0 bytes); cache rebuilt"]
+        )
+
+    def test_damaged(self):
+        """
+        A flipped byte is reported as its line's region, and the add it
+        held as missing from its origin's run.
+        """
+        for n in range(5):
+            self.say(f"n={n}", "m=abcdefghijklmnopqrstuvwxyz")
+        # Line 0 is the identity add; line 3 holds at 2.
+        offset, length = flipByte(self.log, 3)
+        status, lines = self.check(self.log)
+        self.assertEqual(status, 1)
+        self.assertEqual(
+            lines,
+            [
+                f"{self.log}: damaged: {length} bytes at byte {offset}",
+                f"{self.log}: {self.identity().decode('ascii')} lacks at 2",
+                f"{self.log}: 4 adds intact, 1 damaged regions ({length} bytes); cache rebuilt",
+            ],
+        )
+
+    def syncedPeer(self):
+        """
+        A peer log synced from this one, large enough that the cache's
+        samples of it are unlikely to meet damage in its middle.
+
+        @return: its path, and the index of the line of the add C{n=1500}.
+        """
+        identity = b"Xg3fTa0lVbq6Yc2mZp8Q"
+        with open(self.log, "wb") as f:
+            f.write(encodeAdd([(b"I", identity)]))
+            for n in range(3000):
+                f.write(encodeAdd([(b"by", identity), (b"at", b"%d" % n), (b"n", b"%d" % n)]))
+        os.makedirs(self.path("b"))
+        peer = self.path("b/test.log")
+        self.succeed("sync", "--once", "--create", peer, self.log)
+        with open(peer, "rb") as f:
+            lines = f.read().split(b"\n")
+        return peer, next(i for i, line in enumerate(lines) if b"&n=1500>" in line)
+
+    def assertRestored(self, peer):
+        """
+        Every add of this log is intact in C{peer}, beside the damaged line.
+        """
+        # ask notes the damaged line on stderr, and prints every add.
+        status, out, err = run("ask", "--format", "json", peer, "n")
+        self.assertEqual(status, 0)
+        self.assertEqual(
+            sorted(int(dict(add)[b"n"]) for add in jsonAdds(out)), list(range(3000))
+        )
+        status, lines = self.check(peer)
+        self.assertEqual(status, 1)
+        self.assertIn("3000 adds intact", lines[-1])
+
+    def test_syncRestores(self):
+        """
+        After C{check}, the next C{sync --once} takes back from the peer the
+        add that was damaged, though the damage changed neither the log's
+        size nor its modification time.
+        """
+        peer, index = self.syncedPeer()
+        flipByte(peer, index)
+        self.assertEqual(self.check(peer)[0], 1)
+        self.succeed("sync", "--once", peer, self.log)
+        self.assertRestored(peer)
+
+    def test_syncNoticesRewrite(self):
+        """
+        Without C{check}, a log changed in place (same size and inode, a
+        later modification time) is read again by the next sync, which
+        takes back the add damaged.
+        """
+        peer, index = self.syncedPeer()
+        flipByte(peer, index, keepTime=False)
+        self.succeed("sync", "--once", peer, self.log)
+        self.assertRestored(peer)
+
+
 class ErrorTests(CommandTestCase):
     """
     Every mistake a user can make is reported in one line on stderr, with a
@@ -590,6 +711,15 @@ class ErrorTests(CommandTestCase):
     def test_askMissing(self):
         self.assertIn("No such file", self.fails("ask", self.log))
         self.assertFalse(os.path.exists(self.log))
+
+    def test_checkMissing(self):
+        """
+        A log that cannot be checked is not a damaged one: exit status 2.
+        """
+        self.assertIn("No such file", self.fails("check", self.log))
+        self.assertEqual(run("check", self.log)[0], 2)
+        self.assertFalse(os.path.exists(self.log))
+        self.assertEqual(run("check", self.directory)[0], 2)
 
     def withoutPermissions(self):
         """
@@ -851,6 +981,7 @@ class ProgramTests(CommandTestCase):
             ["ask", self.log],
             ["ask", "--format", "json", self.log, "a=1"],
             ["ask", "--format", "raw", "--last", "1", self.log],
+            ["check", self.log],
         ]:
             done = subprocess.run(
                 [sys.executable, "-c", code, *args],

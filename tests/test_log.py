@@ -30,12 +30,15 @@ from gossip.store.format import (
     identify,
     lineHash,
 )
+from gossip.store.intervals import Intervals
 from gossip.store.logfile import (
     RESERVED,
     LargeLine,
     LineCheck,
     Log,
     LogError,
+    Scan,
+    State,
     entries,
     keyedBlocks,
     newIdentity,
@@ -768,6 +771,189 @@ class CacheTests(StateAssertions, TestCase):
         last = data[data.rindex(b"\n", 0, -1) + 1 :]
         data = data[: -len(last)] + b"".join(peerLine(at) for at in range(10, 20))
         self.assertReplaced(lambda: self.rewriteInPlace(data))
+
+
+    def middleAdd(self):
+        """
+        The offset and length of an add in the middle of the log, far from
+        the head and the tail the fingerprint covers.
+        """
+        lines = completeLines(readFile(self.log.path))
+        offset, record = lines[len(lines) // 2]
+        self.assertGreater(offset, logModule._PRINT)
+        self.assertLess(offset + len(record), os.path.getsize(self.log.path) - logModule._PRINT)
+        return offset, len(record) + 1
+
+    def flipInMiddle(self, keepTime):
+        """
+        Flip one byte of the add in the middle of the log, in place, as a
+        failing disk would: same inode, same size.
+
+        @param keepTime: leave the file's modification time as it was, as
+            damage below the file system does; otherwise make it a second
+            later, as a writer would.
+        @return: the damaged line's offset and length.
+        """
+        offset, length = self.middleAdd()
+        before = os.stat(self.log.path)
+        with open(self.log.path, "r+b") as f:
+            f.seek(offset + length // 2)
+            byte = f.read(1)
+            f.seek(offset + length // 2)
+            f.write(bytes([byte[0] ^ 0x20]))
+        after = os.stat(self.log.path)
+        self.assertEqual((after.st_ino, after.st_size), (before.st_ino, before.st_size))
+        mtime = before.st_mtime_ns + (0 if keepTime else 10**9)
+        os.utime(self.log.path, ns=(after.st_atime_ns, mtime))
+        return offset, length
+
+    def test_flippedInMiddle(self):
+        """
+        A log changed in place under the cache, size and inode kept, is
+        read again: its modification time says so.
+        """
+        self.flipInMiddle(keepTime=False)
+        self.assertHealthy(self.log)
+        self.flipInMiddle(keepTime=False)
+        self.assertHealthy(Log(self.log.path))
+
+    def test_checkFindsHiddenDamage(self):
+        """
+        Damage that leaves even the modification time alone is found by
+        L{Log.check}, which leaves a cache that knows of it.
+        """
+        region = self.flipInMiddle(keepTime=True)
+        scan = Log(self.log.path).check()
+        self.assertEqual(scan.regions, [list(region)])
+        self.assertEqual(scan.state.damaged, 1)
+        self.assertHealthy(Log(self.log.path))
+
+    def forgeCache(self, forge):
+        """
+        Write a cache with a valid checksum and the log's true fingerprint
+        but the contents C{forge(state)} makes of the true state.
+        """
+        _, state = logModule._loadState(readFile(self.log.cachePath))
+        fd = os.open(self.log.path, os.O_RDONLY)
+        try:
+            fingerprint = logModule._fingerprint(fd, os.fstat(fd), state.offset)
+        finally:
+            os.close(fd)
+        forged = State(
+            identity=state.identity,
+            have={by: Intervals(held.ranges()) for by, held in state.have.items()},
+            offset=state.offset,
+            intact=state.intact,
+            damaged=state.damaged,
+        )
+        forge(forged)
+        with open(self.log.cachePath, "wb") as f:
+            f.write(logModule._dumpState(fingerprint, forged))
+
+    def test_forgedNextAt(self):
+        """
+        A forged cache that would have this node reuse the C{at} of its last
+        add is not believed.
+        """
+
+        def forge(state):
+            mine = state.have[state.identity]
+            state.have[state.identity] = mine.difference(Intervals([(mine.end() - 1, mine.end())]))
+
+        self.forgeCache(forge)
+        self.assertHealthy(Log(self.log.path))
+
+    def test_forgedIdentity(self):
+        """
+        A forged cache naming another identity is not believed.
+        """
+
+        def forge(state):
+            state.have[b"other"] = state.have.pop(state.identity)
+            state.identity = b"other"
+
+        self.forgeCache(forge)
+        self.assertHealthy(Log(self.log.path))
+
+    def test_forgedHealthy(self):
+        """
+        A forged cache that says a damaged log is whole is not believed
+        where its damage is sampled.
+        """
+        offset, length = self.flipInMiddle(keepTime=True)
+        self.forgeCache(lambda state: None)
+        self.patch(logModule, "_sampleOffsets", lambda end: [0, offset - 10])
+        self.assertHealthy(Log(self.log.path))
+
+
+class CheckTests(TestCase):
+    """
+    L{Scan} and L{Log.check} find every damaged line of a log, and what
+    each origin lacks.
+    """
+
+    @_damageSettings
+    @given(st.data())
+    def test_regions(self, data):
+        """
+        Whatever lines are damaged, the scan reports exactly their regions,
+        holds exactly the intact adds, and the C{at}s lost below each
+        origin's largest are missing.
+        """
+        count = data.draw(st.integers(2, 40))
+        lines = [encodeAdd([(b"I", b"me")])] + [peerLine(at) for at in range(count)]
+        hit = data.draw(st.sets(st.integers(1, count), max_size=count))
+        size = data.draw(st.sampled_from([7, 64, 1 << 20]))
+        for index in hit:
+            line = lines[index]
+            position = data.draw(st.integers(0, len(line) - 2))
+            lines[index] = line[:position] + bytes([line[position] ^ 0x01]) + line[position + 1 :]
+        path = self.mktemp()
+        with open(path, "wb") as f:
+            f.write(b"".join(lines))
+        scan = Scan(os.path.getsize(path))
+        with open(path, "rb") as f:
+            while not scan.done:
+                self.assertGreater(scan.step(f.fileno(), size), 0)
+        expected = []
+        offset = 0
+        for index, line in enumerate(lines):
+            if index in hit:
+                if expected and sum(expected[-1]) == offset:
+                    expected[-1][1] += len(line)
+                else:
+                    expected.append([offset, len(line)])
+            offset += len(line)
+        self.assertEqual(scan.regions, expected)
+        self.assertEqual(scan.state.damaged, len(hit))
+        self.assertEqual(scan.state.identity, b"me")
+        intact = [at for at in range(count) if at + 1 not in hit]
+        self.assertEqual(set(scan.state.have.get(b"peer", ())), set(intact))
+        lost = [at for at in range(count) if at + 1 in hit and intact and at < max(intact)]
+        self.assertEqual(set(scan.missing().get(b"peer", ())), set(lost))
+
+    def test_unterminatedTail(self):
+        """
+        A last line still being written is neither checked nor damage.
+        """
+        path = self.mktemp()
+        with open(path, "wb") as f:
+            f.write(encodeAdd([(b"I", b"me")]) + peerLine(0) + peerLine(1)[:-5])
+        scan = Log(path).check()
+        self.assertEqual((scan.regions, scan.state.damaged), ([], 0))
+        self.assertEqual(set(scan.state.have[b"peer"]), {0})
+
+    def test_checkRebuildsCache(self):
+        """
+        After L{Log.check}, a new L{Log} takes the checked state from the
+        cache.
+        """
+        log, data = makeLog(self, 30, seed=9)
+        scan = log.check()
+        self.assertEqual(scan.regions, [])
+        fresh = Log(log.path)
+        self.patch(logModule, "entries", lambda f, start=0: iter(()))
+        self.assertEqual(fresh.state().nextAt(), 30)
 
 
 def peerLine(at, by=b"peer", value=None):

@@ -3,6 +3,7 @@ Tests for L{gossip.sync.service} and L{gossip.sync.watcher}: a log service notic
 adds appended by other processes, with the real reactor and real files.
 """
 
+import errno
 import os
 import subprocess
 import sys
@@ -11,12 +12,15 @@ import time
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock, deferLater
+from twisted.logger import globalLogPublisher
+from twisted.test import iosim
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from gossip.store.format import encodeAdd
+from gossip.store.format import encodeAdd, identify
 from gossip.store.intervals import Intervals
-from gossip.store.logfile import LARGE, LargeLine, Log
-from gossip.sync.service import LogService, Stretch
+from gossip.store.logfile import LARGE, LargeLine, Log, Scan, entries
+from gossip.sync.protocol import SyncProtocol
+from gossip.sync.service import LogService, Scrubber, Stretch
 from gossip.sync.watcher import INotifyWatcher, PollingWatcher
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -39,8 +43,10 @@ class Listener:
         for d in waiting:
             d.callback(None)
 
+    requested = 0
+
     def requestMissing(self):
-        pass
+        self.requested += 1
 
     def next(self):
         d = Deferred()
@@ -259,3 +265,236 @@ class ServiceTests(SynchronousTestCase):
         self.assertEqual(
             self.service.unclaimed({b"p": Intervals([(3, 8)])}), {b"p": Intervals([(5, 8)])}
         )
+
+
+def intactKeys(path):
+    """
+    The C{(by, at)} of every intact add in the log at C{path}.
+    """
+    with open(path, "rb") as f:
+        return {
+            identify(body)
+            for offset, record, body in entries(f)
+            if body is not None and identify(body) is not None
+        }
+
+
+def flipInMiddle(path):
+    """
+    Flip one byte of the add in the middle of the log at C{path} as a
+    failing disk would: same inode, size and modification time.
+
+    @return: the damaged line's offset and length, and its C{(by, at)}.
+    """
+    with open(path, "rb") as f:
+        data = f.read()
+    lines = data.split(b"\n")[:-1]
+    index = len(lines) // 2
+    offset = sum(len(line) + 1 for line in lines[:index])
+    length = len(lines[index]) + 1
+    key = identify(lines[index][lines[index].index(b"<") + 1 : lines[index].rindex(b">")])
+    before = os.stat(path)
+    with open(path, "r+b") as f:
+        f.seek(offset + length // 2)
+        f.write(bytes([data[offset + length // 2] ^ 0x20]))
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    return offset, length, key
+
+
+class ScrubTests(SynchronousTestCase):
+    """
+    The scrub verifies a log a slice at a time on the service's clock, at
+    its pace, and has what it finds lost fetched again.
+    """
+
+    def setUp(self):
+        self.clock = Clock()
+        self.path = self.mktemp()
+        log = Log(self.path)
+        for n in range(200):
+            log.say([(b"n", b"%d" % n), (b"m", b"some words to make the line longer")])
+        self.size = os.path.getsize(self.path)
+        self.events = []
+        globalLogPublisher.addObserver(self.events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, self.events.append)
+
+    def startService(self, **kwargs):
+        service = LogService(Log(self.path), self.clock, useInotify=False, **kwargs)
+        service.startService()
+        self.addCleanup(service.stopService)
+        return service
+
+    def warnings(self):
+        return [
+            event["log_format"].format(**event)
+            for event in self.events
+            if event.get("log_namespace", "").startswith("gossip.sync.service.")
+            and event["log_level"].name in ("warn", "error")
+        ]
+
+    def nextCall(self):
+        """
+        Advance the clock to its next delayed call, and run it.
+        """
+        soonest = min(call.getTime() for call in self.clock.getDelayedCalls())
+        self.clock.advance(soonest - self.clock.seconds())
+
+    def scrubber(self, service, *args, **kwargs):
+        scrubber = Scrubber(service, self.clock, *args, **kwargs)
+        scrubber.start()
+        self.addCleanup(scrubber.stop)
+        return scrubber
+
+    def scrubberCall(self, scrubber):
+        (call,) = [c for c in self.clock.getDelayedCalls() if c.func == scrubber._step]
+        return call
+
+    def test_pace(self):
+        """
+        A pass takes about C{period} seconds of the clock, a slice at a
+        time, and the next begins a period after the last began.
+        """
+        service = self.startService()
+        passes = []
+        service.scrubbed = lambda scan, held: passes.append((self.clock.seconds(), scan))
+        scrubber = self.scrubber(service, 1000.0, slice=1024, timer=lambda: 0.0)
+        steps = 0
+        while not passes:
+            if self.scrubberCall(scrubber).getTime() > self.clock.seconds():
+                steps += 1
+            self.nextCall()
+        finished, scan = passes[0]
+        self.assertEqual((scan.end, scan.regions), (self.size, []))
+        self.assertGreaterEqual(steps, self.size // 1024)
+        # The last slice is checked when the others' share of the period
+        # has passed.
+        self.assertLessEqual(finished, 1000.0)
+        self.assertGreaterEqual(finished, 1000.0 * (1 - 1024 / self.size) - 1)
+        self.assertAlmostEqual(self.scrubberCall(scrubber).getTime(), 1000.0, delta=1e-6)
+        while len(passes) < 2:
+            self.nextCall()
+        self.assertAlmostEqual(passes[1][0], 1000.0 + finished, delta=1e-6)
+
+    def test_share(self):
+        """
+        However short its period, the scrub waits after each slice at least
+        the time the slice took divided by its share of the core.
+        """
+        service = self.startService()
+        ticks = iter(range(10**6))
+        scrubber = self.scrubber(
+            service, 0.001, slice=1024, share=0.02, timer=lambda: next(ticks) * 0.01
+        )
+        self.clock.advance(0)
+        call = self.scrubberCall(scrubber)
+        self.assertAlmostEqual(call.getTime() - self.clock.seconds(), 0.01 / 0.02)
+
+    def test_off(self):
+        """
+        The service scrubs only when given a period, and stops scrubbing
+        when it stops.
+        """
+        calls = self.clock.getDelayedCalls
+        service = self.startService()
+        plain = len(calls())
+        self.assertGreater(plain, 0)
+        scrubbing = self.startService(scrubPeriod=60.0)
+        self.assertEqual(len(calls()), 2 * plain + 1)
+        scrubbing.stopService()
+        service.stopService()
+        self.assertEqual(calls(), [])
+
+    def test_readError(self):
+        """
+        A log that cannot be read (a failing disk) is logged, and a pass cut
+        short forgets nothing; the scrub tries again a period later.
+        """
+        service = self.startService()
+        held = {by: Intervals(ats.ranges()) for by, ats in service.have.items()}
+
+        def fail(scan, fd, size):
+            raise OSError(errno.EIO, "Input/output error")
+
+        self.patch(Scan, "step", fail)
+        scrubber = self.scrubber(service, 100.0)
+        self.clock.advance(0)
+        self.assertEqual(self.warnings(), [f"{self.path}: cannot scrub: [Errno 5] Input/output error"])
+        self.assertEqual(service.have, held)
+        self.assertEqual(self.scrubberCall(scrubber).getTime(), 100.0)
+
+    def test_findsDamage(self):
+        """
+        Damage that changed neither the log's size nor its time is found
+        within a period: logged as its region, the add it held dropped from
+        what the service and the cache say the log holds, and the sessions
+        asked to fetch it.
+        """
+        service = self.startService(scrubPeriod=100.0)
+        listener = Listener()
+        service.sessionStarted(listener)
+        offset, length, (by, at) = flipInMiddle(self.path)
+        self.assertIn(at, service.have[by])
+        # The first pass begins at once, and the log is one slice.
+        self.clock.advance(0)
+        self.assertEqual(
+            self.warnings(),
+            [
+                f"{self.path}: damaged: {length} bytes at byte {offset}",
+                f"{self.path}: 1 adds are lost to damage; fetching them from peers",
+            ],
+        )
+        self.assertNotIn(at, service.have[by])
+        self.assertFalse(Log(self.path).state().holds(by, at))
+        self.assertEqual(listener.requested, 1)
+        # The next pass finds the damage again, but nothing more lost.
+        del self.events[:]
+        for _ in range(100):
+            self.clock.advance(1.0)
+        self.assertEqual(self.warnings(), [f"{self.path}: damaged: {length} bytes at byte {offset}"])
+        self.assertEqual(listener.requested, 1)
+
+
+class ScrubHealsTests(SynchronousTestCase):
+    """
+    Two nodes synced over in-memory transports: damage to one's file is
+    found by its scrub and the add fetched from the other.
+    """
+
+    def node(self, name, says=0):
+        directory = self.mktemp()
+        os.makedirs(directory)
+        path = os.path.join(directory, "test.log")
+        log = Log(path)
+        log.state(create=True)
+        for n in range(says):
+            log.say([(b"n", b"%d" % n), (b"m", b"a line of some length")])
+        service = LogService(Log(path), self.clock, useInotify=False, scrubPeriod=600.0)
+        service.startService()
+        self.addCleanup(service.stopService)
+        return service
+
+    def test_heals(self):
+        self.clock = Clock()
+        a = self.node("a", says=100)
+        b = self.node("b")
+        pa = SyncProtocol(a, "b", reactor=self.clock, keepalive=0, timeout=None)
+        pb = SyncProtocol(b, "a", reactor=self.clock, keepalive=0, timeout=None)
+        pump = iosim.connect(
+            pa, iosim.makeFakeServer(pa), pb, iosim.makeFakeClient(pb), clock=self.clock
+        )
+        self.addCleanup(pump.flush)
+        self.addCleanup(pa.transport.loseConnection)
+        for _ in range(50):
+            pump.pump()
+            self.clock.advance(0)
+        self.assertEqual(intactKeys(b.log.path), intactKeys(a.log.path))
+        offset, length, key = flipInMiddle(b.log.path)
+        self.assertNotIn(key, intactKeys(b.log.path))
+        for _ in range(700):
+            self.clock.advance(1.0)
+            pump.pump()
+            if key in intactKeys(b.log.path):
+                break
+        self.assertEqual(intactKeys(b.log.path), intactKeys(a.log.path))
+        self.assertTrue(b.log.state().holds(*key))
+        self.assertIn(key[1], b.have[key[0]])

@@ -25,8 +25,10 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from gossip import tap
 from gossip.transport import peer
+from gossip.store.logfile import Log
 from gossip.sync.service import LogService
 from gossip.transport.startups import MaxStartups
+from tests.test_cli import flipByte
 from tests.test_commands import (
     DEADLINE,
     ENV,
@@ -97,6 +99,16 @@ class OptionsTests(SynchronousTestCase):
         )
         self.assertFalse(options["any-name"])
         self.assertFalse(options["poll"])
+        self.assertEqual(options["scrub-period"], 86400.0)
+
+    def test_scrubPeriod(self):
+        """
+        The scrub's period is seconds, 0 for no scrub; nothing negative.
+        """
+        self.assertEqual(parse("--log", self.a, "--scrub-period", "0")["scrub-period"], 0.0)
+        self.assertEqual(parse("--log", self.a, "--scrub-period", "3600")["scrub-period"], 3600.0)
+        for bad in ["-1", "nan", "daily"]:
+            self.assertRaises(usage.UsageError, parse, "--log", self.a, "--scrub-period", bad)
 
     def test_createsLogs(self):
         """
@@ -294,7 +306,7 @@ class MakeServiceTests(SynchronousTestCase):
         options = parse(
             "--log", a, "--peer-command", "one a",
             "--log", b, "--peer-command", "two b", "--peer-command", "three b",
-            "--timeout", "7", "--any-name", "--poll",
+            "--timeout", "7", "--any-name", "--poll", "--scrub-period", "600",
         )  # fmt: skip
         made = []
 
@@ -318,6 +330,7 @@ class MakeServiceTests(SynchronousTestCase):
         for service in logs:
             self.assertIs(service.reactor, reactor)
             self.assertFalse(service.useInotify)
+            self.assertEqual(service.scrubPeriod, 600.0)
             self.assertFalse(service.running)
         self.assertEqual(
             [(r, s, c) for r, s, c, kwargs in made],
@@ -696,6 +709,34 @@ class DaemonTests(TestCase):
         one.shutDown()
         self.assertLess(time.monotonic() - start, 20)
         waitFor(lambda: not processesMentioning(marker), message="the peer stopping")
+
+
+class ScrubDaemonTests(TestCase):
+    """
+    A real daemon's scrub finds damage on its disk and fetches the add lost
+    from its peer.
+    """
+
+    def test_heals(self):
+        directory = os.path.abspath(self.mktemp())
+        self.addCleanup(killMentioning, directory)
+        a = os.path.join(directory, "one", "a.log")
+        b = os.path.join(directory, "two", "a.log")
+        os.makedirs(os.path.dirname(a))
+        os.makedirs(os.path.dirname(b))
+        log = Log(a)
+        for n in range(300):
+            log.say([(b"n", b"%d" % n)])
+        daemon = Daemon(self, "--log", b, "--peer-command", peerCommand(a), "--scrub-period", "2")
+        daemon.waitForLog(r"synced with ")
+        wanted = contents(a).keySet
+        waitFor(lambda: contents(b).keySet >= wanted, message="the sync")
+        offset, length = flipByte(b, 150)
+        self.assertLess(contents(b).keySet, wanted)
+        daemon.waitForLog(rf"a.log: damaged: {length} bytes at byte {offset}")
+        waitFor(lambda: contents(b).keySet >= wanted, message="the add fetched again")
+        self.assertIn("1 adds are lost to damage; fetching them from peers", daemon.log())
+        daemon.shutDown()
 
 
 class TLSDaemonTests(TestCase):

@@ -50,6 +50,7 @@ __all__ = [
     "Log",
     "LogError",
     "Received",
+    "Scan",
     "State",
     "checkLarge",
     "entries",
@@ -64,12 +65,16 @@ _CHUNK = 1 << 20
 # How much of the log's head and of the bytes before its scanned offset the
 # cache fingerprints, to notice a log replaced or rewritten under it.
 _PRINT = 4096
-_CACHE_MAGIC = b"gossip-cache 2"
 # Lines longer than this are found, checked and sent without being held in
 # memory whole (see LargeLine).
 LARGE = 1 << 20
 # How much of a large line is read, checked or copied at a time.
 _PIECE = 1 << 18
+# How many blocks of _PRINT bytes, at random places, a cache read from disk
+# is checked against: each line in them must be intact (or the cache know of
+# damage) and each add held.  A few page reads: far below say's budget.
+_SAMPLES = 6
+_CACHE_MAGIC = b"gossip-cache 3"
 
 
 class LogError(Exception):
@@ -600,21 +605,193 @@ class State:
         self.offset = end
 
 
+class Scan:
+    """
+    A verification pass over a log up to byte C{end}: every line checked, a
+    slice at a time, for what is intact and what is damaged.
+
+    @ivar state: what the intact lines read so far hold (its C{damaged},
+        how many lines were not intact adds).
+    @ivar regions: C{[offset, length]} of each damaged stretch of the log
+        read so far: corrupt lines one after another make one region.
+    """
+
+    __slots__ = ("state", "end", "regions")
+
+    def __init__(self, end):
+        self.state = State()
+        self.end = end
+        self.regions = []
+
+    @property
+    def done(self):
+        """
+        Whether the pass has reached its end.
+        """
+        return self.state.offset >= self.end
+
+    def step(self, fd, size):
+        """
+        Check the lines in the next C{size} bytes (or the next line, if it
+        is longer) of the file open as C{fd}.
+
+        @return: how many bytes were checked.
+        """
+        state = self.state
+        start = state.offset
+        want = min(size, self.end - start)
+        data = os.pread(fd, want, start)
+        last = data.rfind(b"\n")
+        if last == -1:
+            data, last = self._longLine(fd, data)
+        if last == -1:
+            # The file was cut short under the pass: nothing more to check.
+            self.end = start
+            return 0
+        records = data[:last].split(b"\n")
+        offset = start
+        for record, body in zip(records, checkRecords(records)):
+            length = len(record) + 1
+            if body is None:
+                self._damaged(offset, length)
+            else:
+                state.absorb(body)
+            offset += length
+        state.offset = offset
+        return offset - start
+
+    def _longLine(self, fd, data):
+        """
+        Read on past C{data}, the start of one line longer than a slice, to
+        the end of that line.
+
+        @return: the bytes read, and the offset of the line's LF in them (-1
+            if the pass's end came first).
+        """
+        start = self.state.offset
+        parts = [data]
+        read = len(data)
+        while read < self.end - start:
+            more = os.pread(fd, min(_CHUNK, self.end - start - read), start + read)
+            if not more:
+                break
+            parts.append(more)
+            found = more.find(b"\n")
+            if found != -1:
+                return b"".join(parts), read + found
+            read += len(more)
+        return b"".join(parts), -1
+
+    def _damaged(self, offset, length):
+        self.state.damaged += 1
+        regions = self.regions
+        if regions and sum(regions[-1]) == offset:
+            regions[-1][1] += length
+        else:
+            regions.append([offset, length])
+
+    def missing(self):
+        """
+        For each origin, the L{Intervals} of C{at}s missing from its run
+        below the largest held: lost to damage, or not yet synced.
+        """
+        result = {}
+        for by, held in self.state.have.items():
+            lacking = Intervals([(0, held.end())]).difference(held)
+            if lacking.ranges():
+                result[by] = lacking
+        return result
+
+
 def _fingerprint(fd, st, offset):
     """
-    Where a log file is and what its head and the bytes before C{offset}
-    hold, to tell whether cached state still describes it.
+    Where a log file is, how large and how recently written, and what its
+    head and the bytes before C{offset} hold, to tell whether cached state
+    still describes it.
     """
     head = os.pread(fd, min(_PRINT, offset), 0)
     start = max(0, offset - _PRINT)
     tail = os.pread(fd, offset - start, start)
-    return b"%d %d %d %s %s" % (
+    return b"%d %d %d %d %d %s %s" % (
         st.st_dev,
         st.st_ino,
         offset,
+        st.st_size,
+        st.st_mtime_ns,
         sha256(head).hexdigest().encode("ascii"),
         sha256(tail).hexdigest().encode("ascii"),
     )
+
+
+def _describes(fingerprint, now):
+    """
+    Whether a log whose fingerprint was C{fingerprint} could have become
+    C{now}, the fingerprint of the same bytes of it as they are.
+
+    A log only grows: the same place, head and bytes before the offset, and
+    either more bytes than were recorded, or as many and the same
+    modification time (a file changed in place keeps its size but not its
+    modification time).
+    """
+    old = fingerprint.split(b" ")
+    new = now.split(b" ")
+    if len(old) != 7 or old[:3] != new[:3] or old[5:] != new[5:]:
+        return False
+    size, newSize = int(old[3]), int(new[3])
+    return newSize > size or (newSize == size and old[4] == new[4])
+
+
+def _sampleOffsets(offset):
+    """
+    Where to check a cache against its log: the head, the bytes before
+    C{offset}, and L{_SAMPLES} random places between.
+    """
+    places = [0, max(0, offset - _PRINT)]
+    if offset > 2 * _PRINT:
+        for _ in range(_SAMPLES):
+            places.append(int.from_bytes(os.urandom(8), "little") % offset)
+    return places
+
+
+def _agrees(fd, state):
+    """
+    Whether a sample of the log's lines agrees with C{state}, as read from
+    a cache: each intact add sampled is held (so the next C{at} cannot
+    collide with one in the log), the first line is the identity add the
+    cache names, and no line is damaged unless the cache knows of damage.
+    """
+    for place in _sampleOffsets(state.offset):
+        data = os.pread(fd, min(_PRINT, state.offset - place), place)
+        end = data.rfind(b"\n")
+        start = 0 if place == 0 else data.find(b"\n") + 1
+        if end < start:
+            continue
+        records = data[start:end].split(b"\n")
+        for index, (record, body) in enumerate(zip(records, checkRecords(records))):
+            if body is None:
+                if not state.damaged:
+                    return False
+                continue
+            try:
+                key = identify(body)
+            except CorruptLine:
+                # Intact but undecodable: State.absorb skips it too.
+                continue
+            if key is None:
+                if place == 0 and index == 0 and not _identifies(body, state.identity):
+                    return False
+            elif not state.holds(*key):
+                return False
+    return True
+
+
+def _identifies(body, identity):
+    """
+    Whether C{body}, a log's first add, does not name an identity other
+    than C{identity}.
+    """
+    names = dict(decodeBody(body))
+    return b"I" not in names or b"by" in names or names[b"I"] == identity
 
 
 def _dumpState(fingerprint, state):
@@ -885,6 +1062,43 @@ class Log:
             finally:
                 os.close(fd)
         return removed
+    def check(self):
+        """
+        Verify every line of the log, and make its cache describe what the
+        verification found: a log damaged under its cache then lacks, to
+        every later reader and sync, the adds it lost.
+
+        @return: the finished L{Scan}.
+        @raise LogError: if the log cannot be read.
+        """
+
+        def verify(fd, state, torn):
+            scan = Scan(os.fstat(fd).st_size)
+            while not scan.done:
+                scan.step(fd, _CHUNK)
+            self._save(fd, os.fstat(fd), scan.state)
+            return scan
+
+        return self._locked(verify, create=False, trust=False)
+
+    def forget(self, lost, damaged=0):
+        """
+        Note that the log no longer holds the adds C{lost} (found damaged by
+        a verification pass), so that it takes them again from a peer.
+
+        @param lost: a map from each origin to the L{Intervals} of C{at}s.
+        @param damaged: how many damaged lines the pass found.
+        """
+
+        def drop(fd, state, torn):
+            for by, held in lost.items():
+                mine = state.have.get(by)
+                if mine is not None:
+                    state.have[by] = mine.difference(held)
+            state.damaged = max(state.damaged, damaged)
+            self._save(fd, os.fstat(fd), state)
+
+        self._locked(drop, create=False)
 
     def _ensureIdentity(self, state):
         if state.identity is not None:
@@ -897,10 +1111,14 @@ class Log:
     def _currentState(self, fd, state, torn):
         return state
 
-    def _locked(self, action, create):
+    def _locked(self, action, create, trust=True):
         """
         Call C{action(fd, state, torn)} with the log locked, C{state} up to
         date and C{torn} true when the file ends in an unfinished line.
+
+        @param trust: whether to take C{state} from the cache and what this
+            object knew; if not, C{state} is empty and C{action} reads the
+            log itself.
         """
         flags = os.O_RDWR | os.O_APPEND | os.O_CLOEXEC
         if create:
@@ -916,7 +1134,7 @@ class Log:
             flock(fd, LOCK_EX)
             try:
                 st = os.fstat(fd)
-                state = self._refresh(fd, st)
+                state = self._refresh(fd, st) if trust else State()
                 torn = st.st_size > state.offset
                 if create and not state.intact and state.identity is None:
                     if state.damaged:
@@ -998,7 +1216,10 @@ class Log:
             except (OSError, ValueError):
                 state = None
             else:
-                if not self._stillValid(fd, st, fingerprint, state):
+                # What another process wrote is checked against the log
+                # itself too: a cache copied, restored or forged must not
+                # be trusted where the log says otherwise.
+                if not (self._stillValid(fd, st, fingerprint, state) and _agrees(fd, state)):
                     state = None
         if state is None:
             state = State()
@@ -1011,8 +1232,8 @@ class Log:
 
     @staticmethod
     def _stillValid(fd, st, fingerprint, state):
-        return state.offset <= st.st_size and fingerprint == _fingerprint(
-            fd, st, state.offset
+        return state.offset <= st.st_size and _describes(
+            fingerprint, _fingerprint(fd, st, state.offset)
         )
 
     def _save(self, fd, st, state):

@@ -769,6 +769,13 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
     @Request.responder
     def request(self, ranges):
         wanted = decodeRanges(ranges)
+        # The peer asks for what it lacks now, whatever it held before: a
+        # damaged disk loses adds, which its scrub or check asks for again.
+        peerHave = self.peerHave
+        for by, held in wanted.items():
+            mine = peerHave.get(by)
+            if mine is not None:
+                peerHave[by] = mine.difference(held)
         return ensureDeferred(self._send(wanted)).addCallback(lambda sent: {"sent": sent})
 
     async def _send(self, wanted):

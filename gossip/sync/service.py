@@ -1,12 +1,13 @@
 # -*- test-case-name: tests.test_service -*-
 """
 A log as a Twisted service: it watches its file for adds appended by any
-process, tells its sync sessions about them, and writes what the sessions
-receive.
+process, tells its sync sessions about them, writes what the sessions
+receive, and scrubs its file for damage in the background.
 """
 
 import os
 from itertools import accumulate
+from time import perf_counter
 
 import attr
 from twisted.application.service import Service
@@ -14,11 +15,11 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from gossip.store.format import CorruptLine, identify
-from gossip.store.intervals import Intervals, addKeys, addSpans, covered, difference, spans
-from gossip.store.logfile import LARGE, LargeLine, Log, LogError, entries, keyedBlocks
+from gossip.store.intervals import Intervals, addKeys, addSpans, count, covered, difference, spans
+from gossip.store.logfile import LARGE, LargeLine, Log, LogError, Scan, entries, keyedBlocks
 from gossip.sync.watcher import watcherFor
 
-__all__ = ["LogService", "Stretch"]
+__all__ = ["LogService", "Scrubber", "Stretch"]
 
 # How many recent adds the service remembers the place of, so that a peer's
 # request for new adds does not rescan the log (a continuous session asks
@@ -27,6 +28,10 @@ __all__ = ["LogService", "Stretch"]
 _RECENT = 10000
 # The largest add a peer may send, by default.
 MAX_ADD_SIZE = 1 << 30
+# How much of a log the scrub checks at a time: a few milliseconds' work.
+SCRUB_SLICE = 1 << 18
+# The most of one core the scrub takes, however short its period.
+SCRUB_SHARE = 0.02
 
 
 @attr.s(eq=False)
@@ -37,6 +42,8 @@ class LogService(Service):
     @ivar log: the L{Log}.
     @ivar reactor: the reactor (an L{IReactorTime} and L{IReactorFDSet}).
     @ivar rescanInterval: seconds between rescans that back up the watcher.
+    @ivar scrubPeriod: seconds the background scrub takes to verify the
+        whole log (see L{Scrubber}), or 0 for no scrub.
     @ivar identity: the log's node identity, once started.
     @ivar have: per-origin L{Intervals} of the adds the log holds.
     """
@@ -46,6 +53,7 @@ class LogService(Service):
     rescanInterval = attr.ib(default=30.0)
     maxAddSize = attr.ib(default=MAX_ADD_SIZE)
     useInotify = attr.ib(default=True)
+    scrubPeriod = attr.ib(default=0.0)
     identity = attr.ib(default=None, init=False)
     have = attr.ib(factory=dict, init=False)
     _sessions = attr.ib(factory=list, init=False)
@@ -55,6 +63,7 @@ class LogService(Service):
     _recent = attr.ib(factory=dict, init=False)
     _watcher = attr.ib(default=None, init=False)
     _rescan = attr.ib(default=None, init=False)
+    _scrubber = attr.ib(default=None, init=False)
 
     _log = Logger()
 
@@ -92,9 +101,15 @@ class LogService(Service):
         self._rescan = LoopingCall(self.changed)
         self._rescan.clock = self.reactor
         self._rescan.start(self.rescanInterval, now=False)
+        if self.scrubPeriod:
+            self._scrubber = Scrubber(self, self.reactor, self.scrubPeriod)
+            self._scrubber.start()
 
     def stopService(self):
         Service.stopService(self)
+        if self._scrubber is not None:
+            self._scrubber.stop()
+            self._scrubber = None
         if self._watcher is not None:
             self._watcher.stop()
         if self._rescan is not None and self._rescan.running:
@@ -187,6 +202,72 @@ class LogService(Service):
             for session in list(self._sessions):
                 if session is not source:
                     session.localAdds(keys)
+
+    # The scrub
+
+    @property
+    def file(self):
+        """
+        The log file as the service has it open: another file object once
+        the log was replaced or truncated.
+        """
+        return self._file
+
+    def scrubbing(self):
+        """
+        What a verification pass needs to check the log as the service has
+        read it.
+
+        @return: the open log file, how far the service has read it, and a
+            copy of what the service holds of it.
+        """
+        held = {by: Intervals(ats.ranges()) for by, ats in self.have.items()}
+        return self._file, self._offset, held
+
+    def scrubbed(self, scan, held):
+        """
+        A verification pass started with L{scrubbing} is over: log the damage
+        it found and fetch again what the log lost.
+
+        @param scan: the finished L{gossip.store.logfile.Scan}.
+        @param held: what the service held when the pass started.
+        """
+        path = os.fsdecode(self.log.path)
+        for offset, length in scan.regions:
+            self._log.warn(
+                "{path}: damaged: {length} bytes at byte {offset}",
+                path=path,
+                length=length,
+                offset=offset,
+            )
+        lost = difference(held, scan.state.have)
+        if lost:
+            self._log.warn(
+                "{path}: {count} adds are lost to damage; fetching them from peers",
+                path=path,
+                count=count(lost),
+            )
+            self.forget(lost, scan.state.damaged)
+
+    def forget(self, lost, damaged=0):
+        """
+        The log no longer holds the adds C{lost}: say so, to the log's cache
+        too, and have the sessions ask their peers for them.
+        """
+        for by, ats in lost.items():
+            mine = self.have.get(by)
+            if mine is not None:
+                self.have[by] = mine.difference(ats)
+        self._recent = {
+            key: place
+            for key, place in self._recent.items()
+            if key[0] not in lost or key[1] not in lost[key[0]]
+        }
+        try:
+            self.log.forget(lost, damaged)
+        except LogError as e:
+            self._log.error("{why}", why=e)
+        self.released()
 
     # What sessions ask of the service
 
@@ -326,6 +407,83 @@ class LogService(Service):
         if len(data) != length:
             raise LogError(f"{os.fsdecode(self.log.path)} was cut short while being sent")
         return data
+
+
+@attr.s(eq=False)
+class Scrubber:
+    """
+    Verifies a L{LogService}'s log in the background, a slice at a time on
+    the reactor's clock, so that damage no writer made (a failing disk) is
+    found, logged and repaired from peers.
+
+    Each pass checks every line up to where the service had read when it
+    began; what the service held then but the pass did not find intact is
+    lost, and fetched again.  The slices are spaced so that a pass takes
+    about C{period} seconds, and never so close that checking them takes
+    more than C{share} of the time.
+
+    @ivar service: the L{LogService}.
+    @ivar clock: an L{IReactorTime}.
+    @ivar period: the seconds a pass over the whole log should take.
+    @ivar slice: how many bytes to check at a time.
+    @ivar share: the most of the time that checking may take.
+    @ivar timer: what the time a slice took is measured with.
+    """
+
+    service = attr.ib()
+    clock = attr.ib()
+    period = attr.ib()
+    slice = attr.ib(default=SCRUB_SLICE)
+    share = attr.ib(default=SCRUB_SHARE)
+    timer = attr.ib(default=perf_counter)
+    _scan = attr.ib(default=None, init=False)
+    _file = attr.ib(default=None, init=False)
+    _held = attr.ib(default=None, init=False)
+    _call = attr.ib(default=None, init=False)
+
+    _log = Logger()
+
+    def start(self):
+        """
+        Begin the first pass now.
+        """
+        self._call = self.clock.callLater(0, self._step)
+
+    def stop(self):
+        """
+        Stop scrubbing, leaving any pass unfinished.
+        """
+        if self._call is not None and self._call.active():
+            self._call.cancel()
+        self._call = None
+        self._scan = None
+
+    def _step(self):
+        self._call = None
+        if self._scan is None or self._file is not self.service.file:
+            # A first pass, or the service opened its log again (replaced,
+            # truncated): start over.
+            self._file, end, self._held = self.service.scrubbing()
+            self._scan = Scan(end)
+        scan = self._scan
+        started = self.timer()
+        try:
+            checked = scan.step(self._file.fileno(), self.slice) if not scan.done else 0
+        except OSError as e:
+            # A pass cut short cannot say what is lost: try again later.
+            self._log.error(
+                "{path}: cannot scrub: {why}", path=os.fsdecode(self.service.log.path), why=e
+            )
+            self._scan = self._held = None
+            self._call = self.clock.callLater(self.period, self._step)
+            return
+        spent = self.timer() - started
+        if scan.done:
+            self._scan = None
+            self.service.scrubbed(scan, self._held)
+            self._held = None
+        delay = self.period * checked / scan.end if scan.end else self.period
+        self._call = self.clock.callLater(max(delay, spent / self.share), self._step)
 
 
 class Stretch:
