@@ -505,7 +505,7 @@ def importTime():
     and leaves as gossip's commands do (C{os._exit}: no teardown).
     """
     command = [
-        sys.executable, "-c", "import os, gossip.cli.main, gossip.cli.commands, gossip.transport.ssh; os._exit(0)"
+        sys.executable, "-c", "import os, gossip.cli.main, gossip.cli.commands, gossip.transport.ssh.client; os._exit(0)"
     ]
     start = time.perf_counter()
     subprocess.run(command, env=environment(), cwd=WORKDIR, check=True)
@@ -555,7 +555,7 @@ def timedReactor(reactor, marks):
 
 def inProcessFirstAdd(daemon, keys, directory, samples):
     """
-    In this process, under the reactor: L{gossip.transport.ssh.SSHSyncEndpoint},
+    In this process, under the reactor: L{gossip.transport.ssh.client.SSHSyncEndpoint},
     L{gossip.transport.peer.SyncFactory} and L{gossip.sync.service.LogService} syncing a
     new log once with the daemon, C{samples} times after one untimed run.
 
@@ -567,7 +567,9 @@ def inProcessFirstAdd(daemon, keys, directory, samples):
 
     from gossip.transport.peer import SyncFactory
     from gossip.sync.service import LogService
-    from gossip.transport.ssh import SSHPeer, SSHSyncEndpoint, loadIdentity
+    from gossip.transport.ssh.client import SSHSyncEndpoint
+    from gossip.transport.ssh.keys import loadIdentity
+    from gossip.transport.urls import SSHPeer
 
     local = os.path.join(directory, "in-process", NAME)
     os.makedirs(os.path.dirname(local), exist_ok=True)
@@ -900,7 +902,7 @@ def main(argv=None):
         imports = [importTime() for _ in range(samples)]
         print("  ssh 127.0.0.1 true (OpenSSH connect, log in, exit): " + stats(trues, ms))
         print(
-            "  python -c 'import gossip.cli.main, gossip.cli.commands, gossip.transport.ssh; os._exit(0)': "
+            "  python -c 'import gossip.cli.main, gossip.cli.commands, gossip.transport.ssh.client; os._exit(0)': "
             + stats(imports, ms)
         )
         print()
@@ -1031,7 +1033,7 @@ def main(argv=None):
     )
     print(f"| `ssh 127.0.0.1 true` (OpenSSH), median | {ms(statistics.median(trues))} | | |")
     print(
-        f"| `python -c 'import os, gossip.cli.main, gossip.cli.commands, gossip.transport.ssh; os._exit(0)'`, "
+        f"| `python -c 'import os, gossip.cli.main, gossip.cli.commands, gossip.transport.ssh.client; os._exit(0)'`, "
         f"median "
         f"| {ms(statistics.median(imports))} | | |"
     )

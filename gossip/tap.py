@@ -206,7 +206,8 @@ class Options(usage.Options):
                 )
             self._checkListen(description)
         if any(not _isTLS(description) for description in self["listen"]):
-            from gossip.transport.ssh import SSHError, hostKey
+            from gossip.transport.errors import SSHError
+            from gossip.transport.ssh.keys import hostKey
 
             try:
                 self["ssh-host-key"] = hostKey(self["host-key"])
@@ -223,7 +224,9 @@ class Options(usage.Options):
             for path, peers in self["logs"]
             for peer in peers
         ):
-            from gossip.transport.ssh import SSHError, loadIdentity, parseSSHURL
+            from gossip.transport.errors import SSHError
+            from gossip.transport.ssh.keys import loadIdentity
+            from gossip.transport.urls import parseSSHURL
 
             try:
                 for path in self["identity"]:
@@ -376,8 +379,8 @@ def _listeners(reactor, config, services):
             )
             kind = "TLS"
         else:
-            from gossip.transport.authorized import AuthorizedKeys
-            from gossip.transport.ssh import serverFactory
+            from gossip.transport.ssh.authorized import AuthorizedKeys
+            from gossip.transport.ssh.server import serverFactory
 
             endpoint = serverFromString(reactor, description)
             authorized = AuthorizedKeys(config["authorized-keys"])

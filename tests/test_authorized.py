@@ -1,5 +1,5 @@
 """
-Tests for L{gossip.transport.authorized}: reading C{authorized_keys} files, their
+Tests for L{gossip.transport.ssh.authorized}: reading C{authorized_keys} files, their
 options, noticing that they change, and checking SSH public key logins.
 """
 
@@ -20,7 +20,7 @@ from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
-from gossip.transport.authorized import (
+from gossip.transport.ssh.authorized import (
     AuthorizedKeys,
     Grant,
     KeyChecker,

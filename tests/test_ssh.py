@@ -1,5 +1,5 @@
 """
-Tests for L{gossip.transport.ssh} and L{gossip.sync.sessions}: gossip's Conch server and
+Tests for L{gossip.transport.ssh} and L{gossip.transport.urls} and L{gossip.sync.sessions}: gossip's Conch server and
 client, in this process, over real loopback TCP connections and real files.
 
 The tests that bring in OpenSSH's own client and server are in
@@ -25,22 +25,21 @@ from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from gossip.transport.authorized import AuthorizedKeys
+from gossip.transport.ssh.authorized import AuthorizedKeys
 from gossip.store.logfile import Log
 from gossip.transport.peer import CommandError, SyncFactory
 from gossip.sync.service import LogService
 from gossip.sync.sessions import Sessions
-from gossip.transport.ssh import (
+from gossip.transport.errors import SSHError
+from gossip.transport.ssh.client import SSHSyncEndpoint
+from gossip.transport.ssh.keys import hostKey
+from gossip.transport.ssh.server import (
     MAX_REFUSED_WAITING,
     REFUSAL_WAIT,
-    SSHError,
-    SSHPeer,
-    SSHSyncEndpoint,
-    _ServerConnection,
-    hostKey,
-    parseSSHURL,
+    ServerConnection,
     serverFactory,
 )
+from gossip.transport.urls import SSHPeer, parseSSHURL
 from gossip.transport.startups import TRY_LATER, TRY_LATER_FROM_YOU, MaxStartups, Startups
 from tests.test_commands import contents
 
@@ -638,7 +637,7 @@ class StartupLimitTests(SynchronousTestCase):
         frees its slot, and has no more grace time to keep.
         """
         first, transport = self.connect("10.0.0.1")
-        first.setService(_ServerConnection())
+        first.setService(ServerConnection())
         self.assertEqual(self.startups.total, 0)
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
@@ -847,7 +846,7 @@ class ChannelWindowTests(SynchronousTestCase):
     """
 
     def channel(self, window):
-        from gossip.transport.ssh import _SyncChannel
+        from gossip.transport.ssh.channel import SyncChannel as _SyncChannel
 
         connection = _RecordingConnection()
         channel = _SyncChannel(remoteWindow=window, remoteMaxPacket=1000, conn=connection)
@@ -888,7 +887,7 @@ class ChannelWindowTests(SynchronousTestCase):
         The server's channel ends with an exit status, before its end of
         file: 0 unless the session failed.
         """
-        from gossip.transport.ssh import _ServerChannel
+        from gossip.transport.ssh.server import ServerChannel as _ServerChannel
 
         class Session:
             def __init__(self, failure):

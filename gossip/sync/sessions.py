@@ -32,7 +32,7 @@ class Sessions:
         """
         A sync session for the peer described by C{peer}.
 
-        @param grant: what the peer may do (a L{gossip.transport.authorized.Grant}),
+        @param grant: what the peer may do (a L{gossip.transport.ssh.authorized.Grant}),
             or L{None} for anything.
         """
         return SyncProtocol(

@@ -5,13 +5,19 @@ nothing, so that every transport can raise them and the commands catch
 them without one transport importing another.
 """
 
-__all__ = ["CommandError", "TLSError"]
+__all__ = ["CommandError", "SSHError", "TLSError"]
 
 
 class CommandError(Exception):
     """
     A peer could not be reached: its command could not be run, its URL is
     wrong, or it would not let us in.
+    """
+
+
+class SSHError(CommandError):
+    """
+    An SSH peer could not be reached, or would not let us in.
     """
 
 

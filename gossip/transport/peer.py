@@ -314,14 +314,16 @@ def urlEndpoint(reactor, url, reach):
     @raise CommandError: the URL or the keys are wrong.
     """
     if url.startswith("ssh://"):
-        from gossip.transport import ssh
+        from gossip.transport.ssh.client import SSHSyncEndpoint
+        from gossip.transport.ssh.keys import defaultIdentities, loadIdentity
+        from gossip.transport.urls import parseSSHURL
 
-        peer = ssh.parseSSHURL(url)
+        peer = parseSSHURL(url)
         if reach.identities:
-            identities = [ssh.loadIdentity(path) for path in reach.identities]
+            identities = [loadIdentity(path) for path in reach.identities]
         else:
-            identities = ssh.defaultIdentities()
-        endpoint = ssh.SSHSyncEndpoint(
+            identities = defaultIdentities()
+        endpoint = SSHSyncEndpoint(
             reactor,
             peer,
             identities,
