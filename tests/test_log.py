@@ -20,7 +20,15 @@ from twisted.trial.unittest import SkipTest, TestCase
 
 import gossip
 from gossip.store import logfile as logModule
-from gossip.store.format import checkLine, decodeBody, decodeLine, encodeAdd, identify, lineHash
+from gossip.store.format import (
+    checkLine,
+    decodeBody,
+    decodeLine,
+    encodeAdd,
+    identify,
+    isSerial,
+    lineHash,
+)
 from gossip.store.logfile import (
     RESERVED,
     Log,
@@ -114,16 +122,16 @@ def expectedState(data):
     damaged = 0
     for _, record in completeLines(data):
         pairs = originalPairs(record)
-        if pairs is None:
+        # The first value of each name.
+        first = dict(reversed(pairs or []))
+        if pairs is None or (b"at" in first and not isSerial(first[b"at"])):
             damaged += 1
             continue
-        # The first value of each name.
-        first = dict(reversed(pairs))
         if identity is None and b"I" in first and b"by" not in first:
             identity = first[b"I"]
             continue
         by, at = first.get(b"by"), first.get(b"at")
-        if by is not None and at is not None and at.isdigit():
+        if by is not None and at is not None:
             have.setdefault(by, set()).add(int(at))
     return identity, have, damaged
 
@@ -960,6 +968,79 @@ def vectorNextAt(name, by):
         if pairs[:1] == [(b"by", by)] and pairs[1][0] == b"at":
             ats.append(int(pairs[1][1]))
     return max(ats) + 1
+
+
+def rawLine(body):
+    """
+    A line with a right hash and lengths for C{body}, whatever it holds.
+    """
+    return b"%s %d<%s>%d\n" % (lineHash(body), len(body), body, len(body))
+
+
+# Lines whose hash and lengths are right but whose at is not a serial
+# number: damaged, though no writer would write them.
+NOT_SERIAL_LINES = [
+    rawLine(b"by=peer&at=" + b"9" * 4300 + b"&m=bricks"),
+    rawLine(b"by=peer&at=007&m=twice"),
+    rawLine(b"by=peer&at=%d&m=huge" % (2**63,)),
+    rawLine(b"m=late&at=-1&by=peer"),
+]
+
+
+class SerialTests(StateAssertions, TestCase):
+    """
+    A line whose C{at} is not a serial number is damaged wherever it is
+    met, and breaks nothing.
+    """
+
+    def setUp(self):
+        self.log = Log(self.mktemp())
+        self.log.say([(b"m", b"before")])
+        with open(self.log.path, "ab") as f:
+            f.write(b"".join(NOT_SERIAL_LINES))
+
+    def test_read(self):
+        """
+        Reading skips each such line as damaged, and keeps the rest.
+        """
+        with open(self.log.path, "rb") as f:
+            bodies = [body for _, _, body in entries(f)]
+        self.assertEqual(bodies[2:], [None] * len(NOT_SERIAL_LINES))
+        with open(self.log.path, "rb") as f:
+            self.assertEqual([body for _, _, body in reverseEntries(f)], bodies[::-1])
+
+    def test_state(self):
+        """
+        Opening the log, with or without its cache, counts them as damaged
+        and says the next add as usual.
+        """
+        for cached in (False, True):
+            if not cached and os.path.exists(self.log.cachePath):
+                os.unlink(self.log.cachePath)
+            log = Log(self.log.path)
+            state = log.state()
+            self.assertEqual(state.damaged, len(NOT_SERIAL_LINES))
+            self.assertEqual(set(state.have), {state.identity})
+            self.assertHealthy(log)
+
+    def test_receive(self):
+        """
+        From a peer, each is refused and counted as a bad add.
+        """
+        result = self.log.receive(NOT_SERIAL_LINES + [peerLine(0)])
+        self.assertEqual(outcome(result), ([peerLine(0)], len(NOT_SERIAL_LINES)))
+
+    def test_full(self):
+        """
+        A node whose next C{at} would not be a serial number says nothing.
+        """
+        state = self.log.state()
+        line = encodeAdd([(b"by", state.identity), (b"at", b"%d" % (2**63 - 1,))])
+        with open(self.log.path, "ab") as f:
+            f.write(line)
+        error = self.assertRaises(LogError, self.log.say, [(b"m", b"x")])
+        self.assertIn("no more serial numbers", str(error))
+        self.assertTrue(readFile(self.log.path).endswith(line))
 
 
 class SayTests(StateAssertions, TestCase):

@@ -31,6 +31,7 @@ __all__ = [
     "encodeAdd",
     "encodeBody",
     "identify",
+    "isSerial",
     "lineHash",
 ]
 
@@ -264,6 +265,8 @@ def checkRecord(record):
     # The first 9 digest bytes make exactly the first 12 base64 characters.
     if b2a_base64(sha256(body).digest()[:9])[:11] != digest:
         raise CorruptLine("hash mismatch")
+    if not _atIsCanonical(body):
+        raise CorruptLine("at is not a serial number")
     return body
 
 
@@ -288,6 +291,7 @@ def checkRecords(records):
                 length == trailer
                 and len(body) == int(length)
                 and b2a_base64(sha256(body).digest()[:9])[:11] == digest
+                and _atIsCanonical(body)
             ):
                 keep(body)
             else:
@@ -341,6 +345,8 @@ def checkKeyedLine(line):
                 raise CorruptLine("lengths do not match the body")
             if b2a_base64(sha256(body).digest()[:9])[:11] != digest:
                 raise CorruptLine("hash mismatch")
+            if not isSerial(at):
+                raise CorruptLine("at is not a serial number")
             return body, (by, int(at))
     body = checkLine(line)
     return body, identify(body)
@@ -387,6 +393,7 @@ def _checkKeyed(lines, keyed, check):
                 length == trailer
                 and len(body) == int(length)
                 and b2a_base64(sha256(body).digest()[:9])[:11] == digest
+                and isSerial(at)
             ):
                 keep((line, body, (by, int(at))))
             else:
@@ -415,6 +422,60 @@ def decodeLine(line):
 # The original's order, by then at, with nothing escaped in by.
 _BY_AT = re.compile(rb"by=([^&%+=]*)&at=([0-9]+)(?:&|\Z)").match
 
+# The largest serial number, 2**63 - 1, and how many digits it has.
+_MAX_SERIAL = b"%d" % (2**63 - 1,)
+
+
+def isSerial(at):
+    """
+    Whether C{at}, the bytes of an C{at} as written, is a serial number in
+    its one spelling: ASCII decimal digits, no sign, no leading zero (but
+    C{0} itself), less than 2**63.  Anything else would let one add be
+    written two ways, or name an add no node could write.
+    """
+    size = len(at)
+    if size == 0 or size > 19 or (at[0] == 0x30 and size > 1):
+        return False
+    if not (at.isdigit() and at.isascii()):
+        return False
+    return size < 19 or at <= _MAX_SERIAL
+
+
+def _firstAt(body):
+    """
+    The value of C{body}'s first C{at} pair, as written (not unescaped), or
+    L{None} if it has none.
+    """
+    find = body.find
+    start = 0
+    end = len(body)
+    while start < end:
+        amp = find(b"&", start)
+        if amp == -1:
+            amp = end
+        equals = find(b"=", start, amp)
+        if equals != -1:
+            name = body[start:equals]
+            # "at" is at most 6 bytes escaped, and "+" makes neither letter.
+            if name == b"at" or (len(name) <= 6 and b"%" in name and _unescape(name) == b"at"):
+                return body[equals + 1 : amp]
+        start = amp + 1
+    return None
+
+
+def _atIsCanonical(body):
+    """
+    Whether C{body}'s first C{at}, if it has one, is written as
+    L{isSerial} requires: a body whose C{at} is not is a damaged line.
+    """
+    match = _BY_AT(body)
+    if match is not None:
+        return isSerial(match.group(2))
+    if b"at=" not in body and b"%" not in body:
+        return True
+    at = _firstAt(body)
+    return at is None or isSerial(at)
+
 
 def identify(body):
     """
@@ -423,20 +484,25 @@ def identify(body):
     The original writer puts C{by} and C{at} first, which this reads without
     decoding the rest; elsewhere in the body they are found by decoding it.
 
-    @raise CorruptLine: if the body does not decode.
+    @raise CorruptLine: if the body does not decode, or its C{at} is not a
+        serial number (see L{isSerial}).
     """
     match = _BY_AT(body)
     if match is not None:
-        return match.group(1), int(match.group(2))
-    by = at = None
-    for name, value in decodeBody(body):
-        if name == b"by" and by is None:
-            by = value
-        elif name == b"at" and at is None:
-            at = value
-    if by is None or at is None or not (at.isdigit() and at.isascii()):
+        at = match.group(2)
+        if not isSerial(at):
+            raise CorruptLine("at is not a serial number")
+        return match.group(1), int(at)
+    pairs = decodeBody(body)
+    at = _firstAt(body)
+    if at is None:
         return None
-    return by, int(at)
+    if not isSerial(at):
+        raise CorruptLine("at is not a serial number")
+    for name, value in pairs:
+        if name == b"by":
+            return value, int(at)
+    return None
 
 
 # The Python definitions above are the reference; gossip.store._speedups, when it

@@ -32,6 +32,7 @@ from gossip.store.format import (
     decodeBody,
     encodeAdd,
     identify,
+    isSerial,
 )
 from gossip.store.intervals import Intervals, addKeys, addSpans, overlapping, spans
 
@@ -424,9 +425,13 @@ class Log:
 
         def append(fd, state, torn):
             self._ensureIdentity(state)
-            line = encodeAdd(
-                [(b"by", state.identity), (b"at", b"%d" % (state.nextAt(),))] + pairs
-            )
+            at = b"%d" % (state.nextAt(),)
+            if not isSerial(at):
+                raise LogError(
+                    f"{os.fsdecode(self.path)}: this node has no more serial numbers "
+                    "(an at of 2**63 - 1 is in the log)"
+                )
+            line = encodeAdd([(b"by", state.identity), (b"at", at)] + pairs)
             self._append(fd, state, torn, [line])
             return line
 
