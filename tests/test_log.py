@@ -13,6 +13,7 @@ import signal
 import stat
 import subprocess
 import sys
+import tracemalloc
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -33,6 +34,7 @@ from gossip.store.logfile import (
     RESERVED,
     Log,
     LogError,
+    Skipped,
     entries,
     keyedBlocks,
     newIdentity,
@@ -227,6 +229,124 @@ class StateAssertions:
         self.assertState(log)
         self.assertSaysNext(log)
         self.assertState(log)
+
+
+class CountingFile(io.BytesIO):
+    """
+    A file in memory that counts the bytes read from it.
+    """
+
+    bytesRead = 0
+
+    def read(self, size=-1):
+        data = super().read(size)
+        self.bytesRead += len(data)
+        return data
+
+
+def peakMemory(read):
+    """
+    The most memory Python allocated while C{read()} ran, in bytes, and
+    what it returned.
+    """
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        base = tracemalloc.get_traced_memory()[0]
+        result = read()
+        return tracemalloc.get_traced_memory()[1] - base, result
+    finally:
+        tracemalloc.stop()
+
+
+class LongDamageTests(TestCase):
+    """
+    A damaged region far longer than any add costs a reader a few
+    megabytes and one pass, however long it is.
+    """
+
+    # Damage this long, which a reader must not hold.
+    SIZE = 24 << 20
+    BOUND = 8 << 20
+
+    def setUp(self):
+        self.adds = [lineOfLength(100, b"n", at) for at in range(3)]
+
+    def assertBounded(self, data, expected):
+        """
+        L{entries} and L{reverseEntries} on C{data} give C{expected}, each
+        reading every byte at most about once and holding less than
+        C{BOUND} bytes at a time.
+        """
+        for read, order in ((entries, expected), (reverseEntries, expected[::-1])):
+            f = CountingFile(data)
+            peak, found = peakMemory(lambda: list(read(f)))
+            self.assertEqual(found, order)
+            self.assertLess(peak, self.BOUND, read)
+            self.assertLess(f.bytesRead, len(data) + (2 << 20), read)
+
+    def intact(self, offset, line):
+        return offset, line[:-1], checkLine(line)
+
+    def test_zeros(self):
+        """
+        Zeros between adds: one damaged line, given as a L{Skipped} of its
+        length.
+        """
+        first, second, third = self.adds
+        data = first + b"\0" * self.SIZE + b"\n" + second + third
+        damageEnd = len(first) + self.SIZE + 1
+        self.assertBounded(
+            data,
+            [
+                self.intact(0, first),
+                (len(first), Skipped(self.SIZE), None),
+                self.intact(damageEnd, second),
+                self.intact(damageEnd + len(second), third),
+            ],
+        )
+
+    def test_garbage(self):
+        """
+        Random bytes without LF, after an add's header that promises less
+        than they are, are damage too.
+        """
+        first, second, _ = self.adds
+        garbage = random.Random(3).randbytes(self.SIZE).replace(b"\n", b"x")
+        damage = b"x" * 11 + b" 1000<" + garbage + b">1000"
+        data = first + damage + b"\n" + second
+        self.assertBounded(
+            data,
+            [
+                self.intact(0, first),
+                (len(first), Skipped(len(damage)), None),
+                self.intact(len(first) + len(damage) + 1, second),
+            ],
+        )
+
+    def test_unterminated(self):
+        """
+        A last line without LF is not returned, and is read past once,
+        forwards and backwards: C{ask --last} is linear in it.
+        """
+        first, second, _ = self.adds
+        self.assertBounded(
+            first + second + b"\0" * self.SIZE,
+            [self.intact(0, first), self.intact(len(first), second)],
+        )
+        self.assertBounded(b"\0" * self.SIZE, [])
+
+    def test_longAdd(self):
+        """
+        An intact add longer than the bound is still read whole.
+        """
+        line = encodeAdd([(b"by", b"n"), (b"at", b"9"), (b"m", b"v" * (3 << 20))])
+        data = self.adds[0] + line
+        for read, order in ((entries, [0, 1]), (reverseEntries, [1, 0])):
+            found = list(read(io.BytesIO(data)))
+            self.assertEqual(
+                found, [[self.intact(0, self.adds[0]), self.intact(len(self.adds[0]), line)][i] for i in order]
+            )
 
 
 class EntriesTests(TestCase):

@@ -33,6 +33,8 @@ __all__ = [
     "identify",
     "isSerial",
     "lineHash",
+    "longestEndingWith",
+    "longestStartingWith",
 ]
 
 class CorruptLine(ValueError):
@@ -246,6 +248,48 @@ def _splitLong(record):
     return header.group(1), header.group(2), body, record[gt + 1 :]
 
 
+def _longest(digits, others):
+    """
+    The length of a record whose LENGTH is C{digits} and whose other parts
+    than its body are C{others} bytes, or 0 if no body is that long.
+    """
+    significant = digits.lstrip(b"0")
+    if len(significant) > 18:
+        return 0
+    return others + int(significant or b"0")
+
+
+def longestStartingWith(head):
+    """
+    How long a record beginning with C{head} can be and still be an add, as
+    the LENGTH in its header says, or 0 if C{head} does not begin as an add
+    does: so that a reader can tell that a line is damaged before it has
+    read it all.
+
+    @param head: a record's first bytes, its header among them.
+    """
+    match = _HEADER(head)
+    if match is None:
+        return 0
+    digits = match.group(2)
+    return _longest(digits, match.end() + 1 + len(digits))
+
+
+def longestEndingWith(tail):
+    """
+    How long a record ending with C{tail} can be and still be an add, as
+    the LENGTH in its trailer says, or 0 if C{tail} does not end as an add
+    does: L{longestStartingWith} for a reader reading backwards.
+
+    @param tail: a record's last bytes, more than its trailer.
+    """
+    digits = len(tail) - len(tail.rstrip(b"0123456789"))
+    if digits == 0 or digits == len(tail) or tail[-digits - 1] != 0x3E:
+        return 0
+    # The hash, the space, "<", ">" and the length written twice.
+    return _longest(tail[-digits:], 11 + 1 + 1 + 1 + 2 * digits)
+
+
 def checkRecord(record):
     """
     Check that C{record}, one line without its LF, is exactly one intact add.
@@ -422,7 +466,7 @@ def decodeLine(line):
 # The original's order, by then at, with nothing escaped in by.
 _BY_AT = re.compile(rb"by=([^&%+=]*)&at=([0-9]+)(?:&|\Z)").match
 
-# The largest serial number, 2**63 - 1, and how many digits it has.
+# The largest serial number, 2**63 - 1: 19 digits.
 _MAX_SERIAL = b"%d" % (2**63 - 1,)
 
 
@@ -436,7 +480,8 @@ def isSerial(at):
     size = len(at)
     if size == 0 or size > 19 or (at[0] == 0x30 and size > 1):
         return False
-    if not (at.isdigit() and at.isascii()):
+    # bytes.isdigit() is true of ASCII digits alone.
+    if not at.isdigit():
         return False
     return size < 19 or at <= _MAX_SERIAL
 

@@ -33,6 +33,8 @@ from gossip.store.format import (
     encodeAdd,
     identify,
     isSerial,
+    longestEndingWith,
+    longestStartingWith,
 )
 from gossip.store.intervals import Intervals, addKeys, addSpans, overlapping, spans
 
@@ -41,6 +43,7 @@ __all__ = [
     "Log",
     "LogError",
     "Received",
+    "Skipped",
     "State",
     "entries",
     "keyedBlocks",
@@ -55,6 +58,9 @@ _CHUNK = 1 << 20
 # cache fingerprints, to notice a log replaced or rewritten under it.
 _PRINT = 4096
 _CACHE_MAGIC = b"gossip-cache 2"
+# A line is judged by its header or trailer only once it is longer than
+# this, which is more than any add's header or trailer.
+_HEADROOM = 4096
 
 
 class LogError(Exception):
@@ -71,32 +77,105 @@ def newIdentity():
     return urlsafe_b64encode(os.urandom(15))
 
 
+class Skipped:
+    """
+    A damaged line too long to hold in memory, given by a reader in place of
+    its bytes: it holds none of them, but its C{len()} is the line's length
+    without its LF, as a record's is.
+
+    @ivar size: that length.
+    """
+
+    __slots__ = ("size",)
+
+    def __init__(self, size):
+        self.size = size
+
+    def __len__(self):
+        return self.size
+
+    def __eq__(self, other):
+        if type(other) is not Skipped:
+            return NotImplemented
+        return self.size == other.size
+
+    def __hash__(self):
+        return hash((Skipped, self.size))
+
+    def __repr__(self):
+        return f"Skipped({self.size})"
+
+
+def _judge(pieces, size, limit, longest):
+    """
+    Decide, once a line being read is longer than L{_CHUNK} (and than any
+    add's header or trailer), whether it can still be an add.
+
+    @param pieces: the line's bytes read so far, in the order C{longest}
+        wants them joined.
+    @param size: how many bytes that is.
+    @param limit: the longest the line can be, once known, else L{None}.
+    @param longest: L{longestStartingWith} or L{longestEndingWith}.
+    @return: C{pieces} (joined into one, once judged), or L{None} if the
+        line is damaged and need not be kept; and its C{limit}.
+    """
+    if size <= _CHUNK or size <= _HEADROOM:
+        return pieces, limit
+    if limit is None:
+        pieces = [b"".join(pieces)]
+        limit = longest(pieces[0])
+    if size > limit:
+        return None, limit
+    return pieces, limit
+
+
 def _blocks(f, start, size=None):
     """
     Read a log forwards from byte C{start} a block at a time.
 
+    A line that grows longer than L{_CHUNK} without an LF is kept only
+    while its header says it may still be an add, so that a gigabyte of
+    damage costs a few megabytes, not a gigabyte.
+
     @return: an iterator of C{(offset, block)}: complete lines from
-        C{offset}, joined by LF, without the last one's LF.
+        C{offset}, joined by LF, without the last one's LF; or, for a
+        damaged line too long to keep, a L{Skipped}.
     """
     if size is None:
         size = _CHUNK
     f.seek(start)
     offset = start
     read = f.read
+    # The line being read, in pieces, or None once it is known damaged.
     pending = []
+    pendingSize = 0
+    limit = None
     while True:
         data = read(size)
         if not data:
             return
         last = data.rfind(b"\n")
         if last == -1:
-            pending.append(data)
+            pendingSize += len(data)
+            if pending is not None:
+                pending.append(data)
+                pending, limit = _judge(pending, pendingSize, limit, longestStartingWith)
             continue
-        pending.append(data[:last])
-        block = b"".join(pending)
+        if pending is None:
+            first = data.find(b"\n")
+            skipped = Skipped(pendingSize + first)
+            yield offset, skipped
+            offset += len(skipped) + 1
+            block = data[first + 1 : last] if first < last else None
+        else:
+            pending.append(data[:last])
+            block = b"".join(pending)
+        if block is not None:
+            yield offset, block
+            offset += len(block) + 1
         pending = [data[last + 1 :]]
-        yield offset, block
-        offset += len(block) + 1
+        pendingSize = len(pending[0])
+        limit = None
 
 
 def entries(f, start=0):
@@ -105,12 +184,16 @@ def entries(f, start=0):
 
     @param f: a binary file open for reading.
     @return: an iterator of C{(offset, record, body)} for each complete
-        line, where C{record} is the line without its LF and C{body} is the
-        add's body, or L{None} when the line is not an intact add.  It ends
-        at the last LF: an unterminated last line is still being written
-        (or was torn), and is not returned.
+        line, where C{record} is the line without its LF (a L{Skipped} for
+        a damaged line too long to keep) and C{body} is the add's body, or
+        L{None} when the line is not an intact add.  It ends at the last
+        LF: an unterminated last line is still being written (or was
+        torn), and is not returned.
     """
     for offset, block in _blocks(f, start):
+        if type(block) is Skipped:
+            yield offset, block, None
+            continue
         records = block.split(b"\n")
         for record, body in zip(records, checkRecords(records)):
             yield offset, record, body
@@ -129,51 +212,97 @@ def keyedBlocks(f, start=0, size=1 << 18):
         waiting long.
     """
     for offset, block in _blocks(f, start, size):
+        if type(block) is Skipped:
+            continue
         checked, rejected = checkKeyedRecords(block.split(b"\n"))
         yield checked
+
+
+def _lastLineEnd(f, end):
+    """
+    The offset just past the last LF before byte C{end}, or 0 if none:
+    found a chunk at a time, in time linear in what follows it.
+    """
+    position = end
+    while position > 0:
+        size = min(_CHUNK, position)
+        position -= size
+        f.seek(position)
+        last = f.read(size).rfind(b"\n")
+        if last != -1:
+            return position + last + 1
+    return 0
 
 
 def reverseEntries(f, end=None):
     """
     Read a log backwards from byte C{end} (by default, its end).
 
+    A line longer than L{_CHUNK} is kept only while its trailer says it
+    may still be an add, as L{_blocks} does forwards.
+
     @return: an iterator of C{(offset, record, body)} as L{entries} gives,
         last line first; an unterminated last line is not returned.
     """
     if end is None:
         end = f.seek(0, os.SEEK_END)
-    position = end
-    # Bytes from position up to the first line not yet returned.
-    buffer = b""
-    finished = False
+    # The complete lines are those before the last LF, whose own LF is
+    # not part of any record.
+    lineEnd = _lastLineEnd(f, end) - 1
+    position = lineEnd
+    # The end of the line being read, last piece first, or None once it is
+    # known damaged.
+    pieces = []
+    piecesSize = 0
+    limit = None
     while position > 0:
         size = min(_CHUNK, position)
         position -= size
         f.seek(position)
-        buffer = f.read(size) + buffer
-        if not finished:
-            last = buffer.rfind(b"\n")
-            if last == -1:
-                continue
-            buffer = buffer[: last + 1]
-            finished = True
-        if position == 0:
-            complete, buffer, base = buffer, b"", 0
-        else:
-            # What comes before the first LF belongs to an earlier line.
-            first = buffer.find(b"\n")
-            complete, buffer = buffer[first + 1 :], buffer[: first + 1]
-            base = position + first + 1
-        records = complete.split(b"\n")
-        records.pop()
-        offset = base + len(complete)
-        for record in reversed(records):
-            offset -= len(record) + 1
-            try:
-                body = checkRecord(record)
-            except CorruptLine:
-                body = None
-            yield offset, record, body
+        parts = f.read(size).split(b"\n")
+        if len(parts) == 1:
+            piecesSize += size
+            if pieces is not None:
+                pieces.append(parts[0])
+                reverse = pieces[::-1]
+                judged, limit = _judge(reverse, piecesSize, limit, longestEndingWith)
+                pieces = None if judged is None else judged[::-1]
+            continue
+        # The line being read began just after this chunk's last LF.
+        parts[-1] = _finish(parts[-1], pieces, piecesSize)
+        for record in reversed(parts[1:]):
+            yield _reversed(lineEnd - len(record), record)
+            lineEnd -= len(record) + 1
+        pieces = [parts[0]]
+        piecesSize = len(parts[0])
+        limit = None
+    if lineEnd >= 0:
+        record = _finish(b"", pieces, piecesSize)
+        yield _reversed(0, record)
+
+
+def _finish(start, pieces, size):
+    """
+    The whole of a line read backwards: its C{start} and its C{pieces},
+    last first, or a L{Skipped} if they were found to be damaged.
+    """
+    if pieces is None:
+        return Skipped(len(start) + size)
+    pieces.append(start)
+    return b"".join(reversed(pieces))
+
+
+def _reversed(offset, record):
+    """
+    What L{reverseEntries} gives for C{record} at C{offset}.
+    """
+    if type(record) is Skipped:
+        return offset, record, None
+    try:
+        body = checkRecord(record)
+    except CorruptLine:
+        body = None
+    return offset, record, body
 
 
 class Received:
