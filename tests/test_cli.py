@@ -689,6 +689,29 @@ class ErrorTests(CommandTestCase):
         self.fails("say", "--file", "no-equals", self.log)
         self.assertFalse(os.path.exists(self.log))
 
+    def test_notFiles(self):
+        """
+        C{ask}, C{ask --last}, C{say} and C{chat} refuse a FIFO, a device
+        and a directory at once, without opening them (a FIFO would hang).
+        """
+        fifo = self.path("fifo")
+        os.mkfifo(fifo)
+        for path in (fifo, os.devnull, self.directory):
+            for args in (["ask", path], ["ask", "--last", "3", path], ["say", path, "a=1"], ["chat", path, "me"]):
+                self.fails(*args)
+        self.assertEqual(sorted(os.listdir(self.directory)), ["fifo"])
+
+    def test_notALogFile(self):
+        """
+        C{say} does not turn a file with no add in it into a log.
+        """
+        with open(self.log, "wb") as f:
+            f.write(b"some notes, without a line feed")
+        self.assertIn("not a gossip log", self.fails("say", self.log, "a=2"))
+        with open(self.log, "rb") as f:
+            self.assertEqual(f.read(), b"some notes, without a line feed")
+        self.assertEqual(os.listdir(self.directory), ["test.log"])
+
     def test_notAGossipLog(self):
         """
         A file of adds without an identity add is not appended to.

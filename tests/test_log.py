@@ -504,6 +504,25 @@ def damage(data, operations):
     return bytes(data)
 
 
+def mayBeTornIdentity(data):
+    """
+    Whether C{data}, a file without LF, may be a new log whose identity add
+    was cut short: short, and the beginning of C{HASH LENGTH<I=ID>LENGTH}
+    up to its hash and space at least.
+    """
+    alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+    if len(data) > 512 or len(data) < 12 or not all(byte in alphabet for byte in data[:11]):
+        return False
+    rest = data[11:]
+    header, less, body = rest.partition(b"<")
+    if header[:1] != b" " or not (header[1:].isdigit() or header == b" " and not less):
+        return False
+    body, greater, trailer = body.partition(b">")
+    if greater:
+        return body.startswith(b"I=") and b"&" not in body and b"<" not in body and (trailer.isdigit() or not trailer)
+    return b"I=".startswith(body[:2]) and b"&" not in body and b"<" not in body
+
+
 class DamageTests(StateAssertions, TestCase):
     """
     Whatever happens to a log's bytes, every add whose line is still intact
@@ -543,7 +562,7 @@ class DamageTests(StateAssertions, TestCase):
             intact = any(body is not None for _, _, body in found)
             if identity is not None:
                 self.assertSaysNext(log)
-            elif intact or damagedLines:
+            elif intact or damagedLines or (damaged and not mayBeTornIdentity(damaged)):
                 # Adds but no identity, or only damage: not a log this node
                 # can say into.
                 self.assertRaises(LogError, log.say, [(b"m", b"x")])
@@ -1272,6 +1291,64 @@ class SayTests(StateAssertions, TestCase):
         self.assertOneLineError(self.assertRaises(LogError, Log(path).say, [(b"m", b"x")]), path)
         self.assertOneLineError(self.assertRaises(LogError, Log(path).state), path)
         self.assertOneLineError(self.assertRaises(LogError, Log(path).open), path)
+
+    def test_notFiles(self):
+        """
+        A FIFO, a device or a directory is refused before it is opened
+        (opening a FIFO would wait for a writer), in one line.
+        """
+        fifo = self.mktemp()
+        os.mkfifo(fifo)
+        directory = self.mktemp()
+        os.mkdir(directory)
+        for path, reason in [(fifo, "a FIFO"), (os.devnull, "a device"), (directory, "directory")]:
+            for use in (Log(path).open, Log(path).state, lambda: Log(path).say([(b"m", b"x")])):
+                error = self.assertRaises(LogError, use)
+                self.assertOneLineError(error, path)
+                self.assertIn(reason, str(error))
+        self.assertFalse(os.path.exists(Log(fifo).cachePath))
+
+    def test_notALog(self):
+        """
+        A file that is not empty and holds no intact add is not turned into
+        a log: it is refused, left as it was, and given no cache.
+        """
+        for data in [b"x", b"x" * 11, b"no line feed " * 1000, b"\0" * 100, b"garbage\nmore", b"x" * 11 + b" 5<m=1"]:
+            log = Log(self.mktemp())
+            with open(log.path, "wb") as f:
+                f.write(data)
+            error = self.assertRaises(LogError, log.say, [(b"m", b"x")])
+            self.assertIn("not a gossip log", str(error))
+            self.assertOneLineError(error, log.path)
+            self.assertEqual(readFile(log.path), data)
+            self.assertFalse(os.path.exists(log.cachePath))
+
+    def test_tornFirstLine(self):
+        """
+        A log whose first line is damaged but which holds intact adds after
+        it is still a log.
+        """
+        log, data = makeLog(self, 3, seed=8)
+        with open(log.path, "wb") as f:
+            f.write(b"torn" + data[data.index(b"\n") :])
+        self.assertIn(b"not a gossip log (it has adds but no identity add)", str(self.assertRaises(LogError, log.say, [])).encode())
+        with open(log.path, "wb") as f:
+            f.write(data + b"torn")
+        self.assertSaysNext(log)
+
+    def test_tornIdentityAnywhere(self):
+        """
+        A new log whose identity add was cut short after its hash (its
+        creator killed while writing it) is still one to say into.
+        """
+        line = encodeAdd([(b"I", newIdentity())])
+        for end in (12, 15, len(line) - 3, len(line) - 1):
+            log = Log(self.mktemp())
+            with open(log.path, "wb") as f:
+                f.write(line[:end])
+            said = log.say([(b"m", b"x")])
+            self.assertEqual(readFile(log.path)[: end + 1], line[:end] + b"\n")
+            self.assertTrue(readFile(log.path).endswith(said))
 
     def test_noIdentity(self):
         """

@@ -15,7 +15,10 @@ Like L{gossip.store.format}, this module uses only the standard library, so that
 C{gossip say} and C{gossip ask} start fast.
 """
 
+import errno
 import os
+import re
+import stat
 from base64 import urlsafe_b64encode
 from fcntl import LOCK_EX, LOCK_UN, flock
 from hashlib import sha256
@@ -482,6 +485,59 @@ def _writeAll(fd, data):
         view = view[written:]
 
 
+# What a path is, when it is not a regular file.
+_KINDS = [
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISCHR, "a device"),
+    (stat.S_ISBLK, "a device"),
+    (stat.S_ISSOCK, "a socket"),
+]
+
+
+def _notALogFile(path, mode):
+    """
+    A L{LogError} saying that C{path}, whose C{st_mode} is C{mode}, is not a
+    regular file, or L{None} if it is one.
+    """
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISDIR(mode):
+        return LogError(f"{os.fsdecode(path)}: {os.strerror(errno.EISDIR)}")
+    kind = next((name for isKind, name in _KINDS if isKind(mode)), "not a file")
+    return LogError(f"{os.fsdecode(path)}: not a regular file ({kind})")
+
+
+def _checkKind(path, missing=False):
+    """
+    Refuse C{path} unless it is a regular file, before it is opened: opening
+    a FIFO waits for a writer, and opening a device may do anything.
+
+    @param missing: whether a missing file is allowed (it will be created).
+    @raise LogError: if it is not a regular file, or cannot be looked at.
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        if missing:
+            return
+        raise _userError(path, FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT))) from None
+    except OSError as e:
+        raise _userError(path, e) from None
+    error = _notALogFile(path, mode)
+    if error is not None:
+        raise error
+
+
+# A file of less than this, holding no LF, may be a log whose identity add
+# its creator was killed while writing.
+_TORN_IDENTITY_SIZE = 512
+# The beginning of an identity add, cut anywhere after its hash: a file
+# of a few letters is more likely someone's than a log cut that short.
+_TORN_IDENTITY = re.compile(
+    rb"[A-Za-z0-9+/]{11} (?:[0-9]+(?:<(?:I(?:=[^&<>\n]*+(?:>[0-9]*)?)?)?)?)?"
+).fullmatch
+
+
 def _userError(path, error):
     """
     A L{LogError} saying why C{path} could not be used.
@@ -517,13 +573,15 @@ class Log:
 
         @raise LogError: if it is missing, unreadable or not a file.
         """
+        _checkKind(self.path)
         try:
             f = open(self.path, "rb")
         except OSError as e:
             raise _userError(self.path, e) from None
-        if not os.path.stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+        error = _notALogFile(self.path, os.fstat(f.fileno()).st_mode)
+        if error is not None:
             f.close()
-            raise LogError(f"{os.fsdecode(self.path)}: not a regular file")
+            raise error
         return f
 
     def state(self, create=False):
@@ -629,6 +687,7 @@ class Log:
         Call C{action(fd, state, torn)} with the log locked, C{state} up to
         date and C{torn} true when the file ends in an unfinished line.
         """
+        _checkKind(self.path, missing=create)
         flags = os.O_RDWR | os.O_APPEND | os.O_CLOEXEC
         if create:
             flags |= os.O_CREAT
@@ -638,16 +697,17 @@ class Log:
             raise _userError(self.path, e) from None
         try:
             st = os.fstat(fd)
-            if not os.path.stat.S_ISREG(st.st_mode):
-                raise LogError(f"{os.fsdecode(self.path)}: not a regular file")
+            error = _notALogFile(self.path, st.st_mode)
+            if error is not None:
+                raise error
             flock(fd, LOCK_EX)
             try:
                 st = os.fstat(fd)
                 state = self._refresh(fd, st)
                 torn = st.st_size > state.offset
                 if create and not state.intact and state.identity is None:
-                    if state.damaged:
-                        # Lines, none of them an add: some other file.
+                    if state.damaged or (torn and not self._tornIdentity(fd, st)):
+                        # Bytes, none of them an add: some other file.
                         raise LogError(
                             f"{os.fsdecode(self.path)}: not a gossip log (no intact add in it)"
                         )
@@ -664,6 +724,16 @@ class Log:
                 flock(fd, LOCK_UN)
         finally:
             os.close(fd)
+
+    @staticmethod
+    def _tornIdentity(fd, st):
+        """
+        Whether the log, which holds no LF, is the beginning of an identity
+        add: a new log whose creator was killed while writing it.
+        """
+        if st.st_size > _TORN_IDENTITY_SIZE:
+            return False
+        return _TORN_IDENTITY(os.pread(fd, st.st_size, 0)) is not None
 
     def _append(self, fd, state, torn, lines, keys=None, keySpans=None):
         """
@@ -732,7 +802,9 @@ class Log:
         offset = state.offset
         with open(fd, "rb", closefd=False) as f:
             state.catchUp(f, st.st_size)
-        if state.offset != offset:
+        if state.offset != offset and state.intact:
+            # A file with no add in it is not worth a cache, and may well
+            # not be a log: say refuses it, and should leave nothing behind.
             self._save(fd, st, state)
         return state
 
