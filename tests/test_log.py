@@ -480,6 +480,25 @@ damages = st.lists(
 )
 
 
+# Damage of every kind, long damage and line feeds added and removed
+# included.
+anyDamages = st.lists(
+    st.one_of(
+        damages.map(lambda operations: operations[0]),
+        st.tuples(st.just("insert"), positions, st.sampled_from([b"\n", b"\n\n", b"\r\n"])),
+        st.tuples(st.just("unlf"), positions),
+        st.tuples(
+            st.just("long"),
+            positions,
+            st.integers(4000, 12000),
+            st.sampled_from([b"\0", b"x", b"<", b"9", b"random"]),
+        ),
+    ),
+    min_size=1,
+    max_size=8,
+)
+
+
 def damage(data, operations):
     """
     Apply each damage operation of C{operations} to C{data}.
@@ -488,7 +507,19 @@ def damage(data, operations):
     for operation in operations:
         kind, where = operation[:2]
         where %= len(data) + 1
-        if kind == "flip":
+        if kind == "unlf":
+            # Remove an LF: two lines run together.
+            lf = data.find(b"\n", where)
+            if lf != -1:
+                del data[lf]
+        elif kind == "long":
+            size, fill = operation[2:]
+            if fill == b"random":
+                piece = random.Random(where).randbytes(size).replace(b"\n", b"\0")
+            else:
+                piece = fill * size
+            data[where:where] = piece
+        elif kind == "flip":
             if where < len(data):
                 data[where] ^= operation[2]
         elif kind == "delete":
@@ -577,6 +608,49 @@ class DamageTests(StateAssertions, TestCase):
                 [(name, made)] = decodeLine(after[len(damaged) : -len(line)])
                 self.assertEqual(name, b"I")
                 self.assertEqual(decodeLine(line)[:2], [(b"by", made), (b"at", b"0")])
+
+        check()
+
+    def test_anyDamage(self):
+        """
+        Whatever the damage (bytes flipped, removed, inserted or copied,
+        line feeds added or removed, kilobytes of garbage, the file cut
+        short), reading forwards or backwards, in any size of chunk, and
+        opening the log never fail, never give an add that was not
+        written, and give every add whose line is still whole.
+        """
+        _, data = makeLog(self, 40, seed=9, maxValue=120)
+        written = set(data.split(b"\n")[:-1])
+
+        @_damageSettings
+        @given(anyDamages, st.sampled_from([64, 4096, 1 << 20]))
+        def check(operations, chunk):
+            damaged = damage(data, operations)
+            self.patch(logModule, "_CHUNK", chunk)
+            intact = [(offset, record) for offset, record in completeLines(damaged) if record in written]
+            forwards = list(entries(io.BytesIO(damaged)))
+            backwards = list(reverseEntries(io.BytesIO(damaged)))
+            for found in (forwards, backwards[::-1]):
+                self.assertEqual(
+                    [(offset, len(record)) for offset, record, _ in found],
+                    [(offset, len(record)) for offset, record in completeLines(damaged)],
+                )
+                for offset, record, body in found:
+                    if body is not None:
+                        self.assertIn(record, written)
+                        self.assertEqual(body, checkBody(record))
+                self.assertEqual(
+                    [(offset, record) for offset, record, body in found if body is not None], intact
+                )
+            log = Log(self.mktemp())
+            with open(log.path, "wb") as f:
+                f.write(damaged)
+            identity, have, damagedLines = expectedState(damaged)
+            try:
+                state = log.state()
+            except LogError:
+                self.fail("reading a damaged log failed")
+            self.assertEqual((state.identity, haveOf(state), state.damaged), (identity, have, damagedLines))
 
         check()
 
