@@ -17,7 +17,7 @@ from base64 import b64decode
 
 from twisted.trial.unittest import SkipTest, TestCase
 
-from gossip.store.format import decodeLine, encodeAdd
+from gossip.store.format import decodeLine, encodeAdd, lineHash
 from tests import original
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -819,6 +819,29 @@ class ErrorTests(CommandTestCase):
         self.fails("say", "--file", "no-equals", self.log)
         self.assertFalse(os.path.exists(self.log))
 
+    def test_notFiles(self):
+        """
+        C{ask}, C{ask --last}, C{say} and C{chat} refuse a FIFO, a device
+        and a directory at once, without opening them (a FIFO would hang).
+        """
+        fifo = self.path("fifo")
+        os.mkfifo(fifo)
+        for path in (fifo, os.devnull, self.directory):
+            for args in (["ask", path], ["ask", "--last", "3", path], ["say", path, "a=1"], ["chat", path, "me"]):
+                self.fails(*args)
+        self.assertEqual(sorted(os.listdir(self.directory)), ["fifo"])
+
+    def test_notALogFile(self):
+        """
+        C{say} does not turn a file with no add in it into a log.
+        """
+        with open(self.log, "wb") as f:
+            f.write(b"some notes, without a line feed")
+        self.assertIn("not a gossip log", self.fails("say", self.log, "a=2"))
+        with open(self.log, "rb") as f:
+            self.assertEqual(f.read(), b"some notes, without a line feed")
+        self.assertEqual(os.listdir(self.directory), ["test.log"])
+
     def test_notAGossipLog(self):
         """
         A file of adds without an identity add is not appended to.
@@ -826,6 +849,39 @@ class ErrorTests(CommandTestCase):
         with open(self.log, "wb") as f:
             f.write(encodeAdd([(b"by", b"x"), (b"at", b"0"), (b"a", b"1")]))
         self.assertIn("not a gossip log", self.fails("say", self.log, "a=2"))
+
+
+class DamageTests(CommandTestCase):
+    """
+    The command line on logs holding damage: it skips it with a note, and
+    never fails because of it.
+    """
+
+    def test_notSerial(self):
+        """
+        A line whose C{at} is 4,300 nines (which Python's int() refuses to
+        read) is skipped by C{ask}, C{ask --last} and C{say}, with or
+        without the cache.
+        """
+        self.say("m=before")
+        body = b"by=peer&at=" + b"9" * 4300 + b"&m=bricks"
+        with open(self.log, "ab") as f:
+            f.write(b"%s %d<%s>%d\n" % (lineHash(body), len(body), body, len(body)))
+        cache = self.path(".test.log.gossip-cache")
+        os.unlink(cache)
+        for step in range(2):
+            self.say(f"m=after{step}")
+            self.assertTrue(os.path.exists(cache))
+            for last in ([], ["--last", "5"]):
+                status, out, err = run("ask", "--format", "json", *last, self.log)
+                self.assertEqual(status, 0, err)
+                self.assertEqual(
+                    [dict(add)[b"m"] for add in jsonAdds(out) if b"m" in dict(add)],
+                    [b"before"] + [b"after%d" % (n,) for n in range(step + 1)],
+                )
+                if not last:
+                    self.assertIn(b"skipped a corrupt line", err)
+                    self.assertNotIn(b"Traceback", err)
 
 
 class ProgramTests(CommandTestCase):

@@ -25,6 +25,7 @@ from gossip.store.format import (
     encodeAdd,
     encodeBody,
     identify,
+    isSerial,
     lineHash,
 )
 from gossip.store.logfile import entries
@@ -43,7 +44,18 @@ byteStrings = st.one_of(
     st.lists(st.sampled_from(list(SPECIAL + b"aZ0")), max_size=20).map(bytes),
 )
 names = byteStrings.filter(bool)
-pairLists = st.lists(st.tuples(names, byteStrings), max_size=6)
+
+
+def _firstAtIsSerial(pairs):
+    """
+    Whether C{pairs} have no C{at}, or a serial number as their first: an
+    add, where any other C{at} would make a damaged line.
+    """
+    at = dict(reversed(pairs)).get(b"at")
+    return at is None or isSerial(at)
+
+
+pairLists = st.lists(st.tuples(names, byteStrings), max_size=6).filter(_firstAtIsSerial)
 
 
 def rawLine(body, header=None, trailer=None, hash=None):
@@ -546,18 +558,49 @@ class CheckLineTests(TestCase):
 def expectedIdentity(pairs):
     """
     An add's C{(by, at)} as the spec defines it: its first C{by} and first
-    C{at}, if both are there and C{at} is a decimal number.
+    C{at}, if both are there.
+
+    @raise CorruptLine: if its first C{at} is not a serial number: ASCII
+        digits without a leading zero, less than 2**63.
     """
     values = {}
     for name, value in pairs:
         values.setdefault(name, value)
     by, at = values.get(b"by"), values.get(b"at")
-    if by is None or at is None or not at or not all(48 <= byte <= 57 for byte in at):
+    if at is not None and not (
+        at
+        and all(48 <= byte <= 57 for byte in at)
+        and (at == b"0" or at[:1] != b"0")
+        and int(at) < 2**63
+    ):
+        raise CorruptLine("not a serial number")
+    if by is None or at is None:
         return None
     return by, int(at)
 
 
-ats = st.one_of(st.integers(0, 10**20).map(lambda n: b"%d" % (n,)), byteStrings)
+# Serial numbers, and what is near them but is not one.
+NOT_SERIALS = [
+    b"",
+    b"007",
+    b"00",
+    b"-1",
+    b"+1",
+    b" 1",
+    b"1 ",
+    b"1x",
+    b"1_000",
+    b"%d" % (2**63,),
+    b"%d" % (2**64,),
+    b"9" * 4300,
+    "\u0661\u0662".encode("utf-8"),
+    "\uff11".encode("utf-8"),
+]
+ats = st.one_of(
+    st.integers(0, 10**20).map(lambda n: b"%d" % (n,)),
+    st.sampled_from(NOT_SERIALS + [b"%d" % (2**63 - 1,), b"0"]),
+    byteStrings,
+)
 
 
 class IdentifyTests(TestCase):
@@ -568,7 +611,8 @@ class IdentifyTests(TestCase):
     def test_originalOrder(self):
         self.assertEqual(identify(b"by=abc&at=12&m=x"), (b"abc", 12))
         self.assertEqual(identify(b"by=abc&at=12"), (b"abc", 12))
-        self.assertEqual(identify(b"by=abc&at=007"), (b"abc", 7))
+        self.assertEqual(identify(b"by=abc&at=0"), (b"abc", 0))
+        self.assertEqual(identify(b"by=abc&at=9223372036854775807"), (b"abc", 2**63 - 1))
 
     def test_anywhere(self):
         self.assertEqual(identify(b"m=x&at=3&by=abc"), (b"abc", 3))
@@ -579,17 +623,42 @@ class IdentifyTests(TestCase):
         self.assertEqual(identify(b"by=a=b&at=3"), (b"a=b", 3))
 
     def test_none(self):
-        for body in (
-            b"I=abc",
-            b"by=abc",
-            b"at=1",
-            b"by=abc&at=",
-            b"by=abc&at=1x",
-            b"by=abc&at=-1",
-            b"by=abc&at=%31x",
-            b"",
-        ):
+        for body in (b"I=abc", b"by=abc", b"at=1", b"m=x&%62y=abc", b"by=abc&m=at&tat=1", b""):
             self.assertIsNone(identify(body), body)
+
+    def test_notSerial(self):
+        """
+        An add whose first C{at} is not a serial number in its one spelling
+        (ASCII digits, no sign, no leading zero, below 2**63) is damaged,
+        wherever the C{at} is and however its name is escaped: two
+        spellings would be one add written twice, and Python's int() would
+        read some (Arabic-Indic digits, underscores) or refuse to read them
+        (over 4,300 digits).
+        """
+        for at in NOT_SERIALS + [b"%31", b"1%30"]:
+            for body in (
+                b"by=abc&at=" + at,
+                b"by=abc&at=" + at + b"&m=x",
+                b"m=x&at=" + at + b"&by=abc",
+                b"%61t=" + at + b"&by=abc",
+                b"a%74=" + at + b"&by=abc&at=1",
+                b"at=" + at,
+            ):
+                self.assertRaises(CorruptLine, identify, body)
+                self.assertCorrupt(rawLine(body))
+        # Only the first at counts.
+        self.assertEqual(identify(b"by=abc&at=1&at=007"), (b"abc", 1))
+
+    def assertCorrupt(self, line):
+        """
+        C{line} is refused by each check, as it is read and as it is
+        received.
+        """
+        self.assertRaises(CorruptLine, checkLine, line)
+        self.assertRaises(CorruptLine, checkKeyedLine, line)
+        self.assertEqual(checkRecords([line[:-1]]), [None])
+        self.assertEqual(checkKeyedLines([line]), ([], 1))
+        self.assertEqual(checkKeyedRecords([line[:-1]]), ([], 1))
 
     def test_corrupt(self):
         self.assertRaises(CorruptLine, identify, b"m=x&junk&by=a&at=1")
@@ -605,9 +674,15 @@ class IdentifyTests(TestCase):
     def test_matchesDecoding(self, pairs, extra):
         for name, value, where in extra:
             pairs.insert(where % (len(pairs) + 1), (name, value))
-        self.assertEqual(identify(encodeBody(pairs)), expectedIdentity(pairs))
+        try:
+            expected = expectedIdentity(pairs)
+        except CorruptLine:
+            self.assertRaises(CorruptLine, identify, encodeBody(pairs))
+            self.assertRaises(CorruptLine, checkKeyedLine, encodeAdd(pairs))
+            return
+        self.assertEqual(identify(encodeBody(pairs)), expected)
         line = encodeAdd(pairs)
-        self.assertEqual(checkKeyedLine(line), (checkLine(line), expectedIdentity(pairs)))
+        self.assertEqual(checkKeyedLine(line), (checkLine(line), expected))
 
     @_quick
     @given(
@@ -649,7 +724,7 @@ class IdentifyTests(TestCase):
         self.assertEqual(checkKeyedRecords(records), (expected, len(records) - len(expected)))
 
     @_quick
-    @given(byteStrings, st.integers(0, 10**20), pairLists)
+    @given(byteStrings, st.integers(0, 2**63 - 1), pairLists)
     def test_originalLayout(self, by, at, pairs):
         pairs = [(b"by", by), (b"at", b"%d" % (at,))] + pairs
         self.assertEqual(identify(encodeBody(pairs)), (by, at))

@@ -13,6 +13,7 @@ import signal
 import stat
 import subprocess
 import sys
+import tracemalloc
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -28,6 +29,7 @@ from gossip.store.format import (
     decodeLine,
     encodeAdd,
     identify,
+    isSerial,
     lineHash,
 )
 from gossip.store.intervals import Intervals
@@ -38,6 +40,7 @@ from gossip.store.logfile import (
     Log,
     LogError,
     Scan,
+    Skipped,
     State,
     entries,
     keyedBlocks,
@@ -128,16 +131,16 @@ def expectedState(data):
     damaged = 0
     for _, record in completeLines(data):
         pairs = originalPairs(record)
-        if pairs is None:
+        # The first value of each name.
+        first = dict(reversed(pairs or []))
+        if pairs is None or (b"at" in first and not isSerial(first[b"at"])):
             damaged += 1
             continue
-        # The first value of each name.
-        first = dict(reversed(pairs))
         if identity is None and b"I" in first and b"by" not in first:
             identity = first[b"I"]
             continue
         by, at = first.get(b"by"), first.get(b"at")
-        if by is not None and at is not None and at.isdigit():
+        if by is not None and at is not None:
             have.setdefault(by, set()).add(int(at))
     return identity, have, damaged
 
@@ -233,6 +236,124 @@ class StateAssertions:
         self.assertState(log)
         self.assertSaysNext(log)
         self.assertState(log)
+
+
+class CountingFile(io.BytesIO):
+    """
+    A file in memory that counts the bytes read from it.
+    """
+
+    bytesRead = 0
+
+    def read(self, size=-1):
+        data = super().read(size)
+        self.bytesRead += len(data)
+        return data
+
+
+def peakMemory(read):
+    """
+    The most memory Python allocated while C{read()} ran, in bytes, and
+    what it returned.
+    """
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        base = tracemalloc.get_traced_memory()[0]
+        result = read()
+        return tracemalloc.get_traced_memory()[1] - base, result
+    finally:
+        tracemalloc.stop()
+
+
+class LongDamageTests(TestCase):
+    """
+    A damaged region far longer than any add costs a reader a few
+    megabytes and one pass, however long it is.
+    """
+
+    # Damage this long, which a reader must not hold.
+    SIZE = 24 << 20
+    BOUND = 8 << 20
+
+    def setUp(self):
+        self.adds = [lineOfLength(100, b"n", at) for at in range(3)]
+
+    def assertBounded(self, data, expected):
+        """
+        L{entries} and L{reverseEntries} on C{data} give C{expected}, each
+        reading every byte at most about once and holding less than
+        C{BOUND} bytes at a time.
+        """
+        for read, order in ((entries, expected), (reverseEntries, expected[::-1])):
+            f = CountingFile(data)
+            peak, found = peakMemory(lambda: list(read(f)))
+            self.assertEqual(found, order)
+            self.assertLess(peak, self.BOUND, read)
+            self.assertLess(f.bytesRead, len(data) + (2 << 20), read)
+
+    def intact(self, offset, line):
+        return offset, line[:-1], checkLine(line)
+
+    def test_zeros(self):
+        """
+        Zeros between adds: one damaged line, given as a L{Skipped} of its
+        length.
+        """
+        first, second, third = self.adds
+        data = first + b"\0" * self.SIZE + b"\n" + second + third
+        damageEnd = len(first) + self.SIZE + 1
+        self.assertBounded(
+            data,
+            [
+                self.intact(0, first),
+                (len(first), Skipped(self.SIZE), None),
+                self.intact(damageEnd, second),
+                self.intact(damageEnd + len(second), third),
+            ],
+        )
+
+    def test_garbage(self):
+        """
+        Random bytes without LF, after an add's header that promises less
+        than they are, are damage too.
+        """
+        first, second, _ = self.adds
+        garbage = random.Random(3).randbytes(self.SIZE).replace(b"\n", b"x")
+        damage = b"x" * 11 + b" 1000<" + garbage + b">1000"
+        data = first + damage + b"\n" + second
+        self.assertBounded(
+            data,
+            [
+                self.intact(0, first),
+                (len(first), Skipped(len(damage)), None),
+                self.intact(len(first) + len(damage) + 1, second),
+            ],
+        )
+
+    def test_unterminated(self):
+        """
+        A last line without LF is not returned, and is read past once,
+        forwards and backwards: C{ask --last} is linear in it.
+        """
+        first, second, _ = self.adds
+        self.assertBounded(
+            first + second + b"\0" * self.SIZE,
+            [self.intact(0, first), self.intact(len(first), second)],
+        )
+        self.assertBounded(b"\0" * self.SIZE, [])
+
+    def test_longAdd(self):
+        """
+        An intact add longer than the bound is still read whole.
+        """
+        line = encodeAdd([(b"by", b"n"), (b"at", b"9"), (b"m", b"v" * (3 << 20))])
+        data = self.adds[0] + line
+        for read, order in ((entries, [0, 1]), (reverseEntries, [1, 0])):
+            found = list(read(io.BytesIO(data)))
+            self.assertEqual(
+                found, [[self.intact(0, self.adds[0]), self.intact(len(self.adds[0]), line)][i] for i in order]
+            )
 
 
 class EntriesTests(TestCase):
@@ -366,6 +487,25 @@ damages = st.lists(
 )
 
 
+# Damage of every kind, long damage and line feeds added and removed
+# included.
+anyDamages = st.lists(
+    st.one_of(
+        damages.map(lambda operations: operations[0]),
+        st.tuples(st.just("insert"), positions, st.sampled_from([b"\n", b"\n\n", b"\r\n"])),
+        st.tuples(st.just("unlf"), positions),
+        st.tuples(
+            st.just("long"),
+            positions,
+            st.integers(4000, 12000),
+            st.sampled_from([b"\0", b"x", b"<", b"9", b"random"]),
+        ),
+    ),
+    min_size=1,
+    max_size=8,
+)
+
+
 def damage(data, operations):
     """
     Apply each damage operation of C{operations} to C{data}.
@@ -374,7 +514,19 @@ def damage(data, operations):
     for operation in operations:
         kind, where = operation[:2]
         where %= len(data) + 1
-        if kind == "flip":
+        if kind == "unlf":
+            # Remove an LF: two lines run together.
+            lf = data.find(b"\n", where)
+            if lf != -1:
+                del data[lf]
+        elif kind == "long":
+            size, fill = operation[2:]
+            if fill == b"random":
+                piece = random.Random(where).randbytes(size).replace(b"\n", b"\0")
+            else:
+                piece = fill * size
+            data[where:where] = piece
+        elif kind == "flip":
             if where < len(data):
                 data[where] ^= operation[2]
         elif kind == "delete":
@@ -388,6 +540,25 @@ def damage(data, operations):
         else:
             del data[where:]
     return bytes(data)
+
+
+def mayBeTornIdentity(data):
+    """
+    Whether C{data}, a file without LF, may be a new log whose identity add
+    was cut short: short, and the beginning of C{HASH LENGTH<I=ID>LENGTH}
+    up to its hash and space at least.
+    """
+    alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+    if len(data) > 512 or len(data) < 12 or not all(byte in alphabet for byte in data[:11]):
+        return False
+    rest = data[11:]
+    header, less, body = rest.partition(b"<")
+    if header[:1] != b" " or not (header[1:].isdigit() or header == b" " and not less):
+        return False
+    body, greater, trailer = body.partition(b">")
+    if greater:
+        return body.startswith(b"I=") and b"&" not in body and b"<" not in body and (trailer.isdigit() or not trailer)
+    return b"I=".startswith(body[:2]) and b"&" not in body and b"<" not in body
 
 
 class DamageTests(StateAssertions, TestCase):
@@ -429,7 +600,7 @@ class DamageTests(StateAssertions, TestCase):
             intact = any(body is not None for _, _, body in found)
             if identity is not None:
                 self.assertSaysNext(log)
-            elif intact or damagedLines:
+            elif intact or damagedLines or (damaged and not mayBeTornIdentity(damaged)):
                 # Adds but no identity, or only damage: not a log this node
                 # can say into.
                 self.assertRaises(LogError, log.say, [(b"m", b"x")])
@@ -444,6 +615,49 @@ class DamageTests(StateAssertions, TestCase):
                 [(name, made)] = decodeLine(after[len(damaged) : -len(line)])
                 self.assertEqual(name, b"I")
                 self.assertEqual(decodeLine(line)[:2], [(b"by", made), (b"at", b"0")])
+
+        check()
+
+    def test_anyDamage(self):
+        """
+        Whatever the damage (bytes flipped, removed, inserted or copied,
+        line feeds added or removed, kilobytes of garbage, the file cut
+        short), reading forwards or backwards, in any size of chunk, and
+        opening the log never fail, never give an add that was not
+        written, and give every add whose line is still whole.
+        """
+        _, data = makeLog(self, 40, seed=9, maxValue=120)
+        written = set(data.split(b"\n")[:-1])
+
+        @_damageSettings
+        @given(anyDamages, st.sampled_from([64, 4096, 1 << 20]))
+        def check(operations, chunk):
+            damaged = damage(data, operations)
+            self.patch(logModule, "_CHUNK", chunk)
+            intact = [(offset, record) for offset, record in completeLines(damaged) if record in written]
+            forwards = list(entries(io.BytesIO(damaged)))
+            backwards = list(reverseEntries(io.BytesIO(damaged)))
+            for found in (forwards, backwards[::-1]):
+                self.assertEqual(
+                    [(offset, len(record)) for offset, record, _ in found],
+                    [(offset, len(record)) for offset, record in completeLines(damaged)],
+                )
+                for offset, record, body in found:
+                    if body is not None:
+                        self.assertIn(record, written)
+                        self.assertEqual(body, checkBody(record))
+                self.assertEqual(
+                    [(offset, record) for offset, record, body in found if body is not None], intact
+                )
+            log = Log(self.mktemp())
+            with open(log.path, "wb") as f:
+                f.write(damaged)
+            identity, have, damagedLines = expectedState(damaged)
+            try:
+                state = log.state()
+            except LogError:
+                self.fail("reading a damaged log failed")
+            self.assertEqual((state.identity, haveOf(state), state.damaged), (identity, have, damagedLines))
 
         check()
 
@@ -1226,13 +1440,16 @@ class LineCheckTests(TestCase):
 
     def test_escapedKey(self):
         """
-        C{by} and C{at} are found anywhere in the body, however spelled.
+        C{by} and C{at} are found anywhere in the body, whatever the
+        spelling of their names; an C{at} whose digits are escaped is not a
+        serial number, whole or in pieces.
         """
-        body = b"m%3d=1&%61t=%35&&m=" + b"v" * 5000 + b"&%62y=p&by=q"
-        length = b"%d" % (len(body),)
-        line = lineHash(body) + b" " + length + b"<" + body + b">" + length + b"\n"
-        self.assertEqual(checkWhole(line), (b"p", 5))
-        self.assertEqual(checkInPieces(line, [7, 1000]), (b"p", 5))
+        for at, key in [(b"5", (b"p", 5)), (b"%35", None)]:
+            body = b"m%3d=1&%61t=" + at + b"&&m=" + b"v" * 5000 + b"&%62y=p&by=q"
+            length = b"%d" % (len(body),)
+            line = lineHash(body) + b" " + length + b"<" + body + b">" + length + b"\n"
+            self.assertEqual(checkWhole(line), key)
+            self.assertEqual(checkInPieces(line, [7, 1000]), key)
 
     def test_size(self):
         """
@@ -1440,6 +1657,79 @@ class KilledCopierTests(StateAssertions, TestCase):
         self.assertTrue(self.assertState(log).holds(b"peer", 0))
 
 
+def rawLine(body):
+    """
+    A line with a right hash and lengths for C{body}, whatever it holds.
+    """
+    return b"%s %d<%s>%d\n" % (lineHash(body), len(body), body, len(body))
+
+
+# Lines whose hash and lengths are right but whose at is not a serial
+# number: damaged, though no writer would write them.
+NOT_SERIAL_LINES = [
+    rawLine(b"by=peer&at=" + b"9" * 4300 + b"&m=bricks"),
+    rawLine(b"by=peer&at=007&m=twice"),
+    rawLine(b"by=peer&at=%d&m=huge" % (2**63,)),
+    rawLine(b"m=late&at=-1&by=peer"),
+]
+
+
+class SerialTests(StateAssertions, TestCase):
+    """
+    A line whose C{at} is not a serial number is damaged wherever it is
+    met, and breaks nothing.
+    """
+
+    def setUp(self):
+        self.log = Log(self.mktemp())
+        self.log.say([(b"m", b"before")])
+        with open(self.log.path, "ab") as f:
+            f.write(b"".join(NOT_SERIAL_LINES))
+
+    def test_read(self):
+        """
+        Reading skips each such line as damaged, and keeps the rest.
+        """
+        with open(self.log.path, "rb") as f:
+            bodies = [body for _, _, body in entries(f)]
+        self.assertEqual(bodies[2:], [None] * len(NOT_SERIAL_LINES))
+        with open(self.log.path, "rb") as f:
+            self.assertEqual([body for _, _, body in reverseEntries(f)], bodies[::-1])
+
+    def test_state(self):
+        """
+        Opening the log, with or without its cache, counts them as damaged
+        and says the next add as usual.
+        """
+        for cached in (False, True):
+            if not cached and os.path.exists(self.log.cachePath):
+                os.unlink(self.log.cachePath)
+            log = Log(self.log.path)
+            state = log.state()
+            self.assertEqual(state.damaged, len(NOT_SERIAL_LINES))
+            self.assertEqual(set(state.have), {state.identity})
+            self.assertHealthy(log)
+
+    def test_receive(self):
+        """
+        From a peer, each is refused and counted as a bad add.
+        """
+        result = self.log.receive(NOT_SERIAL_LINES + [peerLine(0)])
+        self.assertEqual(outcome(result), ([peerLine(0)], len(NOT_SERIAL_LINES)))
+
+    def test_full(self):
+        """
+        A node whose next C{at} would not be a serial number says nothing.
+        """
+        state = self.log.state()
+        line = encodeAdd([(b"by", state.identity), (b"at", b"%d" % (2**63 - 1,))])
+        with open(self.log.path, "ab") as f:
+            f.write(line)
+        error = self.assertRaises(LogError, self.log.say, [(b"m", b"x")])
+        self.assertIn("no more serial numbers", str(error))
+        self.assertTrue(readFile(self.log.path).endswith(line))
+
+
 class SayTests(StateAssertions, TestCase):
     """
     L{Log.say}: what it refuses, and what it writes.
@@ -1549,6 +1839,64 @@ class SayTests(StateAssertions, TestCase):
         self.assertOneLineError(self.assertRaises(LogError, Log(path).say, [(b"m", b"x")]), path)
         self.assertOneLineError(self.assertRaises(LogError, Log(path).state), path)
         self.assertOneLineError(self.assertRaises(LogError, Log(path).open), path)
+
+    def test_notFiles(self):
+        """
+        A FIFO, a device or a directory is refused before it is opened
+        (opening a FIFO would wait for a writer), in one line.
+        """
+        fifo = self.mktemp()
+        os.mkfifo(fifo)
+        directory = self.mktemp()
+        os.mkdir(directory)
+        for path, reason in [(fifo, "a FIFO"), (os.devnull, "a device"), (directory, "directory")]:
+            for use in (Log(path).open, Log(path).state, lambda: Log(path).say([(b"m", b"x")])):
+                error = self.assertRaises(LogError, use)
+                self.assertOneLineError(error, path)
+                self.assertIn(reason, str(error))
+        self.assertFalse(os.path.exists(Log(fifo).cachePath))
+
+    def test_notALog(self):
+        """
+        A file that is not empty and holds no intact add is not turned into
+        a log: it is refused, left as it was, and given no cache.
+        """
+        for data in [b"x", b"x" * 11, b"no line feed " * 1000, b"\0" * 100, b"garbage\nmore", b"x" * 11 + b" 5<m=1"]:
+            log = Log(self.mktemp())
+            with open(log.path, "wb") as f:
+                f.write(data)
+            error = self.assertRaises(LogError, log.say, [(b"m", b"x")])
+            self.assertIn("not a gossip log", str(error))
+            self.assertOneLineError(error, log.path)
+            self.assertEqual(readFile(log.path), data)
+            self.assertFalse(os.path.exists(log.cachePath))
+
+    def test_tornFirstLine(self):
+        """
+        A log whose first line is damaged but which holds intact adds after
+        it is still a log.
+        """
+        log, data = makeLog(self, 3, seed=8)
+        with open(log.path, "wb") as f:
+            f.write(b"torn" + data[data.index(b"\n") :])
+        self.assertIn(b"not a gossip log (it has adds but no identity add)", str(self.assertRaises(LogError, log.say, [])).encode())
+        with open(log.path, "wb") as f:
+            f.write(data + b"torn")
+        self.assertSaysNext(log)
+
+    def test_tornIdentityAnywhere(self):
+        """
+        A new log whose identity add was cut short after its hash (its
+        creator killed while writing it) is still one to say into.
+        """
+        line = encodeAdd([(b"I", newIdentity())])
+        for end in (12, 15, len(line) - 3, len(line) - 1):
+            log = Log(self.mktemp())
+            with open(log.path, "wb") as f:
+                f.write(line[:end])
+            said = log.say([(b"m", b"x")])
+            self.assertEqual(readFile(log.path)[: end + 1], line[:end] + b"\n")
+            self.assertTrue(readFile(log.path).endswith(said))
 
     def test_noIdentity(self):
         """

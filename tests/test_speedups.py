@@ -39,11 +39,53 @@ def keyedPairs(draw):
     an unusual form (escaped, not digits, elsewhere in the body).
     """
     by = draw(st.one_of(st.sampled_from([b"node", b"", b"a b", b"x%y"]), hostile))
-    at = draw(st.one_of(st.integers(0, 10**25).map(b"%d".__mod__), st.sampled_from([b"007", b"", b"1x"])))
+    at = draw(serials)
     rest = draw(pairLists)
     if draw(st.booleans()):
         return [(b"by", by), (b"at", at)] + rest
     return rest + [(b"at", at), (b"by", by)]
+
+
+# Serial numbers, the largest and the smallest, and what is near them but
+# is not one (see gossip.store.format.isSerial).
+SERIALS = [b"0", b"1", b"%d" % (2**63 - 1,), b"%d" % (2**63 - 2,), b"1" + b"0" * 18]
+NOT_SERIALS = [
+    b"",
+    b"007",
+    b"00",
+    b"-1",
+    b"+1",
+    b" 1",
+    b"1_000",
+    b"1x",
+    b"%d" % (2**63,),
+    b"%d" % (2**64,),
+    b"9" * 19,
+    b"9" * 20,
+    b"9" * 4300,
+    "\u0661\u0662".encode("utf-8"),
+    "\uff11".encode("utf-8"),
+]
+serials = st.one_of(
+    st.integers(0, 10**25).map(b"%d".__mod__),
+    st.integers(2**63 - 3, 2**63 + 3).map(b"%d".__mod__),
+    st.sampled_from(SERIALS + NOT_SERIALS),
+)
+# Names that are, or nearly are, "at" as a body spells it.
+atNames = st.sampled_from([b"at", b"%61t", b"a%74", b"%61%74", b"%61%54", b"a+t", b"at ", b"At", b"t"])
+
+
+@st.composite
+def atBodies(draw):
+    """
+    Bodies as written, not encoded: an C{at} anywhere, its name escaped or
+    not, its value as written whether or not a writer would write it.
+    """
+    items = draw(st.lists(st.tuples(st.one_of(atNames, hostile), serials), max_size=5))
+    if draw(st.booleans()):
+        items.insert(0, (b"at", draw(serials)))
+        items.insert(0, (b"by", draw(st.sampled_from([b"node", b"", b"x%y"]))))
+    return b"&".join(name + b"=" + value for name, value in items)
 
 
 @st.composite
@@ -177,12 +219,39 @@ class SpeedupsTests(TestCase):
 
     def test_serials(self):
         """
-        An C{at} of any size is read as Python's int() reads it.
+        A serial number, up to 2**63 - 1, is read as its value; anything
+        else in C{at} makes the line damaged, as read and as received.
         """
-        for at in [b"0", b"007", b"9" * 18, b"9" * 19, b"1" + b"0" * 40]:
+        for at in SERIALS:
             line = encodeAdd([(b"by", b"n"), (b"at", at)])
             [(_, _, key)], rejected = _speedups.checkKeyed([line], True, format.checkKeyedLine)
             self.assertEqual(key, (b"n", int(at)))
+            self.assertNotEqual(_speedups.checkRecords([line[:-1]]), [None])
+        for at in NOT_SERIALS:
+            for body in [b"by=n&at=" + at, b"at=" + at + b"&by=n", b"%61t=" + at + b"&by=n"]:
+                line = b"%s %d<%s>%d\n" % (lineHash(body), len(body), body, len(body))
+                self.assertEqual(_speedups.checkKeyed([line], True, format.checkKeyedLine), ([], 1))
+                self.assertEqual(_speedups.checkRecords([line[:-1]]), [None])
+                self.assertEqual(PYTHON["checkRecords"]([line[:-1]]), [None])
+
+    @_many
+    @given(st.lists(atBodies(), max_size=6))
+    def test_atAnywhere(self, bodies):
+        """
+        Lines whose C{at} is anywhere, spelled any way, are judged alike:
+        read from a log and received from a peer.
+        """
+        lines = [b"%s %d<%s>%d\n" % (lineHash(body), len(body), body, len(body)) for body in bodies]
+        records = [line[:-1] for line in lines]
+        self.assertEqual(_speedups.checkRecords(records), PYTHON["checkRecords"](records))
+        self.assertEqual(
+            _speedups.checkKeyed(lines, True, format.checkKeyedLine),
+            PYTHON["checkKeyedLines"](lines),
+        )
+        self.assertEqual(
+            _speedups.checkKeyed(records, False, format._checkKeyedRecord),
+            PYTHON["checkKeyedRecords"](records),
+        )
 
     def test_escapes(self):
         """

@@ -13,7 +13,8 @@
  * with no ">" or LF, and each "&"-separated item of BODY either empty or
  * holding "=".  HASH must be the first 11 characters of the base64 of
  * SHA-256(BODY), which this computes with the hash function it is given
- * (hashlib's, so OpenSSL's).
+ * (hashlib's, so OpenSSL's).  The value of BODY's first "at" pair, if it
+ * has one, must be a serial number written in its one way (isSerial).
  */
 
 #define PY_SSIZE_T_CLEAN
@@ -191,6 +192,9 @@ hashMatches(const unsigned char *hash, PyObject *bodyObject)
 }
 
 
+static int atIsCanonical(const unsigned char *data, Py_ssize_t start, Py_ssize_t end);
+
+
 /*
  * Check one record: return a new reference to its body if it is an intact
  * add, Py_None (a new reference) if not, or NULL with an exception set.
@@ -219,6 +223,14 @@ checkOne(PyObject *record)
     }
     if (!matches) {
         Py_DECREF(body);
+        Py_RETURN_NONE;
+    }
+    matches = atIsCanonical(data, parts.bodyStart, parts.bodyEnd);
+    if (matches <= 0) {
+        Py_DECREF(body);
+        if (matches < 0) {
+            return NULL;
+        }
         Py_RETURN_NONE;
     }
     return body;
@@ -325,33 +337,40 @@ splitKeyed(const unsigned char *data, Py_ssize_t start, Py_ssize_t end,
 }
 
 
-/* The integer AT, as Python's int() reads those digits. */
+/*
+ * Whether the size bytes at at are a serial number in its one spelling
+ * (gossip.store.format.isSerial): ASCII digits, no leading zero but "0" itself,
+ * less than 2**63.
+ */
+static int
+isSerial(const unsigned char *at, Py_ssize_t size)
+{
+    static const char largest[] = "9223372036854775807";
+    Py_ssize_t i;
+
+    if (size == 0 || size > 19 || (at[0] == '0' && size > 1)) {
+        return 0;
+    }
+    for (i = 0; i < size; i++) {
+        if (!isDigit(at[i])) {
+            return 0;
+        }
+    }
+    return size < 19 || memcmp(at, largest, 19) <= 0;
+}
+
+
+/* The integer AT, a serial number (see isSerial). */
 static PyObject *
 readSerial(const unsigned char *digits, Py_ssize_t size)
 {
-    char buffer[64];
-    char *text;
-    PyObject *value;
+    long long n = 0;
+    Py_ssize_t i;
 
-    if (size <= 18) {
-        long long n = 0;
-        Py_ssize_t i;
-        for (i = 0; i < size; i++) {
-            n = n * 10 + (digits[i] - '0');
-        }
-        return PyLong_FromLongLong(n);
+    for (i = 0; i < size; i++) {
+        n = n * 10 + (digits[i] - '0');
     }
-    text = size < (Py_ssize_t)sizeof(buffer) ? buffer : PyMem_Malloc(size + 1);
-    if (text == NULL) {
-        return PyErr_NoMemory();
-    }
-    memcpy(text, digits, size);
-    text[size] = '\0';
-    value = PyLong_FromString(text, NULL, 10);
-    if (text != buffer) {
-        PyMem_Free(text);
-    }
-    return value;
+    return PyLong_FromLongLong(n);
 }
 
 
@@ -453,7 +472,7 @@ checkKeyed(PyObject *module, PyObject *args)
             continue;
         }
 
-        if (!lengthsMatch(data, size, &parts)) {
+        if (!lengthsMatch(data, size, &parts) || !isSerial(data + atStart, atEnd - atStart)) {
             rejected++;
             continue;
         }
@@ -559,6 +578,53 @@ unescape(const unsigned char *data, Py_ssize_t size)
         return NULL;
     }
     return result;
+}
+
+
+/*
+ * Whether the body from start to end in data has no "at" pair or its
+ * first "at" (its name unescaped, its value as written) is a serial
+ * number: gossip.store.format._atIsCanonical.  Return 1 or 0, or -1 with an
+ * exception set.
+ */
+static int
+atIsCanonical(const unsigned char *data, Py_ssize_t start, Py_ssize_t end)
+{
+    Py_ssize_t byStart, byEnd, atStart, atEnd;
+    const unsigned char *item = data + start;
+    const unsigned char *stop = data + end;
+
+    if (splitKeyed(data, start, end, &byStart, &byEnd, &atStart, &atEnd)) {
+        return isSerial(data + atStart, atEnd - atStart);
+    }
+    while (item < stop) {
+        const unsigned char *amp = memchr(item, '&', stop - item);
+        const unsigned char *equals;
+        Py_ssize_t nameSize;
+        if (amp == NULL) {
+            amp = stop;
+        }
+        equals = memchr(item, '=', amp - item);
+        nameSize = equals == NULL ? 0 : equals - item;
+        if (equals != NULL && nameSize == 2 && memcmp(item, "at", 2) == 0) {
+            return isSerial(equals + 1, amp - equals - 1);
+        }
+        /* "at" is at most 6 bytes escaped, and "+" makes neither letter. */
+        if (equals != NULL && nameSize <= 6 && memchr(item, '%', nameSize) != NULL) {
+            PyObject *name = unescape(item, nameSize);
+            int isAt;
+            if (name == NULL) {
+                return -1;
+            }
+            isAt = PyBytes_GET_SIZE(name) == 2 && memcmp(PyBytes_AS_STRING(name), "at", 2) == 0;
+            Py_DECREF(name);
+            if (isAt) {
+                return isSerial(equals + 1, amp - equals - 1);
+            }
+        }
+        item = amp + 1;
+    }
+    return 1;
 }
 
 

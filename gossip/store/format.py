@@ -30,7 +30,10 @@ __all__ = [
     "encodeAdd",
     "encodeBody",
     "identify",
+    "isSerial",
     "lineHash",
+    "longestEndingWith",
+    "longestStartingWith",
 ]
 
 
@@ -273,6 +276,48 @@ def _splitLong(record):
     return header.group(1), header.group(2), body, record[gt + 1 :]
 
 
+def _longest(digits, others):
+    """
+    The length of a record whose LENGTH is C{digits} and whose other parts
+    than its body are C{others} bytes, or 0 if no body is that long.
+    """
+    significant = digits.lstrip(b"0")
+    if len(significant) > 18:
+        return 0
+    return others + int(significant or b"0")
+
+
+def longestStartingWith(head):
+    """
+    How long a record beginning with C{head} can be and still be an add, as
+    the LENGTH in its header says, or 0 if C{head} does not begin as an add
+    does: so that a reader can tell that a line is damaged before it has
+    read it all.
+
+    @param head: a record's first bytes, its header among them.
+    """
+    match = _HEADER(head)
+    if match is None:
+        return 0
+    digits = match.group(2)
+    return _longest(digits, match.end() + 1 + len(digits))
+
+
+def longestEndingWith(tail):
+    """
+    How long a record ending with C{tail} can be and still be an add, as
+    the LENGTH in its trailer says, or 0 if C{tail} does not end as an add
+    does: L{longestStartingWith} for a reader reading backwards.
+
+    @param tail: a record's last bytes, more than its trailer.
+    """
+    digits = len(tail) - len(tail.rstrip(b"0123456789"))
+    if digits == 0 or digits == len(tail) or tail[-digits - 1] != 0x3E:
+        return 0
+    # The hash, the space, "<", ">" and the length written twice.
+    return _longest(tail[-digits:], 11 + 1 + 1 + 1 + 2 * digits)
+
+
 def checkRecord(record):
     """
     Check that C{record}, one line without its LF, is exactly one intact add.
@@ -292,6 +337,8 @@ def checkRecord(record):
     # The first 9 digest bytes make exactly the first 12 base64 characters.
     if b2a_base64(sha256(body).digest()[:9])[:11] != digest:
         raise CorruptLine("hash mismatch")
+    if not _atIsCanonical(body):
+        raise CorruptLine("at is not a serial number")
     return body
 
 
@@ -316,6 +363,7 @@ def checkRecords(records):
                 length == trailer
                 and len(body) == int(length)
                 and b2a_base64(sha256(body).digest()[:9])[:11] == digest
+                and _atIsCanonical(body)
             ):
                 keep(body)
             else:
@@ -369,6 +417,8 @@ def checkKeyedLine(line):
                 raise CorruptLine("lengths do not match the body")
             if b2a_base64(sha256(body).digest()[:9])[:11] != digest:
                 raise CorruptLine("hash mismatch")
+            if not isSerial(at):
+                raise CorruptLine("at is not a serial number")
             return body, (by, int(at))
     body = checkLine(line)
     return body, identify(body)
@@ -415,6 +465,7 @@ def _checkKeyed(lines, keyed, check):
                 length == trailer
                 and len(body) == int(length)
                 and b2a_base64(sha256(body).digest()[:9])[:11] == digest
+                and isSerial(at)
             ):
                 keep((line, body, (by, int(at))))
             else:
@@ -443,6 +494,61 @@ def decodeLine(line):
 # The original's order, by then at, with nothing escaped in by.
 _BY_AT = _compiledOnUse(rb"by=([^&%+=]*)&at=([0-9]+)(?:&|\Z)", "match", "_BY_AT")
 
+# The largest serial number, 2**63 - 1: 19 digits.
+_MAX_SERIAL = b"%d" % (2**63 - 1,)
+
+
+def isSerial(at):
+    """
+    Whether C{at}, the bytes of an C{at} as written, is a serial number in
+    its one spelling: ASCII decimal digits, no sign, no leading zero (but
+    C{0} itself), less than 2**63.  Anything else would let one add be
+    written two ways, or name an add no node could write.
+    """
+    size = len(at)
+    if size == 0 or size > 19 or (at[0] == 0x30 and size > 1):
+        return False
+    # bytes.isdigit() is true of ASCII digits alone.
+    if not at.isdigit():
+        return False
+    return size < 19 or at <= _MAX_SERIAL
+
+
+def _firstAt(body):
+    """
+    The value of C{body}'s first C{at} pair, as written (not unescaped), or
+    L{None} if it has none.
+    """
+    find = body.find
+    start = 0
+    end = len(body)
+    while start < end:
+        amp = find(b"&", start)
+        if amp == -1:
+            amp = end
+        equals = find(b"=", start, amp)
+        if equals != -1:
+            name = body[start:equals]
+            # "at" is at most 6 bytes escaped, and "+" makes neither letter.
+            if name == b"at" or (len(name) <= 6 and b"%" in name and _unescape(name) == b"at"):
+                return body[equals + 1 : amp]
+        start = amp + 1
+    return None
+
+
+def _atIsCanonical(body):
+    """
+    Whether C{body}'s first C{at}, if it has one, is written as
+    L{isSerial} requires: a body whose C{at} is not is a damaged line.
+    """
+    match = _BY_AT(body)
+    if match is not None:
+        return isSerial(match.group(2))
+    if b"at=" not in body and b"%" not in body:
+        return True
+    at = _firstAt(body)
+    return at is None or isSerial(at)
+
 
 def identify(body):
     """
@@ -451,20 +557,25 @@ def identify(body):
     The original writer puts C{by} and C{at} first, which this reads without
     decoding the rest; elsewhere in the body they are found by decoding it.
 
-    @raise CorruptLine: if the body does not decode.
+    @raise CorruptLine: if the body does not decode, or its C{at} is not a
+        serial number (see L{isSerial}).
     """
     match = _BY_AT(body)
     if match is not None:
-        return match.group(1), int(match.group(2))
-    by = at = None
-    for name, value in decodeBody(body):
-        if name == b"by" and by is None:
-            by = value
-        elif name == b"at" and at is None:
-            at = value
-    if by is None or at is None or not (at.isdigit() and at.isascii()):
+        at = match.group(2)
+        if not isSerial(at):
+            raise CorruptLine("at is not a serial number")
+        return match.group(1), int(at)
+    pairs = decodeBody(body)
+    at = _firstAt(body)
+    if at is None:
         return None
-    return by, int(at)
+    if not isSerial(at):
+        raise CorruptLine("at is not a serial number")
+    for name, value in pairs:
+        if name == b"by":
+            return value, int(at)
+    return None
 
 
 # The Python definitions above are the reference; gossip.store._speedups, when it

@@ -20,7 +20,9 @@ Like L{gossip.store.format}, this module uses only the standard library, so that
 C{gossip say} and C{gossip ask} start fast.
 """
 
+import errno
 import os
+import stat
 from binascii import b2a_base64
 from fcntl import LOCK_EX, LOCK_NB, LOCK_UN, flock
 from hashlib import sha256
@@ -38,6 +40,9 @@ from gossip.store.format import (
     decodeBody,
     encodeAdd,
     identify,
+    isSerial,
+    longestEndingWith,
+    longestStartingWith,
 )
 from gossip.store.intervals import Intervals, addKeys, addSpans, overlapping, spans
 
@@ -51,6 +56,7 @@ __all__ = [
     "LogError",
     "Received",
     "Scan",
+    "Skipped",
     "State",
     "checkLarge",
     "entries",
@@ -75,6 +81,9 @@ _PIECE = 1 << 18
 # damage) and each add held.  A few page reads: far below say's budget.
 _SAMPLES = 6
 _CACHE_MAGIC = b"gossip-cache 3"
+# A line is judged by its header or trailer only once it is longer than
+# this, which is more than any add's header or trailer.
+_HEADROOM = 4096
 
 
 class LogError(Exception):
@@ -95,50 +104,121 @@ def newIdentity():
     return urlsafe_b64encode(os.urandom(15))
 
 
+class Skipped:
+    """
+    A damaged line too long to hold in memory, given by a reader in place of
+    its bytes: it holds none of them, but its C{len()} is the line's length
+    without its LF, as a record's is.
+
+    @ivar size: that length.
+    """
+
+    __slots__ = ("size",)
+
+    def __init__(self, size):
+        self.size = size
+
+    def __len__(self):
+        return self.size
+
+    def __eq__(self, other):
+        if type(other) is not Skipped:
+            return NotImplemented
+        return self.size == other.size
+
+    def __hash__(self):
+        return hash((Skipped, self.size))
+
+    def __repr__(self):
+        return f"Skipped({self.size})"
+
+
+def _judge(pieces, size, limit, longest):
+    """
+    Decide, once a line being read is longer than L{_CHUNK} (and than any
+    add's header or trailer), whether it can still be an add.
+
+    @param pieces: the line's bytes read so far, in the order C{longest}
+        wants them joined.
+    @param size: how many bytes that is.
+    @param limit: the longest the line can be, once known, else L{None}.
+    @param longest: L{longestStartingWith} or L{longestEndingWith}.
+    @return: C{pieces} (joined into one, once judged), or L{None} if the
+        line is damaged and need not be kept; and its C{limit}.
+    """
+    if size <= _CHUNK or size <= _HEADROOM:
+        return pieces, limit
+    if limit is None:
+        pieces = [b"".join(pieces)]
+        limit = longest(pieces[0])
+    if size > limit:
+        return None, limit
+    return pieces, limit
+
+
 def _blocks(f, start, size=None, large=None):
     """
     Read a log forwards from byte C{start} a block at a time.
+
+    A line that grows longer than L{_CHUNK} without an LF is kept only
+    while its header says it may still be an add, so that a gigabyte of
+    damage costs a few megabytes, not a gigabyte.
 
     @param large: if given, a line longer than this many bytes is not read
         into memory whole but given as a L{LargeLine}, without its key, in
         place of a block.
     @return: an iterator of C{(offset, block)}: complete lines from
-        C{offset}, joined by LF, without the last one's LF.
+        C{offset}, joined by LF, without the last one's LF; or, for a
+        damaged line too long to keep, a L{Skipped}.
     """
     if size is None:
         size = _CHUNK
     f.seek(start)
     offset = start
     read = f.read
+    # The line being read, in pieces, or None once it is known damaged.
     pending = []
-    held = 0
+    pendingSize = 0
+    limit = None
     data = read(size)
     while data:
         last = data.rfind(b"\n")
-        if last != -1:
-            pending.append(data[:last])
-            block = b"".join(pending)
-            pending = [data[last + 1 :]]
-            held = len(pending[0])
-            yield offset, block
-            offset += len(block) + 1
-        else:
-            pending.append(data)
-            held += len(data)
-            if large is not None and held > large:
+        if last == -1:
+            pendingSize += len(data)
+            if pending is not None and large is not None and pendingSize > large:
                 # One line, longer than the caller will hold: note where it
                 # is and read on past its end.
                 rest, length = _pastLine(read, size)
                 if rest is None:
                     return
-                length += held
+                length += pendingSize
                 yield offset, LargeLine(offset, length)
                 offset += length
                 pending = []
-                held = 0
-                if rest:
-                    data = rest
-                    continue
+                pendingSize = 0
+                limit = None
+                data = rest or read(size)
+                continue
+            if pending is not None:
+                pending.append(data)
+                pending, limit = _judge(pending, pendingSize, limit, longestStartingWith)
+            data = read(size)
+            continue
+        if pending is None:
+            first = data.find(b"\n")
+            skipped = Skipped(pendingSize + first)
+            yield offset, skipped
+            offset += len(skipped) + 1
+            block = data[first + 1 : last] if first < last else None
+        else:
+            pending.append(data[:last])
+            block = b"".join(pending)
+        if block is not None:
+            yield offset, block
+            offset += len(block) + 1
+        pending = [data[last + 1 :]]
+        pendingSize = len(pending[0])
+        limit = None
         data = read(size)
 
 
@@ -167,12 +247,16 @@ def entries(f, start=0):
 
     @param f: a binary file open for reading.
     @return: an iterator of C{(offset, record, body)} for each complete
-        line, where C{record} is the line without its LF and C{body} is the
-        add's body, or L{None} when the line is not an intact add.  It ends
-        at the last LF: an unterminated last line is still being written
-        (or was torn), and is not returned.
+        line, where C{record} is the line without its LF (a L{Skipped} for
+        a damaged line too long to keep) and C{body} is the add's body, or
+        L{None} when the line is not an intact add.  It ends at the last
+        LF: an unterminated last line is still being written (or was
+        torn), and is not returned.
     """
     for offset, block in _blocks(f, start):
+        if type(block) is Skipped:
+            yield offset, block, None
+            continue
         records = block.split(b"\n")
         for record, body in zip(records, checkRecords(records)):
             yield offset, record, body
@@ -194,6 +278,8 @@ def keyedBlocks(f, start=0, size=1 << 18, large=LARGE):
         waiting long.
     """
     for offset, block in _blocks(f, start, size, large):
+        if type(block) is Skipped:
+            continue
         if isinstance(block, LargeLine):
             try:
                 block.key = checkLarge(f.fileno(), block)
@@ -206,47 +292,91 @@ def keyedBlocks(f, start=0, size=1 << 18, large=LARGE):
         yield checked
 
 
+def _lastLineEnd(f, end):
+    """
+    The offset just past the last LF before byte C{end}, or 0 if none:
+    found a chunk at a time, in time linear in what follows it.
+    """
+    position = end
+    while position > 0:
+        size = min(_CHUNK, position)
+        position -= size
+        f.seek(position)
+        last = f.read(size).rfind(b"\n")
+        if last != -1:
+            return position + last + 1
+    return 0
+
+
 def reverseEntries(f, end=None):
     """
     Read a log backwards from byte C{end} (by default, its end).
+
+    A line longer than L{_CHUNK} is kept only while its trailer says it
+    may still be an add, as L{_blocks} does forwards.
 
     @return: an iterator of C{(offset, record, body)} as L{entries} gives,
         last line first; an unterminated last line is not returned.
     """
     if end is None:
         end = f.seek(0, os.SEEK_END)
-    position = end
-    # Bytes from position up to the first line not yet returned.
-    buffer = b""
-    finished = False
+    # The complete lines are those before the last LF, whose own LF is
+    # not part of any record.
+    lineEnd = _lastLineEnd(f, end) - 1
+    position = lineEnd
+    # The end of the line being read, last piece first, or None once it is
+    # known damaged.
+    pieces = []
+    piecesSize = 0
+    limit = None
     while position > 0:
         size = min(_CHUNK, position)
         position -= size
         f.seek(position)
-        buffer = f.read(size) + buffer
-        if not finished:
-            last = buffer.rfind(b"\n")
-            if last == -1:
-                continue
-            buffer = buffer[: last + 1]
-            finished = True
-        if position == 0:
-            complete, buffer, base = buffer, b"", 0
-        else:
-            # What comes before the first LF belongs to an earlier line.
-            first = buffer.find(b"\n")
-            complete, buffer = buffer[first + 1 :], buffer[: first + 1]
-            base = position + first + 1
-        records = complete.split(b"\n")
-        records.pop()
-        offset = base + len(complete)
-        for record in reversed(records):
-            offset -= len(record) + 1
-            try:
-                body = checkRecord(record)
-            except CorruptLine:
-                body = None
-            yield offset, record, body
+        parts = f.read(size).split(b"\n")
+        if len(parts) == 1:
+            piecesSize += size
+            if pieces is not None:
+                pieces.append(parts[0])
+                reverse = pieces[::-1]
+                judged, limit = _judge(reverse, piecesSize, limit, longestEndingWith)
+                pieces = None if judged is None else judged[::-1]
+            continue
+        # The line being read began just after this chunk's last LF.
+        parts[-1] = _finish(parts[-1], pieces, piecesSize)
+        for record in reversed(parts[1:]):
+            yield _reversed(lineEnd - len(record), record)
+            lineEnd -= len(record) + 1
+        pieces = [parts[0]]
+        piecesSize = len(parts[0])
+        limit = None
+    if lineEnd >= 0:
+        record = _finish(b"", pieces, piecesSize)
+        yield _reversed(0, record)
+
+
+def _finish(start, pieces, size):
+    """
+    The whole of a line read backwards: its C{start} and its C{pieces},
+    last first, or a L{Skipped} if they were found to be damaged.
+    """
+    if pieces is None:
+        return Skipped(len(start) + size)
+    pieces.append(start)
+    return b"".join(reversed(pieces))
+
+
+def _reversed(offset, record):
+    """
+    What L{reverseEntries} gives for C{record} at C{offset}.
+    """
+    if type(record) is Skipped:
+        return offset, record, None
+    try:
+        body = checkRecord(record)
+    except CorruptLine:
+        body = None
+    return offset, record, body
 
 
 class LargeLine:
@@ -849,6 +979,59 @@ def _writeAll(fd, data):
         view = view[written:]
 
 
+# What a path is, when it is not a regular file.
+_KINDS = [
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISCHR, "a device"),
+    (stat.S_ISBLK, "a device"),
+    (stat.S_ISSOCK, "a socket"),
+]
+
+
+def _notALogFile(path, mode):
+    """
+    A L{LogError} saying that C{path}, whose C{st_mode} is C{mode}, is not a
+    regular file, or L{None} if it is one.
+    """
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISDIR(mode):
+        return LogError(f"{os.fsdecode(path)}: {os.strerror(errno.EISDIR)}")
+    kind = next((name for isKind, name in _KINDS if isKind(mode)), "not a file")
+    return LogError(f"{os.fsdecode(path)}: not a regular file ({kind})")
+
+
+def _checkKind(path, missing=False):
+    """
+    Refuse C{path} unless it is a regular file, before it is opened: opening
+    a FIFO waits for a writer, and opening a device may do anything.
+
+    @param missing: whether a missing file is allowed (it will be created).
+    @raise LogError: if it is not a regular file, or cannot be looked at.
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        if missing:
+            return
+        raise _userError(path, FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT))) from None
+    except OSError as e:
+        raise _userError(path, e) from None
+    error = _notALogFile(path, mode)
+    if error is not None:
+        raise error
+
+
+# A file of less than this, holding no LF, may be a log whose identity add
+# its creator was killed while writing.
+_TORN_IDENTITY_SIZE = 512
+# The beginning of an identity add, cut anywhere after its hash: a file
+# of a few letters is more likely someone's than a log cut that short.
+_TORN_IDENTITY = _compiledOnUse(
+    rb"[A-Za-z0-9+/]{11} (?:[0-9]+(?:<(?:I(?:=[^&<>\n]*+(?:>[0-9]*)?)?)?)?)?", "fullmatch"
+)
+
+
 def _userError(path, error):
     """
     A L{LogError} saying why C{path} could not be used.
@@ -884,13 +1067,15 @@ class Log:
 
         @raise LogError: if it is missing, unreadable or not a file.
         """
+        _checkKind(self.path)
         try:
             f = open(self.path, "rb")
         except OSError as e:
             raise _userError(self.path, e) from None
-        if not os.path.stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+        error = _notALogFile(self.path, os.fstat(f.fileno()).st_mode)
+        if error is not None:
             f.close()
-            raise LogError(f"{os.fsdecode(self.path)}: not a regular file")
+            raise error
         return f
 
     def state(self, create=False):
@@ -922,6 +1107,11 @@ class Log:
         def append(fd, state, torn):
             self._ensureIdentity(state)
             at = state.nextAt()
+            if not isSerial(b"%d" % (at,)):
+                raise LogError(
+                    f"{os.fsdecode(self.path)}: this node has no more serial numbers "
+                    "(an at of 2**63 - 1 is in the log)"
+                )
             line = encodeAdd([(b"by", state.identity), (b"at", b"%d" % (at,))] + pairs)
             # With its key given, the line just made is not checked again,
             # which would import and compile the regular expressions.
@@ -1118,6 +1308,7 @@ class Log:
             object knew; if not, C{state} is empty and C{action} reads the
             log itself.
         """
+        _checkKind(self.path, missing=create)
         flags = os.O_RDWR | os.O_APPEND | os.O_CLOEXEC
         if create:
             flags |= os.O_CREAT
@@ -1127,16 +1318,17 @@ class Log:
             raise _userError(self.path, e) from None
         try:
             st = os.fstat(fd)
-            if not os.path.stat.S_ISREG(st.st_mode):
-                raise LogError(f"{os.fsdecode(self.path)}: not a regular file")
+            error = _notALogFile(self.path, st.st_mode)
+            if error is not None:
+                raise error
             flock(fd, LOCK_EX)
             try:
                 st = os.fstat(fd)
                 state = self._refresh(fd, st) if trust else State()
                 torn = st.st_size > state.offset
                 if create and not state.intact and state.identity is None:
-                    if state.damaged:
-                        # Lines, none of them an add: some other file.
+                    if state.damaged or (torn and not self._tornIdentity(fd, st)):
+                        # Bytes, none of them an add: some other file.
                         raise LogError(
                             f"{os.fsdecode(self.path)}: not a gossip log (no intact add in it)"
                         )
@@ -1153,6 +1345,16 @@ class Log:
                 flock(fd, LOCK_UN)
         finally:
             os.close(fd)
+
+    @staticmethod
+    def _tornIdentity(fd, st):
+        """
+        Whether the log, which holds no LF, is the beginning of an identity
+        add: a new log whose creator was killed while writing it.
+        """
+        if st.st_size > _TORN_IDENTITY_SIZE:
+            return False
+        return _TORN_IDENTITY(os.pread(fd, st.st_size, 0)) is not None
 
     def _append(self, fd, state, torn, lines, keys=None, keySpans=None):
         """
@@ -1224,7 +1426,9 @@ class Log:
         offset = state.offset
         with open(fd, "rb", closefd=False) as f:
             state.catchUp(f, st.st_size)
-        if state.offset != offset:
+        if state.offset != offset and state.intact:
+            # A file with no add in it is not worth a cache, and may well
+            # not be a log: say refuses it, and should leave nothing behind.
             self._save(fd, st, state)
         return state
 
