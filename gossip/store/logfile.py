@@ -918,6 +918,11 @@ class Log:
         """
         Call C{action(fd, state, torn)} with the log locked, C{state} up to
         date and C{torn} true when the file ends in an unfinished line.
+
+        @param create: create the log, and its identity, if it has none;
+            and end an unfinished last line that is an add but for its LF
+            (see L{_endTornAdd}), so that C{torn} is true only of a damaged
+            one.
         """
         flags = os.O_RDWR | os.O_APPEND | os.O_CLOEXEC
         if create:
