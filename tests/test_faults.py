@@ -199,14 +199,13 @@ class Reading:
         return sorted(key for key, count in Counter(self.keys).items() if count > 1)
 
 
-def tornHint(tail):
+def wholeButLineFeed(tail):
     """
-    What to add to a failure's message about a killed writer's unfinished
-    last line C{tail}.
+    Whether a killed writer's unfinished last line C{tail} is a whole add
+    but for its LF, which the next append ends and keeps (see
+    L{TornBeforeLineFeedTests}).
     """
-    if intactBody(tail) is None:
-        return ""
-    return "; the torn line was a whole add but its LF (see TornBeforeLineFeedTests)"
+    return intactBody(tail) is not None
 
 
 def children(pid):
@@ -410,13 +409,20 @@ class SayTrialsMixin(TrialsMixin):
         status, out, err = run("say", *self.options, path, "m=after")
         self.assertEqual(status, 0, err)
         after = Reading(path)
-        self.assertEqual(after.adds[: len(reading.adds)], reading.adds)
+        # A killed say's add that lacks only its LF is ended and kept, and
+        # the next say takes the at after it (or, if it is the identity
+        # add, the log's identity).
+        whole = wholeButLineFeed(reading.tail)
+        kept = [] if not whole or reading.identity is None else [reading.tail + b"\n"]
+        before = [line for by, at, line in reading.adds] + kept
+        self.assertEqual(after.identities, 1)
+        self.assertEqual(after.duplicates(), [])
+        self.assertEqual([line for by, at, line in after.adds[: len(before)]], before)
         self.assertEqual(
-            [(at, decodeLine(line)[2:]) for by, at, line in after.adds[len(reading.adds) :]],
-            [(len(reading.adds), [(b"m", b"after")])],
-            tornHint(reading.tail),
+            [(at, decodeLine(line)[2:]) for by, at, line in after.adds[len(before) :]],
+            [(len(before), [(b"m", b"after")])],
         )
-        self.assertEqual(after.damaged, reading.damaged + bool(reading.tail))
+        self.assertEqual(after.damaged, reading.damaged + (bool(reading.tail) and not whole))
 
         counts[mode] += 1
         counts["says"] += count
@@ -683,11 +689,13 @@ class SyncTrialsMixin(TrialsMixin):
         self.assertEqual(status, 0, err)
         for path in (a, b):
             reading = Reading(path)
-            self.assertEqual(reading.duplicates(), [], "written twice" + tornHint(killedSide.tail))
+            self.assertEqual(reading.duplicates(), [], "written twice")
             self.assertEqual(sorted(reading.keys), sorted(expected))
             for by, at, line in reading.adds:
                 self.assertEqual(line, expected[by, at])
-            self.assertEqual(reading.damaged, bool(killedSide.tail) and path == target)
+            # A torn line is damaged, unless it was a whole add but its LF.
+            torn = bool(killedSide.tail) and not wholeButLineFeed(killedSide.tail)
+            self.assertEqual(reading.damaged, torn and path == target)
 
 
 class SyncCommandTrials(SyncTrialsMixin, TestCase):
@@ -711,14 +719,9 @@ class TornBeforeLineFeedTests(TrialsMixin, TestCase):
     """
     A write cut short just before its LF (the kernel stops a killed
     process's write at a page or folio boundary, which can be the LF's
-    offset) leaves a whole add without its LF: the next append's LF then
-    makes it intact, though the appender did not count it.
+    offset) leaves a whole add without its LF: the next append ends it with
+    an LF, which makes it intact, and counts it as an add the log holds.
     """
-
-    skip = (
-        "a defect: the next say reuses the torn add's at, and a sync writes "
-        "the torn add again, so one (by, at) is there twice"
-    )
 
     def tornLog(self, directory):
         """

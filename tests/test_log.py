@@ -101,6 +101,17 @@ def completeLines(data):
     return result
 
 
+def endLastLine(data):
+    """
+    C{data} as a log's next append leaves what was there: a torn last
+    line is ended, so that the add appended stands alone (and if that
+    makes the torn line an intact add, it is one like any other).
+    """
+    if data and not data.endswith(b"\n"):
+        return data + b"\n"
+    return data
+
+
 def checkBody(line):
     """
     The body of an intact line.
@@ -216,16 +227,13 @@ class StateAssertions:
 
         @return: the line said.
         """
-        before = readFile(log.path)
+        before = endLastLine(readFile(log.path))
         identity, have, _ = expectedState(before)
         line = log.say(list(pairs))
         expected = encodeAdd(
             [(b"by", identity), (b"at", b"%d" % (expectedNextAt(identity, have),))] + list(pairs)
         )
         self.assertEqual(line, expected)
-        # A torn last line is ended so that the add stands alone.
-        if before and not before.endswith(b"\n"):
-            before += b"\n"
         self.assertEqual(readFile(log.path), before + line)
         return line
 
@@ -481,6 +489,7 @@ damages = st.lists(
         # Part of one line copied into another: an interleaved write.
         st.tuples(st.just("copy"), positions, st.integers(1, 400), positions),
         st.tuples(st.just("truncate"), positions),
+        st.tuples(st.just("cut"), positions),
     ),
     min_size=1,
     max_size=10,
@@ -537,6 +546,11 @@ def damage(data, operations):
             piece = data[where : where + operation[2]]
             target = operation[3] % (len(data) + 1)
             data[target:target] = piece
+        elif kind == "cut":
+            # A write stopped just before its LF.
+            end = data.find(b"\n", where)
+            if end != -1:
+                del data[end:]
         else:
             del data[where:]
     return bytes(data)
@@ -594,10 +608,13 @@ class DamageTests(StateAssertions, TestCase):
             log = Log(self.mktemp())
             with open(log.path, "wb") as f:
                 f.write(damaged)
-            identity, have, damagedLines = expectedState(damaged)
+            _, _, damagedLines = expectedState(damaged)
             self.assertEqual(log.state().damaged, damagedLines)
             self.assertState(log)
-            intact = any(body is not None for _, _, body in found)
+            # Saying ends a torn last line first, which may make it an add.
+            ended = endLastLine(damaged)
+            identity, _, _ = expectedState(ended)
+            intact = any(body is not None for _, _, body in entries(io.BytesIO(ended)))
             if identity is not None:
                 self.assertSaysNext(log)
             elif intact or damagedLines or (damaged and not mayBeTornIdentity(damaged)):
@@ -608,11 +625,9 @@ class DamageTests(StateAssertions, TestCase):
             else:
                 line = log.say([(b"m", b"x")])
                 after = readFile(log.path)
-                if damaged and not damaged.endswith(b"\n"):
-                    damaged += b"\n"
-                self.assertTrue(after.startswith(damaged))
+                self.assertTrue(after.startswith(ended))
                 self.assertTrue(after.endswith(line))
-                [(name, made)] = decodeLine(after[len(damaged) : -len(line)])
+                [(name, made)] = decodeLine(after[len(ended) : -len(line)])
                 self.assertEqual(name, b"I")
                 self.assertEqual(decodeLine(line)[:2], [(b"by", made), (b"at", b"0")])
 
@@ -1351,6 +1366,24 @@ class ReceiveTests(StateAssertions, TestCase):
         self.assertEqual(outcome(self.log.receive([peerLine(0)])), ([peerLine(0)], 0))
         self.assertEqual(readFile(self.log.path), before + b"\n" + peerLine(0))
 
+    def test_tornBeforeLineFeed(self):
+        """
+        An add from a peer that the log already holds but for its LF (its
+        writer was killed just before it) is not appended again: the LF is
+        written and the rest of the batch follows it.
+        """
+        with open(self.log.path, "ab") as f:
+            f.write(peerLine(0)[:-1])
+        before = readFile(self.log.path)
+        result = self.log.receive([peerLine(0), peerLine(1)])
+        self.assertEqual(outcome(result), ([peerLine(1)], 0))
+        self.assertEqual(result.held, [(b"peer", 0), (b"peer", 1)])
+        self.assertEqual(readFile(self.log.path), before + b"\n" + peerLine(1))
+        self.assertEqual(result.start, len(before) + 1)
+        self.assertState(self.log)
+        os.unlink(self.log.cachePath)
+        self.assertState(Log(self.log.path))
+
     def test_notALog(self):
         path = self.mktemp()
         with open(path, "wb") as f:
@@ -1525,6 +1558,28 @@ class IncomingTests(StateAssertions, TestCase):
         self.receive(line)
         self.assertEqual(readFile(self.log.path), before + b"\n" + line)
         self.assertState(self.log)
+
+    def test_tornBeforeLineFeed(self):
+        """
+        A large add the log holds but for its LF (its copier was killed
+        just before it) is not copied in again from a spool file; one it
+        lacks is appended after the LF.
+        """
+        line = peerLine(0, value=b"w" * (3 << 20))
+        with open(self.log.path, "ab") as f:
+            f.write(line[:-1])
+        before = readFile(self.log.path)
+        result = self.receive(line)
+        self.assertEqual((result.lines, result.held), ([], [(b"peer", 0)]))
+        self.assertEqual(readFile(self.log.path), before + b"\n")
+        self.assertState(self.log)
+        other = peerLine(1, value=b"v" * 100000)
+        result = self.receive(other)
+        self.assertEqual(result.keys, [(b"peer", 1)])
+        self.assertEqual(readFile(self.log.path), before + b"\n" + other)
+        self.assertEqual(self.spools(), [])
+        os.unlink(self.log.cachePath)
+        self.assertState(Log(self.log.path))
 
     def test_discarded(self):
         """
@@ -1832,6 +1887,51 @@ class SayTests(StateAssertions, TestCase):
         self.assertTrue(data.startswith(torn + b"\n"))
         [(name, identity)] = decodeLine(data[len(torn) + 1 : -len(line)])
         self.assertEqual(decodeLine(line)[:2], [(b"by", identity), (b"at", b"0")])
+
+    def test_tornBeforeLineFeed(self):
+        """
+        A log whose last add lacks only its LF (its writer was killed just
+        before writing it) has that add ended and counted: the next add
+        takes the C{at} after it, and the state a new scan of the log finds
+        is the same.
+        """
+        log, data = makeLog(self, 5, seed=11)
+        with open(log.path, "wb") as f:
+            f.write(data[:-1])
+        # Reading writes nothing, and holds no more than the complete lines.
+        self.assertState(log)
+        self.assertEqual(readFile(log.path), data[:-1])
+        line = self.assertSaysNext(log)
+        self.assertEqual(readFile(log.path), data + line)
+        self.assertEqual(decodeLine(line)[1], (b"at", b"5"))
+        self.assertHealthy(log)
+        os.unlink(log.cachePath)
+        self.assertHealthy(Log(log.path))
+
+    def test_tornIdentityBeforeLineFeed(self):
+        """
+        A new log whose identity add lacks only its LF keeps that identity.
+        """
+        log = Log(self.mktemp())
+        identityLine = encodeAdd([(b"I", newIdentity())])
+        with open(log.path, "wb") as f:
+            f.write(identityLine[:-1])
+        line = log.say([(b"m", b"x")])
+        self.assertEqual(readFile(log.path), identityLine + line)
+        [(_, identity)] = decodeLine(identityLine)
+        self.assertEqual(decodeLine(line)[:2], [(b"by", identity), (b"at", b"0")])
+        self.assertHealthy(log)
+
+    def test_tornAddWithoutIdentity(self):
+        """
+        A file that holds only an add without its LF, and no identity add,
+        is not a log to say into, and is left as it is.
+        """
+        path = self.mktemp()
+        with open(path, "wb") as f:
+            f.write(peerLine(0)[:-1])
+        self.assertOneLineError(self.assertRaises(LogError, Log(path).say, [(b"m", b"x")]), path)
+        self.assertEqual(readFile(path), peerLine(0)[:-1])
 
     def test_directory(self):
         path = self.mktemp()

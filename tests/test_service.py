@@ -159,6 +159,39 @@ class ServiceTests(SynchronousTestCase):
         with open(self.path, "rb") as f:
             self.assertEqual(f.read().count(lines[0]), 1)
 
+    def test_receiveTornBeforeLineFeed(self):
+        """
+        After a writer was killed just before the LF of an add, a batch
+        holding that add appends only the others; the service learns all
+        of them, and sends the add as the log now holds it.
+        """
+        lines = [encodeAdd([(b"by", b"p"), (b"at", b"%d" % i), (b"m", b"x")]) for i in range(3)]
+        with open(self.path, "ab") as f:
+            f.write(lines[0][:-1])
+        result = self.service.receive(lines)
+        self.assertEqual(result.lines, lines[1:])
+        self.assertEqual(self.listener.told, [(b"p", 0), (b"p", 1), (b"p", 2)])
+        self.assertEqual(self.service.have[b"p"], Intervals([(0, 3)]))
+        found = [item for block in self.service.linesFor({b"p": Intervals([(0, 1)])}) for item in block]
+        self.assertEqual(found, [(lines[0], (b"p", 0))])
+        with open(self.path, "rb") as f:
+            self.assertEqual(f.read().count(lines[0]), 1)
+
+    def test_startTornBeforeLineFeed(self):
+        """
+        A service started on a log whose last add lacks only its LF ends
+        it, and holds that add.
+        """
+        line = encodeAdd([(b"by", b"p"), (b"at", b"0")])
+        with open(self.path, "ab") as f:
+            f.write(line[:-1])
+        service = LogService(Log(self.path), Clock(), useInotify=False)
+        service.startService()
+        self.addCleanup(service.stopService)
+        self.assertEqual(service.have[b"p"], Intervals([(0, 1)]))
+        with open(self.path, "rb") as f:
+            self.assertTrue(f.read().endswith(line))
+
     def test_receiveFromSession(self):
         """
         The session that delivered adds is not told of them; others are.

@@ -544,6 +544,29 @@ def checkLarge(fd, line):
     return check.finish()
 
 
+def _tornAdd(fd, start, end):
+    """
+    What the unfinished line from C{start} to C{end} of the log open as
+    C{fd} is once an LF ends it.
+
+    @return: if it is then an intact add, its body and L{None}; or, for a
+        line longer than L{LARGE}, checked a piece at a time as a large add
+        from a peer is, L{None} and its C{(by, at)}.  L{None} if it is not
+        an intact add.
+    """
+    size = end - start + 1
+    try:
+        if size <= LARGE:
+            return checkLine(os.pread(fd, size - 1, start) + b"\n"), None
+        check = LineCheck(size)
+        for offset in range(start, end, _PIECE):
+            check.update(os.pread(fd, min(_PIECE, end - offset), offset))
+        check.update(b"\n")
+        return None, check.finish()
+    except CorruptLine:
+        return None
+
+
 class Incoming:
     """
     A large add arriving from a peer, spooled to a file beside its log
@@ -1304,6 +1327,10 @@ class Log:
         Call C{action(fd, state, torn)} with the log locked, C{state} up to
         date and C{torn} true when the file ends in an unfinished line.
 
+        @param create: create the log, and its identity, if it has none;
+            and end an unfinished last line that is an add but for its LF
+            (see L{_endTornAdd}), so that C{torn} is true only of a damaged
+            one.
         @param trust: whether to take C{state} from the cache and what this
             object knew; if not, C{state} is empty and C{action} reads the
             log itself.
@@ -1326,6 +1353,8 @@ class Log:
                 st = os.fstat(fd)
                 state = self._refresh(fd, st) if trust else State()
                 torn = st.st_size > state.offset
+                if torn and create:
+                    torn = not self._endTornAdd(fd, st.st_size, state)
                 if create and not state.intact and state.identity is None:
                     if state.damaged or (torn and not self._tornIdentity(fd, st)):
                         # Bytes, none of them an add: some other file.
@@ -1355,6 +1384,48 @@ class Log:
         if st.st_size > _TORN_IDENTITY_SIZE:
             return False
         return _TORN_IDENTITY(os.pread(fd, st.st_size, 0)) is not None
+
+    def _endTornAdd(self, fd, size, state):
+        """
+        End the log's unfinished last line with an LF, and count it in
+        C{state}, if that makes it an intact add.
+
+        A writer killed just as it came to its add's LF leaves every other
+        byte of the add.  Whatever LF is written next makes that line
+        intact for every reader, so it is counted now, before anything is
+        chosen or appended: else this node's next C{at}, or an add from a
+        peer, would be written a second time.
+
+        @param size: the log's size, past C{state.offset}.
+        @return: whether the line was ended; if not, it is not an add, and
+            the next append ends it as one damaged line.
+        @raise LogError: if it is an add but not an identity add, and the
+            log has no identity: the log is left as it is.
+        """
+        found = _tornAdd(fd, state.offset, size)
+        if found is None:
+            return False
+        body, key = found
+        if state.identity is None:
+            probe = State()
+            if body is not None:
+                probe.absorb(body)
+            if probe.identity is None:
+                # An add before any identity add: not a log to write to,
+                # so it is left as it is.
+                self._ensureIdentity(state)
+        _writeAll(fd, b"\n")
+        if key is not None:
+            # A large add, never held whole: known by its key alone, as
+            # one copied in from a peer is.
+            state.intact = True
+            addKeys(state.have, [key])
+        else:
+            state.absorb(body)
+        st = os.fstat(fd)
+        state.offset = st.st_size
+        self._save(fd, st, state)
+        return True
 
     def _append(self, fd, state, torn, lines, keys=None, keySpans=None):
         """
