@@ -208,6 +208,13 @@ class Ping(amp.Command):
     fatalErrors = _FATAL
 
 
+# Every command a peer may send, by the name it goes by on the wire.
+_COMMANDS = {
+    command.commandName: command
+    for command in (Hello, Have, Announce, Request, Adds, AddBegin, AddPart, AddEnd, Synced, Ping)
+}
+
+
 def encodeRanges(have, limit=VALUE_LIMIT):
     """
     Encode per-origin L{Intervals} as values of at most C{limit} bytes.
@@ -359,6 +366,7 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
         self._handshaken = Deferred()
         self._finished = Deferred()
         self._pinger = None
+        self._reading = True
         self.received = 0
         self.receivedBytes = 0
         self.sent = 0
@@ -419,36 +427,89 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
 
     def dispatchCommand(self, box):
         # An error answered to the peer ends the session (the commands list
-        # these errors as fatal); note why, for the log.
+        # these errors as fatal): read nothing more, and note why, for the
+        # log.
         def noted(failure):
             error = failure.value
-            if isinstance(error, amp.RemoteAmpError) and error.fatal and self.failure is None:
-                self.failure = (
-                    "peer broke the protocol: " + error.description
-                    if error.errorCode == _ERRORS[ProtocolError]
-                    else "refused: " + error.description
-                )
+            if isinstance(error, amp.RemoteAmpError) and error.fatal:
+                self._stopReading()
+                if self.failure is None:
+                    self.failure = (
+                        "peer broke the protocol: " + error.description
+                        if error.errorCode == _ERRORS[ProtocolError]
+                        else "refused: " + error.description
+                    )
             return failure
 
-        command = box[amp.COMMAND]
-        if self.locateResponder(command) is None:
-            shown = command[:40].decode("ascii", "replace")
-            self._fail(ProtocolError(f"peer broke the protocol: no command {shown!r}"))
         return amp.AMP.dispatchCommand(self, box).addErrback(noted)
 
     def ampBoxReceived(self, box):
-        # AMP assumes answers are to questions it asked.
-        tag = box.get(amp.ANSWER, box.get(amp.ERROR))
-        if tag is not None and tag not in self._outstandingRequests:
-            self._fail(ProtocolError("peer broke the protocol: an answer to no question"))
+        # AMP trusts its peer: that a box is a command it has, with the
+        # arguments it takes, or an answer to a question it asked.  gossip
+        # checks first, and ends the session on anything else.
+        why = self._misplaced(box)
+        if why is not None:
+            self._fail(ProtocolError(f"peer broke the protocol: {why}"))
             return
         amp.AMP.ampBoxReceived(self, box)
+
+    def _misplaced(self, box):
+        """
+        Why the peer may not send C{box} now, or L{None} if it may.
+        """
+        if amp.COMMAND in box:
+            return self._misplacedCommand(box)
+        if amp.ANSWER in box:
+            tag = box[amp.ANSWER]
+        elif amp.ERROR in box:
+            tag = box[amp.ERROR]
+            if amp.ERROR_CODE not in box or amp.ERROR_DESCRIPTION not in box:
+                return "a malformed error"
+        else:
+            return "an empty message" if not box else "a message that is no command or answer"
+        if tag not in self._outstandingRequests:
+            return "an answer to no question"
+        # The peer says hello before it answers ours; it may refuse ours
+        # without one.
+        if self.peerNode is None and amp.ANSWER in box:
+            return "an answer before its hello"
+        return None
+
+    def _misplacedCommand(self, box):
+        """
+        Why the peer may not send the command in C{box} now, or L{None}.
+        """
+        name = box[amp.COMMAND]
+        command = _COMMANDS.get(name)
+        shown = repr(name[:40].decode("ascii", "replace"))
+        if command is None:
+            return f"no command {shown}"
+        if amp.ASK not in box:
+            return f"{shown} asks for no answer"
+        if self.peerNode is None and command is not Hello:
+            return f"{shown} before its hello"
+        try:
+            command.parseArguments(box, self)
+        except (KeyError, ValueError, TypeError):
+            return f"a malformed {shown}"
+        return None
+
+    def _stopReading(self):
+        """
+        Deliver nothing more the peer sends, not even what arrived with
+        what ended the session.
+        """
+        self._reading = False
+        # IntNStringReceiver stops taking strings from its buffer.
+        self.paused = True
 
     def callLater(self, period, function):
         # TimeoutMixin's clock: this session's reactor, not the global one.
         return self._reactor.callLater(period, function)
 
     def dataReceived(self, data):
+        if not self._reading:
+            return
         self.resetTimeout()
         amp.AMP.dataReceived(self, data)
 
@@ -470,16 +531,22 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
             self.service.sessionEnded(self)
         if self.failure is None and not self.succeeded:
             self.failure = f"connection lost before sync: {_describe(reason)}"
+        # One line for the session's end, and a failed one says why.
         if self.failure is not None:
             self.log.error(
-                "sync with {peer} failed: {why}", peer=self.peer, why=self.failure
+                "sync with {peer} failed: {why} ({received} adds received, {sent} sent)",
+                peer=self.peer,
+                why=self.failure,
+                received=self.received,
+                sent=self.sent,
             )
-        self.log.info(
-            "disconnected from {peer}: {received} adds received, {sent} sent",
-            peer=self.peer,
-            received=self.received,
-            sent=self.sent,
-        )
+        else:
+            self.log.info(
+                "disconnected from {peer}: {received} adds received, {sent} sent",
+                peer=self.peer,
+                received=self.received,
+                sent=self.sent,
+            )
         if not self._handshaken.called:
             self._handshaken.errback(Exception(self.failure))
             # Whoever waited for the handshake has seen the failure.
@@ -518,6 +585,7 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
                 why = _describe(failure)
         if self.failure is None and not (lost and self.succeeded):
             self.failure = why
+        self._stopReading()
         if self.transport is not None:
             self.transport.loseConnection()
 
