@@ -51,7 +51,7 @@ class Options(usage.Options):
         ["accept-new-host-keys", None, "record the keys of peers' hosts not yet known"],
     ]
     optParameters = [
-        ["timeout", None, 60.0, "give up on a peer silent this many seconds", float],
+        ["timeout", None, 60.0, "give up on a peer that completes no message in this many seconds, or moves under 1 KB/s for as long mid-message", float],
         ["keepalive", None, 20.0, "ping peers after this many idle seconds", float],
         ["rescan", None, 30.0, "rescan each log this often, in seconds", float],
         [

@@ -297,3 +297,63 @@ class ServeProcessTests(SynchronousTestCase):
 
     def test_emptyBox(self):
         self.assertRepelled(hello() + b"\x00\x00", "an empty message")
+
+
+class TrickleTests(HostileMixin, SynchronousTestCase):
+    """
+    A peer that trickles its messages in is dropped as a silent one is.
+    """
+
+    def trickle(self, attacked, data, interval, limit):
+        """
+        Send C{data} a byte every C{interval} seconds of the fake clock
+        until the session ends, for at most C{limit} seconds.
+
+        @return: how many seconds the session lasted.
+        """
+        elapsed = 0.0
+        for byte in data:
+            if attacked.ended or elapsed >= limit:
+                break
+            attacked.send(bytes([byte]))
+            attacked.clock.advance(interval)
+            elapsed += interval
+            attacked.settle()
+        return elapsed
+
+    def test_byteASecond(self):
+        """
+        One byte a second: no message completes within C{--timeout}.
+        """
+        attacked = Attacked(self, timeout=5)
+        attacked.send(hello())
+        lasted = self.trickle(attacked, command(b"Ping", ask=b"2") * 10, 1.0, 60)
+        self.assertLessEqual(lasted, 6)
+        self.assertRepelled(attacked, "no message in 5 seconds")
+
+    def test_slowMessages(self):
+        """
+        Small messages that each complete within C{--timeout}, but
+        trickled in at ten bytes a second, move less than the minimum rate.
+        """
+        attacked = Attacked(self, timeout=5)
+        attacked.send(hello())
+        lasted = self.trickle(attacked, command(b"Ping", ask=b"2") * 100, 0.1, 120)
+        self.assertLessEqual(lasted, 6)
+        self.assertRepelled(attacked, "less than 1024 a second")
+
+    def test_slowEnough(self):
+        """
+        A peer that moves more than the minimum rate mid-message keeps its
+        session.
+        """
+        attacked = Attacked(self, timeout=5)
+        attacked.send(hello())
+        pings = b"".join(command(b"Ping", ask=b"%d" % (i,)) for i in range(2, 2000))
+        # 2,000 bytes a second, in pieces that cut messages.
+        for start in range(0, len(pings), 200):
+            attacked.send(pings[start : start + 200])
+            attacked.clock.advance(0.1)
+            attacked.settle()
+        self.assertEqual(attacked.ended, [])
+        self.assertEqual(attacked.lines(), [])

@@ -249,7 +249,8 @@ def _syncOptions(parser):
         type=float,
         default=60.0,
         metavar="SECONDS",
-        help="give up on a peer silent this long (default 60)",
+        help="give up on a peer that completes no message in this long, or moves "
+        "under 1 KB/s for this long mid-message (default 60)",
     )
     parser.add_argument(
         "--rescan", type=float, default=30.0, metavar="SECONDS", help=argparse.SUPPRESS

@@ -72,6 +72,8 @@ _SCAN_SLICE = 20000
 _MAX_FIELDS = 16
 # Nor may its summary, in all its parts, be longer than this.
 _MAX_SUMMARY = 64 * 1024 * 1024
+# Bytes a second a peer must move while a message of its is incomplete.
+MIN_RATE = 1024
 
 
 class Refused(Exception):
@@ -367,6 +369,13 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
         self._finished = Deferred()
         self._pinger = None
         self._reading = True
+        # How long the peer has been mid-message since its rate was last
+        # checked (not counting the stretch begun at _midSince, if it is
+        # mid-message now), and the bytes it moved meanwhile.
+        self._midTime = 0.0
+        self._midSince = None
+        self._midBytes = 0
+        self._rateCall = None
         self.received = 0
         self.receivedBytes = 0
         self.sent = 0
@@ -444,6 +453,9 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
         return amp.AMP.dispatchCommand(self, box).addErrback(noted)
 
     def ampBoxReceived(self, box):
+        # A whole message: the peer is not silent.  Bytes that complete
+        # none do not count (see _watchRate).
+        self.resetTimeout()
         # AMP trusts its peer: that a box is a command it has, with the
         # arguments it takes, or an answer to a question it asked.  gossip
         # checks first, and ends the session on anything else.
@@ -510,11 +522,60 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
     def dataReceived(self, data):
         if not self._reading:
             return
-        self.resetTimeout()
+        continued = self._midSince is not None
         amp.AMP.dataReceived(self, data)
+        if continued or self._midMessage():
+            self._midBytes += len(data)
+        self._watchRate()
 
     def timeoutConnection(self):
-        self._fail(ProtocolError(f"no answer for {self.timeOut:g} seconds"))
+        self._fail(ProtocolError(f"no message in {self.timeOut:g} seconds"))
+
+    def _midMessage(self):
+        """
+        Whether the peer has begun a message it has not finished.
+        """
+        return bool(self._unprocessed) or self._currentBox is not None
+
+    def _watchRate(self):
+        """
+        Time the peer while it is mid-message: a peer that trickles its
+        messages in holds a session as surely as a silent one, and silence
+        alone does not catch it.
+        """
+        if not self._reading or not self.timeOut:
+            return
+        now = self._reactor.seconds()
+        if not self._midMessage():
+            if self._midSince is not None:
+                self._midTime += now - self._midSince
+                self._midSince = None
+                self._rateCall.cancel()
+                self._rateCall = None
+        elif self._midSince is None:
+            self._midSince = now
+            self._rateCall = self.callLater(self.timeOut - self._midTime, self._checkRate)
+
+    def _checkRate(self):
+        """
+        The peer has been mid-message for C{timeOut} seconds in all since
+        the last check: drop it if it moved less than L{MIN_RATE} bytes a
+        second meanwhile.
+        """
+        moved = self._midBytes
+        if moved < MIN_RATE * self.timeOut:
+            self._rateCall = None
+            self._fail(
+                ProtocolError(
+                    f"{moved} bytes in {self.timeOut:g} seconds mid-message, "
+                    f"less than {MIN_RATE} a second"
+                )
+            )
+            return
+        self._midTime = 0.0
+        self._midBytes = 0
+        self._midSince = self._reactor.seconds()
+        self._rateCall = self.callLater(self.timeOut, self._checkRate)
 
     def connectionLost(self, reason):
         # What AMP's does but for its log line: "disconnected from" below
@@ -522,6 +583,9 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
         amp.BinaryBoxProtocol.connectionLost(self, reason)
         self.transport = None
         self.setTimeout(None)
+        if self._rateCall is not None:
+            self._rateCall.cancel()
+            self._rateCall = None
         if self._pinger is not None and self._pinger.running:
             self._pinger.stop()
         if self._announceCall is not None and self._announceCall.active():
