@@ -11,6 +11,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import time
 
 from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
@@ -357,3 +358,120 @@ class TrickleTests(HostileMixin, SynchronousTestCase):
             attacked.settle()
         self.assertEqual(attacked.ended, [])
         self.assertEqual(attacked.lines(), [])
+
+
+def summary(origin, count, descending=False, limit=60000):
+    """
+    Values of C{Have} naming C{count} ranges of one origin, every other
+    serial, each value within C{limit} bytes: in ascending order, or with
+    both the values and the ranges in each in descending order.
+    """
+    prefix = origin.hex().encode() + b" "
+    values = []
+    taken = []
+    size = len(prefix) + 1
+    for i in range(count):
+        text = b"%d-%d" % (2 * i, 2 * i + 1)
+        if size + len(text) + 1 > limit:
+            values.append(taken)
+            taken, size = [], len(prefix) + 1
+        taken.append(text)
+        size += len(text) + 1
+    values.append(taken)
+    if descending:
+        values = [list(reversed(taken)) for taken in reversed(values)]
+    return [prefix + b",".join(taken) + b"\n" for taken in values]
+
+
+def haves(values, first=2):
+    return b"".join(
+        command(
+            b"Have",
+            ask=b"%d" % (first + i,),
+            ranges=value,
+            last=b"True" if i == len(values) - 1 else b"False",
+        )
+        for i, value in enumerate(values)
+    )
+
+
+class SummaryTests(HostileMixin, SynchronousTestCase):
+    """
+    A peer's summary costs time linear in its size, whatever its order, and
+    one too large is refused.
+    """
+
+    def feed(self, attacked, data, read=65536):
+        """
+        Deliver C{data} in reads of C{read} bytes, as a socket would, then
+        run what the session left for later turns of the reactor one call
+        at a time.
+
+        @return: the most processor time any one read or call took.
+        """
+        worst = 0.0
+        for start in range(0, len(data), read):
+            before = time.process_time()
+            attacked.send(data[start : start + read])
+            worst = max(worst, time.process_time() - before)
+        while True:
+            due = [call for call in attacked.clock.getDelayedCalls() if call.getTime() <= attacked.clock.seconds()]
+            if not due:
+                return worst
+            call = due[0]
+            attacked.clock.calls.remove(call)
+            before = time.process_time()
+            call.called = 1
+            call.func(*call.args, **call.kw)
+            worst = max(worst, time.process_time() - before)
+
+    def test_tooLarge(self):
+        """
+        A summary larger than 8 MB is refused.
+        """
+        attacked = Attacked(self)
+        attacked.send(hello())
+        values = summary(b"p", 700000)
+        self.assertGreater(sum(map(len, values)), 8 * 1024 * 1024)
+        self.feed(attacked, haves(values))
+        self.assertRepelled(attacked, "a summary longer than 8388608 bytes")
+
+    def test_limitConfigured(self):
+        attacked = Attacked(self)
+        attacked.protocol.maxSummary = 1024 * 1024
+        attacked.send(hello())
+        self.feed(attacked, haves(summary(b"p", 100000)))
+        self.assertRepelled(attacked, "a summary longer than 1048576 bytes")
+
+    def test_tooManyOrigins(self):
+        attacked = Attacked(self)
+        attacked.send(hello())
+        lines = [b"%08x 0-1\n" % (i,) for i in range(10001)]
+        self.feed(attacked, haves([b"".join(lines[i : i + 4000]) for i in range(0, len(lines), 4000)]))
+        self.assertRepelled(attacked, "more than 10000 origins")
+
+    def assertCheap(self, descending):
+        """
+        A 4 MB summary, many ranges the log lacks, costs no read more than
+        a fraction of a second, and the session goes on to ask for them.
+        """
+        attacked = Attacked(self)
+        attacked.send(hello())
+        values = summary(b"p", 300000, descending)
+        self.assertGreater(sum(map(len, values)), 4000000)
+        attacked.transport.clear()
+        worst = self.feed(attacked, haves(values))
+        self.assertEqual(attacked.ended, [])
+        self.assertIsNone(attacked.protocol.failure)
+        self.assertEqual(attacked.protocol.expected, 300000)
+        self.assertIn(b"Request", attacked.transport.value())
+        # A tenth of a second is the aim (docs/protocol.md); allow for a
+        # loaded machine.
+        self.assertLess(worst, 0.5)
+        self.assertEqual(attacked.log(), attacked.before)
+
+    def test_ascending(self):
+        self.assertCheap(descending=False)
+
+    def test_descending(self):
+        self.assertCheap(descending=True)

@@ -135,7 +135,7 @@ async def _serve(reactor, options):
     service.startService()
     factory = SyncFactory(
         service, "stdio peer", once=options.once, anyName=options.any_name,
-        timeout=options.timeout,
+        timeout=options.timeout, maxSummary=options.max_summary,
     )
     protocol = factory.buildProtocol(None)
     for fd in (0, 1):
@@ -199,6 +199,7 @@ async def _sync(reactor, options):
         once=options.once,
         anyName=options.any_name,
         timeout=options.timeout,
+        maxSummary=options.max_summary,
         progress=getattr(options, "progress", None),
         want=want,
     )

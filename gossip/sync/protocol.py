@@ -9,6 +9,7 @@ has, requests what it lacks, and from then on announces its new adds so that
 the other can request them.
 """
 
+import re
 import sys
 from collections import deque
 
@@ -23,6 +24,7 @@ from gossip.store.intervals import (
     addSpans,
     count,
     difference,
+    gather,
     merge,
     overlapping,
     runs,
@@ -70,8 +72,14 @@ WINDOW = 8
 _SCAN_SLICE = 20000
 # A peer's box may hold no more fields than this (AMP itself sets no limit).
 _MAX_FIELDS = 16
-# Nor may its summary, in all its parts, be longer than this.
-_MAX_SUMMARY = 64 * 1024 * 1024
+# Nor may its summary, in all its parts, be longer than this by default.
+MAX_SUMMARY = 8 * 1024 * 1024
+# Nor may it name more origins than this: a node's work on a summary goes
+# by origin too, and a log of more is not sane.
+_MAX_ORIGINS = 10000
+# A value of ranges: lines of an origin in hex and its ranges, each number
+# short enough to read in constant time.
+_RANGES = re.compile(rb"(?:[0-9a-fA-F]* [0-9]{1,20}-[0-9]{1,20}(?:,[0-9]{1,20}-[0-9]{1,20})*\n)*")
 # Bytes a second a peer must move while a message of its is incomplete.
 MIN_RATE = 1024
 
@@ -226,55 +234,74 @@ def encodeRanges(have, limit=VALUE_LIMIT):
 
     @return: a list of values, at least one (possibly empty).
     """
-    parts = []
-    current = []
+    return [value for value, named in rangeParts(have, limit)] or [b""]
+
+
+def rangeParts(have, limit=VALUE_LIMIT):
+    """
+    Encode per-origin L{Intervals} as L{encodeRanges} does, a value at a
+    time, so that a caller can let others run between values.
+
+    @return: an iterator of C{(value, named)}, where C{named} maps each
+        origin to the L{Intervals} that the value names; nothing when
+        C{have} names nothing.
+    """
+    lines = []
+    named = {}
     size = 0
     for by, held in have.items():
         origin = by.hex().encode("ascii") + b" "
-        ranges = [b"%d-%d" % pair for pair in held.ranges()]
-        while ranges:
-            room = limit - size - len(origin) - 1
-            taken = []
-            used = 0
-            while ranges and used + len(ranges[0]) + 1 <= room:
-                used += len(ranges[0]) + 1
-                taken.append(ranges.pop(0))
-            if not taken:
-                if not current:
-                    raise ValueError("an origin too long to encode")
-                parts.append(b"".join(current))
-                current, size = [], 0
-                continue
-            line = origin + b",".join(taken) + b"\n"
-            current.append(line)
-            size += len(line)
-    if current or not parts:
-        parts.append(b"".join(current))
-    return parts
+        if len(origin) + 4 > limit:
+            raise ValueError("an origin too long to encode")
+        taken, starts, ends = [], [], []
+        # The bytes this origin's line would add to the value: its origin,
+        # its ranges, a comma or LF after each.
+        used = len(origin)
+        for pair in held.iterRanges():
+            text = b"%d-%d" % pair
+            if size + used + len(text) + 1 > limit:
+                if not (taken or lines):
+                    raise ValueError("a range too long to encode")
+                if taken:
+                    lines.append(origin + b",".join(taken) + b"\n")
+                    named[by] = Intervals.fromPairs(starts, ends)
+                yield b"".join(lines), named
+                lines, named, size = [], {}, 0
+                taken, starts, ends = [], [], []
+                used = len(origin)
+            taken.append(text)
+            starts.append(pair[0])
+            ends.append(pair[1])
+            used += len(text) + 1
+        if taken:
+            lines.append(origin + b",".join(taken) + b"\n")
+            size += used
+            named[by] = Intervals.fromPairs(starts, ends)
+    if lines:
+        yield b"".join(lines), named
 
 
 def decodeRanges(value):
     """
-    Decode one value written by L{encodeRanges}.
+    Decode one value written by L{encodeRanges}, in time linear in its
+    length whatever the order of its ranges.
 
     @raise ProtocolError: if it is malformed.
     """
-    have = {}
-    try:
-        for line in value.split(b"\n")[:-1] if value else ():
-            origin, ranges = line.split(b" ")
-            by = bytes.fromhex(origin.decode("ascii"))
-            held = have.setdefault(by, Intervals())
-            for pair in ranges.split(b","):
-                start, end = pair.split(b"-")
-                if not (start.isdigit() and end.isdigit()):
-                    raise ValueError(pair)
-                held.addRange(int(start), int(end))
-    except ValueError:
-        raise ProtocolError("malformed ranges") from None
-    if value and not value.endswith(b"\n"):
+    if _RANGES.fullmatch(value) is None:
         raise ProtocolError("malformed ranges")
-    return have
+    pairs = {}
+    for line in value.split(b"\n")[:-1]:
+        origin, ranges = line.split(b" ")
+        try:
+            by = bytes.fromhex(origin.decode("ascii"))
+        except ValueError:
+            raise ProtocolError("malformed ranges") from None
+        numbers = pairs.setdefault(by, [])
+        numbers += map(int, ranges.replace(b"-", b",").split(b","))
+    return {
+        by: Intervals.fromPairs(numbers[0::2], numbers[1::2]) for by, numbers in pairs.items()
+    }
 
 
 def _describe(failure):
@@ -312,6 +339,8 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
     @ivar succeeded: whether both ends caught up at least once.
     @ivar readOnly: take no adds from the peer (and say so in the hello).
     @ivar want: the name of the log to ask the peer for, if not ours.
+    @ivar maxSummary: refuse a peer whose summary is longer than this
+        many bytes.
 
     A session made without a service gets one when the peer's hello
     arrives: C{choose(name, anyName)} returns the service of the log the
@@ -333,8 +362,10 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
         choose=None,
         readOnly=False,
         want=None,
+        maxSummary=MAX_SUMMARY,
     ):
         amp.AMP.__init__(self)
+        self.maxSummary = maxSummary
         self.service = service
         self._choose = choose
         self.want = want
@@ -718,13 +749,23 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
         if self._summaryDone:
             raise ProtocolError("a second summary")
         self._summaryBytes += len(ranges)
-        if self._summaryBytes > _MAX_SUMMARY:
-            raise ProtocolError(f"a summary longer than {_MAX_SUMMARY} bytes")
-        merge(self._summary, decodeRanges(ranges))
+        if self._summaryBytes > self.maxSummary:
+            raise Refused(
+                f"a summary longer than {self.maxSummary} bytes (--max-summary)"
+            )
+        # Each part costs time linear in its length; they are put together
+        # once all are in, in time linear in their total whatever their
+        # order, as long as they do not overlap.
+        for by, held in decodeRanges(ranges).items():
+            self._summary.setdefault(by, []).append(held)
+        if len(self._summary) > _MAX_ORIGINS:
+            raise Refused(f"a summary of more than {_MAX_ORIGINS} origins")
         if last:
             self._summaryDone = True
-            merge(self.peerHave, self._summary)
-            self.expected = count(difference(self._summary, self.service.have))
+            summary = {by: gather(parts) for by, parts in self._summary.items()}
+            self._summary = {}
+            merge(self.peerHave, summary)
+            self.expected = count(difference(summary, self.service.have))
             self.log.info(
                 "{peer} has {count} adds that {log} lacks",
                 peer=self.peer,
@@ -739,6 +780,8 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
         if not self._summaryDone:
             raise ProtocolError("an announcement before the summary")
         merge(self.peerHave, decodeRanges(ranges))
+        if len(self.peerHave) > _MAX_ORIGINS:
+            raise Refused(f"announcements of more than {_MAX_ORIGINS} origins")
         self.requestMissing()
         return {}
 
@@ -756,12 +799,30 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
         wanted = self.service.unclaimed(difference(self.peerHave, self.service.have))
         if wanted:
             merge(self.pending, wanted)
-            for part in encodeRanges(wanted):
-                self._requests += 1
-                d = self.callRemote(Request, ranges=part)
-                d.addCallback(self._requestAnswered, decodeRanges(part))
-                d.addErrback(self._fail)
+            # Until every part is asked for, the session has not caught up.
+            self._requests += 1
+            self._request(rangeParts(wanted))
         self._checkCaughtUp()
+
+    def _request(self, parts):
+        """
+        Ask for the next of C{parts}, and for the rest in later turns of
+        the reactor: a peer that holds many ranges this log lacks may not
+        keep the reactor from others while they are encoded.
+        """
+        if self.transport is None or self.failure:
+            return
+        part = next(parts, None)
+        if part is None:
+            self._requests -= 1
+            self._checkCaughtUp()
+            return
+        value, named = part
+        self._requests += 1
+        d = self.callRemote(Request, ranges=value)
+        d.addCallback(self._requestAnswered, named)
+        d.addErrback(self._fail)
+        self._reactor.callLater(0, self._request, parts)
 
     def _requestAnswered(self, result, asked):
         self._requests -= 1
