@@ -246,7 +246,7 @@ class ServeProcessTests(SynchronousTestCase):
     The same attacks on a real C{gossip serve --stdio LOG} over its pipes.
     """
 
-    def attack(self, data):
+    def attack(self, data, *options):
         """
         Start C{gossip serve --stdio -v LOG}, write C{data} to it and close
         its input.
@@ -264,7 +264,7 @@ class ServeProcessTests(SynchronousTestCase):
             before = f.read()
         with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
             status = subprocess.run(
-                [sys.executable, "-m", "gossip", "serve", "--stdio", "-v", path],
+                [sys.executable, "-m", "gossip", "serve", "--stdio", "-v", *options, path],
                 input=data,
                 stdout=out,
                 stderr=err,
@@ -298,6 +298,24 @@ class ServeProcessTests(SynchronousTestCase):
 
     def test_emptyBox(self):
         self.assertRepelled(hello() + b"\x00\x00", "an empty message")
+
+    def test_hugeSummary(self):
+        """
+        A summary over 8 MB is refused, and the process ends at once.
+        """
+        values = summary(b"p", 700000, descending=True)
+        self.assertRepelled(hello() + haves(values), "a summary longer than 8388608 bytes")
+
+    def test_maxSummary(self):
+        """
+        C{--max-summary} sets the limit.
+        """
+        status, before, after, lines = self.attack(
+            hello() + haves(summary(b"p", 100000)), "--max-summary", "0.5"
+        )
+        self.assertEqual(after, before)
+        self.assertEqual(status, 1)
+        self.assertTrue([line for line in lines if "longer than 524288 bytes" in line], lines)
 
 
 class TrickleTests(HostileMixin, SynchronousTestCase):

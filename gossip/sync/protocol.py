@@ -55,11 +55,14 @@ def _importAMP():
 amp = _importAMP()
 
 __all__ = [
+    "MAX_SUMMARY",
+    "MIN_RATE",
     "PROTOCOL_VERSION",
     "Refused",
     "SyncProtocol",
     "decodeRanges",
     "encodeRanges",
+    "rangeParts",
 ]
 
 PROTOCOL_VERSION = 1
