@@ -768,15 +768,25 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
             summary = {by: gather(parts) for by, parts in self._summary.items()}
             self._summary = {}
             merge(self.peerHave, summary)
-            self.expected = count(difference(summary, self.service.have))
-            self.log.info(
-                "{peer} has {count} adds that {log} lacks",
-                peer=self.peer,
-                count=self.expected,
-                log=self.service.name.decode("utf-8", "replace"),
-            )
-            self._reactor.callLater(0, self.requestMissing)
+            # What the log lacks of it is for a later turn of the reactor,
+            # and what to ask for for the one after: each costs about what
+            # putting the summary together did.
+            self._reactor.callLater(0, self._summaryComplete, summary)
         return {}
+
+    def _summaryComplete(self, summary):
+        """
+        The peer's summary is in: say how much of it the log lacks, then
+        ask for that.
+        """
+        self.expected = count(difference(summary, self.service.have))
+        self.log.info(
+            "{peer} has {count} adds that {log} lacks",
+            peer=self.peer,
+            count=self.expected,
+            log=self.service.name.decode("utf-8", "replace"),
+        )
+        self._reactor.callLater(0, self.requestMissing)
 
     @Announce.responder
     def announce(self, ranges):
