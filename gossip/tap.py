@@ -29,6 +29,19 @@ def _configHome():
     return os.environ.get("XDG_CONFIG_HOME") or os.path.expanduser("~/.config")
 
 
+def _megabytes(text):
+    """
+    A positive number of megabytes, as bytes.
+    """
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0
+    if not value > 0:
+        raise usage.UsageError(f"not a positive number of megabytes: {text!r}")
+    return int(value * 1024 * 1024)
+
+
 class Options(usage.Options):
     """
     The daemon's options.
@@ -53,8 +66,16 @@ class Options(usage.Options):
         ["accept-new-host-keys", None, "record the keys of peers' hosts not yet known"],
     ]
     optParameters = [
-        ["timeout", None, 60.0, "give up on a peer silent this many seconds", float],
+        ["timeout", None, 60.0, "give up on a peer that completes no message in this many seconds, or moves under 1 KB/s for as long mid-message", float],
         ["keepalive", None, 20.0, "ping peers after this many idle seconds", float],
+        [
+            "max-summary",
+            None,
+            8 * 1024 * 1024,
+            "refuse a peer whose summary of what it holds is larger than this many "
+            "megabytes (default 8)",
+            _megabytes,
+        ],
         ["rescan", None, 30.0, "rescan each log this often, in seconds", float],
         [
             "scrub-period",
@@ -347,6 +368,7 @@ def makeService(config, reactor=None):
                 timeout=config["timeout"],
                 keepalive=config["keepalive"],
                 reach=config["reach"],
+                maxSummary=config["max-summary"],
             ).setServiceParent(top)
     if config["listen"]:
         _listeners(reactor, config, services).setServiceParent(top)
@@ -364,6 +386,7 @@ def _listeners(reactor, config, services):
         anyName=config["any-name"],
         timeout=config["timeout"],
         keepalive=config["keepalive"],
+        maxSummary=config["max-summary"],
     )
     # One budget of unauthenticated connections (SSH connections not yet
     # authenticated, TLS handshakes not yet complete) for all endpoints.

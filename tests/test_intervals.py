@@ -3,6 +3,8 @@ Tests for L{gossip.store.intervals}: sets of integers kept as ranges, checked
 against Python's sets.
 """
 
+import time
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import TestCase
@@ -124,6 +126,68 @@ class IntervalsTests(TestCase):
         other, otherExpected = apply(right)
         self.assertEqual(held == other, expected == otherExpected)
         self.assertEqual(held, Intervals((n, n + 1) for n in expected))
+
+    @_quick
+    @given(rangeLists, st.randoms(use_true_random=False))
+    def test_fromPairs(self, rangeList, order):
+        """
+        Ranges in any order, overlapping, touching, empty or reversed, name
+        what they name one by one.
+        """
+        order.shuffle(rangeList)
+        held = Intervals.fromPairs([s for s, e in rangeList], [e for s, e in rangeList])
+        self.assertSame(held, membersOf(rangeList))
+
+    @_quick
+    @given(st.lists(rangeLists, max_size=6))
+    def test_gather(self, rangeLists):
+        parts = [Intervals(rangeList) for rangeList in rangeLists]
+        expected = set().union(*(membersOf(rangeList) for rangeList in rangeLists))
+        self.assertSame(intervals.gather(parts), expected)
+
+    @_quick
+    @given(operations, ranges)
+    def test_removeRange(self, operationList, removed):
+        held, expected = apply(operationList)
+        held.removeRange(*removed)
+        self.assertSame(held, expected - membersOf([removed]))
+
+    @_quick
+    @given(st.sets(st.integers(0, 400), max_size=300), rangeLists)
+    def test_differenceOfFew(self, members, rangeList):
+        """
+        Few ranges taken from many: each cut from a copy.
+        """
+        held = Intervals((n, n + 1) for n in members)
+        other = Intervals(rangeList)
+        expected = set(members) - membersOf(rangeList)
+        self.assertEqual(set(held.difference(other)), expected)
+        self.assertEqual(set(held), set(members))
+
+    def test_linear(self):
+        """
+        Ranges out of order cost about what they cost in order: neither
+        reading them, nor adding them to a set that holds many already,
+        nor taking a few from them goes by the square of their number.
+        """
+        count = 200000
+        starts = list(range(0, 2 * count, 2))
+        ends = list(range(1, 2 * count, 2))
+
+        def cost(starts, ends):
+            began = time.process_time()
+            held = Intervals.fromPairs(starts, ends)
+            more = Intervals.fromPairs([n + 2 * count for n in starts], [n + 2 * count for n in ends])
+            more.update(held)
+            held.update(Intervals([(1, 2), (2 * count - 1, 2 * count)]))
+            more.difference(Intervals([(5, 9), (count, count + 10)]))
+            return time.process_time() - began, len(more)
+
+        inOrder, size = cost(starts, ends)
+        reversedOrder, reversedSize = cost(starts[::-1], ends[::-1])
+        self.assertEqual(size, reversedSize)
+        self.assertEqual(size, 2 * count)
+        self.assertLess(reversedOrder, 5 * inOrder + 0.2)
 
     def test_empty(self):
         self.assertSame(Intervals(), set())

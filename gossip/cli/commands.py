@@ -32,6 +32,7 @@ from gossip.transport.peer import (
     urlEndpoint,
     widenPipe,
 )
+from gossip.sync.protocol import MAX_SUMMARY
 from gossip.sync.service import LogService
 from gossip.transport.spawn import SpawnError, spawnPeer
 
@@ -136,6 +137,7 @@ async def _serve(reactor, options):
     factory = SyncFactory(
         service, "stdio peer", once=options.once, anyName=options.any_name,
         timeout=options.timeout,
+        maxSummary=getattr(options, "max_summary", MAX_SUMMARY),
     )
     protocol = factory.buildProtocol(None)
     for fd in (0, 1):
@@ -199,6 +201,7 @@ async def _sync(reactor, options):
         once=options.once,
         anyName=options.any_name,
         timeout=options.timeout,
+        maxSummary=getattr(options, "max_summary", MAX_SUMMARY),
         progress=getattr(options, "progress", None),
         want=want,
     )

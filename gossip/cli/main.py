@@ -290,6 +290,21 @@ def _parser():
     return parser
 
 
+def _megabytes(text):
+    """
+    A positive number of megabytes, as bytes.
+    """
+    import argparse
+
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"not a positive number of megabytes: {text!r}")
+    return int(value * 1024 * 1024)
+
+
 def _syncOptions(parser):
     import argparse
 
@@ -301,7 +316,15 @@ def _syncOptions(parser):
         type=float,
         default=60.0,
         metavar="SECONDS",
-        help="give up on a peer silent this long (default 60)",
+        help="give up on a peer that completes no message in this long, or moves "
+        "under 1 KB/s for this long mid-message (default 60)",
+    )
+    parser.add_argument(
+        "--max-summary",
+        type=_megabytes,
+        default=8 * 1024 * 1024,
+        metavar="MB",
+        help="refuse a peer whose summary of what it holds is larger (default 8)",
     )
     parser.add_argument(
         "--rescan", type=float, default=30.0, metavar="SECONDS", help=argparse.SUPPRESS

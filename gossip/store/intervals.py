@@ -6,7 +6,8 @@ This is what a node says it has of one origin's adds: like a C{.newsrc},
 C{[(0, 120), (125, 130)]} means serials 0-119 and 125-129.
 """
 
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
+from operator import le, lt
 
 from gossip.store.format import speedups as _speedups
 
@@ -17,6 +18,7 @@ __all__ = [
     "count",
     "covered",
     "difference",
+    "gather",
     "merge",
     "overlapping",
     "runs",
@@ -37,6 +39,39 @@ class Intervals:
         self._ends = []
         for start, end in ranges:
             self.addRange(start, end)
+
+    @classmethod
+    def fromPairs(cls, starts, ends):
+        """
+        The set named by ranges C{[starts[i], ends[i])} in any order,
+        overlapping or not: in time linear in their number when they come
+        in order, ascending or descending, and M{n log n} otherwise.
+
+        This is how a peer's ranges are read: adding them one at a time
+        costs time quadratic in their number when they come out of order.
+        """
+        result = cls()
+        if any(map(le, ends, starts)):
+            kept = [(start, end) for start, end in zip(starts, ends) if start < end]
+            starts = [start for start, end in kept]
+            ends = [end for start, end in kept]
+        if not starts:
+            return result
+        # Already sorted, disjoint and apart, as a peer sends them.
+        if all(map(lt, ends[:-1], starts[1:])):
+            result._starts = list(starts)
+            result._ends = list(ends)
+            return result
+        # Python's sort takes a run in either order in linear time.
+        merged = result._starts, result._ends
+        for start, end in sorted(zip(starts, ends)):
+            if merged[1] and start <= merged[1][-1]:
+                if end > merged[1][-1]:
+                    merged[1][-1] = end
+            else:
+                merged[0].append(start)
+                merged[1].append(end)
+        return result
 
     def __repr__(self):
         return f"Intervals({self.ranges()!r})"
@@ -69,7 +104,7 @@ class Intervals:
         return i != 0 and self._ends[i - 1] > start
 
     def __len__(self):
-        return sum(end - start for start, end in zip(self._starts, self._ends))
+        return sum(self._ends) - sum(self._starts)
 
     def __iter__(self):
         for start, end in zip(self._starts, self._ends):
@@ -80,6 +115,12 @@ class Intervals:
         The ranges as a list of C{(start, end)} tuples.
         """
         return list(zip(self._starts, self._ends))
+
+    def iterRanges(self):
+        """
+        The ranges as C{(start, end)} tuples, one at a time.
+        """
+        return zip(self._starts, self._ends)
 
     def end(self):
         """
@@ -127,15 +168,54 @@ class Intervals:
 
     def update(self, other):
         """
-        Add every member of another L{Intervals}.
+        Add every member of another L{Intervals}, in time linear in the
+        smaller's number of ranges and, at worst, one copy of the larger's.
         """
-        for start, end in zip(other._starts, other._ends):
-            self.addRange(start, end)
+        if not other._starts:
+            return
+        if not self._ends or other._starts[0] > self._ends[-1]:
+            self._starts.extend(other._starts)
+            self._ends.extend(other._ends)
+            return
+        small, large = (other, self) if len(other._starts) <= len(self._starts) else (self, other)
+        self._starts, self._ends = _union(small, large)
+
+    def removeRange(self, start, end):
+        """
+        Remove every integer in C{[start, end)}.
+        """
+        if start >= end:
+            return
+        starts, ends = self._starts, self._ends
+        # Ranges that hold some of [start, end): from the first that ends
+        # after start to the last that begins before end.
+        i = bisect_right(ends, start)
+        j = bisect_left(starts, end)
+        if i >= j:
+            return
+        keptStarts, keptEnds = [], []
+        if starts[i] < start:
+            keptStarts.append(starts[i])
+            keptEnds.append(start)
+        if ends[j - 1] > end:
+            keptStarts.append(end)
+            keptEnds.append(ends[j - 1])
+        starts[i:j] = keptStarts
+        ends[i:j] = keptEnds
 
     def difference(self, other):
         """
-        The members of this set that are not in C{other}, as a new set.
+        The members of this set that are not in C{other}, as a new set: in
+        time linear in this one's number of ranges, or, when C{other} has
+        far fewer, in its number and a copy of this one's for each.
         """
+        if len(other._starts) * _COPIES < len(self._starts):
+            result = Intervals()
+            result._starts = list(self._starts)
+            result._ends = list(self._ends)
+            for start, end in zip(other._starts, other._ends):
+                result.removeRange(start, end)
+            return result
         result = Intervals()
         for start, end in zip(self._starts, self._ends):
             i = bisect_right(other._starts, start)
@@ -157,6 +237,40 @@ class Intervals:
         return result
 
 
+# Copying a list of ranges costs about what a step of a loop in Python over
+# so many ranges does, divided by this.
+_COPIES = 64
+
+
+def _union(small, large):
+    """
+    The union of two L{Intervals} as new C{(starts, ends)} lists: a step
+    for each range of C{small}, and C{large}'s ranges copied in slices.
+    """
+    oldStarts, oldEnds = large._starts, large._ends
+    starts, ends = [], []
+    taken = 0
+    for start, end in zip(small._starts, small._ends):
+        # large's ranges wholly before this one go over as they are.
+        i = bisect_left(oldEnds, start, taken)
+        starts += oldStarts[taken:i]
+        ends += oldEnds[taken:i]
+        # Those it touches are merged with it.
+        j = bisect_right(oldStarts, end, i)
+        if i < j:
+            start = min(start, oldStarts[i])
+            end = max(end, oldEnds[j - 1])
+        if ends and ends[-1] >= start:
+            ends[-1] = max(ends[-1], end)
+        else:
+            starts.append(start)
+            ends.append(end)
+        taken = j
+    starts += oldStarts[taken:]
+    ends += oldEnds[taken:]
+    return starts, ends
+
+
 def difference(have, other):
     """
     What C{have} holds that C{other} does not: both map each origin to
@@ -165,10 +279,28 @@ def difference(have, other):
     result = {}
     for by, held in have.items():
         theirs = other.get(by)
-        lacking = held if theirs is None else held.difference(theirs)
-        if lacking.ranges():
-            result[by] = Intervals(lacking.ranges())
+        lacking = held.difference(theirs if theirs is not None else Intervals())
+        if lacking._starts:
+            result[by] = lacking
     return result
+
+
+def gather(parts):
+    """
+    The union of many L{Intervals}: in time linear in their ranges when no
+    two overlap, whatever their order, and M{n log n} otherwise.
+    """
+    parts = sorted((part for part in parts if part._starts), key=lambda part: part._starts[0])
+    result = Intervals()
+    if all(one._ends[-1] < other._starts[0] for one, other in zip(parts, parts[1:])):
+        for part in parts:
+            result.update(part)
+        return result
+    starts, ends = [], []
+    for part in parts:
+        starts += part._starts
+        ends += part._ends
+    return Intervals.fromPairs(starts, ends)
 
 
 def merge(have, more):
@@ -178,9 +310,8 @@ def merge(have, more):
     for by, held in more.items():
         mine = have.get(by)
         if mine is None:
-            have[by] = Intervals(held.ranges())
-        else:
-            mine.update(held)
+            mine = have[by] = Intervals()
+        mine.update(held)
 
 
 def count(have):

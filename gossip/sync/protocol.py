@@ -9,6 +9,7 @@ has, requests what it lacks, and from then on announces its new adds so that
 the other can request them.
 """
 
+import re
 from collections import deque
 
 from twisted.internet.defer import Deferred, DeferredLock, ensureDeferred
@@ -24,6 +25,7 @@ from gossip.store.intervals import (
     addSpans,
     count,
     difference,
+    gather,
     merge,
     overlapping,
     runs,
@@ -33,11 +35,14 @@ from gossip.sync.service import Stretch
 
 
 __all__ = [
+    "MAX_SUMMARY",
+    "MIN_RATE",
     "PROTOCOL_VERSION",
     "Refused",
     "SyncProtocol",
     "decodeRanges",
     "encodeRanges",
+    "rangeParts",
 ]
 
 PROTOCOL_VERSION = 1
@@ -53,8 +58,16 @@ _MIN_PART = 1024
 _SCAN_SLICE = 20000
 # A peer's box may hold no more fields than this (AMP itself sets no limit).
 _MAX_FIELDS = 16
-# Nor may its summary, in all its parts, be longer than this.
-_MAX_SUMMARY = 64 * 1024 * 1024
+# Nor may its summary, in all its parts, be longer than this by default.
+MAX_SUMMARY = 8 * 1024 * 1024
+# Nor may it name more origins than this: a node's work on a summary goes
+# by origin too, and a log of more is not sane.
+_MAX_ORIGINS = 10000
+# A value of ranges: lines of an origin in hex and its ranges, each number
+# short enough to read in constant time.
+_RANGES = re.compile(rb"(?:[0-9a-fA-F]* [0-9]{1,20}-[0-9]{1,20}(?:,[0-9]{1,20}-[0-9]{1,20})*\n)*")
+# Bytes a second a peer must move while a message of its is incomplete.
+MIN_RATE = 1024
 
 
 class Refused(Exception):
@@ -191,6 +204,13 @@ class Ping(amp.Command):
     fatalErrors = _FATAL
 
 
+# Every command a peer may send, by the name it goes by on the wire.
+_COMMANDS = {
+    command.commandName: command
+    for command in (Hello, Have, Announce, Request, Adds, AddBegin, AddPart, AddEnd, Synced, Ping)
+}
+
+
 def encodeRanges(have, limit=VALUE_LIMIT):
     """
     Encode per-origin L{Intervals} as values of at most C{limit} bytes.
@@ -200,55 +220,74 @@ def encodeRanges(have, limit=VALUE_LIMIT):
 
     @return: a list of values, at least one (possibly empty).
     """
-    parts = []
-    current = []
+    return [value for value, named in rangeParts(have, limit)] or [b""]
+
+
+def rangeParts(have, limit=VALUE_LIMIT):
+    """
+    Encode per-origin L{Intervals} as L{encodeRanges} does, a value at a
+    time, so that a caller can let others run between values.
+
+    @return: an iterator of C{(value, named)}, where C{named} maps each
+        origin to the L{Intervals} that the value names; nothing when
+        C{have} names nothing.
+    """
+    lines = []
+    named = {}
     size = 0
     for by, held in have.items():
         origin = by.hex().encode("ascii") + b" "
-        ranges = [b"%d-%d" % pair for pair in held.ranges()]
-        while ranges:
-            room = limit - size - len(origin) - 1
-            taken = []
-            used = 0
-            while ranges and used + len(ranges[0]) + 1 <= room:
-                used += len(ranges[0]) + 1
-                taken.append(ranges.pop(0))
-            if not taken:
-                if not current:
-                    raise ValueError("an origin too long to encode")
-                parts.append(b"".join(current))
-                current, size = [], 0
-                continue
-            line = origin + b",".join(taken) + b"\n"
-            current.append(line)
-            size += len(line)
-    if current or not parts:
-        parts.append(b"".join(current))
-    return parts
+        if len(origin) + 4 > limit:
+            raise ValueError("an origin too long to encode")
+        taken, starts, ends = [], [], []
+        # The bytes this origin's line would add to the value: its origin,
+        # its ranges, a comma or LF after each.
+        used = len(origin)
+        for pair in held.iterRanges():
+            text = b"%d-%d" % pair
+            if size + used + len(text) + 1 > limit:
+                if not (taken or lines):
+                    raise ValueError("a range too long to encode")
+                if taken:
+                    lines.append(origin + b",".join(taken) + b"\n")
+                    named[by] = Intervals.fromPairs(starts, ends)
+                yield b"".join(lines), named
+                lines, named, size = [], {}, 0
+                taken, starts, ends = [], [], []
+                used = len(origin)
+            taken.append(text)
+            starts.append(pair[0])
+            ends.append(pair[1])
+            used += len(text) + 1
+        if taken:
+            lines.append(origin + b",".join(taken) + b"\n")
+            size += used
+            named[by] = Intervals.fromPairs(starts, ends)
+    if lines:
+        yield b"".join(lines), named
 
 
 def decodeRanges(value):
     """
-    Decode one value written by L{encodeRanges}.
+    Decode one value written by L{encodeRanges}, in time linear in its
+    length whatever the order of its ranges.
 
     @raise ProtocolError: if it is malformed.
     """
-    have = {}
-    try:
-        for line in value.split(b"\n")[:-1] if value else ():
-            origin, ranges = line.split(b" ")
-            by = bytes.fromhex(origin.decode("ascii"))
-            held = have.setdefault(by, Intervals())
-            for pair in ranges.split(b","):
-                start, end = pair.split(b"-")
-                if not (start.isdigit() and end.isdigit()):
-                    raise ValueError(pair)
-                held.addRange(int(start), int(end))
-    except ValueError:
-        raise ProtocolError("malformed ranges") from None
-    if value and not value.endswith(b"\n"):
+    if _RANGES.fullmatch(value) is None:
         raise ProtocolError("malformed ranges")
-    return have
+    pairs = {}
+    for line in value.split(b"\n")[:-1]:
+        origin, ranges = line.split(b" ")
+        try:
+            by = bytes.fromhex(origin.decode("ascii"))
+        except ValueError:
+            raise ProtocolError("malformed ranges") from None
+        numbers = pairs.setdefault(by, [])
+        numbers += map(int, ranges.replace(b"-", b",").split(b","))
+    return {
+        by: Intervals.fromPairs(numbers[0::2], numbers[1::2]) for by, numbers in pairs.items()
+    }
 
 
 def _describe(failure):
@@ -286,6 +325,8 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
     @ivar succeeded: whether both ends caught up at least once.
     @ivar readOnly: take no adds from the peer (and say so in the hello).
     @ivar want: the name of the log to ask the peer for, if not ours.
+    @ivar maxSummary: refuse a peer whose summary is longer than this
+        many bytes.
 
     A session made without a service gets one when the peer's hello
     arrives: C{choose(name, anyName)} returns the service of the log the
@@ -307,8 +348,10 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
         choose=None,
         readOnly=False,
         want=None,
+        maxSummary=MAX_SUMMARY,
     ):
         amp.AMP.__init__(self)
+        self.maxSummary = maxSummary
         self.service = service
         self._choose = choose
         self.want = want
@@ -344,6 +387,14 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
         self._handshaken = Deferred()
         self._finished = Deferred()
         self._pinger = None
+        self._reading = True
+        # How long the peer has been mid-message since its rate was last
+        # checked (not counting the stretch begun at _midSince, if it is
+        # mid-message now), and the bytes it moved meanwhile.
+        self._midTime = 0.0
+        self._midSince = None
+        self._midBytes = 0
+        self._rateCall = None
         self.received = 0
         # Adds from the peer dropped as damaged.
         self.badAdds = 0
@@ -396,41 +447,146 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
 
     def dispatchCommand(self, box):
         # An error answered to the peer ends the session (the commands list
-        # these errors as fatal); note why, for the log.
+        # these errors as fatal): read nothing more, and note why, for the
+        # log.
         def noted(failure):
             error = failure.value
-            if isinstance(error, amp.RemoteAmpError) and error.fatal and self.failure is None:
-                self.failure = (
-                    "peer broke the protocol: " + error.description
-                    if error.errorCode == _ERRORS[ProtocolError]
-                    else "refused: " + error.description
-                )
+            if isinstance(error, amp.RemoteAmpError) and error.fatal:
+                self._stopReading()
+                if self.failure is None:
+                    self.failure = (
+                        "peer broke the protocol: " + error.description
+                        if error.errorCode == _ERRORS[ProtocolError]
+                        else "refused: " + error.description
+                    )
             return failure
 
-        command = box[amp.COMMAND]
-        if self.locateResponder(command) is None:
-            shown = command[:40].decode("ascii", "replace")
-            self._fail(ProtocolError(f"peer broke the protocol: no command {shown!r}"))
         return amp.AMP.dispatchCommand(self, box).addErrback(noted)
 
     def ampBoxReceived(self, box):
-        # AMP assumes answers are to questions it asked.
-        tag = box.get(amp.ANSWER, box.get(amp.ERROR))
-        if tag is not None and tag not in self._outstandingRequests:
-            self._fail(ProtocolError("peer broke the protocol: an answer to no question"))
+        # A whole message: the peer is not silent.  Bytes that complete
+        # none do not count (see _watchRate).
+        self.resetTimeout()
+        # AMP trusts its peer: that a box is a command it has, with the
+        # arguments it takes, or an answer to a question it asked.  gossip
+        # checks first, and ends the session on anything else.
+        why = self._misplaced(box)
+        if why is not None:
+            self._fail(ProtocolError(f"peer broke the protocol: {why}"))
             return
         amp.AMP.ampBoxReceived(self, box)
+
+    def _misplaced(self, box):
+        """
+        Why the peer may not send C{box} now, or L{None} if it may.
+        """
+        if amp.COMMAND in box:
+            return self._misplacedCommand(box)
+        if amp.ANSWER in box:
+            tag = box[amp.ANSWER]
+        elif amp.ERROR in box:
+            tag = box[amp.ERROR]
+            if amp.ERROR_CODE not in box or amp.ERROR_DESCRIPTION not in box:
+                return "a malformed error"
+        else:
+            return "an empty message" if not box else "a message that is no command or answer"
+        if tag not in self._outstandingRequests:
+            return "an answer to no question"
+        # The peer says hello before it answers ours; it may refuse ours
+        # without one.
+        if self.peerNode is None and amp.ANSWER in box:
+            return "an answer before its hello"
+        return None
+
+    def _misplacedCommand(self, box):
+        """
+        Why the peer may not send the command in C{box} now, or L{None}.
+        """
+        name = box[amp.COMMAND]
+        command = _COMMANDS.get(name)
+        shown = repr(name[:40].decode("ascii", "replace"))
+        if command is None:
+            return f"no command {shown}"
+        if amp.ASK not in box:
+            return f"{shown} asks for no answer"
+        if self.peerNode is None and command is not Hello:
+            return f"{shown} before its hello"
+        try:
+            command.parseArguments(box, self)
+        except (KeyError, ValueError, TypeError):
+            return f"a malformed {shown}"
+        return None
+
+    def _stopReading(self):
+        """
+        Deliver nothing more the peer sends, not even what arrived with
+        what ended the session.
+        """
+        self._reading = False
+        # IntNStringReceiver stops taking strings from its buffer.
+        self.paused = True
 
     def callLater(self, period, function):
         # TimeoutMixin's clock: this session's reactor, not the global one.
         return self._reactor.callLater(period, function)
 
     def dataReceived(self, data):
-        self.resetTimeout()
+        if not self._reading:
+            return
+        continued = self._midSince is not None
         amp.AMP.dataReceived(self, data)
+        if continued or self._midMessage():
+            self._midBytes += len(data)
+        self._watchRate()
 
     def timeoutConnection(self):
-        self._fail(ProtocolError(f"no answer for {self.timeOut:g} seconds"))
+        self._fail(ProtocolError(f"no message in {self.timeOut:g} seconds"))
+
+    def _midMessage(self):
+        """
+        Whether the peer has begun a message it has not finished.
+        """
+        return bool(self._unprocessed) or self._currentBox is not None
+
+    def _watchRate(self):
+        """
+        Time the peer while it is mid-message: a peer that trickles its
+        messages in holds a session as surely as a silent one, and silence
+        alone does not catch it.
+        """
+        if not self._reading or not self.timeOut:
+            return
+        now = self._reactor.seconds()
+        if not self._midMessage():
+            if self._midSince is not None:
+                self._midTime += now - self._midSince
+                self._midSince = None
+                self._rateCall.cancel()
+                self._rateCall = None
+        elif self._midSince is None:
+            self._midSince = now
+            self._rateCall = self.callLater(self.timeOut - self._midTime, self._checkRate)
+
+    def _checkRate(self):
+        """
+        The peer has been mid-message for C{timeOut} seconds in all since
+        the last check: drop it if it moved less than L{MIN_RATE} bytes a
+        second meanwhile.
+        """
+        moved = self._midBytes
+        if moved < MIN_RATE * self.timeOut:
+            self._rateCall = None
+            self._fail(
+                ProtocolError(
+                    f"{moved} bytes in {self.timeOut:g} seconds mid-message, "
+                    f"less than {MIN_RATE} a second"
+                )
+            )
+            return
+        self._midTime = 0.0
+        self._midBytes = 0
+        self._midSince = self._reactor.seconds()
+        self._rateCall = self.callLater(self.timeOut, self._checkRate)
 
     def connectionLost(self, reason):
         # What AMP's does but for its log line: "disconnected from" below
@@ -438,6 +594,9 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
         amp.BinaryBoxProtocol.connectionLost(self, reason)
         self.transport = None
         self.setTimeout(None)
+        if self._rateCall is not None:
+            self._rateCall.cancel()
+            self._rateCall = None
         if self._pinger is not None and self._pinger.running:
             self._pinger.stop()
         if self._announceCall is not None and self._announceCall.active():
@@ -450,16 +609,22 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
             self.service.sessionEnded(self)
         if self.failure is None and not self.succeeded:
             self.failure = f"connection lost before sync: {_describe(reason)}"
+        # One line for the session's end, and a failed one says why.
         if self.failure is not None:
             self.log.error(
-                "sync with {peer} failed: {why}", peer=self.peer, why=self.failure
+                "sync with {peer} failed: {why} ({received} adds received, {sent} sent)",
+                peer=self.peer,
+                why=self.failure,
+                received=self.received,
+                sent=self.sent,
             )
-        self.log.info(
-            "disconnected from {peer}: {received} adds received, {sent} sent",
-            peer=self.peer,
-            received=self.received,
-            sent=self.sent,
-        )
+        else:
+            self.log.info(
+                "disconnected from {peer}: {received} adds received, {sent} sent",
+                peer=self.peer,
+                received=self.received,
+                sent=self.sent,
+            )
         if not self._handshaken.called:
             self._handshaken.errback(Exception(self.failure))
             # Whoever waited for the handshake has seen the failure.
@@ -498,6 +663,7 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
                 why = _describe(failure)
         if self.failure is None and not (lost and self.succeeded):
             self.failure = why
+        self._stopReading()
         if self.transport is not None:
             self.transport.loseConnection()
 
@@ -566,27 +732,49 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
         if self._summaryDone:
             raise ProtocolError("a second summary")
         self._summaryBytes += len(ranges)
-        if self._summaryBytes > _MAX_SUMMARY:
-            raise ProtocolError(f"a summary longer than {_MAX_SUMMARY} bytes")
-        merge(self._summary, decodeRanges(ranges))
+        if self._summaryBytes > self.maxSummary:
+            raise Refused(
+                f"a summary longer than {self.maxSummary} bytes (--max-summary)"
+            )
+        # Each part costs time linear in its length; they are put together
+        # once all are in, in time linear in their total whatever their
+        # order, as long as they do not overlap.
+        for by, held in decodeRanges(ranges).items():
+            self._summary.setdefault(by, []).append(held)
+        if len(self._summary) > _MAX_ORIGINS:
+            raise Refused(f"a summary of more than {_MAX_ORIGINS} origins")
         if last:
             self._summaryDone = True
-            merge(self.peerHave, self._summary)
-            self.expected = count(difference(self._summary, self.service.have))
-            self.log.info(
-                "{peer} has {count} adds that {log} lacks",
-                peer=self.peer,
-                count=self.expected,
-                log=self.service.name.decode("utf-8", "replace"),
-            )
-            self._reactor.callLater(0, self.requestMissing)
+            summary = {by: gather(parts) for by, parts in self._summary.items()}
+            self._summary = {}
+            merge(self.peerHave, summary)
+            # What the log lacks of it is for a later turn of the reactor,
+            # and what to ask for for the one after: each costs about what
+            # putting the summary together did.
+            self._reactor.callLater(0, self._summaryComplete, summary)
         return {}
+
+    def _summaryComplete(self, summary):
+        """
+        The peer's summary is in: say how much of it the log lacks, then
+        ask for that.
+        """
+        self.expected = count(difference(summary, self.service.have))
+        self.log.info(
+            "{peer} has {count} adds that {log} lacks",
+            peer=self.peer,
+            count=self.expected,
+            log=self.service.name.decode("utf-8", "replace"),
+        )
+        self._reactor.callLater(0, self.requestMissing)
 
     @Announce.responder
     def announce(self, ranges):
         if not self._summaryDone:
             raise ProtocolError("an announcement before the summary")
         merge(self.peerHave, decodeRanges(ranges))
+        if len(self.peerHave) > _MAX_ORIGINS:
+            raise Refused(f"announcements of more than {_MAX_ORIGINS} origins")
         self.requestMissing()
         return {}
 
@@ -604,12 +792,30 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
         wanted = self.service.unclaimed(difference(self.peerHave, self.service.have))
         if wanted:
             merge(self.pending, wanted)
-            for part in encodeRanges(wanted):
-                self._requests += 1
-                d = self.callRemote(Request, ranges=part)
-                d.addCallback(self._requestAnswered, decodeRanges(part))
-                d.addErrback(self._fail)
+            # Until every part is asked for, the session has not caught up.
+            self._requests += 1
+            self._request(rangeParts(wanted))
         self._checkCaughtUp()
+
+    def _request(self, parts):
+        """
+        Ask for the next of C{parts}, and for the rest in later turns of
+        the reactor: a peer that holds many ranges this log lacks may not
+        keep the reactor from others while they are encoded.
+        """
+        if self.transport is None or self.failure:
+            return
+        part = next(parts, None)
+        if part is None:
+            self._requests -= 1
+            self._checkCaughtUp()
+            return
+        value, named = part
+        self._requests += 1
+        d = self.callRemote(Request, ranges=value)
+        d.addCallback(self._requestAnswered, named)
+        d.addErrback(self._fail)
+        self._reactor.callLater(0, self._request, parts)
 
     def _requestAnswered(self, result, asked):
         self._requests -= 1

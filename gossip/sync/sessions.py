@@ -6,7 +6,7 @@ The sessions a daemon accepts: which of its logs a peer may sync, and how.
 import attr
 from twisted.internet.protocol import Factory
 
-from gossip.sync.protocol import Refused, SyncProtocol
+from gossip.sync.protocol import MAX_SUMMARY, Refused, SyncProtocol
 
 __all__ = ["Sessions"]
 
@@ -27,6 +27,7 @@ class Sessions:
     anyName = attr.ib(default=False)
     timeout = attr.ib(default=60.0)
     keepalive = attr.ib(default=20.0)
+    maxSummary = attr.ib(default=MAX_SUMMARY)
 
     def protocolFor(self, grant, peer):
         """
@@ -42,6 +43,7 @@ class Sessions:
             anyName=self.anyName,
             timeout=self.timeout,
             keepalive=self.keepalive,
+            maxSummary=self.maxSummary,
             choose=lambda name, anyName: self.choose(grant, name, anyName),
             readOnly=grant is not None and grant.readOnly,
         )

@@ -21,7 +21,7 @@ from twisted.python.components import proxyForInterface
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from gossip.sync.protocol import SyncProtocol
+from gossip.sync.protocol import MAX_SUMMARY, SyncProtocol
 from gossip.transport.errors import CommandError, TLSError
 from gossip.transport.spawn import isURL
 
@@ -59,6 +59,7 @@ class SyncFactory(Factory):
     keepalive = attr.ib(default=20.0)
     progress = attr.ib(default=None)
     want = attr.ib(default=None)
+    maxSummary = attr.ib(default=MAX_SUMMARY)
 
     def buildProtocol(self, addr):
         return SyncProtocol(
@@ -70,6 +71,7 @@ class SyncFactory(Factory):
             keepalive=self.keepalive,
             progress=self.progress,
             want=self.want,
+            maxSummary=self.maxSummary,
         )
 
 
@@ -370,7 +372,14 @@ class _PeerFactory(SyncFactory):
 
 
 def peerService(
-    reactor, service, command, anyName=False, timeout=60.0, keepalive=20.0, reach=None
+    reactor,
+    service,
+    command,
+    anyName=False,
+    timeout=60.0,
+    keepalive=20.0,
+    reach=None,
+    maxSummary=MAX_SUMMARY,
 ):
     """
     A service that keeps a session with the peer at a URL or reached by
@@ -391,7 +400,13 @@ def peerService(
         endpoint = commandEndpoint(reactor, command, logErrors=True)
         name = shlex.join(command)
     factory = _PeerFactory(
-        service, name, anyName=anyName, timeout=timeout, keepalive=keepalive, want=want
+        service,
+        name,
+        anyName=anyName,
+        timeout=timeout,
+        keepalive=keepalive,
+        want=want,
+        maxSummary=maxSummary,
     )
     delay = backoffPolicy(initialDelay=1.0, maxDelay=300.0)
     # ClientService cannot wait for the handshake (prepareConnection): it has
