@@ -10,6 +10,7 @@ from itertools import accumulate
 
 import attr
 from twisted.application.service import Service
+from twisted.internet.defer import Deferred, DeferredLock
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
@@ -55,6 +56,10 @@ class LogService(Service):
     _recent = attr.ib(factory=dict, init=False)
     _watcher = attr.ib(default=None, init=False)
     _rescan = attr.ib(default=None, init=False)
+    # Held while adds are written to the log, which a large add's copy
+    # keeps locked across many turns of the reactor.
+    _writing = attr.ib(factory=DeferredLock, init=False)
+    _copy = attr.ib(default=None, init=False)
 
     _log = Logger()
 
@@ -95,6 +100,10 @@ class LogService(Service):
 
     def stopService(self):
         Service.stopService(self)
+        if self._copy is not None:
+            # The log is cut back to where it was, and unlocked.
+            self._copy.close()
+            self._copy = None
         if self._watcher is not None:
             self._watcher.stop()
         if self._rescan is not None and self._rescan.running:
@@ -121,6 +130,10 @@ class LogService(Service):
         """
         The file may have grown: read its new adds and tell the sessions.
         """
+        if self._writing.locked:
+            # Its growth is this service's own writing, perhaps a large add
+            # half copied: what it wrote is learnt once it is done.
+            return
         try:
             st = os.stat(self.log.path)
         except OSError as e:
@@ -216,23 +229,54 @@ class LogService(Service):
 
     def receive(self, lines, source=None):
         """
-        Append what the log lacks of C{lines}, raw lines from a peer.
+        Append what the log lacks of C{lines}, raw lines from a peer, once
+        no other writing of this service is under way.
 
         @param source: the session they came from, which need not hear of
             them.
-        @return: the L{gossip.store.logfile.Received}.
+        @return: a L{Deferred} firing with the
+            L{gossip.store.logfile.Received}.
         """
-        return self._received(self.log.receive(lines), source)
+        return self._writing.run(lambda: self._received(self.log.receive(lines), source))
 
     def receiveIncoming(self, incoming, source=None):
         """
         Append a large add from a peer, checked whole in its spool file
-        (see L{gossip.store.logfile.Log.receiveIncoming}), unless the log holds it.
+        (see L{gossip.store.logfile.Log.copyIncoming}), unless the log
+        holds it: a piece at a time, one each turn of the reactor, so that
+        other sessions are served meanwhile.  Other adds they receive are
+        written after it.
 
         @param source: the session it came from, which need not hear of it.
-        @return: the L{gossip.store.logfile.Received}.
+        @return: a L{Deferred} firing with the
+            L{gossip.store.logfile.Received}.
         """
-        return self._received(self.log.receiveIncoming(incoming), source)
+        return self._writing.run(self._copyIn, incoming, source)
+
+    def _copyIn(self, incoming, source):
+        done = Deferred()
+        self._copy = self.log.copyIncoming(incoming)
+        self._copyStep(self._copy, done)
+        return done.addCallback(self._received, source)
+
+    def _copyStep(self, steps, done):
+        """
+        Copy one piece of the large add being copied in; come back for the
+        next on the reactor's next turn.
+        """
+        if steps is not self._copy:
+            done.errback(LogError(f"{os.fsdecode(self.log.path)} was closed mid-copy"))
+            return
+        try:
+            next(steps)
+        except StopIteration as finished:
+            self._copy = None
+            done.callback(finished.value)
+        except BaseException:
+            self._copy = None
+            done.errback()
+        else:
+            self.reactor.callLater(0, self._copyStep, steps, done)
 
     def _received(self, result, source):
         """
