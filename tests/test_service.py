@@ -14,7 +14,8 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock, deferLater
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from gossip.store.format import encodeAdd
+from gossip.store import logfile
+from gossip.store.format import checkRecords, encodeAdd
 from gossip.store.intervals import Intervals
 from gossip.store.logfile import LARGE, LargeLine, Log
 from gossip.sync.service import LogService, Stretch
@@ -292,6 +293,56 @@ class ServiceTests(SynchronousTestCase):
         self.assertEqual(os.path.getsize(self.path), before)
         self.log.say([(b"m", b"after")])
         self.assertFalse(self.log.state().holds(b"p", 0))
+
+    def checkedWhole(self):
+        """
+        Record the length of every line checked whole (held in memory).
+        """
+        lengths = []
+
+        def recording(records):
+            lengths.extend(map(len, records))
+            return checkRecords(records)
+
+        self.patch(logfile, "checkRecords", recording)
+        return lengths
+
+    def test_largeAppendedElsewhere(self):
+        """
+        A large add that another writer appends is found, checked a piece
+        at a time, never read whole, and sent from the log; a huge torn
+        line after it is not read whole either.
+        """
+        line = encodeAdd([(b"by", b"p"), (b"at", b"0"), (b"m", b"x" * (4 * LARGE))])
+        with open(self.path, "ab") as f:
+            f.write(line + b"y" * (4 * LARGE))
+        lengths = self.checkedWhole()
+        self.service.changed()
+        self.assertLess(max(lengths, default=0), 2 * LARGE)
+        self.assertEqual(self.listener.told, [(b"p", 0)])
+        ((found, key),) = [
+            item for block in self.service.linesFor({b"p": Intervals([(0, 1)])}) for item in block
+        ]
+        self.assertIsInstance(found, LargeLine)
+        self.assertEqual(self.service.readLine(found, 0, len(line)), line)
+
+    def test_largeCaughtUp(self):
+        """
+        A log read without a cache checks a large add a piece at a time,
+        and a large damaged one is counted as damage.
+        """
+        line = encodeAdd([(b"by", b"p"), (b"at", b"0"), (b"m", b"x" * (4 * LARGE))])
+        damaged = line.replace(b"at=0", b"at=1")
+        with open(self.path, "ab") as f:
+            f.write(line + damaged)
+        os.unlink(Log(self.path).cachePath)
+        lengths = self.checkedWhole()
+        state = Log(self.path).state()
+        self.assertLess(max(lengths, default=0), 2 * LARGE)
+        self.assertTrue(state.holds(b"p", 0))
+        self.assertFalse(state.holds(b"p", 1))
+        self.assertEqual(state.damaged, 1)
+        self.assertEqual(state.offset, os.path.getsize(self.path))
 
     def test_staleSpoolRemoved(self):
         """

@@ -154,18 +154,30 @@ def _pastLine(read, size):
         skipped += len(data)
 
 
-def entries(f, start=0):
+def entries(f, start=0, large=None):
     """
     Read a log forwards from byte C{start}, which must begin a line.
 
     @param f: a binary file open for reading.
+    @param large: if given, a line longer than this many bytes is not read
+        into memory whole (C{f} must then be a real file): it is checked a
+        piece at a time and given as C{(offset, line, None)}, where C{line}
+        is a L{LargeLine} whose C{key} is the add's C{(by, at)}, or L{None}
+        when it is not an intact add with them.
     @return: an iterator of C{(offset, record, body)} for each complete
         line, where C{record} is the line without its LF and C{body} is the
         add's body, or L{None} when the line is not an intact add.  It ends
         at the last LF: an unterminated last line is still being written
         (or was torn), and is not returned.
     """
-    for offset, block in _blocks(f, start):
+    for offset, block in _blocks(f, start, large=large):
+        if isinstance(block, LargeLine):
+            try:
+                block.key = checkLarge(f.fileno(), block)
+            except CorruptLine:
+                pass
+            yield offset, block, None
+            continue
         records = block.split(b"\n")
         for record, body in zip(records, checkRecords(records)):
             yield offset, record, body
@@ -607,7 +619,15 @@ class State:
         if size <= self.offset:
             return
         end = self.offset
-        for offset, record, body in entries(f, self.offset):
+        for offset, record, body in entries(f, self.offset, LARGE):
+            if isinstance(record, LargeLine):
+                end = offset + record.length
+                if record.key is None:
+                    self.damaged += 1
+                else:
+                    # Checked a piece at a time; never an identity add.
+                    self.absorb(b"", record.key)
+                continue
             end = offset + len(record) + 1
             if body is None:
                 self.damaged += 1

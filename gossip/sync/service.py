@@ -150,18 +150,28 @@ class LogService(Service):
         if st.st_size == self._offset:
             return
         keys = []
-        for offset, record, body in entries(self._file, self._offset):
-            self._offset = offset + len(record) + 1
-            if body is None:
+        # A large add (one appended by "say --file", say) is checked a
+        # piece at a time, never read whole.
+        for offset, record, body in entries(self._file, self._offset, LARGE):
+            if isinstance(record, LargeLine):
+                length = record.length
+                key = record.key
+                intact = key is not None
+            else:
+                length = len(record) + 1
+                intact = body is not None
+            self._offset = offset + length
+            if not intact:
                 self._log.warn(
                     "{path}: corrupt line at byte {offset}", path=self.log.path, offset=offset
                 )
                 continue
-            try:
-                key = identify(body)
-            except CorruptLine:
-                continue
-            if key is not None and self._learn(key, offset, len(record) + 1):
+            if body is not None:
+                try:
+                    key = identify(body)
+                except CorruptLine:
+                    continue
+            if key is not None and self._learn(key, offset, length):
                 keys.append(key)
         self._tell(keys)
 
