@@ -12,6 +12,13 @@ process it starts.  Each one's peak RSS is its own, from wait4(2).
 --checkout runs gossip from another checkout (to compare commits).
 --stalls also reports each process's longest stall of its reactor: a
 timer due every 10 ms in each notes the longest it ran late.
+
+    python bench/bench_bigadd.py --size 256 --said [--checkout DIR]
+
+--said measures instead a continuous `gossip sync A B` while `gossip say
+--file v=FILE A` appends an add of --size MiB to A: the peak RSS of the
+sync process (it serves A, and starts the process serving B), until B
+holds the add.
 """
 
 import argparse
@@ -176,6 +183,58 @@ def syncOnce(directory, checkout, stalls=False):
     return elapsed, peaks, late
 
 
+def sayWhileSyncing(directory, checkout, size):
+    """
+    Append an add of about C{size} bytes to a log with C{gossip say --file}
+    while a continuous C{gossip sync} serves it to another.
+
+    @return: seconds from the say until the other log held the add, and
+        the sync process's peak RSS in MiB.
+    """
+    a, b = (os.path.join(directory, side, "x.log") for side in "ab")
+    for path in (a, b):
+        os.makedirs(os.path.dirname(path))
+        argv, where = gossip(checkout, "say", path, "k=small")
+        subprocess.run(argv, check=True, **where)
+    value = os.path.join(directory, "value.bin")
+    with open(value, "wb") as f:
+        for piece in _values(size):
+            f.write(piece)
+    argv, where = gossip(checkout, "sync", a, b)
+    sync = subprocess.Popen(argv, **where)
+    try:
+        # Both logs hold both small adds once the first sync is done.
+        _waitUntil(lambda: _lines(a) == _lines(b) == 3)
+        argv, where = gossip(checkout, "say", "--file", "v=" + value, a)
+        started = time.monotonic()
+        subprocess.run(argv, check=True, **where)
+        _waitUntil(lambda: _lines(b) == 4)
+        elapsed = time.monotonic() - started
+    finally:
+        sync.terminate()
+        pid, status, usage = os.wait4(sync.pid, 0)
+    return elapsed, usage.ru_maxrss / 1024
+
+
+def _lines(path):
+    """
+    How many complete lines the file at C{path} holds.
+    """
+    count = 0
+    with open(path, "rb") as f:
+        for piece in iter(lambda: f.read(_PIECE), b""):
+            count += piece.count(b"\n")
+    return count
+
+
+def _waitUntil(condition, timeout=120):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise SystemExit("timed out")
+        time.sleep(0.2)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", type=int, default=256, help="the add's size in MiB")
@@ -188,11 +247,18 @@ def main():
     parser.add_argument(
         "--stalls", action="store_true", help="time each process's longest reactor stall"
     )
+    parser.add_argument(
+        "--said", action="store_true", help="measure a sync serving a log that say appends to"
+    )
     options = parser.parse_args()
     size = options.size << 20
     parent = os.path.abspath(options.dir or tempfile.gettempdir())
     directory = tempfile.mkdtemp(prefix="bench-bigadd-", dir=parent)
     try:
+        if options.said:
+            elapsed, peak = sayWhileSyncing(directory, options.checkout, size)
+            print(f"{options.size} MiB add said: synced in {elapsed:.1f} s; peak RSS sync {peak:.0f} MiB")
+            return 0
         expected = prepare(directory, options.checkout, size)
         elapsed, peaks, late = syncOnce(directory, options.checkout, options.stalls)
         intact = _holds(os.path.join(directory, "b", "x.log"), expected, size)
