@@ -264,6 +264,11 @@ class LogService(Service):
         return self._writing.run(self._copyIn, incoming, source)
 
     def _copyIn(self, incoming, source):
+        """
+        Start copying C{incoming} in, with the writing lock held.
+
+        @return: a L{Deferred} firing once it is copied and learnt.
+        """
         done = Deferred()
         self._copy = self.log.copyIncoming(incoming)
         self._copyStep(self._copy, done)
@@ -282,7 +287,7 @@ class LogService(Service):
         except StopIteration as finished:
             self._copy = None
             done.callback(finished.value)
-        except BaseException:
+        except Exception:
             self._copy = None
             done.errback()
         else:
