@@ -1644,6 +1644,35 @@ class LargeLineTests(TestCase):
         ]
         self.assertLessEqual(max(map(len, records)), 2000)
 
+    def test_checkedInSlices(self):
+        """
+        A large line is checked a piece of 256 KiB at a time, with an empty
+        block between pieces, so that a sender reading the log serves
+        others meanwhile.
+        """
+        log = Log(self.mktemp())
+        log.say([(b"m", b"first")])
+        big = peerLine(1, value=b"v" * (3 << 20))
+        with open(log.path, "ab") as f:
+            f.write(big)
+        reads = []
+        pread = os.pread
+
+        def counted(fd, length, offset):
+            reads.append(length)
+            return pread(fd, length, offset)
+
+        self.patch(os, "pread", counted)
+        found = []
+        with open(log.path, "rb") as f:
+            for block in keyedBlocks(f):
+                found.append((block, list(reads)))
+                del reads[:]
+        large = [block for block, read in found if isinstance(block, LargeLine)]
+        self.assertEqual([block.key for block in large], [(b"peer", 1)])
+        self.assertLessEqual(max(sum(read) for block, read in found), 1 << 18)
+        self.assertGreaterEqual(len(found), len(big) >> 18)
+
 
 # Receives a large add, and while copying it into the log writes only the
 # first half of it, then holds the lock until it is killed.

@@ -4,6 +4,7 @@ adds appended by other processes, with the real reactor and real files.
 """
 
 import errno
+import fcntl
 import os
 import subprocess
 import sys
@@ -16,7 +17,8 @@ from twisted.logger import globalLogPublisher
 from twisted.test import iosim
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from gossip.store.format import encodeAdd, identify
+from gossip.store import logfile
+from gossip.store.format import checkRecords, encodeAdd, identify
 from gossip.store.intervals import Intervals
 from gossip.store.logfile import LARGE, LargeLine, Log, Scan, entries
 from gossip.sync.protocol import SyncProtocol
@@ -131,6 +133,15 @@ class PollingTests(WatchMixin, TestCase):
         self.assertIsInstance(self.service._watcher, PollingWatcher)
 
 
+def fired(d):
+    """
+    Whether C{d} has its result (not merely another L{Deferred} to wait on).
+    """
+    outcome = []
+    d.addBoth(lambda passed: (outcome.append(passed), passed)[1])
+    return bool(outcome)
+
+
 class ServiceTests(SynchronousTestCase):
     """
     What sessions ask of the service.
@@ -151,11 +162,11 @@ class ServiceTests(SynchronousTestCase):
         Received adds are appended once, and sessions are told of them.
         """
         lines = [encodeAdd([(b"by", b"p"), (b"at", b"%d" % i), (b"m", b"x")]) for i in range(3)]
-        result = self.service.receive(lines + lines[:1])
+        result = self.successResultOf(self.service.receive(lines + lines[:1]))
         self.assertEqual(len(result.appended), 3)
         self.assertEqual(self.listener.told, [(b"p", 0), (b"p", 1), (b"p", 2)])
         self.assertEqual(self.service.have[b"p"], Intervals([(0, 3)]))
-        self.assertEqual(len(self.service.receive(lines).appended), 0)
+        self.assertEqual(len(self.successResultOf(self.service.receive(lines)).appended), 0)
         with open(self.path, "rb") as f:
             self.assertEqual(f.read().count(lines[0]), 1)
 
@@ -168,7 +179,7 @@ class ServiceTests(SynchronousTestCase):
         lines = [encodeAdd([(b"by", b"p"), (b"at", b"%d" % i), (b"m", b"x")]) for i in range(3)]
         with open(self.path, "ab") as f:
             f.write(lines[0][:-1])
-        result = self.service.receive(lines)
+        result = self.successResultOf(self.service.receive(lines))
         self.assertEqual(result.lines, lines[1:])
         self.assertEqual(self.listener.told, [(b"p", 0), (b"p", 1), (b"p", 2)])
         self.assertEqual(self.service.have[b"p"], Intervals([(0, 3)]))
@@ -199,7 +210,7 @@ class ServiceTests(SynchronousTestCase):
         source = Listener()
         self.service.sessionStarted(source)
         lines = [encodeAdd([(b"by", b"p"), (b"at", b"%d" % i)]) for i in (0, 1, 5)]
-        self.service.receive(lines, source=source)
+        self.successResultOf(self.service.receive(lines, source=source))
         self.assertEqual(source.told, [])
         self.assertEqual(self.listener.told, [(b"p", 0), (b"p", 1), (b"p", 5)])
         self.assertEqual(self.service.have[b"p"], Intervals([(0, 2), (5, 6)]))
@@ -209,7 +220,10 @@ class ServiceTests(SynchronousTestCase):
         try:
             incoming.write(line)
             incoming.finish()
-            return self.service.receiveIncoming(incoming, source=None)
+            copied = self.service.receiveIncoming(incoming, source=None)
+            while not fired(copied):
+                self.service.reactor.advance(0)
+            return self.successResultOf(copied)
         finally:
             incoming.discard()
 
@@ -233,6 +247,142 @@ class ServiceTests(SynchronousTestCase):
         )
         self.assertEqual(data, line)
 
+    def startCopy(self, line):
+        """
+        Begin copying C{line} in as a large add from a peer.
+
+        @return: the L{Deferred} of its L{LogService.receiveIncoming}.
+        """
+        incoming = self.service.log.incoming(len(line))
+        incoming.write(line)
+        incoming.finish()
+        copied = self.service.receiveIncoming(incoming, source=None)
+        copied.addBoth(lambda passed: (incoming.discard(), passed)[1])
+        return copied
+
+    def turn(self):
+        """
+        Run what is due first on the service's clock, as one turn of a
+        reactor would (L{Clock.advance} would also run what that schedules
+        for now).
+        """
+        clock = self.service.reactor
+        call = clock.calls.pop(0)
+        self.assertEqual(call.getTime(), clock.seconds())
+        call.called = 1
+        call.func(*call.args, **call.kw)
+
+    def assertLocked(self):
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            self.assertRaises(BlockingIOError, fcntl.flock, fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        finally:
+            os.close(fd)
+
+    def test_copyInSlices(self):
+        """
+        A large add is copied into the log no more than a piece at a time
+        each turn of the reactor, with the log locked throughout; the
+        service neither reads the half-copied line nor writes another
+        session's adds between its pieces, but after it.
+        """
+        line = encodeAdd([(b"by", b"p"), (b"at", b"0"), (b"m", b"x" * (3 * LARGE))])
+        start = os.path.getsize(self.path)
+        copied = self.startCopy(line)
+        small = encodeAdd([(b"by", b"q"), (b"at", b"0")])
+        other = Listener()
+        self.service.sessionStarted(other)
+        queued = self.service.receive([small], source=other)
+        self.assertNoResult(queued)
+        sizes = [os.path.getsize(self.path)]
+        turns = 0
+        while not fired(copied):
+            self.assertLocked()
+            self.service.changed()
+            self.assertEqual(self.listener.told, [])
+            self.assertNotIn(b"p", self.service.have)
+            self.turn()
+            sizes.append(os.path.getsize(self.path))
+            turns += 1
+        steps = [after - before for before, after in zip(sizes, sizes[1:])]
+        self.assertLessEqual(max(steps), 1 << 18)
+        self.assertGreater(turns, 10)
+        self.assertEqual(len(self.successResultOf(copied).appended), 1)
+        self.assertEqual(len(self.successResultOf(queued).appended), 1)
+        with open(self.path, "rb") as f:
+            f.seek(start)
+            self.assertEqual(f.read(), line + small)
+        self.assertEqual(self.listener.told, [(b"p", 0), (b"q", 0)])
+        self.assertEqual(other.told, [(b"p", 0)])
+
+    def test_copyStopped(self):
+        """
+        A service stopped while copying a large add in cuts the log back
+        to where it was and unlocks it.
+        """
+        before = os.path.getsize(self.path)
+        copied = self.startCopy(
+            encodeAdd([(b"by", b"p"), (b"at", b"0"), (b"m", b"x" * (3 * LARGE))])
+        )
+        self.turn()
+        self.assertGreater(os.path.getsize(self.path), before)
+        self.service.stopService()
+        self.turn()
+        self.failureResultOf(copied)
+        self.assertEqual(os.path.getsize(self.path), before)
+        self.log.say([(b"m", b"after")])
+        self.assertFalse(self.log.state().holds(b"p", 0))
+
+    def checkedWhole(self):
+        """
+        Record the length of every line checked whole (held in memory).
+        """
+        lengths = []
+
+        def recording(records):
+            lengths.extend(map(len, records))
+            return checkRecords(records)
+
+        self.patch(logfile, "checkRecords", recording)
+        return lengths
+
+    def test_largeAppendedElsewhere(self):
+        """
+        A large add that another writer appends is found, checked a piece
+        at a time, never read whole, and sent from the log; a huge torn
+        line after it is not read whole either.
+        """
+        line = encodeAdd([(b"by", b"p"), (b"at", b"0"), (b"m", b"x" * (4 * LARGE))])
+        with open(self.path, "ab") as f:
+            f.write(line + b"y" * (4 * LARGE))
+        lengths = self.checkedWhole()
+        self.service.changed()
+        self.assertLess(max(lengths, default=0), 2 * LARGE)
+        self.assertEqual(self.listener.told, [(b"p", 0)])
+        ((found, key),) = [
+            item for block in self.service.linesFor({b"p": Intervals([(0, 1)])}) for item in block
+        ]
+        self.assertIsInstance(found, LargeLine)
+        self.assertEqual(self.service.readLine(found, 0, len(line)), line)
+
+    def test_largeCaughtUp(self):
+        """
+        A log read without a cache checks a large add a piece at a time,
+        and a large damaged one is counted as damage.
+        """
+        line = encodeAdd([(b"by", b"p"), (b"at", b"0"), (b"m", b"x" * (4 * LARGE))])
+        damaged = line.replace(b"at=0", b"at=1")
+        with open(self.path, "ab") as f:
+            f.write(line + damaged)
+        os.unlink(Log(self.path).cachePath)
+        lengths = self.checkedWhole()
+        state = Log(self.path).state()
+        self.assertLess(max(lengths, default=0), 2 * LARGE)
+        self.assertTrue(state.holds(b"p", 0))
+        self.assertFalse(state.holds(b"p", 1))
+        self.assertEqual(state.damaged, 1)
+        self.assertEqual(state.offset, os.path.getsize(self.path))
+
     def test_staleSpoolRemoved(self):
         """
         Spool files of large adds left by a process that died are removed
@@ -253,7 +403,7 @@ class ServiceTests(SynchronousTestCase):
         are the log's own bytes.
         """
         lines = [encodeAdd([(b"by", b"p"), (b"at", b"%d" % i)]) for i in range(5)]
-        self.service.receive(lines)
+        self.successResultOf(self.service.receive(lines))
         wanted = {b"p": Intervals([(1, 3)])}
         found = [item for found in self.service.linesFor(wanted) for item in found]
         self.assertEqual(found, [(lines[1], (b"p", 1)), (lines[2], (b"p", 2))])
@@ -273,7 +423,7 @@ class ServiceTests(SynchronousTestCase):
         lines = [
             encodeAdd([(b"by", by), (b"at", b"%d" % i)]) for i in range(4) for by in (b"p", b"q")
         ]
-        self.service.receive(lines)
+        self.successResultOf(self.service.receive(lines))
         fresh = LogService(Log(self.path), Clock(), useInotify=False)
         fresh.startService()
         self.addCleanup(fresh.stopService)

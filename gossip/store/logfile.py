@@ -23,6 +23,7 @@ C{gossip say} and C{gossip ask} start fast.
 import errno
 import os
 import stat
+from contextlib import contextmanager
 from binascii import b2a_base64
 from fcntl import LOCK_EX, LOCK_NB, LOCK_UN, flock
 from hashlib import sha256
@@ -241,11 +242,16 @@ def _pastLine(read, size):
         skipped += len(data)
 
 
-def entries(f, start=0):
+def entries(f, start=0, large=None):
     """
     Read a log forwards from byte C{start}, which must begin a line.
 
     @param f: a binary file open for reading.
+    @param large: if given, a line longer than this many bytes is not read
+        into memory whole (C{f} must then be a real file): it is checked a
+        piece at a time and given as C{(offset, line, None)}, where C{line}
+        is a L{LargeLine} whose C{key} is the add's C{(by, at)}, or L{None}
+        when it is not an intact add with them.
     @return: an iterator of C{(offset, record, body)} for each complete
         line, where C{record} is the line without its LF (a L{Skipped} for
         a damaged line too long to keep) and C{body} is the add's body, or
@@ -253,8 +259,15 @@ def entries(f, start=0):
         LF: an unterminated last line is still being written (or was
         torn), and is not returned.
     """
-    for offset, block in _blocks(f, start):
+    for offset, block in _blocks(f, start, large=large):
         if type(block) is Skipped:
+            yield offset, block, None
+            continue
+        if isinstance(block, LargeLine):
+            try:
+                block.key = checkLarge(f.fileno(), block)
+            except CorruptLine:
+                pass
             yield offset, block, None
             continue
         records = block.split(b"\n")
@@ -281,8 +294,13 @@ def keyedBlocks(f, start=0, size=1 << 18, large=LARGE):
         if type(block) is Skipped:
             continue
         if isinstance(block, LargeLine):
+            check = LineCheck(block.length)
             try:
-                block.key = checkLarge(f.fileno(), block)
+                for piece in _pieces(f.fileno(), block):
+                    check.update(piece)
+                    # Let the caller serve others between pieces.
+                    yield []
+                block.key = check.finish()
             except CorruptLine:
                 yield []
             else:
@@ -536,12 +554,23 @@ def checkLarge(fd, line):
     @raise CorruptLine: if it is not an intact add with a C{by} and C{at}.
     """
     check = LineCheck(line.length)
+    for piece in _pieces(fd, line):
+        check.update(piece)
+    return check.finish()
+
+
+def _pieces(fd, line):
+    """
+    The bytes of a L{LargeLine} in the file open as C{fd}, L{_PIECE} at a
+    time.
+
+    @raise CorruptLine: if the file ends first.
+    """
     for start in range(0, line.length, _PIECE):
         piece = os.pread(fd, min(_PIECE, line.length - start), line.offset + start)
         if not piece:
             raise CorruptLine("cut short")
-        check.update(piece)
-    return check.finish()
+        yield piece
 
 
 def _tornAdd(fd, start, end):
@@ -610,12 +639,16 @@ class Incoming:
     def copyTo(self, fd):
         """
         Write the spooled line to C{fd}, a piece at a time.
+
+        @return: an iterator that writes one piece, L{_PIECE} bytes at
+            most, each time it is advanced.
         """
         for start in range(0, self.size, _PIECE):
             piece = os.pread(self._fd, _PIECE, start)
             if not piece:
                 raise OSError(f"{os.fsdecode(self.path)} was cut short")
             _writeAll(fd, piece)
+            yield len(piece)
 
     def discard(self):
         """
@@ -749,7 +782,15 @@ class State:
         if size <= self.offset:
             return
         end = self.offset
-        for offset, record, body in entries(f, self.offset):
+        for offset, record, body in entries(f, self.offset, LARGE):
+            if isinstance(record, LargeLine):
+                end = offset + record.length
+                if record.key is None:
+                    self.damaged += 1
+                else:
+                    # Checked a piece at a time; never an identity add.
+                    self.absorb(b"", record.key)
+                continue
             end = offset + len(record) + 1
             if body is None:
                 self.damaged += 1
@@ -1212,33 +1253,55 @@ class Log:
             add's L{LargeLine} if it was appended.
         @raise LogError: if the log cannot be written.
         """
-        key = incoming.key
+        steps = self.copyIncoming(incoming)
+        while True:
+            try:
+                next(steps)
+            except StopIteration as done:
+                return done.value
 
-        def append(fd, state, torn):
+    def copyIncoming(self, incoming):
+        """
+        L{receiveIncoming} a piece at a time, for a caller that must not
+        wait for the whole copy: a generator that writes at most L{_PIECE}
+        bytes of the add each time it is advanced and returns the
+        L{Received}.  The log stays locked from its first step to its
+        last, so that no other writer comes between the pieces; if it is
+        closed before the last, the log is cut back to where it was.
+
+        @raise LogError: if the log cannot be written.
+        """
+        key = incoming.key
+        with self._lock(create=True) as (fd, state, torn):
             self._ensureIdentity(state)
             result = Received()
             result.held = [key]
-            if not state.holds(*key):
-                if torn:
-                    # A writer died mid-add: end its line so that ours
-                    # stands alone.
-                    _writeAll(fd, b"\n")
-                    state.damaged += 1
-                start = os.fstat(fd).st_size
-                incoming.copyTo(fd)
-                if self.fsync:
-                    os.fdatasync(fd)
-                state.intact = True
-                addKeys(state.have, [key])
-                st = os.fstat(fd)
-                state.offset = st.st_size
-                self._save(fd, st, state)
-                result.start = start
-                result.lines = [LargeLine(start, incoming.size, key)]
-                result.keys = [key]
+            if state.holds(*key):
+                return result
+            if torn:
+                # A writer died mid-add: end its line so that ours
+                # stands alone.
+                _writeAll(fd, b"\n")
+                state.damaged += 1
+            start = os.fstat(fd).st_size
+            try:
+                for written in incoming.copyTo(fd):
+                    yield written
+            except BaseException:
+                # Abandoned (or failed) part way: leave no part of it.
+                os.ftruncate(fd, start)
+                raise
+            if self.fsync:
+                os.fdatasync(fd)
+            state.intact = True
+            addKeys(state.have, [key])
+            st = os.fstat(fd)
+            state.offset = st.st_size
+            self._save(fd, st, state)
+            result.start = start
+            result.lines = [LargeLine(start, incoming.size, key)]
+            result.keys = [key]
             return result
-
-        return self._locked(append, create=True)
 
     def removeStale(self):
         """
@@ -1324,7 +1387,15 @@ class Log:
 
     def _locked(self, action, create, trust=True):
         """
-        Call C{action(fd, state, torn)} with the log locked, C{state} up to
+        Call C{action(fd, state, torn)} with the log locked (see L{_lock}).
+        """
+        with self._lock(create, trust) as locked:
+            return action(*locked)
+
+    @contextmanager
+    def _lock(self, create, trust=True):
+        """
+        Hold the log locked, giving C{(fd, state, torn)}: C{state} up to
         date and C{torn} true when the file ends in an unfinished line.
 
         @param create: create the log, and its identity, if it has none;
@@ -1367,7 +1438,7 @@ class Log:
                     torn = False
                     if self.fsync:
                         self._syncDirectory()
-                return action(fd, state, torn)
+                yield fd, state, torn
             except OSError as e:
                 raise _userError(self.path, e) from None
             finally:

@@ -878,8 +878,8 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
     def _received(self, lines):
         if self.readOnly:
             raise Refused("this peer may only read this log")
-        result = self.service.receive(lines, source=self)
-        self._account(result, sum(map(len, lines)))
+        d = self.service.receive(lines, source=self)
+        return d.addCallback(self._account, sum(map(len, lines)))
 
     def _account(self, result, size):
         """
@@ -911,8 +911,7 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
         whole, tail = _splitLines(lines)
         if tail:
             whole.append(tail)
-        self._received(whole)
-        return {}
+        return self._received(whole).addCallback(lambda ignored: {})
 
     @AddBegin.responder
     def addBegin(self, size):
@@ -954,12 +953,18 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
             incoming.discard()
             self.badAdds += 1
             raise ProtocolError(f"a damaged large add ({e})") from None
-        try:
-            result = self.service.receiveIncoming(incoming, source=self)
-        finally:
+        # Copied in a piece at a time, while the reactor serves others.
+        d = self.service.receiveIncoming(incoming, source=self)
+
+        def copied(result):
+            self._account(result, incoming.size)
+            return {}
+
+        def cleanUp(passed):
             incoming.discard()
-        self._account(result, incoming.size)
-        return {}
+            return passed
+
+        return d.addBoth(cleanUp).addCallback(copied)
 
     def _refuseLarge(self, why):
         """

@@ -11,6 +11,7 @@ from time import perf_counter
 
 import attr
 from twisted.application.service import Service
+from twisted.internet.defer import Deferred, DeferredLock
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
@@ -64,6 +65,10 @@ class LogService(Service):
     _watcher = attr.ib(default=None, init=False)
     _rescan = attr.ib(default=None, init=False)
     _scrubber = attr.ib(default=None, init=False)
+    # Held while adds are written to the log, which a large add's copy
+    # keeps locked across many turns of the reactor.
+    _writing = attr.ib(factory=DeferredLock, init=False)
+    _copy = attr.ib(default=None, init=False)
 
     _log = Logger()
 
@@ -110,6 +115,10 @@ class LogService(Service):
         if self._scrubber is not None:
             self._scrubber.stop()
             self._scrubber = None
+        if self._copy is not None:
+            # The log is cut back to where it was, and unlocked.
+            self._copy.close()
+            self._copy = None
         if self._watcher is not None:
             self._watcher.stop()
         if self._rescan is not None and self._rescan.running:
@@ -136,6 +145,18 @@ class LogService(Service):
         """
         The file may have grown: read its new adds and tell the sessions.
         """
+        if self._writing.locked:
+            # Its growth is this service's own writing, perhaps a large add
+            # half copied: what it wrote is learnt once it is done.
+            return
+        self._readNew()
+
+    def _readNew(self):
+        """
+        Read the adds appended since the service last read, and tell the
+        sessions: for L{changed}, and for a writer that finds the log grew
+        by more than it wrote.
+        """
         try:
             st = os.stat(self.log.path)
         except OSError as e:
@@ -152,18 +173,28 @@ class LogService(Service):
         if st.st_size == self._offset:
             return
         keys = []
-        for offset, record, body in entries(self._file, self._offset):
-            self._offset = offset + len(record) + 1
-            if body is None:
+        # A large add (one appended by "say --file", say) is checked a
+        # piece at a time, never read whole.
+        for offset, record, body in entries(self._file, self._offset, LARGE):
+            if isinstance(record, LargeLine):
+                length = record.length
+                key = record.key
+                intact = key is not None
+            else:
+                length = len(record) + 1
+                intact = body is not None
+            self._offset = offset + length
+            if not intact:
                 self._log.warn(
                     "{path}: corrupt line at byte {offset}", path=self.log.path, offset=offset
                 )
                 continue
-            try:
-                key = identify(body)
-            except CorruptLine:
-                continue
-            if key is not None and self._learn(key, offset, len(record) + 1):
+            if body is not None:
+                try:
+                    key = identify(body)
+                except CorruptLine:
+                    continue
+            if key is not None and self._learn(key, offset, length):
                 keys.append(key)
         self._tell(keys)
 
@@ -297,23 +328,59 @@ class LogService(Service):
 
     def receive(self, lines, source=None):
         """
-        Append what the log lacks of C{lines}, raw lines from a peer.
+        Append what the log lacks of C{lines}, raw lines from a peer, once
+        no other writing of this service is under way.
 
         @param source: the session they came from, which need not hear of
             them.
-        @return: the L{gossip.store.logfile.Received}.
+        @return: a L{Deferred} firing with the
+            L{gossip.store.logfile.Received}.
         """
-        return self._received(self.log.receive(lines), source)
+        return self._writing.run(lambda: self._received(self.log.receive(lines), source))
 
     def receiveIncoming(self, incoming, source=None):
         """
         Append a large add from a peer, checked whole in its spool file
-        (see L{gossip.store.logfile.Log.receiveIncoming}), unless the log holds it.
+        (see L{gossip.store.logfile.Log.copyIncoming}), unless the log
+        holds it: a piece at a time, one each turn of the reactor, so that
+        other sessions are served meanwhile.  Other adds they receive are
+        written after it.
 
         @param source: the session it came from, which need not hear of it.
-        @return: the L{gossip.store.logfile.Received}.
+        @return: a L{Deferred} firing with the
+            L{gossip.store.logfile.Received}.
         """
-        return self._received(self.log.receiveIncoming(incoming), source)
+        return self._writing.run(self._copyIn, incoming, source)
+
+    def _copyIn(self, incoming, source):
+        """
+        Start copying C{incoming} in, with the writing lock held.
+
+        @return: a L{Deferred} firing once it is copied and learnt.
+        """
+        done = Deferred()
+        self._copy = self.log.copyIncoming(incoming)
+        self._copyStep(self._copy, done)
+        return done.addCallback(self._received, source)
+
+    def _copyStep(self, steps, done):
+        """
+        Copy one piece of the large add being copied in; come back for the
+        next on the reactor's next turn.
+        """
+        if steps is not self._copy:
+            done.errback(LogError(f"{os.fsdecode(self.log.path)} was closed mid-copy"))
+            return
+        try:
+            next(steps)
+        except StopIteration as finished:
+            self._copy = None
+            done.callback(finished.value)
+        except Exception:
+            self._copy = None
+            done.errback()
+        else:
+            self.reactor.callLater(0, self._copyStep, steps, done)
 
     def _received(self, result, source):
         """
@@ -341,7 +408,7 @@ class LogService(Service):
                 self._offset = offsets[-1]
                 self._tell(keys, source)
             else:
-                self.changed()
+                self._readNew()
         return result
 
     def linesFor(self, wanted):
