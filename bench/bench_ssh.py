@@ -556,7 +556,7 @@ def timedReactor(reactor, marks):
 def inProcessFirstAdd(daemon, keys, directory, samples):
     """
     In this process, under the reactor: L{gossip.transport.ssh.client.SSHSyncEndpoint},
-    L{gossip.transport.peer.SyncFactory} and L{gossip.sync.service.LogService} syncing a
+    L{gossip.sync.factories.SyncFactory} and L{gossip.sync.service.LogService} syncing a
     new log once with the daemon, C{samples} times after one untimed run.
 
     @return: one dict of times (seconds after C{endpoint.connect()}) a run,
@@ -565,7 +565,7 @@ def inProcessFirstAdd(daemon, keys, directory, samples):
     from twisted.internet import reactor
     from twisted.internet.defer import ensureDeferred
 
-    from gossip.transport.peer import SyncFactory
+    from gossip.sync.factories import SyncFactory
     from gossip.sync.service import LogService
     from gossip.transport.ssh.client import SSHSyncEndpoint
     from gossip.transport.ssh.keys import loadIdentity

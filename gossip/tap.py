@@ -13,7 +13,8 @@ from twisted.logger import Logger
 from twisted.python import usage
 
 from gossip.store.logfile import Log, LogError
-from gossip.transport.peer import Reach, isURL, peerService
+from gossip.transport.reach import Reach, peerService
+from gossip.transport.spawn import isURL
 from gossip.sync.service import LogService
 from gossip.transport.startups import DEFAULT_MAX_STARTUPS, DEFAULT_PER_SOURCE, MaxStartups, Startups
 

@@ -1,7 +1,7 @@
 """
-Tests for L{gossip.transport.spawn} and L{gossip.transport.peer.SpawnedEndpoint}: a peer
+Tests for L{gossip.transport.spawn} and L{gossip.transport.command.SpawnedEndpoint}: a peer
 command started before the reactor, then spoken to through it, as real
-processes; and L{gossip.transport.peer.CommandEndpoint}, which starts its
+processes; and L{gossip.transport.command.CommandEndpoint}, which starts its
 command through the reactor.
 """
 
@@ -17,7 +17,7 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.stdio import PipeAddress
 from twisted.trial.unittest import TestCase
 
-from gossip.transport.peer import CommandAddress, CommandEndpoint, SpawnedEndpoint
+from gossip.transport.command import CommandAddress, CommandEndpoint, SpawnedEndpoint
 from gossip.transport.spawn import SpawnError, isURL, peerCommand, spawn
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

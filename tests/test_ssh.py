@@ -27,7 +27,8 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from gossip.transport.ssh.authorized import AuthorizedKeys
 from gossip.store.logfile import Log
-from gossip.transport.peer import CommandError, SyncFactory
+from gossip.sync.factories import SyncFactory
+from gossip.transport.errors import CommandError
 from gossip.sync.service import LogService
 from gossip.sync.sessions import Sessions
 from gossip.transport.errors import SSHError

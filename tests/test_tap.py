@@ -24,7 +24,7 @@ from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from gossip import tap
-from gossip.transport import peer
+from gossip.transport import reach
 from gossip.store.logfile import Log
 from gossip.sync.service import LogService
 from gossip.transport.startups import MaxStartups
@@ -314,7 +314,7 @@ class MakeServiceTests(SynchronousTestCase):
             made.append((reactor, service, command, kwargs))
             return realPeerService(reactor, service, command, **kwargs)
 
-        realPeerService = peer.peerService
+        realPeerService = reach.peerService
         self.patch(tap, "peerService", peerService)
         reactor = MemoryReactorClock()
         top = tap.makeService(options, reactor=reactor)

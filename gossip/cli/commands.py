@@ -24,17 +24,12 @@ from twisted.logger import (
 
 from gossip.store.logfile import Log, LogError
 from gossip.transport.errors import CommandError
-from gossip.transport.peer import (
-    Reach,
-    SpawnedEndpoint,
-    SyncFactory,
-    isURL,
-    urlEndpoint,
-    widenPipe,
-)
+from gossip.sync.factories import SyncFactory
 from gossip.sync.protocol import MAX_SUMMARY
 from gossip.sync.service import LogService
-from gossip.transport.spawn import SpawnError, spawnPeer
+from gossip.transport.command import SpawnedEndpoint, widenPipe
+from gossip.transport.reach import Reach, urlEndpoint
+from gossip.transport.spawn import SpawnError, isURL, spawnPeer
 
 __all__ = ["clone", "serve", "sync"]
 

@@ -1,0 +1,154 @@
+# -*- test-case-name: tests.test_tap -*-
+"""
+Reaching peers: by URL, over SSH or TLS, and kept connected with backoff,
+as the daemon does.
+"""
+
+import os
+import shlex
+
+import attr
+from twisted.application.internet import ClientService, backoffPolicy
+
+from gossip.sync.factories import SyncFactory
+from gossip.sync.protocol import MAX_SUMMARY
+from gossip.transport.command import commandEndpoint
+from gossip.transport.errors import CommandError, TLSError
+from gossip.transport.spawn import isURL
+
+__all__ = ["Reach", "peerService", "urlEndpoint"]
+
+
+@attr.s
+class Reach:
+    """
+    How to reach peers named by URLs: the keys and files of SSH and TLS.
+
+    @ivar identities: paths of OpenSSH private keys; when empty, those
+        OpenSSH's client would use (C{~/.ssh/id_ed25519}, ...).
+    @ivar agentPath: the ssh-agent's socket (default C{$SSH_AUTH_SOCK}).
+    @ivar knownHosts: the C{known_hosts} file (default the user's).
+    @ivar acceptNewHostKeys: record unknown host keys, like OpenSSH's
+        C{StrictHostKeyChecking=accept-new}.
+    @ivar tls: the L{gossip.transport.tls.TLSFiles} for C{tls://} peers, if any.
+    """
+
+    identities = attr.ib(factory=list)
+    agentPath = attr.ib(factory=lambda: os.environ.get("SSH_AUTH_SOCK") or None)
+    knownHosts = attr.ib(default=None)
+    acceptNewHostKeys = attr.ib(default=False)
+    tls = attr.ib(default=None)
+
+
+def urlEndpoint(reactor, url, reach):
+    """
+    An endpoint that reaches the sync session of the peer at C{url}.
+
+    @param reach: the L{Reach} with the keys to use.
+    @return: the endpoint and the name of the log the URL asks for (or
+        L{None}).
+    @raise CommandError: the URL or the keys are wrong.
+    """
+    if url.startswith("ssh://"):
+        from gossip.transport.ssh.client import SSHSyncEndpoint
+        from gossip.transport.ssh.keys import defaultIdentities, loadIdentity
+        from gossip.transport.urls import parseSSHURL
+
+        peer = parseSSHURL(url)
+        if reach.identities:
+            identities = [loadIdentity(path) for path in reach.identities]
+        else:
+            identities = defaultIdentities()
+        endpoint = SSHSyncEndpoint(
+            reactor,
+            peer,
+            identities,
+            agentPath=reach.agentPath,
+            knownHosts=reach.knownHosts,
+            acceptNewHostKeys=reach.acceptNewHostKeys,
+        )
+        return endpoint, peer.log
+    if url.startswith("tls://"):
+        from gossip.transport import tls
+
+        try:
+            host, port, name = tls.parseTLSURL(url)
+            if reach.tls is None:
+                raise CommandError(f"{url}: give --tls-key, --tls-cert and --tls-ca to reach it")
+            return tls.clientEndpoint(reactor, host, port, reach.tls), name
+        except TLSError as e:
+            raise CommandError(str(e))
+    raise CommandError(f"{url}: not a peer URL (ssh://... or tls://...)")
+
+
+@attr.s
+class _PeerFactory(SyncFactory):
+    """
+    A L{SyncFactory} that counts the sessions in a row that ended before
+    their handshake, so that a peer that keeps refusing is retried less and
+    less often.
+    """
+
+    failures = attr.ib(default=0, init=False)
+
+    def buildProtocol(self, addr):
+        protocol = SyncFactory.buildProtocol(self, addr)
+        protocol.whenHandshaken().addCallbacks(self._handshaken, self._failed)
+        return protocol
+
+    def _handshaken(self, protocol):
+        self.failures = 0
+        return protocol
+
+    def _failed(self, failure):
+        self.failures += 1
+        return failure
+
+
+def peerService(
+    reactor,
+    service,
+    command,
+    anyName=False,
+    timeout=60.0,
+    keepalive=20.0,
+    reach=None,
+    maxSummary=MAX_SUMMARY,
+):
+    """
+    A service that keeps a session with the peer at a URL or reached by
+    running C{command}, reconnecting with backoff (1 s growing to 5
+    minutes) when it fails.
+
+    @param command: a URL (see L{urlEndpoint}), or a command as a list of
+        arguments or a shell-style string.
+    @param reach: the L{Reach} for URLs.
+    """
+    want = None
+    if isinstance(command, str) and isURL(command):
+        endpoint, want = urlEndpoint(reactor, command, reach or Reach())
+        name = command
+    else:
+        if isinstance(command, str):
+            command = shlex.split(command)
+        endpoint = commandEndpoint(reactor, command, logErrors=True)
+        name = shlex.join(command)
+    factory = _PeerFactory(
+        service,
+        name,
+        anyName=anyName,
+        timeout=timeout,
+        keepalive=keepalive,
+        want=want,
+        maxSummary=maxSummary,
+    )
+    delay = backoffPolicy(initialDelay=1.0, maxDelay=300.0)
+    # ClientService cannot wait for the handshake (prepareConnection): it has
+    # no transition for a connection lost while it waits.  A session that
+    # ended before its handshake counts as a failed attempt here instead.
+    return ClientService(
+        endpoint,
+        factory,
+        retryPolicy=lambda attempt: delay(max(attempt, factory.failures)),
+        clock=reactor,
+    )
