@@ -569,12 +569,12 @@ def inProcessFirstAdd(daemon, keys, directory, samples):
     from gossip.sync.service import LogService
     from gossip.transport.ssh.client import SSHSyncEndpoint
     from gossip.transport.ssh.keys import loadIdentity
-    from gossip.transport.urls import SSHPeer
+    from gossip.transport.urls import PeerURL
 
     local = os.path.join(directory, "in-process", NAME)
     os.makedirs(os.path.dirname(local), exist_ok=True)
     identity = loadIdentity(keys.client)
-    peer = SSHPeer("127.0.0.1", daemon.port, None, NAME.encode())
+    peer = PeerURL("127.0.0.1", daemon.port, None, NAME.encode())
     runs = []
     negotiated = {}
     failures = []

@@ -14,7 +14,7 @@ from twisted.python import usage
 
 from gossip.store.logfile import Log, LogError
 from gossip.transport.reach import Reach, peerService
-from gossip.transport.spawn import isURL
+from gossip.transport.urls import URLError, isURL, parseURL
 from gossip.sync.service import LogService
 from gossip.transport.startups import DEFAULT_MAX_STARTUPS, DEFAULT_PER_SOURCE, MaxStartups, Startups
 
@@ -161,6 +161,10 @@ class Options(usage.Options):
             raise usage.UsageError(
                 f"--peer {url!r}: give ssh://[USER@]HOST[:PORT][/LOG] or tls://HOST:PORT[/LOG]"
             )
+        try:
+            parseURL(url)
+        except URLError as e:
+            raise usage.UsageError(f"--peer: {e}")
         self["logs"][-1][1].append(url)
 
     def opt_log(self, path):
@@ -242,21 +246,16 @@ class Options(usage.Options):
             tls=self["tls"],
         )
         if any(
-            isinstance(peer, str) and peer.startswith("ssh://")
+            isinstance(peer, str) and parseURL(peer).scheme == "ssh"
             for path, peers in self["logs"]
             for peer in peers
         ):
             from gossip.transport.errors import SSHError
             from gossip.transport.ssh.keys import loadIdentity
-            from gossip.transport.urls import parseSSHURL
 
             try:
                 for path in self["identity"]:
                     loadIdentity(path)
-                for path, peers in self["logs"]:
-                    for peer in peers:
-                        if isinstance(peer, str) and peer.startswith("ssh://"):
-                            parseSSHURL(peer)
             except SSHError as e:
                 raise usage.UsageError(str(e))
 

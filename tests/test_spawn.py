@@ -18,7 +18,7 @@ from twisted.internet.stdio import PipeAddress
 from twisted.trial.unittest import TestCase
 
 from gossip.transport.command import CommandAddress, CommandEndpoint, SpawnedEndpoint
-from gossip.transport.spawn import SpawnError, isURL, peerCommand, spawn
+from gossip.transport.spawn import SpawnError, peerCommand, spawn
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -62,12 +62,6 @@ class PeerCommandTests(TestCase):
         """
         error = self.assertRaises(SpawnError, peerCommand, "no-such.log")
         self.assertEqual(str(error), "no-such.log: No such file or directory")
-
-    def test_isURL(self):
-        self.assertTrue(isURL("ssh://host/a.log"))
-        self.assertTrue(isURL("tls://host:7423"))
-        self.assertFalse(isURL("ssh.log"))
-        self.assertFalse(isURL("./ssh://x"))
 
 
 class SpawnTests(TestCase):

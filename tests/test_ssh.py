@@ -1,5 +1,5 @@
 """
-Tests for L{gossip.transport.ssh} and L{gossip.transport.urls} and L{gossip.sync.sessions}: gossip's Conch server and
+Tests for L{gossip.transport.ssh} and L{gossip.sync.sessions}: gossip's Conch server and
 client, in this process, over real loopback TCP connections and real files.
 
 The tests that bring in OpenSSH's own client and server are in
@@ -40,7 +40,7 @@ from gossip.transport.ssh.server import (
     ServerConnection,
     serverFactory,
 )
-from gossip.transport.urls import SSHPeer, parseSSHURL
+from gossip.transport.urls import PeerURL
 from gossip.transport.startups import TRY_LATER, TRY_LATER_FROM_YOU, MaxStartups, Startups
 from tests.test_commands import contents
 
@@ -56,37 +56,10 @@ def publicLine(key, options=b"", comment=b"test"):
     return (options + b" " + line if options else line) + b"\n"
 
 
-class URLTests(SynchronousTestCase):
+class ErrorTests(SynchronousTestCase):
     """
-    C{ssh://} URLs.
+    The errors of SSH peers.
     """
-
-    def test_full(self):
-        self.assertEqual(
-            parseSSHURL("ssh://alice@example.org:2222/a.log"),
-            SSHPeer("example.org", 2222, "alice", b"a.log"),
-        )
-
-    def test_defaults(self):
-        self.assertEqual(parseSSHURL("ssh://host"), SSHPeer("host", 22, None, None))
-        self.assertEqual(parseSSHURL("ssh://host/"), SSHPeer("host", 22, None, None))
-
-    def test_ipv6(self):
-        peer = parseSSHURL("ssh://[::1]:7422/x")
-        self.assertEqual((peer.host, peer.port), ("::1", 7422))
-        self.assertEqual(peer.knownHostsName, "[::1]:7422")
-        self.assertEqual(str(peer), "ssh://[::1]:7422/x")
-
-    def test_knownHostsName(self):
-        self.assertEqual(SSHPeer("h", 22).knownHostsName, "h")
-        self.assertEqual(SSHPeer("h", 7422).knownHostsName, "[h]:7422")
-
-    def test_bad(self):
-        for url in [
-            "http://h", "ssh://", "ssh://h:x", "ssh://h/a/b", "ssh://h/?q", "ssh://[::1",
-            "ssh://[::1]:99999", "ssh://h:-1",
-        ]:  # fmt: skip
-            self.assertRaises(SSHError, parseSSHURL, url)
 
     def test_isCommandError(self):
         """
@@ -211,7 +184,7 @@ class ServerMixin:
     def _listening(self, port):
         self.addCleanup(port.stopListening)
         self.portNumber = port.getHost().port
-        self.peer = SSHPeer("127.0.0.1", self.portNumber, "tester")
+        self.peer = PeerURL("127.0.0.1", self.portNumber, "tester")
 
     def authorize(self, *lines):
         with open(self.authorized, "wb") as f:
@@ -529,7 +502,7 @@ class SyncTests(ServerMixin, TestCase):
         """
         Nothing listening: an L{SSHError} naming the peer.
         """
-        peer = SSHPeer("127.0.0.1", _freePort(), "tester")
+        peer = PeerURL("127.0.0.1", _freePort(), "tester")
         why = await self.refused(self.client(), self.endpoint(peer=peer))
         self.assertIn(str(peer), why)
 

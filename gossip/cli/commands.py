@@ -29,7 +29,8 @@ from gossip.sync.protocol import MAX_SUMMARY
 from gossip.sync.service import LogService
 from gossip.transport.command import SpawnedEndpoint, widenPipe
 from gossip.transport.reach import Reach, urlEndpoint
-from gossip.transport.spawn import SpawnError, isURL, spawnPeer
+from gossip.transport.spawn import SpawnError, spawnPeer
+from gossip.transport.urls import isURL
 
 __all__ = ["clone", "serve", "sync"]
 

@@ -396,34 +396,29 @@ def _reactorCommand(name):
     return run
 
 
-def _urlLog(url):
-    """
-    The name of the log a peer URL asks for, or L{None}.
-    """
-    path = url.split("://", 1)[1].partition("/")[2]
-    return os.path.basename(path) or None
-
-
 def _prepareClone(options):
     """
     Check C{gossip clone}'s names, and make its options those of a one-shot
     sync that creates NEWLOG.
     """
-    from gossip.transport.spawn import isURL
+    from gossip.transport.urls import URLError, isURL, parseURL
 
     if os.path.lexists(options.newlog):
         raise LogError(f"clone: {options.newlog} already exists")
     if isURL(options.source):
-        source = _urlLog(options.source)
+        try:
+            source = parseURL(options.source).log
+        except URLError as e:
+            raise LogError(f"clone: {e}") from None
     elif not os.path.lexists(options.source):
         raise LogError(f"clone: {options.source}: No such file or directory")
     else:
-        source = os.path.basename(options.source)
-    new = os.path.basename(options.newlog)
+        source = os.fsencode(os.path.basename(options.source))
+    new = os.fsencode(os.path.basename(options.newlog))
     if source is not None and source != new and not options.any_name:
         raise LogError(
-            f"clone: {new!r} is not named {source!r} like its source, so the two "
-            "would not sync; give --any-name to clone anyway"
+            f"clone: {os.fsdecode(new)!r} is not named {os.fsdecode(source)!r} like its "
+            "source, so the two would not sync; give --any-name to clone anyway"
         )
     options.log = options.newlog
     options.peer = options.source
@@ -436,7 +431,8 @@ def _startPeer(options):
     Start the peer command of a sync (not a URL's), so that it starts up
     while this process imports Twisted; see L{gossip.transport.spawn}.
     """
-    from gossip.transport.spawn import SpawnError, isURL, spawnPeer
+    from gossip.transport.spawn import SpawnError, spawnPeer
+    from gossip.transport.urls import isURL
 
     options.spawned = None
     if options.peer is not None and isURL(options.peer):

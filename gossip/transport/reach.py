@@ -14,7 +14,7 @@ from gossip.sync.factories import SyncFactory
 from gossip.sync.protocol import MAX_SUMMARY
 from gossip.transport.command import commandEndpoint
 from gossip.transport.errors import CommandError, TLSError
-from gossip.transport.spawn import isURL
+from gossip.transport.urls import isURL, parseURL
 
 __all__ = ["Reach", "peerService", "urlEndpoint"]
 
@@ -49,36 +49,39 @@ def urlEndpoint(reactor, url, reach):
         L{None}).
     @raise CommandError: the URL or the keys are wrong.
     """
-    if url.startswith("ssh://"):
-        from gossip.transport.ssh.client import SSHSyncEndpoint
-        from gossip.transport.ssh.keys import defaultIdentities, loadIdentity
-        from gossip.transport.urls import parseSSHURL
+    peer = parseURL(url)
+    if peer.scheme == "ssh":
+        return _sshEndpoint(reactor, peer, reach), peer.log
+    from gossip.transport import tls
 
-        peer = parseSSHURL(url)
-        if reach.identities:
-            identities = [loadIdentity(path) for path in reach.identities]
-        else:
-            identities = defaultIdentities()
-        endpoint = SSHSyncEndpoint(
-            reactor,
-            peer,
-            identities,
-            agentPath=reach.agentPath,
-            knownHosts=reach.knownHosts,
-            acceptNewHostKeys=reach.acceptNewHostKeys,
-        )
-        return endpoint, peer.log
-    if url.startswith("tls://"):
-        from gossip.transport import tls
+    if reach.tls is None:
+        raise CommandError(f"{url}: give --tls-key, --tls-cert and --tls-ca to reach it")
+    try:
+        return tls.clientEndpoint(reactor, peer.host, peer.port, reach.tls), peer.log
+    except TLSError as e:
+        raise CommandError(str(e))
 
-        try:
-            host, port, name = tls.parseTLSURL(url)
-            if reach.tls is None:
-                raise CommandError(f"{url}: give --tls-key, --tls-cert and --tls-ca to reach it")
-            return tls.clientEndpoint(reactor, host, port, reach.tls), name
-        except TLSError as e:
-            raise CommandError(str(e))
-    raise CommandError(f"{url}: not a peer URL (ssh://... or tls://...)")
+
+def _sshEndpoint(reactor, peer, reach):
+    """
+    An endpoint that reaches the SSH peer C{peer} (a L{PeerURL}) with the
+    keys of C{reach}.
+    """
+    from gossip.transport.ssh.client import SSHSyncEndpoint
+    from gossip.transport.ssh.keys import defaultIdentities, loadIdentity
+
+    if reach.identities:
+        identities = [loadIdentity(path) for path in reach.identities]
+    else:
+        identities = defaultIdentities()
+    return SSHSyncEndpoint(
+        reactor,
+        peer,
+        identities,
+        agentPath=reach.agentPath,
+        knownHosts=reach.knownHosts,
+        acceptNewHostKeys=reach.acceptNewHostKeys,
+    )
 
 
 @attr.s
