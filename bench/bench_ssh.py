@@ -567,6 +567,7 @@ def inProcessFirstAdd(daemon, keys, directory, samples):
 
     from gossip.sync.factories import SyncFactory
     from gossip.sync.service import LogService
+    from gossip.sync.settings import SessionSettings
     from gossip.transport.ssh.client import SSHSyncEndpoint
     from gossip.transport.ssh.keys import loadIdentity
     from gossip.transport.urls import PeerURL
@@ -596,7 +597,9 @@ def inProcessFirstAdd(daemon, keys, directory, samples):
         service = LogService(Log(local), reactor, rescanInterval=3600)
         service.startService()
         try:
-            factory = SyncFactory(service, str(peer), once=True, timeout=30, progress=progress)
+            factory = SyncFactory(
+                service, str(peer), SessionSettings(timeout=30), once=True, progress=progress
+            )
             endpoint = SSHSyncEndpoint(
                 timedReactor(reactor, marks), peer, [identity], knownHosts=keys.knownHosts
             )

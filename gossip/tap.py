@@ -16,6 +16,7 @@ from gossip.store.logfile import Log, LogError
 from gossip.transport.reach import Reach, peerService
 from gossip.transport.urls import URLError, isURL, parseURL
 from gossip.sync.service import LogService
+from gossip.sync.settings import SessionSettings
 from gossip.transport.startups import DEFAULT_MAX_STARTUPS, DEFAULT_PER_SOURCE, MaxStartups, Startups
 
 __all__ = ["DEFAULT_LISTEN", "Options", "makeService"]
@@ -239,6 +240,12 @@ class Options(usage.Options):
                 self["ssh-host-key"] = hostKey(self["host-key"])
             except SSHError as e:
                 raise usage.UsageError(str(e))
+        self["settings"] = SessionSettings(
+            anyName=self["any-name"],
+            timeout=self["timeout"],
+            keepalive=self["keepalive"],
+            maxSummary=self["max-summary"],
+        )
         self["reach"] = Reach(
             identities=self["identity"],
             knownHosts=self["known-hosts"],
@@ -361,14 +368,7 @@ def makeService(config, reactor=None):
         services[service.name] = service
         for peer in peers:
             peerService(
-                reactor,
-                service,
-                peer,
-                anyName=config["any-name"],
-                timeout=config["timeout"],
-                keepalive=config["keepalive"],
-                reach=config["reach"],
-                maxSummary=config["max-summary"],
+                reactor, service, peer, config["settings"], config["reach"]
             ).setServiceParent(top)
     if config["listen"]:
         _listeners(reactor, config, services).setServiceParent(top)
@@ -380,14 +380,7 @@ def _listeners(reactor, config, services):
 
     from gossip.sync.sessions import Sessions
 
-    sessions = Sessions(
-        reactor,
-        services,
-        anyName=config["any-name"],
-        timeout=config["timeout"],
-        keepalive=config["keepalive"],
-        maxSummary=config["max-summary"],
-    )
+    sessions = Sessions(reactor, services, config["settings"])
     # One budget of unauthenticated connections (SSH connections not yet
     # authenticated, TLS handshakes not yet complete) for all endpoints.
     startups = Startups(config["max-startups"], config["per-source-max-startups"])

@@ -18,6 +18,7 @@ from twisted.internet.stdio import PipeAddress
 from twisted.trial.unittest import TestCase
 
 from gossip.transport.command import CommandAddress, CommandEndpoint, SpawnedEndpoint
+from gossip.sync.defaults import MAX_SUMMARY
 from gossip.transport.spawn import SpawnError, peerCommand, spawn
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -244,7 +245,8 @@ class LateSpawnTests(TestCase):
         Log(theirs).say([(b"m", b"theirs")])
         options = Namespace(
             log=mine, peer=theirs, peerCommand=None, spawned=None, any_name=False,
-            create=False, once=True, timeout=30.0, rescan=30.0, verbose=False,
+            create=False, once=True, timeout=30.0, max_summary=MAX_SUMMARY, rescan=30.0,
+            verbose=False,
         )
         self.patch(os, "environ", dict(os.environ, PYTHONPATH=ROOT))
         status = await commands._sync(reactor, options)

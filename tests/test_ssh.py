@@ -31,6 +31,7 @@ from gossip.sync.factories import SyncFactory
 from gossip.transport.errors import CommandError
 from gossip.sync.service import LogService
 from gossip.sync.sessions import Sessions
+from gossip.sync.settings import SessionSettings
 from gossip.transport.errors import SSHError
 from gossip.transport.ssh.client import SSHSyncEndpoint
 from gossip.transport.ssh.keys import hostKey
@@ -163,7 +164,7 @@ class ServerMixin:
         self.knownHosts = os.path.join(self.dir, "known_hosts")
         self.factory = serverFactory(
             reactor,
-            Sessions(reactor, {b"a.log": self.server.service}, timeout=10),
+            Sessions(reactor, {b"a.log": self.server.service}, SessionSettings(timeout=10)),
             self.hostKey,
             AuthorizedKeys(self.authorized),
             loginGrace=self.loginGrace,
@@ -213,7 +214,7 @@ class ServerMixin:
         """
         Sync C{node} once with the server; return its session.
         """
-        factory = SyncFactory(node.service, str(self.peer), once=True, timeout=10, **kwargs)
+        factory = SyncFactory(node.service, str(self.peer), SessionSettings(timeout=10), once=True, **kwargs)
         protocol = await (endpoint or self.endpoint()).connect(factory)
         await protocol.whenFinished()
         return protocol
@@ -375,7 +376,7 @@ class SyncTests(ServerMixin, TestCase):
         self.trustHost()
         self.authorize(publicLine(self.clientKey, b"gossip-read-only"))
         client = self.client()
-        factory = SyncFactory(client.service, "pusher", timeout=10)
+        factory = SyncFactory(client.service, "pusher", SessionSettings(timeout=10))
         protocol = await self.endpoint().connect(factory)
         await protocol.whenHandshaken()
         line = open(client.path, "rb").readlines()[-1]
@@ -403,7 +404,7 @@ class SyncTests(ServerMixin, TestCase):
         with open(self.server.path, "rb") as f:
             before = f.read()
         client = self.client()
-        factory = SyncFactory(client.service, "hostile", timeout=10)
+        factory = SyncFactory(client.service, "hostile", SessionSettings(timeout=10))
         protocol = await self.endpoint().connect(factory)
         await protocol.whenHandshaken()
         protocol.transport.write(data)
@@ -492,7 +493,11 @@ class SyncTests(ServerMixin, TestCase):
         self.trustHost()
         client = self.client("b.log")
         factory = SyncFactory(
-            client.service, "peer", once=True, timeout=10, anyName=True, want=b"a.log"
+            client.service,
+            "peer",
+            SessionSettings(timeout=10, anyName=True),
+            once=True,
+            want=b"a.log",
         )
         protocol = await self.endpoint().connect(factory)
         self.assertTrue(await protocol.whenFinished())
@@ -701,7 +706,7 @@ class LimitTests(ServerMixin, TestCase):
         """
         self.trustHost()
         client = self.client()
-        factory = SyncFactory(client.service, "steady", timeout=10)
+        factory = SyncFactory(client.service, "steady", SessionSettings(timeout=10))
         protocol = await self.endpoint().connect(factory)
         await protocol.whenHandshaken()
         flood = await self.flood(10)

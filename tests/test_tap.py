@@ -25,6 +25,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from gossip import tap
 from gossip.transport import reach
+from gossip.sync.settings import SessionSettings
 from gossip.store.logfile import Log
 from gossip.sync.service import LogService
 from gossip.transport.startups import MaxStartups
@@ -310,9 +311,9 @@ class MakeServiceTests(SynchronousTestCase):
         )  # fmt: skip
         made = []
 
-        def peerService(reactor, service, command, **kwargs):
-            made.append((reactor, service, command, kwargs))
-            return realPeerService(reactor, service, command, **kwargs)
+        def peerService(reactor, service, command, settings, reach):
+            made.append((reactor, service, command, settings))
+            return realPeerService(reactor, service, command, settings, reach)
 
         realPeerService = reach.peerService
         self.patch(tap, "peerService", peerService)
@@ -340,9 +341,8 @@ class MakeServiceTests(SynchronousTestCase):
                 (reactor, logs[1], ["three", "b"]),
             ],
         )
-        for r, s, c, kwargs in made:
-            self.assertEqual(kwargs["timeout"], 7.0)
-            self.assertTrue(kwargs["anyName"])
+        for r, s, c, settings in made:
+            self.assertEqual(settings, SessionSettings(anyName=True, timeout=7.0))
 
 
 class ListenerTests(TestCase):

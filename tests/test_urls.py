@@ -127,9 +127,11 @@ class CloneNameTests(SynchronousTestCase):
             self.assertEqual(status, 1)
             self.assertIn("is not named 'my log' like its source", stderr)
         status, stderr = self.clone("tls://h.invalid/my%20log", os.path.join(directory, "my log"))
+        self.assertEqual(status, 1)
         self.assertEqual(
-            (status, stderr),
-            (1, "gossip: tls://h.invalid/my%20log: give --tls-key, --tls-cert and --tls-ca to reach it\n"),
+            stderr,
+            "gossip: tls://h.invalid/my%20log: give --tls-key, --tls-cert and --tls-ca "
+            "to reach it\n",
         )
 
     def test_badURL(self):

@@ -7,11 +7,11 @@ as the daemon does.
 import os
 import shlex
 
-import attr
+import attrs
 from twisted.application.internet import ClientService, backoffPolicy
 
 from gossip.sync.factories import SyncFactory
-from gossip.sync.protocol import MAX_SUMMARY
+from gossip.sync.settings import SessionSettings
 from gossip.transport.command import commandEndpoint
 from gossip.transport.errors import CommandError, TLSError
 from gossip.transport.urls import isURL, parseURL
@@ -19,7 +19,7 @@ from gossip.transport.urls import isURL, parseURL
 __all__ = ["Reach", "peerService", "urlEndpoint"]
 
 
-@attr.s
+@attrs.define
 class Reach:
     """
     How to reach peers named by URLs: the keys and files of SSH and TLS.
@@ -33,11 +33,11 @@ class Reach:
     @ivar tls: the L{gossip.transport.tls.TLSFiles} for C{tls://} peers, if any.
     """
 
-    identities = attr.ib(factory=list)
-    agentPath = attr.ib(factory=lambda: os.environ.get("SSH_AUTH_SOCK") or None)
-    knownHosts = attr.ib(default=None)
-    acceptNewHostKeys = attr.ib(default=False)
-    tls = attr.ib(default=None)
+    identities: list = attrs.Factory(list)
+    agentPath: str | None = attrs.Factory(lambda: os.environ.get("SSH_AUTH_SOCK") or None)
+    knownHosts: str | None = None
+    acceptNewHostKeys: bool = False
+    tls: object = None
 
 
 def urlEndpoint(reactor, url, reach):
@@ -84,7 +84,7 @@ def _sshEndpoint(reactor, peer, reach):
     )
 
 
-@attr.s
+@attrs.define
 class _PeerFactory(SyncFactory):
     """
     A L{SyncFactory} that counts the sessions in a row that ended before
@@ -92,7 +92,7 @@ class _PeerFactory(SyncFactory):
     less often.
     """
 
-    failures = attr.ib(default=0, init=False)
+    failures: int = attrs.field(default=0, init=False)
 
     def buildProtocol(self, addr):
         protocol = SyncFactory.buildProtocol(self, addr)
@@ -112,11 +112,8 @@ def peerService(
     reactor,
     service,
     command,
-    anyName=False,
-    timeout=60.0,
-    keepalive=20.0,
+    settings=SessionSettings(),
     reach=None,
-    maxSummary=MAX_SUMMARY,
 ):
     """
     A service that keeps a session with the peer at a URL or reached by
@@ -125,6 +122,7 @@ def peerService(
 
     @param command: a URL (see L{urlEndpoint}), or a command as a list of
         arguments or a shell-style string.
+    @param settings: the sessions' L{SessionSettings}.
     @param reach: the L{Reach} for URLs.
     """
     want = None
@@ -136,15 +134,7 @@ def peerService(
             command = shlex.split(command)
         endpoint = commandEndpoint(reactor, command, logErrors=True)
         name = shlex.join(command)
-    factory = _PeerFactory(
-        service,
-        name,
-        anyName=anyName,
-        timeout=timeout,
-        keepalive=keepalive,
-        want=want,
-        maxSummary=maxSummary,
-    )
+    factory = _PeerFactory(service, name, settings, want=want)
     delay = backoffPolicy(initialDelay=1.0, maxDelay=300.0)
     # ClientService cannot wait for the handshake (prepareConnection): it has
     # no transition for a connection lost while it waits.  A session that
