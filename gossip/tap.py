@@ -12,11 +12,11 @@ from twisted.application.service import MultiService
 from twisted.logger import Logger
 from twisted.python import usage
 
+from gossip.cli.options import PEER, SESSION, sessionSettings
 from gossip.store.logfile import Log, LogError
 from gossip.transport.reach import Reach, peerService
 from gossip.transport.urls import URLError, isURL, parseURL
 from gossip.sync.service import LogService
-from gossip.sync.settings import SessionSettings
 from gossip.transport.startups import DEFAULT_MAX_STARTUPS, DEFAULT_PER_SOURCE, MaxStartups, Startups
 
 __all__ = ["DEFAULT_LISTEN", "Options", "makeService"]
@@ -26,22 +26,59 @@ DEFAULT_LISTEN = "tcp:7422:interface=127.0.0.1"
 
 log = Logger()
 
+SHARED = SESSION + PEER
+[IDENTITY] = [option for option in SHARED if option.kind == "append"]
+
 
 def _configHome():
     return os.environ.get("XDG_CONFIG_HOME") or os.path.expanduser("~/.config")
 
 
-def _megabytes(text):
+def _coercer(read):
     """
-    A positive number of megabytes, as bytes.
+    C{read} as usage.Options calls it: its L{ValueError}s, but for
+    L{float}'s, become usage errors with its message alone.
     """
-    try:
-        value = float(text)
-    except ValueError:
-        value = 0
-    if not value > 0:
-        raise usage.UsageError(f"not a positive number of megabytes: {text!r}")
-    return int(value * 1024 * 1024)
+    if read is None or read is float:
+        return read
+
+    def coerce(text):
+        try:
+            return read(text)
+        except ValueError as e:
+            raise usage.UsageError(str(e)) from None
+
+    return coerce
+
+
+def _shared(kind):
+    """
+    The shared options (see L{gossip.cli.options}) of C{kind} in
+    usage.Options' form.
+    """
+    if kind == "flag":
+        return [
+            [option.name, option.short, option.help]
+            for option in SHARED
+            if option.kind == "flag"
+        ]
+    return [
+        [option.name, option.short, option.default, option.help, _coercer(option.read)]
+        for option in SHARED
+        if option.kind == "value"
+    ]
+
+
+def _appender(option):
+    """
+    The C{opt_} method of a repeatable shared option: its values are a list.
+    """
+
+    def append(self, value):
+        self[option.name].append(value)
+
+    append.__doc__ = option.help
+    return append
 
 
 class Options(usage.Options):
@@ -63,22 +100,9 @@ class Options(usage.Options):
         "backoff after failures."
     )
     optFlags = [
-        ["any-name", None, "sync with peers whose log has another name"],
         ["poll", None, "poll the log files instead of using inotify"],
-        ["accept-new-host-keys", None, "record the keys of peers' hosts not yet known"],
-    ]
-    optParameters = [
-        ["timeout", None, 60.0, "give up on a peer that completes no message in this many seconds, or moves under 1 KB/s for as long mid-message", float],
-        ["keepalive", None, 20.0, "ping peers after this many idle seconds", float],
-        [
-            "max-summary",
-            None,
-            8 * 1024 * 1024,
-            "refuse a peer whose summary of what it holds is larger than this many "
-            "megabytes (default 8)",
-            _megabytes,
-        ],
-        ["rescan", None, 30.0, "rescan each log this often, in seconds", float],
+    ] + _shared("flag")
+    optParameters = _shared("value") + [
         [
             "scrub-period",
             None,
@@ -99,7 +123,6 @@ class Options(usage.Options):
             os.path.expanduser("~/.ssh/authorized_keys"),
             "the keys of peers that may connect, in OpenSSH's format",
         ],
-        ["known-hosts", None, None, "trusted host keys of peers (default ~/.ssh/known_hosts)"],
         [
             "max-startups",
             None,
@@ -115,16 +138,15 @@ class Options(usage.Options):
             "unauthenticated connections from one address (an IPv6 /64) at once",
         ],
         ["login-grace", None, 30.0, "seconds a connection has to authenticate (SSH) or finish its handshake (TLS)", float],
-        ["tls-key", None, None, "this node's TLS private key (PEM)"],
-        ["tls-cert", None, None, "this node's TLS certificate (PEM)"],
-        ["tls-ca", None, None, "the CA certificate that signs TLS peers' certificates"],
     ]
+    opt_identity = _appender(IDENTITY)
+    opt_i = opt_identity
 
     def __init__(self):
         usage.Options.__init__(self)
         self["logs"] = []
         self["listen"] = []
-        self["identity"] = []
+        self[IDENTITY.name] = []
 
     def parseOptions(self, options=None):
         try:
@@ -144,13 +166,6 @@ class Options(usage.Options):
         ssl:PORT[:interface=ADDRESS]; 'none' for none.
         """
         self["listen"].append(description)
-
-    def opt_identity(self, path):
-        """
-        An OpenSSH private key to offer to ssh:// peers (repeatable; default
-        those of ~/.ssh that OpenSSH would use, after the ssh-agent's).
-        """
-        self["identity"].append(path)
 
     def opt_peer(self, url):
         """
@@ -240,12 +255,7 @@ class Options(usage.Options):
                 self["ssh-host-key"] = hostKey(self["host-key"])
             except SSHError as e:
                 raise usage.UsageError(str(e))
-        self["settings"] = SessionSettings(
-            anyName=self["any-name"],
-            timeout=self["timeout"],
-            keepalive=self["keepalive"],
-            maxSummary=self["max-summary"],
-        )
+        self["settings"] = sessionSettings(self.__getitem__)
         self["reach"] = Reach(
             identities=self["identity"],
             knownHosts=self["known-hosts"],

@@ -245,7 +245,7 @@ class LateSpawnTests(TestCase):
         Log(theirs).say([(b"m", b"theirs")])
         options = Namespace(
             log=mine, peer=theirs, peerCommand=None, spawned=None, any_name=False,
-            create=False, once=True, timeout=30.0, max_summary=MAX_SUMMARY, rescan=30.0,
+            create=False, once=True, timeout=30.0, keepalive=20.0, max_summary=MAX_SUMMARY, rescan=30.0,
             verbose=False,
         )
         self.patch(os, "environ", dict(os.environ, PYTHONPATH=ROOT))

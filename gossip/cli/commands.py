@@ -24,9 +24,9 @@ from twisted.logger import (
 
 from gossip.store.logfile import Log, LogError
 from gossip.transport.errors import CommandError
+from gossip.cli.options import sessionSettings
 from gossip.sync.factories import SyncFactory
 from gossip.sync.service import LogService
-from gossip.sync.settings import SessionSettings
 from gossip.transport.command import SpawnedEndpoint, widenPipe
 from gossip.transport.reach import Reach, urlEndpoint
 from gossip.transport.spawn import SpawnError, spawnPeer
@@ -155,9 +155,7 @@ def settings(options):
     The L{SessionSettings} that C{gossip serve}, C{sync} and C{clone}
     options describe.
     """
-    return SessionSettings(
-        anyName=options.any_name, timeout=options.timeout, maxSummary=options.max_summary
-    )
+    return sessionSettings(lambda name: getattr(options, name.replace("-", "_")))
 
 
 def reach(options):

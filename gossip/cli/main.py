@@ -290,71 +290,67 @@ def _parser():
     return parser
 
 
-def _megabytes(text):
-    """
-    A positive number of megabytes, as bytes.
-    """
-    import argparse
-
-    try:
-        value = float(text)
-    except ValueError:
-        value = 0
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"not a positive number of megabytes: {text!r}")
-    return int(value * 1024 * 1024)
-
-
 def _syncOptions(parser):
-    import argparse
+    from gossip.cli.options import SESSION
 
-    parser.add_argument(
-        "--any-name", action="store_true", help="sync even if the logs' names differ"
-    )
-    parser.add_argument(
-        "--timeout",
-        type=float,
-        default=60.0,
-        metavar="SECONDS",
-        help="give up on a peer that completes no message in this long, or moves "
-        "under 1 KB/s for this long mid-message (default 60)",
-    )
-    parser.add_argument(
-        "--max-summary",
-        type=_megabytes,
-        default=8 * 1024 * 1024,
-        metavar="MB",
-        help="refuse a peer whose summary of what it holds is larger (default 8)",
-    )
-    parser.add_argument(
-        "--rescan", type=float, default=30.0, metavar="SECONDS", help=argparse.SUPPRESS
-    )
+    for option in SESSION:
+        _addOption(parser, option)
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress")
 
 
 def _peerOptions(parser):
-    group = parser.add_argument_group("peers named by URL (ssh://[USER@]HOST[:PORT][/LOG], tls://HOST:PORT[/LOG])")
-    group.add_argument(
-        "-i",
-        "--identity",
-        action="append",
-        metavar="PATH",
-        help="an OpenSSH private key to offer (repeatable; default ~/.ssh/id_ed25519, "
-        "id_ecdsa, id_rsa; the ssh-agent's keys are offered first)",
+    from gossip.cli.options import PEER
+
+    group = parser.add_argument_group(
+        "peers named by URL (ssh://[USER@]HOST[:PORT][/LOG], tls://HOST:PORT[/LOG])"
     )
-    group.add_argument(
-        "--known-hosts", metavar="PATH", help="trusted host keys (default ~/.ssh/known_hosts)"
+    for option in PEER:
+        _addOption(group, option)
+
+
+def _addOption(parser, option):
+    """
+    Add a shared option (a L{gossip.cli.options.Option}) to C{parser}.
+    """
+    import argparse
+
+    names = ([f"-{option.short}"] if option.short else []) + [f"--{option.name}"]
+    help = option.help
+    if option.hidden:
+        help = argparse.SUPPRESS
+    elif option.shown is not None:
+        help = f"{help} (default {option.shown})"
+    if option.kind == "flag":
+        parser.add_argument(*names, action="store_true", help=help)
+        return
+    parser.add_argument(
+        *names,
+        action="append" if option.kind == "append" else "store",
+        type=_argumentType(option.read),
+        default=option.default,
+        metavar=option.metavar,
+        help=help,
     )
-    group.add_argument(
-        "--accept-new-host-keys",
-        action="store_true",
-        help="record the key of a host not yet known (a changed key is still refused)",
-    )
-    group.add_argument("--tls-key", metavar="PATH", help="this node's TLS private key (PEM)")
-    group.add_argument("--tls-cert", metavar="PATH", help="this node's TLS certificate (PEM)")
-    group.add_argument(
-        "--tls-ca", metavar="PATH", help="the CA certificate that signs peers' certificates"
-    )
+
+
+def _argumentType(read):
+    """
+    C{read} as argparse calls it: its L{ValueError}s, but for L{float}'s,
+    become argparse's, whose message argparse shows.
+    """
+    import argparse
+
+    if read is None or read is float:
+        return read
+
+    def argumentType(text):
+        try:
+            return read(text)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+
+    argumentType.__name__ = read.__name__
+    return argumentType
 
 
 def _splitPeerCommand(argv):
