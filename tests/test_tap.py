@@ -796,6 +796,35 @@ class TLSDaemonTests(TestCase):
         self.assertEqual(contents(self.served).keySet, before)
         self.assertEqual(len(contents(self.local).keySet), 1)
 
+    def test_clonePercentDecoded(self):
+        """
+        C{gossip clone tls://HOST:PORT/my%20log "my log"} clones the log
+        the daemon serves as C{my log}.
+        """
+        from tests.test_commands import run
+        from tests.test_openssh import freePort
+
+        served = os.path.join(self.dir, "server", "my log")
+        say(served, "m=spaced")
+        port = freePort()
+        server = self.files["server"]
+        daemon = Daemon(
+            self,
+            "--log", served,
+            "--listen", f"ssl:{port}:interface=127.0.0.1",
+            "--tls-key", server.key, "--tls-cert", server.cert, "--tls-ca", server.ca,
+        )  # fmt: skip
+        daemon.waitForLog(rf"listening for TLS peers on 127\.0\.0\.1 port {port}")
+        clone = os.path.join(self.dir, "client", "my log")
+        files = self.files["client"]
+        status, out, err = run(
+            "clone",
+            "--tls-key", files.key, "--tls-cert", files.cert, "--tls-ca", files.ca,
+            f"tls://localhost:{port}/my%20log", clone,
+        )  # fmt: skip
+        self.assertEqual(status, 0, err)
+        self.assertEqual(contents(clone).keySet, contents(served).keySet)
+
 
 class ExampleTests(TestCase):
     """
