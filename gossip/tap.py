@@ -12,7 +12,7 @@ from twisted.application.service import MultiService
 from twisted.logger import Logger
 from twisted.python import usage
 
-from gossip.cli.options import PEER, SESSION, sessionSettings
+from gossip.cli.options import PEER, SESSION, reader, sessionSettings
 from gossip.store.logfile import Log, LogError
 from gossip.transport.reach import Reach, peerService
 from gossip.transport.urls import URLError, isURL, parseURL
@@ -34,23 +34,6 @@ def _configHome():
     return os.environ.get("XDG_CONFIG_HOME") or os.path.expanduser("~/.config")
 
 
-def _coercer(read):
-    """
-    C{read} as usage.Options calls it: its L{ValueError}s, but for
-    L{float}'s, become usage errors with its message alone.
-    """
-    if read is None or read is float:
-        return read
-
-    def coerce(text):
-        try:
-            return read(text)
-        except ValueError as e:
-            raise usage.UsageError(str(e)) from None
-
-    return coerce
-
-
 def _shared(kind):
     """
     The shared options (see L{gossip.cli.options}) of C{kind} in
@@ -63,7 +46,7 @@ def _shared(kind):
             if option.kind == "flag"
         ]
     return [
-        [option.name, option.short, option.default, option.help, _coercer(option.read)]
+        [option.name, option.short, option.default, option.help, reader(option.read, usage.UsageError)]
         for option in SHARED
         if option.kind == "value"
     ]

@@ -314,6 +314,8 @@ def _addOption(parser, option):
     """
     import argparse
 
+    from gossip.cli.options import reader
+
     names = ([f"-{option.short}"] if option.short else []) + [f"--{option.name}"]
     help = option.help
     if option.hidden:
@@ -326,31 +328,11 @@ def _addOption(parser, option):
     parser.add_argument(
         *names,
         action="append" if option.kind == "append" else "store",
-        type=_argumentType(option.read),
+        type=reader(option.read, argparse.ArgumentTypeError),
         default=option.default,
         metavar=option.metavar,
         help=help,
     )
-
-
-def _argumentType(read):
-    """
-    C{read} as argparse calls it: its L{ValueError}s, but for L{float}'s,
-    become argparse's, whose message argparse shows.
-    """
-    import argparse
-
-    if read is None or read is float:
-        return read
-
-    def argumentType(text):
-        try:
-            return read(text)
-        except ValueError as e:
-            raise argparse.ArgumentTypeError(str(e)) from None
-
-    argumentType.__name__ = read.__name__
-    return argumentType
 
 
 def _splitPeerCommand(argv):

@@ -14,7 +14,7 @@ from collections import namedtuple
 
 from gossip.sync.defaults import KEEPALIVE, MAX_SUMMARY, TIMEOUT
 
-__all__ = ["Option", "PEER", "SESSION", "megabytes", "sessionSettings"]
+__all__ = ["Option", "PEER", "SESSION", "megabytes", "reader", "sessionSettings"]
 
 
 def megabytes(text):
@@ -30,6 +30,25 @@ def megabytes(text):
     if not value > 0:
         raise ValueError(f"not a positive number of megabytes: {text!r}")
     return int(value * 1024 * 1024)
+
+
+def reader(read, error):
+    """
+    C{read} as a parser calls it: its L{ValueError}s become C{error}s with
+    their message alone, which the parser shows.  L{float} and L{None} are
+    left as they are, for each parser to word its own message.
+    """
+    if read is None or read is float:
+        return read
+
+    def readOrFail(text):
+        try:
+            return read(text)
+        except ValueError as e:
+            raise error(str(e)) from None
+
+    readOrFail.__name__ = read.__name__
+    return readOrFail
 
 
 # A named tuple rather than an attrs class: attrs takes 25 ms to import,
