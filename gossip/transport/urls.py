@@ -7,7 +7,6 @@ This module imports nothing from Twisted: the command line reads URLs
 before it needs the reactor.
 """
 
-import ipaddress
 import re
 from urllib.parse import unquote_to_bytes
 
@@ -146,7 +145,7 @@ def _hostPort(text, defaultPort, bad):
         host, bracket, port = text[1:].partition("]")
         if not bracket or (port and not port.startswith(":")):
             raise bad("cannot tell the host from the port")
-        if not _isIP(host, ipaddress.IPv6Address) or "%" in host:
+        if not _isIP(host, 6) or "%" in host:
             raise bad(f"{host!r} is not an IPv6 address")
         port = port[1:] if port else None
     else:
@@ -158,7 +157,7 @@ def _hostPort(text, defaultPort, bad):
         if not host:
             raise bad("no host")
         numeric = re.fullmatch("[0-9.]+", host)
-        if not _HOSTNAME.fullmatch(host) or (numeric and not _isIP(host, ipaddress.IPv4Address)):
+        if not _HOSTNAME.fullmatch(host) or (numeric and not _isIP(host, 4)):
             raise bad(f"{host!r} is not a host name or an IP address")
         host = host.lower()
     if port is None:
@@ -168,9 +167,15 @@ def _hostPort(text, defaultPort, bad):
     return host, int(port)
 
 
-def _isIP(text, kind):
+def _isIP(text, version):
+    """
+    Whether C{text} is an IP address of C{version}, 4 or 6.
+    """
+    # Imported here: gossip sync imports this module before it starts its
+    # peer command, and only URLs need ipaddress.
+    import ipaddress
+
     try:
-        kind(text)
+        return ipaddress.ip_address(text).version == version
     except ValueError:
         return False
-    return True
