@@ -556,7 +556,7 @@ def timedReactor(reactor, marks):
 def inProcessFirstAdd(daemon, keys, directory, samples):
     """
     In this process, under the reactor: L{gossip.transport.ssh.client.SSHSyncEndpoint},
-    L{gossip.transport.peer.SyncFactory} and L{gossip.sync.service.LogService} syncing a
+    L{gossip.sync.factories.SyncFactory} and L{gossip.sync.service.LogService} syncing a
     new log once with the daemon, C{samples} times after one untimed run.
 
     @return: one dict of times (seconds after C{endpoint.connect()}) a run,
@@ -565,16 +565,17 @@ def inProcessFirstAdd(daemon, keys, directory, samples):
     from twisted.internet import reactor
     from twisted.internet.defer import ensureDeferred
 
-    from gossip.transport.peer import SyncFactory
+    from gossip.sync.factories import SyncFactory
     from gossip.sync.service import LogService
+    from gossip.sync.settings import SessionSettings
     from gossip.transport.ssh.client import SSHSyncEndpoint
     from gossip.transport.ssh.keys import loadIdentity
-    from gossip.transport.urls import SSHPeer
+    from gossip.transport.urls import PeerURL
 
     local = os.path.join(directory, "in-process", NAME)
     os.makedirs(os.path.dirname(local), exist_ok=True)
     identity = loadIdentity(keys.client)
-    peer = SSHPeer("127.0.0.1", daemon.port, None, NAME.encode())
+    peer = PeerURL("127.0.0.1", daemon.port, None, NAME.encode())
     runs = []
     negotiated = {}
     failures = []
@@ -596,7 +597,9 @@ def inProcessFirstAdd(daemon, keys, directory, samples):
         service = LogService(Log(local), reactor, rescanInterval=3600)
         service.startService()
         try:
-            factory = SyncFactory(service, str(peer), once=True, timeout=30, progress=progress)
+            factory = SyncFactory(
+                service, str(peer), SessionSettings(timeout=30), once=True, progress=progress
+            )
             endpoint = SSHSyncEndpoint(
                 timedReactor(reactor, marks), peer, [identity], knownHosts=keys.knownHosts
             )

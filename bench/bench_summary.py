@@ -25,7 +25,9 @@ from twisted.internet.task import Clock  # noqa: E402
 from twisted.internet.testing import StringTransport  # noqa: E402
 
 from gossip.store.logfile import Log  # noqa: E402
-from gossip.sync.protocol import MAX_SUMMARY, SyncProtocol  # noqa: E402
+from gossip.sync.defaults import MAX_SUMMARY  # noqa: E402
+from gossip.sync.protocol import SyncProtocol  # noqa: E402
+from gossip.sync.settings import SessionSettings  # noqa: E402
 from gossip.sync.service import LogService  # noqa: E402
 
 VALUE = 60000
@@ -101,7 +103,7 @@ def measure(origins, ranges, descending):
     clock = Clock()
     service = LogService(log, clock, useInotify=False)
     service.startService()
-    session = SyncProtocol(service, "bench", reactor=clock, keepalive=0)
+    session = SyncProtocol(service, "bench", SessionSettings(keepalive=0), reactor=clock)
     session.makeConnection(StringTransport())
     times = []
     for start in range(0, len(data), READ):

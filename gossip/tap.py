@@ -12,8 +12,10 @@ from twisted.application.service import MultiService
 from twisted.logger import Logger
 from twisted.python import usage
 
+from gossip.cli.options import PEER, SESSION, reader, sessionSettings
 from gossip.store.logfile import Log, LogError
-from gossip.transport.peer import Reach, isURL, peerService
+from gossip.transport.reach import Reach, peerService
+from gossip.transport.urls import URLError, isURL, parseURL
 from gossip.sync.service import LogService
 from gossip.transport.startups import DEFAULT_MAX_STARTUPS, DEFAULT_PER_SOURCE, MaxStartups, Startups
 
@@ -24,22 +26,42 @@ DEFAULT_LISTEN = "tcp:7422:interface=127.0.0.1"
 
 log = Logger()
 
+SHARED = SESSION + PEER
+[IDENTITY] = [option for option in SHARED if option.kind == "append"]
+
 
 def _configHome():
     return os.environ.get("XDG_CONFIG_HOME") or os.path.expanduser("~/.config")
 
 
-def _megabytes(text):
+def _shared(kind):
     """
-    A positive number of megabytes, as bytes.
+    The shared options (see L{gossip.cli.options}) of C{kind} in
+    usage.Options' form.
     """
-    try:
-        value = float(text)
-    except ValueError:
-        value = 0
-    if not value > 0:
-        raise usage.UsageError(f"not a positive number of megabytes: {text!r}")
-    return int(value * 1024 * 1024)
+    if kind == "flag":
+        return [
+            [option.name, option.short, option.help]
+            for option in SHARED
+            if option.kind == "flag"
+        ]
+    return [
+        [option.name, option.short, option.default, option.help, reader(option.read, usage.UsageError)]
+        for option in SHARED
+        if option.kind == "value"
+    ]
+
+
+def _appender(option):
+    """
+    The C{opt_} method of a repeatable shared option: its values are a list.
+    """
+
+    def append(self, value):
+        self[option.name].append(value)
+
+    append.__doc__ = option.help
+    return append
 
 
 class Options(usage.Options):
@@ -61,22 +83,9 @@ class Options(usage.Options):
         "backoff after failures."
     )
     optFlags = [
-        ["any-name", None, "sync with peers whose log has another name"],
         ["poll", None, "poll the log files instead of using inotify"],
-        ["accept-new-host-keys", None, "record the keys of peers' hosts not yet known"],
-    ]
-    optParameters = [
-        ["timeout", None, 60.0, "give up on a peer that completes no message in this many seconds, or moves under 1 KB/s for as long mid-message", float],
-        ["keepalive", None, 20.0, "ping peers after this many idle seconds", float],
-        [
-            "max-summary",
-            None,
-            8 * 1024 * 1024,
-            "refuse a peer whose summary of what it holds is larger than this many "
-            "megabytes (default 8)",
-            _megabytes,
-        ],
-        ["rescan", None, 30.0, "rescan each log this often, in seconds", float],
+    ] + _shared("flag")
+    optParameters = _shared("value") + [
         [
             "scrub-period",
             None,
@@ -97,7 +106,6 @@ class Options(usage.Options):
             os.path.expanduser("~/.ssh/authorized_keys"),
             "the keys of peers that may connect, in OpenSSH's format",
         ],
-        ["known-hosts", None, None, "trusted host keys of peers (default ~/.ssh/known_hosts)"],
         [
             "max-startups",
             None,
@@ -113,16 +121,15 @@ class Options(usage.Options):
             "unauthenticated connections from one address (an IPv6 /64) at once",
         ],
         ["login-grace", None, 30.0, "seconds a connection has to authenticate (SSH) or finish its handshake (TLS)", float],
-        ["tls-key", None, None, "this node's TLS private key (PEM)"],
-        ["tls-cert", None, None, "this node's TLS certificate (PEM)"],
-        ["tls-ca", None, None, "the CA certificate that signs TLS peers' certificates"],
     ]
+    opt_identity = _appender(IDENTITY)
+    opt_i = opt_identity
 
     def __init__(self):
         usage.Options.__init__(self)
         self["logs"] = []
         self["listen"] = []
-        self["identity"] = []
+        self[IDENTITY.name] = []
 
     def parseOptions(self, options=None):
         try:
@@ -143,13 +150,6 @@ class Options(usage.Options):
         """
         self["listen"].append(description)
 
-    def opt_identity(self, path):
-        """
-        An OpenSSH private key to offer to ssh:// peers (repeatable; default
-        those of ~/.ssh that OpenSSH would use, after the ssh-agent's).
-        """
-        self["identity"].append(path)
-
     def opt_peer(self, url):
         """
         The URL of a peer of the last --log (repeatable).
@@ -160,6 +160,10 @@ class Options(usage.Options):
             raise usage.UsageError(
                 f"--peer {url!r}: give ssh://[USER@]HOST[:PORT][/LOG] or tls://HOST:PORT[/LOG]"
             )
+        try:
+            parseURL(url)
+        except URLError as e:
+            raise usage.UsageError(f"--peer: {e}")
         self["logs"][-1][1].append(url)
 
     def opt_log(self, path):
@@ -234,6 +238,7 @@ class Options(usage.Options):
                 self["ssh-host-key"] = hostKey(self["host-key"])
             except SSHError as e:
                 raise usage.UsageError(str(e))
+        self["settings"] = sessionSettings(self.__getitem__)
         self["reach"] = Reach(
             identities=self["identity"],
             knownHosts=self["known-hosts"],
@@ -241,21 +246,16 @@ class Options(usage.Options):
             tls=self["tls"],
         )
         if any(
-            isinstance(peer, str) and peer.startswith("ssh://")
+            isinstance(peer, str) and parseURL(peer).scheme == "ssh"
             for path, peers in self["logs"]
             for peer in peers
         ):
             from gossip.transport.errors import SSHError
             from gossip.transport.ssh.keys import loadIdentity
-            from gossip.transport.urls import parseSSHURL
 
             try:
                 for path in self["identity"]:
                     loadIdentity(path)
-                for path, peers in self["logs"]:
-                    for peer in peers:
-                        if isinstance(peer, str) and peer.startswith("ssh://"):
-                            parseSSHURL(peer)
             except SSHError as e:
                 raise usage.UsageError(str(e))
 
@@ -361,14 +361,7 @@ def makeService(config, reactor=None):
         services[service.name] = service
         for peer in peers:
             peerService(
-                reactor,
-                service,
-                peer,
-                anyName=config["any-name"],
-                timeout=config["timeout"],
-                keepalive=config["keepalive"],
-                reach=config["reach"],
-                maxSummary=config["max-summary"],
+                reactor, service, peer, config["settings"], config["reach"]
             ).setServiceParent(top)
     if config["listen"]:
         _listeners(reactor, config, services).setServiceParent(top)
@@ -380,14 +373,7 @@ def _listeners(reactor, config, services):
 
     from gossip.sync.sessions import Sessions
 
-    sessions = Sessions(
-        reactor,
-        services,
-        anyName=config["any-name"],
-        timeout=config["timeout"],
-        keepalive=config["keepalive"],
-        maxSummary=config["max-summary"],
-    )
+    sessions = Sessions(reactor, services, config["settings"])
     # One budget of unauthenticated connections (SSH connections not yet
     # authenticated, TLS handshakes not yet complete) for all endpoints.
     startups = Startups(config["max-startups"], config["per-source-max-startups"])

@@ -1,5 +1,5 @@
 """
-Tests for L{gossip.cli.commands} and L{gossip.transport.peer}: C{gossip sync}, C{gossip
+Tests for L{gossip.cli.commands} and L{gossip.transport.reach}: C{gossip sync}, C{gossip
 serve} and C{gossip clone}, run as real processes on real files.
 
 Every wait for another process is bounded by a deadline, and polls rather
@@ -679,7 +679,7 @@ class LargeAddTests(TestCase):
 
 class WidenPipeTests(TestCase):
     """
-    L{gossip.transport.peer.widenPipe}.
+    L{gossip.transport.command.widenPipe}.
     """
 
     def test_pipe(self):
@@ -688,7 +688,7 @@ class WidenPipeTests(TestCase):
         """
         import fcntl
 
-        from gossip.transport.peer import widenPipe
+        from gossip.transport.command import widenPipe
 
         reader, writer = os.pipe()
         self.addCleanup(os.close, reader)
@@ -700,7 +700,7 @@ class WidenPipeTests(TestCase):
         """
         Anything else is left alone, without an error.
         """
-        from gossip.transport.peer import widenPipe
+        from gossip.transport.command import widenPipe
 
         with tempfile.TemporaryFile() as f:
             widenPipe(f.fileno())

@@ -24,6 +24,7 @@ from gossip.store.format import encodeAdd
 from gossip.store.logfile import Log
 from gossip.sync.protocol import SyncProtocol
 from gossip.sync.service import LogService
+from gossip.sync.settings import SessionSettings
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The longest a process may take to start, be attacked and exit.
@@ -79,7 +80,7 @@ class Attacked:
         globalLogPublisher.addObserver(self.events.append)
         test.addCleanup(globalLogPublisher.removeObserver, self.events.append)
         self.protocol = SyncProtocol(
-            self.service, "hostile", reactor=self.clock, keepalive=0, timeout=timeout
+            self.service, "hostile", SessionSettings(timeout=timeout, keepalive=0), reactor=self.clock
         )
         self.transport = StringTransport()
         self.protocol.makeConnection(self.transport)
@@ -456,7 +457,7 @@ class SummaryTests(HostileMixin, SynchronousTestCase):
 
     def test_limitConfigured(self):
         attacked = Attacked(self)
-        attacked.protocol.maxSummary = 1024 * 1024
+        attacked.protocol.settings = SessionSettings(keepalive=0, maxSummary=1024 * 1024)
         attacked.send(hello())
         self.feed(attacked, haves(summary(b"p", 100000)))
         self.assertRepelled(attacked, "a summary longer than 1048576 bytes")

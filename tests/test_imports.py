@@ -140,7 +140,7 @@ class ImportGraphTests(TestCase):
         graph = importGraph()
         self.assertIn("gossip.store.format", graph["gossip.store.logfile"])
         self.assertIn("gossip.cli.output", graph["gossip.cli.main"])
-        self.assertIn("gossip.transport.ssh.client", graph["gossip.transport.peer"])
+        self.assertIn("gossip.transport.ssh.client", graph["gossip.transport.reach"])
 
     def test_findCycle(self):
         """

@@ -29,6 +29,7 @@ from gossip.sync.protocol import (
     encodeRanges,
 )
 from gossip.sync.service import LogService
+from gossip.sync.settings import SessionSettings
 
 
 def adds(path):
@@ -83,9 +84,9 @@ class Node:
         self.service.startService()
         test.addCleanup(self.service.stopService)
 
-    def session(self, peer, **kwargs):
-        kwargs.setdefault("keepalive", 0)
-        return SyncProtocol(self.service, peer, reactor=self.service.reactor, **kwargs)
+    def session(self, peer, anyName=False, **kwargs):
+        settings = SessionSettings(anyName=anyName, keepalive=0)
+        return SyncProtocol(self.service, peer, settings, reactor=self.service.reactor, **kwargs)
 
 
 def pumpUntil(clock, pumps, done, rounds=5000):

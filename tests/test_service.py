@@ -23,9 +23,13 @@ from gossip.store.intervals import Intervals
 from gossip.store.logfile import LARGE, LargeLine, Log, Scan, entries
 from gossip.sync.protocol import SyncProtocol
 from gossip.sync.service import LogService, Scrubber, Stretch
+from gossip.sync.settings import SessionSettings
 from gossip.sync.watcher import INotifyWatcher, PollingWatcher
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# Sessions that neither ping nor time out: the tests drive the clock.
+QUIET = SessionSettings(timeout=None, keepalive=0)
 
 
 class Listener:
@@ -660,8 +664,8 @@ class ScrubHealsTests(SynchronousTestCase):
         self.clock = Clock()
         a = self.node("a", says=100)
         b = self.node("b")
-        pa = SyncProtocol(a, "b", reactor=self.clock, keepalive=0, timeout=None)
-        pb = SyncProtocol(b, "a", reactor=self.clock, keepalive=0, timeout=None)
+        pa = SyncProtocol(a, "b", QUIET, reactor=self.clock)
+        pb = SyncProtocol(b, "a", QUIET, reactor=self.clock)
         pump = iosim.connect(
             pa, iosim.makeFakeServer(pa), pb, iosim.makeFakeClient(pb), clock=self.clock
         )

@@ -1,7 +1,7 @@
 """
-Tests for L{gossip.transport.spawn} and L{gossip.transport.peer.SpawnedEndpoint}: a peer
+Tests for L{gossip.transport.spawn} and L{gossip.transport.command.SpawnedEndpoint}: a peer
 command started before the reactor, then spoken to through it, as real
-processes; and L{gossip.transport.peer.CommandEndpoint}, which starts its
+processes; and L{gossip.transport.command.CommandEndpoint}, which starts its
 command through the reactor.
 """
 
@@ -17,8 +17,9 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.stdio import PipeAddress
 from twisted.trial.unittest import TestCase
 
-from gossip.transport.peer import CommandAddress, CommandEndpoint, SpawnedEndpoint
-from gossip.transport.spawn import SpawnError, isURL, peerCommand, spawn
+from gossip.transport.command import CommandAddress, CommandEndpoint, SpawnedEndpoint
+from gossip.sync.defaults import MAX_SUMMARY
+from gossip.transport.spawn import SpawnError, peerCommand, spawn
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -62,12 +63,6 @@ class PeerCommandTests(TestCase):
         """
         error = self.assertRaises(SpawnError, peerCommand, "no-such.log")
         self.assertEqual(str(error), "no-such.log: No such file or directory")
-
-    def test_isURL(self):
-        self.assertTrue(isURL("ssh://host/a.log"))
-        self.assertTrue(isURL("tls://host:7423"))
-        self.assertFalse(isURL("ssh.log"))
-        self.assertFalse(isURL("./ssh://x"))
 
 
 class SpawnTests(TestCase):
@@ -250,7 +245,8 @@ class LateSpawnTests(TestCase):
         Log(theirs).say([(b"m", b"theirs")])
         options = Namespace(
             log=mine, peer=theirs, peerCommand=None, spawned=None, any_name=False,
-            create=False, once=True, timeout=30.0, rescan=30.0, verbose=False,
+            create=False, once=True, timeout=30.0, keepalive=20.0, max_summary=MAX_SUMMARY, rescan=30.0,
+            verbose=False,
         )
         self.patch(os, "environ", dict(os.environ, PYTHONPATH=ROOT))
         status = await commands._sync(reactor, options)

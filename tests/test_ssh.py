@@ -1,5 +1,5 @@
 """
-Tests for L{gossip.transport.ssh} and L{gossip.transport.urls} and L{gossip.sync.sessions}: gossip's Conch server and
+Tests for L{gossip.transport.ssh} and L{gossip.sync.sessions}: gossip's Conch server and
 client, in this process, over real loopback TCP connections and real files.
 
 The tests that bring in OpenSSH's own client and server are in
@@ -27,9 +27,11 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from gossip.transport.ssh.authorized import AuthorizedKeys
 from gossip.store.logfile import Log
-from gossip.transport.peer import CommandError, SyncFactory
+from gossip.sync.factories import SyncFactory
+from gossip.transport.errors import CommandError
 from gossip.sync.service import LogService
 from gossip.sync.sessions import Sessions
+from gossip.sync.settings import SessionSettings
 from gossip.transport.errors import SSHError
 from gossip.transport.ssh.client import SSHSyncEndpoint
 from gossip.transport.ssh.keys import hostKey
@@ -39,7 +41,7 @@ from gossip.transport.ssh.server import (
     ServerConnection,
     serverFactory,
 )
-from gossip.transport.urls import SSHPeer, parseSSHURL
+from gossip.transport.urls import PeerURL
 from gossip.transport.startups import TRY_LATER, TRY_LATER_FROM_YOU, MaxStartups, Startups
 from tests.test_commands import contents
 
@@ -55,37 +57,10 @@ def publicLine(key, options=b"", comment=b"test"):
     return (options + b" " + line if options else line) + b"\n"
 
 
-class URLTests(SynchronousTestCase):
+class ErrorTests(SynchronousTestCase):
     """
-    C{ssh://} URLs.
+    The errors of SSH peers.
     """
-
-    def test_full(self):
-        self.assertEqual(
-            parseSSHURL("ssh://alice@example.org:2222/a.log"),
-            SSHPeer("example.org", 2222, "alice", b"a.log"),
-        )
-
-    def test_defaults(self):
-        self.assertEqual(parseSSHURL("ssh://host"), SSHPeer("host", 22, None, None))
-        self.assertEqual(parseSSHURL("ssh://host/"), SSHPeer("host", 22, None, None))
-
-    def test_ipv6(self):
-        peer = parseSSHURL("ssh://[::1]:7422/x")
-        self.assertEqual((peer.host, peer.port), ("::1", 7422))
-        self.assertEqual(peer.knownHostsName, "[::1]:7422")
-        self.assertEqual(str(peer), "ssh://[::1]:7422/x")
-
-    def test_knownHostsName(self):
-        self.assertEqual(SSHPeer("h", 22).knownHostsName, "h")
-        self.assertEqual(SSHPeer("h", 7422).knownHostsName, "[h]:7422")
-
-    def test_bad(self):
-        for url in [
-            "http://h", "ssh://", "ssh://h:x", "ssh://h/a/b", "ssh://h/?q", "ssh://[::1",
-            "ssh://[::1]:99999", "ssh://h:-1",
-        ]:  # fmt: skip
-            self.assertRaises(SSHError, parseSSHURL, url)
 
     def test_isCommandError(self):
         """
@@ -189,7 +164,7 @@ class ServerMixin:
         self.knownHosts = os.path.join(self.dir, "known_hosts")
         self.factory = serverFactory(
             reactor,
-            Sessions(reactor, {b"a.log": self.server.service}, timeout=10),
+            Sessions(reactor, {b"a.log": self.server.service}, SessionSettings(timeout=10)),
             self.hostKey,
             AuthorizedKeys(self.authorized),
             loginGrace=self.loginGrace,
@@ -210,7 +185,7 @@ class ServerMixin:
     def _listening(self, port):
         self.addCleanup(port.stopListening)
         self.portNumber = port.getHost().port
-        self.peer = SSHPeer("127.0.0.1", self.portNumber, "tester")
+        self.peer = PeerURL("127.0.0.1", self.portNumber, "tester")
 
     def authorize(self, *lines):
         with open(self.authorized, "wb") as f:
@@ -239,7 +214,7 @@ class ServerMixin:
         """
         Sync C{node} once with the server; return its session.
         """
-        factory = SyncFactory(node.service, str(self.peer), once=True, timeout=10, **kwargs)
+        factory = SyncFactory(node.service, str(self.peer), SessionSettings(timeout=10), once=True, **kwargs)
         protocol = await (endpoint or self.endpoint()).connect(factory)
         await protocol.whenFinished()
         return protocol
@@ -401,7 +376,7 @@ class SyncTests(ServerMixin, TestCase):
         self.trustHost()
         self.authorize(publicLine(self.clientKey, b"gossip-read-only"))
         client = self.client()
-        factory = SyncFactory(client.service, "pusher", timeout=10)
+        factory = SyncFactory(client.service, "pusher", SessionSettings(timeout=10))
         protocol = await self.endpoint().connect(factory)
         await protocol.whenHandshaken()
         line = open(client.path, "rb").readlines()[-1]
@@ -429,7 +404,7 @@ class SyncTests(ServerMixin, TestCase):
         with open(self.server.path, "rb") as f:
             before = f.read()
         client = self.client()
-        factory = SyncFactory(client.service, "hostile", timeout=10)
+        factory = SyncFactory(client.service, "hostile", SessionSettings(timeout=10))
         protocol = await self.endpoint().connect(factory)
         await protocol.whenHandshaken()
         protocol.transport.write(data)
@@ -518,7 +493,11 @@ class SyncTests(ServerMixin, TestCase):
         self.trustHost()
         client = self.client("b.log")
         factory = SyncFactory(
-            client.service, "peer", once=True, timeout=10, anyName=True, want=b"a.log"
+            client.service,
+            "peer",
+            SessionSettings(timeout=10, anyName=True),
+            once=True,
+            want=b"a.log",
         )
         protocol = await self.endpoint().connect(factory)
         self.assertTrue(await protocol.whenFinished())
@@ -528,7 +507,7 @@ class SyncTests(ServerMixin, TestCase):
         """
         Nothing listening: an L{SSHError} naming the peer.
         """
-        peer = SSHPeer("127.0.0.1", _freePort(), "tester")
+        peer = PeerURL("127.0.0.1", _freePort(), "tester")
         why = await self.refused(self.client(), self.endpoint(peer=peer))
         self.assertIn(str(peer), why)
 
@@ -727,7 +706,7 @@ class LimitTests(ServerMixin, TestCase):
         """
         self.trustHost()
         client = self.client()
-        factory = SyncFactory(client.service, "steady", timeout=10)
+        factory = SyncFactory(client.service, "steady", SessionSettings(timeout=10))
         protocol = await self.endpoint().connect(factory)
         await protocol.whenHandshaken()
         flood = await self.flood(10)

@@ -24,7 +24,8 @@ from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from gossip import tap
-from gossip.transport import peer
+from gossip.transport import reach
+from gossip.sync.settings import SessionSettings
 from gossip.store.logfile import Log
 from gossip.sync.service import LogService
 from gossip.transport.startups import MaxStartups
@@ -310,11 +311,11 @@ class MakeServiceTests(SynchronousTestCase):
         )  # fmt: skip
         made = []
 
-        def peerService(reactor, service, command, **kwargs):
-            made.append((reactor, service, command, kwargs))
-            return realPeerService(reactor, service, command, **kwargs)
+        def peerService(reactor, service, command, settings, reach):
+            made.append((reactor, service, command, settings))
+            return realPeerService(reactor, service, command, settings, reach)
 
-        realPeerService = peer.peerService
+        realPeerService = reach.peerService
         self.patch(tap, "peerService", peerService)
         reactor = MemoryReactorClock()
         top = tap.makeService(options, reactor=reactor)
@@ -340,9 +341,8 @@ class MakeServiceTests(SynchronousTestCase):
                 (reactor, logs[1], ["three", "b"]),
             ],
         )
-        for r, s, c, kwargs in made:
-            self.assertEqual(kwargs["timeout"], 7.0)
-            self.assertTrue(kwargs["anyName"])
+        for r, s, c, settings in made:
+            self.assertEqual(settings, SessionSettings(anyName=True, timeout=7.0))
 
 
 class ListenerTests(TestCase):
@@ -795,6 +795,35 @@ class TLSDaemonTests(TestCase):
         oneLine(self, err)
         self.assertEqual(contents(self.served).keySet, before)
         self.assertEqual(len(contents(self.local).keySet), 1)
+
+    def test_clonePercentDecoded(self):
+        """
+        C{gossip clone tls://HOST:PORT/my%20log "my log"} clones the log
+        the daemon serves as C{my log}.
+        """
+        from tests.test_commands import run
+        from tests.test_openssh import freePort
+
+        served = os.path.join(self.dir, "server", "my log")
+        say(served, "m=spaced")
+        port = freePort()
+        server = self.files["server"]
+        daemon = Daemon(
+            self,
+            "--log", served,
+            "--listen", f"ssl:{port}:interface=127.0.0.1",
+            "--tls-key", server.key, "--tls-cert", server.cert, "--tls-ca", server.ca,
+        )  # fmt: skip
+        daemon.waitForLog(rf"listening for TLS peers on 127\.0\.0\.1 port {port}")
+        clone = os.path.join(self.dir, "client", "my log")
+        files = self.files["client"]
+        status, out, err = run(
+            "clone",
+            "--tls-key", files.key, "--tls-cert", files.cert, "--tls-ca", files.ca,
+            f"tls://localhost:{port}/my%20log", clone,
+        )  # fmt: skip
+        self.assertEqual(status, 0, err)
+        self.assertEqual(contents(clone).keySet, contents(served).keySet)
 
 
 class ExampleTests(TestCase):

@@ -1,7 +1,7 @@
 """
 Tests for L{gossip.transport.tls}: real TLS connections over loopback TCP between
-nodes holding certificates from L{tests.certs}, and the parsing of files,
-descriptions and URLs.
+nodes holding certificates from L{tests.certs}, and the parsing of files
+and descriptions.
 """
 
 import os
@@ -39,12 +39,10 @@ from zope.interface import implementer
 
 from gossip.transport.startups import Startups
 from gossip.transport.tls import (
-    DEFAULT_PORT,
     HandshakeLimit,
     TLSError,
     TLSFiles,
     clientEndpoint,
-    parseTLSURL,
     peerName,
     serverEndpoint,
 )
@@ -591,69 +589,6 @@ class ServerPortTests(TestCase):
         failure = self.failureResultOf(endpoint.listen(Factory()))
         self.assertIn("65535", failure.getErrorMessage())
         self.assertNotIn("\n", failure.getErrorMessage())
-
-
-class URLTests(SynchronousTestCase):
-    """
-    L{parseTLSURL} reads C{tls://HOST[:PORT][/LOG]}.
-    """
-
-    def test_good(self):
-        """
-        The port defaults to L{DEFAULT_PORT}; the log's name is optional
-        and percent-decoded to bytes; an IPv6 host is in brackets.
-        """
-        for url, expected in [
-            ("tls://example.com", ("example.com", DEFAULT_PORT, None)),
-            ("tls://example.com/", ("example.com", DEFAULT_PORT, None)),
-            ("TLS://node-b.example:1234", ("node-b.example", 1234, None)),
-            ("tls://10.0.0.1:7/chat", ("10.0.0.1", 7, b"chat")),
-            ("tls://[::1]:99/log", ("::1", 99, b"log")),
-            ("tls://[fe80::2]/log", ("fe80::2", DEFAULT_PORT, b"log")),
-            ("tls://host/a%2Fb%20c%25", ("host", DEFAULT_PORT, b"a/b c%")),
-            ("tls://host/caf%C3%A9", ("host", DEFAULT_PORT, "café".encode())),
-        ]:
-            self.assertEqual(parseTLSURL(url), expected, url)
-        self.assertEqual(DEFAULT_PORT, 7423)
-
-    def test_bad(self):
-        """
-        A bad URL gives a one-line L{TLSError} quoting it.
-        """
-        for url in [
-            "",
-            "host:7423",
-            "ssh://host",
-            "tls:/host",
-            "tls://",
-            "tls://:7423",
-            "tls://host:",
-            "tls://host:0",
-            "tls://host:65536",
-            "tls://host:x",
-            "tls://host:1:2",
-            "tls://::1",
-            "tls://[::1",
-            "tls://[::1]x",
-            "tls://[host]:1",
-            "tls://[fe80::1%25eth0]",
-            "tls://user@host",
-            "tls://-host",
-            "tls://host..example",
-            "tls://999.1.1.1",
-            "tls://ho st",
-            "tls://host/na me",
-            "tls://host/a\nb",
-            "tls://host/café",
-            "tls://host/a/b",
-            "tls://host/log?x=1",
-            "tls://host/log#top",
-            "tls://host/%zz",
-            "tls://host/50%",
-        ]:
-            error = self.assertRaises(TLSError, parseTLSURL, url)
-            self.assertIn(repr(url), str(error))
-            self.assertNotIn("\n", str(error))
 
 
 class PeerNameTests(SynchronousTestCase):

@@ -24,17 +24,13 @@ from twisted.logger import (
 
 from gossip.store.logfile import Log, LogError
 from gossip.transport.errors import CommandError
-from gossip.transport.peer import (
-    Reach,
-    SpawnedEndpoint,
-    SyncFactory,
-    isURL,
-    urlEndpoint,
-    widenPipe,
-)
-from gossip.sync.protocol import MAX_SUMMARY
+from gossip.cli.options import sessionSettings
+from gossip.sync.factories import SyncFactory
 from gossip.sync.service import LogService
+from gossip.transport.command import SpawnedEndpoint, widenPipe
+from gossip.transport.reach import Reach, urlEndpoint
 from gossip.transport.spawn import SpawnError, spawnPeer
+from gossip.transport.urls import isURL
 
 __all__ = ["clone", "serve", "sync"]
 
@@ -134,11 +130,7 @@ def _service(reactor, options, create=True):
 async def _serve(reactor, options):
     service = _service(reactor, options)
     service.startService()
-    factory = SyncFactory(
-        service, "stdio peer", once=options.once, anyName=options.any_name,
-        timeout=options.timeout,
-        maxSummary=getattr(options, "max_summary", MAX_SUMMARY),
-    )
+    factory = SyncFactory(service, "stdio peer", settings(options), once=options.once)
     protocol = factory.buildProtocol(None)
     for fd in (0, 1):
         widenPipe(fd)
@@ -156,6 +148,14 @@ def serve(options):
     output.
     """
     return _run(_serve, options, quietSessions=True)
+
+
+def settings(options):
+    """
+    The L{SessionSettings} that C{gossip serve}, C{sync} and C{clone}
+    options describe.
+    """
+    return sessionSettings(lambda name: getattr(options, name.replace("-", "_")))
 
 
 def reach(options):
@@ -198,10 +198,8 @@ async def _sync(reactor, options):
     factory = SyncFactory(
         service,
         name,
+        settings(options),
         once=options.once,
-        anyName=options.any_name,
-        timeout=options.timeout,
-        maxSummary=getattr(options, "max_summary", MAX_SUMMARY),
         progress=getattr(options, "progress", None),
         want=want,
     )

@@ -290,70 +290,48 @@ def _parser():
     return parser
 
 
-def _megabytes(text):
-    """
-    A positive number of megabytes, as bytes.
-    """
-    import argparse
-
-    try:
-        value = float(text)
-    except ValueError:
-        value = 0
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"not a positive number of megabytes: {text!r}")
-    return int(value * 1024 * 1024)
-
-
 def _syncOptions(parser):
-    import argparse
+    from gossip.cli.options import SESSION
 
-    parser.add_argument(
-        "--any-name", action="store_true", help="sync even if the logs' names differ"
-    )
-    parser.add_argument(
-        "--timeout",
-        type=float,
-        default=60.0,
-        metavar="SECONDS",
-        help="give up on a peer that completes no message in this long, or moves "
-        "under 1 KB/s for this long mid-message (default 60)",
-    )
-    parser.add_argument(
-        "--max-summary",
-        type=_megabytes,
-        default=8 * 1024 * 1024,
-        metavar="MB",
-        help="refuse a peer whose summary of what it holds is larger (default 8)",
-    )
-    parser.add_argument(
-        "--rescan", type=float, default=30.0, metavar="SECONDS", help=argparse.SUPPRESS
-    )
+    for option in SESSION:
+        _addOption(parser, option)
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress")
 
 
 def _peerOptions(parser):
-    group = parser.add_argument_group("peers named by URL (ssh://[USER@]HOST[:PORT][/LOG], tls://HOST:PORT[/LOG])")
-    group.add_argument(
-        "-i",
-        "--identity",
-        action="append",
-        metavar="PATH",
-        help="an OpenSSH private key to offer (repeatable; default ~/.ssh/id_ed25519, "
-        "id_ecdsa, id_rsa; the ssh-agent's keys are offered first)",
+    from gossip.cli.options import PEER
+
+    group = parser.add_argument_group(
+        "peers named by URL (ssh://[USER@]HOST[:PORT][/LOG], tls://HOST:PORT[/LOG])"
     )
-    group.add_argument(
-        "--known-hosts", metavar="PATH", help="trusted host keys (default ~/.ssh/known_hosts)"
-    )
-    group.add_argument(
-        "--accept-new-host-keys",
-        action="store_true",
-        help="record the key of a host not yet known (a changed key is still refused)",
-    )
-    group.add_argument("--tls-key", metavar="PATH", help="this node's TLS private key (PEM)")
-    group.add_argument("--tls-cert", metavar="PATH", help="this node's TLS certificate (PEM)")
-    group.add_argument(
-        "--tls-ca", metavar="PATH", help="the CA certificate that signs peers' certificates"
+    for option in PEER:
+        _addOption(group, option)
+
+
+def _addOption(parser, option):
+    """
+    Add a shared option (a L{gossip.cli.options.Option}) to C{parser}.
+    """
+    import argparse
+
+    from gossip.cli.options import reader
+
+    names = ([f"-{option.short}"] if option.short else []) + [f"--{option.name}"]
+    help = option.help
+    if option.hidden:
+        help = argparse.SUPPRESS
+    elif option.shown is not None:
+        help = f"{help} (default {option.shown})"
+    if option.kind == "flag":
+        parser.add_argument(*names, action="store_true", help=help)
+        return
+    parser.add_argument(
+        *names,
+        action="append" if option.kind == "append" else "store",
+        type=reader(option.read, argparse.ArgumentTypeError),
+        default=option.default,
+        metavar=option.metavar,
+        help=help,
     )
 
 
@@ -396,34 +374,29 @@ def _reactorCommand(name):
     return run
 
 
-def _urlLog(url):
-    """
-    The name of the log a peer URL asks for, or L{None}.
-    """
-    path = url.split("://", 1)[1].partition("/")[2]
-    return os.path.basename(path) or None
-
-
 def _prepareClone(options):
     """
     Check C{gossip clone}'s names, and make its options those of a one-shot
     sync that creates NEWLOG.
     """
-    from gossip.transport.spawn import isURL
+    from gossip.transport.urls import URLError, isURL, parseURL
 
     if os.path.lexists(options.newlog):
         raise LogError(f"clone: {options.newlog} already exists")
     if isURL(options.source):
-        source = _urlLog(options.source)
+        try:
+            source = parseURL(options.source).log
+        except URLError as e:
+            raise LogError(f"clone: {e}") from None
     elif not os.path.lexists(options.source):
         raise LogError(f"clone: {options.source}: No such file or directory")
     else:
-        source = os.path.basename(options.source)
-    new = os.path.basename(options.newlog)
+        source = os.fsencode(os.path.basename(options.source))
+    new = os.fsencode(os.path.basename(options.newlog))
     if source is not None and source != new and not options.any_name:
         raise LogError(
-            f"clone: {new!r} is not named {source!r} like its source, so the two "
-            "would not sync; give --any-name to clone anyway"
+            f"clone: {os.fsdecode(new)!r} is not named {os.fsdecode(source)!r} like its "
+            "source, so the two would not sync; give --any-name to clone anyway"
         )
     options.log = options.newlog
     options.peer = options.source
@@ -436,7 +409,8 @@ def _startPeer(options):
     Start the peer command of a sync (not a URL's), so that it starts up
     while this process imports Twisted; see L{gossip.transport.spawn}.
     """
-    from gossip.transport.spawn import SpawnError, isURL, spawnPeer
+    from gossip.transport.spawn import SpawnError, spawnPeer
+    from gossip.transport.urls import isURL
 
     options.spawned = None
     if options.peer is not None and isURL(options.peer):

@@ -32,10 +32,10 @@ from gossip.store.intervals import (
 )
 from gossip.store.logfile import LargeLine, LogError
 from gossip.sync.service import Stretch
+from gossip.sync.settings import SessionSettings
 
 
 __all__ = [
-    "MAX_SUMMARY",
     "MIN_RATE",
     "PROTOCOL_VERSION",
     "Refused",
@@ -58,8 +58,6 @@ _MIN_PART = 1024
 _SCAN_SLICE = 20000
 # A peer's box may hold no more fields than this (AMP itself sets no limit).
 _MAX_FIELDS = 16
-# Nor may its summary, in all its parts, be longer than this by default.
-MAX_SUMMARY = 8 * 1024 * 1024
 # Nor may it name more origins than this: a node's work on a summary goes
 # by origin too, and a log of more is not sane.
 _MAX_ORIGINS = 10000
@@ -325,8 +323,7 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
     @ivar succeeded: whether both ends caught up at least once.
     @ivar readOnly: take no adds from the peer (and say so in the hello).
     @ivar want: the name of the log to ask the peer for, if not ours.
-    @ivar maxSummary: refuse a peer whose summary is longer than this
-        many bytes.
+    @ivar settings: the L{SessionSettings} it keeps to.
 
     A session made without a service gets one when the peer's hello
     arrives: C{choose(name, anyName)} returns the service of the log the
@@ -339,19 +336,16 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
         self,
         service,
         peer,
+        settings=SessionSettings(),
         once=False,
-        anyName=False,
         reactor=None,
-        timeout=60.0,
-        keepalive=20.0,
         progress=None,
         choose=None,
         readOnly=False,
         want=None,
-        maxSummary=MAX_SUMMARY,
     ):
         amp.AMP.__init__(self)
-        self.maxSummary = maxSummary
+        self.settings = settings
         self.service = service
         self._choose = choose
         self.want = want
@@ -359,10 +353,9 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
         self.peerReadOnly = False
         self.peer = peer
         self.once = once
-        self.anyName = anyName
-        self.timeOut = timeout
+        # TimeoutMixin's: the timeout in force.
+        self.timeOut = settings.timeout
         self._reactor = reactor if reactor is not None else service.reactor
-        self._keepalive = keepalive
         self._progress = progress
         self.peerNode = None
         self.succeeded = False
@@ -420,7 +413,7 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
             version=PROTOCOL_VERSION,
             node=self.service.identity,
             log=self.service.name,
-            anyName=self.anyName,
+            anyName=self.settings.anyName,
         )
         if self.want is not None:
             arguments["want"] = self.want
@@ -686,7 +679,7 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
             why = f"protocol version {version} is not {PROTOCOL_VERSION}: upgrade one end"
         elif node == self.service.identity:
             why = "that is this same node (the same log)"
-        elif log != self.service.name and not (anyName or self.anyName):
+        elif log != self.service.name and not (anyName or self.settings.anyName):
             why = (
                 f"log names differ ({log.decode('utf-8', 'replace')!r} there, "
                 f"{self.service.name.decode('utf-8', 'replace')!r} here); give "
@@ -706,10 +699,10 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
     def _helloAccepted(self, result):
         self._handshaken.callback(self)
         self._summarySent = True
-        if self._keepalive:
+        if self.settings.keepalive:
             self._pinger = LoopingCall(self._ping)
             self._pinger.clock = self._reactor
-            self._pinger.start(self._keepalive, now=False)
+            self._pinger.start(self.settings.keepalive, now=False)
         # Adds appended since the watcher last looked belong in the summary.
         self.service.changed()
         parts = encodeRanges(self.service.have)
@@ -732,9 +725,9 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
         if self._summaryDone:
             raise ProtocolError("a second summary")
         self._summaryBytes += len(ranges)
-        if self._summaryBytes > self.maxSummary:
+        if self._summaryBytes > self.settings.maxSummary:
             raise Refused(
-                f"a summary longer than {self.maxSummary} bytes (--max-summary)"
+                f"a summary longer than {self.settings.maxSummary} bytes (--max-summary)"
             )
         # Each part costs time linear in its length; they are put together
         # once all are in, in time linear in their total whatever their

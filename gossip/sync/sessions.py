@@ -3,31 +3,30 @@
 The sessions a daemon accepts: which of its logs a peer may sync, and how.
 """
 
-import attr
+import attrs
 from twisted.internet.protocol import Factory
 
-from gossip.sync.protocol import MAX_SUMMARY, Refused, SyncProtocol
+from gossip.sync.protocol import Refused, SyncProtocol
+from gossip.sync.settings import SessionSettings
 
 __all__ = ["Sessions"]
 
 
-@attr.s
+@attrs.define
 class Sessions:
     """
     What the daemon's servers offer: its logs by name, each chosen by the
     peer's hello within what the peer's grant allows.
 
     @ivar services: L{gossip.sync.service.LogService}s by log name.
-    @ivar anyName: let a peer whose log has another name sync the one log
-        served, if only one is.
+    @ivar settings: the sessions' L{SessionSettings}; with C{anyName}, a
+        peer whose log has another name may sync the one log served, if
+        only one is.
     """
 
-    reactor = attr.ib()
-    services = attr.ib()
-    anyName = attr.ib(default=False)
-    timeout = attr.ib(default=60.0)
-    keepalive = attr.ib(default=20.0)
-    maxSummary = attr.ib(default=MAX_SUMMARY)
+    reactor: object
+    services: dict
+    settings: SessionSettings = SessionSettings()
 
     def protocolFor(self, grant, peer):
         """
@@ -39,11 +38,8 @@ class Sessions:
         return SyncProtocol(
             None,
             peer,
+            self.settings,
             reactor=self.reactor,
-            anyName=self.anyName,
-            timeout=self.timeout,
-            keepalive=self.keepalive,
-            maxSummary=self.maxSummary,
             choose=lambda name, anyName: self.choose(grant, name, anyName),
             readOnly=grant is not None and grant.readOnly,
         )
@@ -55,7 +51,7 @@ class Sessions:
         @raise Refused: it may not, or there is no such log.
         """
         service = self.services.get(name)
-        if service is None and (anyName or self.anyName) and len(self.services) == 1:
+        if service is None and (anyName or self.settings.anyName) and len(self.services) == 1:
             [service] = self.services.values()
         shown = name.decode("utf-8", "replace")
         if service is None:

@@ -5,7 +5,7 @@ nothing, so that every transport can raise them and the commands catch
 them without one transport importing another.
 """
 
-__all__ = ["CommandError", "SSHError", "TLSError"]
+__all__ = ["CommandError", "SSHError", "TLSError", "URLError"]
 
 
 class CommandError(Exception):
@@ -18,6 +18,12 @@ class CommandError(Exception):
 class SSHError(CommandError):
     """
     An SSH peer could not be reached, or would not let us in.
+    """
+
+
+class URLError(CommandError):
+    """
+    A peer's URL is not one gossip can read.
     """
 
 

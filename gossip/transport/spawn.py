@@ -16,7 +16,7 @@ import sys
 
 import attr
 
-__all__ = ["SpawnError", "Spawned", "isURL", "peerCommand", "spawn", "spawnPeer"]
+__all__ = ["SpawnError", "Spawned", "peerCommand", "spawn", "spawnPeer"]
 
 
 class SpawnError(Exception):
@@ -40,13 +40,6 @@ class Spawned:
     pid = attr.ib()
     stdin = attr.ib()
     stdout = attr.ib()
-
-
-def isURL(text):
-    """
-    Whether C{text} names a peer by URL rather than as a file.
-    """
-    return text.startswith(("ssh://", "tls://"))
 
 
 def peerCommand(peer, command=None, anyName=False):

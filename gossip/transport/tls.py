@@ -8,16 +8,12 @@ authorities; the connecting node requires the listener's certificate to be
 signed by one of its authorities and to name the host it dialled.
 """
 
-import re
-from urllib.parse import unquote_to_bytes
-
 import attr
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import NameOID
 from OpenSSL.crypto import X509, PKey
-from twisted.internet.abstract import isIPAddress, isIPv6Address
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.endpoints import HostnameEndpoint, serverFromString, wrapClientTLS
 from twisted.internet.interfaces import (
@@ -44,24 +40,18 @@ from gossip.transport.startups import RefusalLog, source
 from gossip.transport.errors import TLSError
 
 __all__ = [
-    "DEFAULT_PORT",
     "Credentials",
     "HandshakeLimit",
     "TLSError",
     "TLSFiles",
     "clientEndpoint",
-    "parseTLSURL",
     "peerName",
     "serverEndpoint",
 ]
 
-# The port of a tls:// URL that names none.
-DEFAULT_PORT = 7423
-
 log = Logger()
 
 _LISTEN_SYNTAX = "ssl:PORT[:interface=ADDRESS][:backlog=N]"
-_URL_SYNTAX = "tls://HOST[:PORT][/LOG]"
 
 
 @attr.frozen
@@ -305,77 +295,6 @@ class _TLSServerEndpoint:
         return self.endpoint.listen(
             TLSMemoryBIOFactory(self.options, False, _AuthenticatingFactory(factory))
         )
-
-
-def _number(text, low, high):
-    """
-    The decimal number C{text} if it is one from C{low} to C{high}, else
-    L{None}.
-    """
-    if not re.fullmatch(r"[0-9]{1,6}", text):
-        return None
-    number = int(text)
-    return number if low <= number <= high else None
-
-
-_URL = re.compile(r"tls://(?P<authority>[^/?#]*)(?:/(?P<name>[^?#]*))?", re.IGNORECASE)
-_AUTHORITY = re.compile(r"(?:\[(?P<ipv6>[^\]]*)\]|(?P<host>[^:\[\]]*))(?::(?P<port>.*))?")
-_HOSTNAME = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)(?:\.(?!-)[A-Za-z0-9_-]{1,63}(?<!-))*")
-
-
-def parseTLSURL(url):
-    """
-    Parse the URL of a peer reached over TLS: C{tls://HOST[:PORT][/LOG]}.
-
-    HOST is a DNS name, an IPv4 address or an IPv6 address in brackets;
-    PORT defaults to L{DEFAULT_PORT}; LOG, percent-encoded, is the name of
-    the peer's log to sync with.
-
-    @type url: L{str}
-    @return: the host (an IPv6 address without its brackets), the port and
-        the log's name (L{bytes}, or L{None} if the URL names none).
-    @raise TLSError: if the URL is bad.
-    """
-
-    def bad(why):
-        return TLSError(f"TLS URL {url!r}: {why}; expected {_URL_SYNTAX}")
-
-    if re.search(r"[\x00-\x20\x7f-\U0010ffff]", url):
-        raise bad("spaces, control and non-ASCII characters must be percent-encoded")
-    match = _URL.fullmatch(url)
-    if match is None:
-        if not url.lower().startswith("tls://"):
-            raise bad("not a tls:// URL")
-        raise bad("queries and fragments mean nothing here")
-    if isIPv6Address(match["authority"]):
-        raise bad("put an IPv6 address in brackets, as in tls://[::1]:7423")
-    authority = _AUTHORITY.fullmatch(match["authority"])
-    if authority is None:
-        raise bad("cannot tell the host from the port")
-    if authority["ipv6"] is not None:
-        host = authority["ipv6"]
-        if not isIPv6Address(host) or "%" in host:
-            raise bad(f"{host!r} is not an IPv6 address")
-    else:
-        host = authority["host"]
-        if not host:
-            raise bad("no host")
-        if not _HOSTNAME.fullmatch(host) or (re.fullmatch("[0-9.]+", host) and not isIPAddress(host)):
-            raise bad(f"{host!r} is not a host name or an IP address")
-    if authority["port"] is None:
-        port = DEFAULT_PORT
-    else:
-        port = _number(authority["port"], 1, 65535)
-        if port is None:
-            raise bad(f"port {authority['port']!r} is not a number from 1 to 65535")
-    name = match["name"]
-    if not name:
-        return host, port, None
-    if "/" in name:
-        raise bad("a log's name is one path segment (encode a slash in it as %2F)")
-    if re.search("%(?![0-9A-Fa-f]{2})", name):
-        raise bad("a % in a log's name must start an escape like %25")
-    return host, port, unquote_to_bytes(name)
 
 
 def clientEndpoint(reactor, host, port, files):

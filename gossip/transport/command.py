@@ -1,7 +1,7 @@
-# -*- test-case-name: tests.test_commands -*-
+# -*- test-case-name: tests.test_spawn -*-
 """
-Reaching peers: sync sessions over a spawned command's standard input and
-output, kept connected with backoff.
+Reaching a peer through a command: sync sessions over a spawned command's
+standard input and output.
 """
 
 import fcntl
@@ -9,32 +9,24 @@ import os
 import shlex
 
 import attr
-from twisted.application.internet import ClientService, backoffPolicy
 from twisted.internet.defer import fail, succeed
 from twisted.internet.error import ConnectionDone, ProcessDone, ProcessExitedAlready
 from twisted.internet.interfaces import IAddress, IProcessTransport, IStreamClientEndpoint
 from twisted.internet.process import Process, registerReapProcessHandler
-from twisted.internet.protocol import Factory, ProcessProtocol
+from twisted.internet.protocol import ProcessProtocol
 from twisted.internet.stdio import PipeAddress
 from twisted.logger import Logger
 from twisted.python.components import proxyForInterface
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from gossip.sync.protocol import MAX_SUMMARY, SyncProtocol
-from gossip.transport.errors import CommandError, TLSError
-from gossip.transport.spawn import isURL
+from gossip.transport.errors import CommandError
 
 __all__ = [
+    "CommandAddress",
     "CommandEndpoint",
-    "CommandError",
-    "Reach",
     "SpawnedEndpoint",
-    "SyncFactory",
     "commandEndpoint",
-    "isURL",
-    "peerService",
-    "urlEndpoint",
     "widenPipe",
 ]
 
@@ -43,36 +35,6 @@ log = Logger()
 # How long a command whose session has ended may take to exit before it is
 # terminated (and as long again before it is killed).
 GRACE = 3.0
-
-
-@attr.s
-class SyncFactory(Factory):
-    """
-    Makes a L{SyncProtocol} for each connection to or from a peer.
-    """
-
-    service = attr.ib()
-    peer = attr.ib()
-    once = attr.ib(default=False)
-    anyName = attr.ib(default=False)
-    timeout = attr.ib(default=60.0)
-    keepalive = attr.ib(default=20.0)
-    progress = attr.ib(default=None)
-    want = attr.ib(default=None)
-    maxSummary = attr.ib(default=MAX_SUMMARY)
-
-    def buildProtocol(self, addr):
-        return SyncProtocol(
-            self.service,
-            self.peer,
-            once=self.once,
-            anyName=self.anyName,
-            timeout=self.timeout,
-            keepalive=self.keepalive,
-            progress=self.progress,
-            want=self.want,
-            maxSummary=self.maxSummary,
-        )
 
 
 @implementer(IAddress)
@@ -283,138 +245,3 @@ def commandEndpoint(reactor, command, logErrors=False):
     if isinstance(command, str):
         command = shlex.split(command)
     return CommandEndpoint(reactor, list(command), logErrors=logErrors)
-
-
-@attr.s
-class Reach:
-    """
-    How to reach peers named by URLs: the keys and files of SSH and TLS.
-
-    @ivar identities: paths of OpenSSH private keys; when empty, those
-        OpenSSH's client would use (C{~/.ssh/id_ed25519}, ...).
-    @ivar agentPath: the ssh-agent's socket (default C{$SSH_AUTH_SOCK}).
-    @ivar knownHosts: the C{known_hosts} file (default the user's).
-    @ivar acceptNewHostKeys: record unknown host keys, like OpenSSH's
-        C{StrictHostKeyChecking=accept-new}.
-    @ivar tls: the L{gossip.transport.tls.TLSFiles} for C{tls://} peers, if any.
-    """
-
-    identities = attr.ib(factory=list)
-    agentPath = attr.ib(factory=lambda: os.environ.get("SSH_AUTH_SOCK") or None)
-    knownHosts = attr.ib(default=None)
-    acceptNewHostKeys = attr.ib(default=False)
-    tls = attr.ib(default=None)
-
-
-def urlEndpoint(reactor, url, reach):
-    """
-    An endpoint that reaches the sync session of the peer at C{url}.
-
-    @param reach: the L{Reach} with the keys to use.
-    @return: the endpoint and the name of the log the URL asks for (or
-        L{None}).
-    @raise CommandError: the URL or the keys are wrong.
-    """
-    if url.startswith("ssh://"):
-        from gossip.transport.ssh.client import SSHSyncEndpoint
-        from gossip.transport.ssh.keys import defaultIdentities, loadIdentity
-        from gossip.transport.urls import parseSSHURL
-
-        peer = parseSSHURL(url)
-        if reach.identities:
-            identities = [loadIdentity(path) for path in reach.identities]
-        else:
-            identities = defaultIdentities()
-        endpoint = SSHSyncEndpoint(
-            reactor,
-            peer,
-            identities,
-            agentPath=reach.agentPath,
-            knownHosts=reach.knownHosts,
-            acceptNewHostKeys=reach.acceptNewHostKeys,
-        )
-        return endpoint, peer.log
-    if url.startswith("tls://"):
-        from gossip.transport import tls
-
-        try:
-            host, port, name = tls.parseTLSURL(url)
-            if reach.tls is None:
-                raise CommandError(f"{url}: give --tls-key, --tls-cert and --tls-ca to reach it")
-            return tls.clientEndpoint(reactor, host, port, reach.tls), name
-        except TLSError as e:
-            raise CommandError(str(e))
-    raise CommandError(f"{url}: not a peer URL (ssh://... or tls://...)")
-
-
-@attr.s
-class _PeerFactory(SyncFactory):
-    """
-    A L{SyncFactory} that counts the sessions in a row that ended before
-    their handshake, so that a peer that keeps refusing is retried less and
-    less often.
-    """
-
-    failures = attr.ib(default=0, init=False)
-
-    def buildProtocol(self, addr):
-        protocol = SyncFactory.buildProtocol(self, addr)
-        protocol.whenHandshaken().addCallbacks(self._handshaken, self._failed)
-        return protocol
-
-    def _handshaken(self, protocol):
-        self.failures = 0
-        return protocol
-
-    def _failed(self, failure):
-        self.failures += 1
-        return failure
-
-
-def peerService(
-    reactor,
-    service,
-    command,
-    anyName=False,
-    timeout=60.0,
-    keepalive=20.0,
-    reach=None,
-    maxSummary=MAX_SUMMARY,
-):
-    """
-    A service that keeps a session with the peer at a URL or reached by
-    running C{command}, reconnecting with backoff (1 s growing to 5
-    minutes) when it fails.
-
-    @param command: a URL (see L{urlEndpoint}), or a command as a list of
-        arguments or a shell-style string.
-    @param reach: the L{Reach} for URLs.
-    """
-    want = None
-    if isinstance(command, str) and isURL(command):
-        endpoint, want = urlEndpoint(reactor, command, reach or Reach())
-        name = command
-    else:
-        if isinstance(command, str):
-            command = shlex.split(command)
-        endpoint = commandEndpoint(reactor, command, logErrors=True)
-        name = shlex.join(command)
-    factory = _PeerFactory(
-        service,
-        name,
-        anyName=anyName,
-        timeout=timeout,
-        keepalive=keepalive,
-        want=want,
-        maxSummary=maxSummary,
-    )
-    delay = backoffPolicy(initialDelay=1.0, maxDelay=300.0)
-    # ClientService cannot wait for the handshake (prepareConnection): it has
-    # no transition for a connection lost while it waits.  A session that
-    # ended before its handshake counts as a failed attempt here instead.
-    return ClientService(
-        endpoint,
-        factory,
-        retryPolicy=lambda attempt: delay(max(attempt, factory.failures)),
-        clock=reactor,
-    )
