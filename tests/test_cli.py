@@ -48,6 +48,14 @@ def run(*args, stdin=b"", prefix=()):
     return done.returncode, done.stdout, done.stderr
 
 
+def _defaultInterrupt():
+    """
+    Give a child ^C's default action, as a shell does, even if this process
+    was started with SIGINT ignored (which the child would inherit).
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class Spawned:
     """
     A C{gossip} process left running, whose output is read with deadlines.
@@ -62,6 +70,7 @@ class Spawned:
                 stdout=subprocess.PIPE,
                 stderr=stderr,
                 env=ENV,
+                preexec_fn=_defaultInterrupt,
             )
         testCase.addCleanup(self._stop)
         os.set_blocking(self.process.stdout.fileno(), False)
