@@ -1,9 +1,10 @@
 """
 Tests for L{gossip.cli.main}, L{gossip.cli.output} and L{gossip.cli.chat}: the C{gossip}
-command, run as real processes on real files.
+command on real files, run in the test's process where a process would add
+nothing, and as real processes where it would (following, chat, sync,
+pipes, signals, start-up).
 
-Every wait for another process is bounded by a deadline, and polls rather
-than sleeps.
+Every wait for another process is bounded by a deadline.
 """
 
 import json
@@ -19,22 +20,31 @@ from twisted.trial.unittest import SkipTest, TestCase
 
 from gossip.store.format import decodeLine, encodeAdd, lineHash
 from tests import original
+from tests.helpers import DATA, DEADLINE, ENV, flipByte, gossipCommand, runMain
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
-ENV = dict(os.environ, PYTHONPATH=ROOT)
-# The longest any one step may take before a test fails: generous, since a
-# loaded machine can be slow to start a process.
-DEADLINE = 30.0
-
-
-def gossipCommand(*args):
-    return [sys.executable, "-m", "gossip", *args]
+# The commands a test runs in its own process (L{runMain}): they need no
+# reactor and leave nothing running, so a process would add nothing but its
+# start-up.  ProgramTests runs them as real processes.
+_IN_PROCESS = {"say", "ask", "check", "--help", "--version"}
 
 
 def run(*args, stdin=b"", prefix=()):
     """
-    Run C{gossip ARGS...} to completion, through the command C{prefix}.
+    Run C{gossip ARGS...} to completion: in this process if it can (see
+    L{_IN_PROCESS}), else as a process through the command C{prefix}.
+
+    @return: C{(exit status, stdout, stderr)}.
+    """
+    following = {"-f", "--follow"} & set(args)
+    if not prefix and args and args[0] in _IN_PROCESS and not following:
+        return runMain(*args, stdin=stdin)
+    return runProcess(*args, stdin=stdin, prefix=prefix)
+
+
+def runProcess(*args, stdin=b"", prefix=()):
+    """
+    Run C{gossip ARGS...} to completion as a process, through the command
+    C{prefix}.
 
     @return: C{(exit status, stdout, stderr)}.
     """
@@ -579,30 +589,6 @@ class ChatTests(CommandTestCase):
         self.assertNotEqual(status, 0)
         self.assertEqual(err.count(b"\n"), 1, err)
         self.assertNotIn(b"Traceback", err)
-
-
-def flipByte(path, index, keepTime=True):
-    """
-    Flip one byte in the middle of the C{index}th line of the file at
-    C{path} in place: same inode, same size and, with C{keepTime}, the same
-    modification time, as a failing disk would; without, a second later, as
-    a program writing to it would.
-
-    @return: the line's offset and length.
-    """
-    with open(path, "rb") as f:
-        lines = f.read().split(b"\n")
-    offset = sum(len(line) + 1 for line in lines[:index])
-    length = len(lines[index]) + 1
-    before = os.stat(path)
-    with open(path, "r+b") as f:
-        f.seek(offset + length // 2)
-        byte = f.read(1)
-        f.seek(offset + length // 2)
-        f.write(bytes([byte[0] ^ 0x20]))
-    mtime = before.st_mtime_ns + (0 if keepTime else 10**9)
-    os.utime(path, ns=(before.st_atime_ns, mtime))
-    return offset, length
 
 
 class CheckTests(CommandTestCase):

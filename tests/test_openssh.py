@@ -20,20 +20,21 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from twisted.conch.ssh import keys
 from twisted.trial.unittest import SkipTest, TestCase
 
-from tests.test_commands import (
-    DEADLINE,
-    ENV,
+from tests.helpers import (
     ROOT,
-    Background,
-    contents,
+    ENV,
+    DEADLINE,
     gossipCommand,
-    killMentioning,
-    oneLine,
     run,
-    say,
+    contents,
     waitFor,
+    killMentioning,
+    Background,
+    oneLine,
+    freePort,
+    twoLogs,
+    Daemon,
 )
-from tests.test_tap import Daemon
 
 SSH = shutil.which("ssh")
 SSHD = shutil.which("sshd") or next(
@@ -44,12 +45,6 @@ NO_SSHD = None if SSHD else "the OpenSSH server (sshd) is not installed"
 if os.environ.get("GOSSIP_REQUIRE_OPENSSH") and (NO_SSH or NO_SSHD):
     # CI sets this: there, these tests must run.
     raise RuntimeError(f"GOSSIP_REQUIRE_OPENSSH is set, but {NO_SSH or NO_SSHD}")
-
-
-def freePort():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def waitForPort(port, process, timeout=DEADLINE):
@@ -81,25 +76,6 @@ def writeKey(path, key):
 def publicLine(key, options=""):
     line = key.public().toString("openssh").decode() + " test"
     return f"{options} {line}" if options else line
-
-
-def twoLogs(testCase):
-    """
-    A directory for C{testCase} holding two logs named C{a.log}, each with
-    an add of its own: C{server/a.log} and C{client/a.log}.  Processes
-    that mention the directory are killed when the test ends.
-
-    @return: the directory and the two logs' paths.
-    """
-    directory = os.path.abspath(testCase.mktemp())
-    testCase.addCleanup(killMentioning, directory)
-    paths = []
-    for side in ("server", "client"):
-        path = os.path.join(directory, side, "a.log")
-        os.makedirs(os.path.dirname(path))
-        say(path, f"m={side}")
-        paths.append(path)
-    return directory, *paths
 
 
 class Keys:

@@ -41,7 +41,7 @@ from gossip.transport.ssh.server import (
 )
 from gossip.transport.urls import SSHPeer, parseSSHURL
 from gossip.transport.startups import TRY_LATER, TRY_LATER_FROM_YOU, MaxStartups, Startups
-from tests.test_commands import contents
+from tests.helpers import contents
 
 _RSA = keys.Key(rsa.generate_private_key(65537, 2048))
 

@@ -28,20 +28,26 @@ from gossip.transport import peer
 from gossip.store.logfile import Log
 from gossip.sync.service import LogService
 from gossip.transport.startups import MaxStartups
-from tests.test_cli import flipByte
-from tests.test_commands import (
-    DEADLINE,
-    ENV,
+from tests.helpers import (
     ROOT,
-    Background,
-    contents,
+    ENV,
+    DEADLINE,
     gossipCommand,
-    killMentioning,
+    serveCommand,
+    run,
+    say,
+    contents,
+    waitFor,
     processesMentioning,
     processesServing,
-    say,
-    serveCommand,
-    waitFor,
+    killMentioning,
+    Background,
+    oneLine,
+    flipByte,
+    freePort,
+    twoLogs,
+    daemonCommand,
+    Daemon,
 )
 
 
@@ -506,60 +512,6 @@ class PluginTests(TestCase):
         self.assertNotIn("twisted.internet.reactor", imported)
 
 
-def daemonCommand(logfile, *args):
-    return [
-        sys.executable,
-        "-c",
-        "from twisted.scripts.twistd import run; run()",
-        "-n",
-        "--pidfile=",
-        f"--logfile={logfile}",
-        "gossip",
-        *args,
-    ]
-
-
-class Daemon(Background):
-    """
-    A C{twistd -n gossip} process, logging to a file.
-    """
-
-    def __init__(self, testCase, *args):
-        self.logfile = os.path.abspath(testCase.mktemp())
-        if "--listen" not in args:
-            # Not the default port, which another test's daemon may hold.
-            args += ("--listen", "none")
-        Background.__init__(self, testCase, daemonCommand(self.logfile, *args))
-
-    def log(self):
-        try:
-            with open(self.logfile, "rb") as f:
-                return f.read().decode("utf-8", "replace")
-        except FileNotFoundError:
-            return ""
-
-    def waitForLog(self, pattern, count=1, timeout=DEADLINE):
-        """
-        Wait until the daemon's log has C{count} matches of C{pattern}.
-        """
-        return self.waitForMatches(
-            self.log,
-            "log:\n",
-            pattern,
-            count,
-            timeout,
-            lambda: f"daemon exited ({self.process.returncode}): {self.stderr()}{self.log()}",
-            mustRun=True,
-        )
-
-    def shutDown(self):
-        """
-        Stop the daemon as an init system would, and wait for it to exit.
-        """
-        self.process.send_signal(signal.SIGTERM)
-        self.process.wait(DEADLINE)
-
-
 def peerCommand(log):
     return shlex.join(serveCommand(log))
 
@@ -747,7 +699,6 @@ class TLSDaemonTests(TestCase):
 
     def setUp(self):
         from tests.certs import makeCertificates
-        from tests.test_openssh import freePort, twoLogs
 
         self.dir, self.served, self.local = twoLogs(self)
         self.files = makeCertificates(os.path.join(self.dir, "pki"))
@@ -762,8 +713,6 @@ class TLSDaemonTests(TestCase):
         self.daemon.waitForLog(rf"listening for TLS peers on 127\.0\.0\.1 port {self.port}")
 
     def sync(self, name):
-        from tests.test_commands import run
-
         files = self.files[name]
         return run(
             "sync", "--once",
@@ -787,8 +736,6 @@ class TLSDaemonTests(TestCase):
         A certificate from another CA is refused: exit 1, one line, and
         nothing moves.
         """
-        from tests.test_commands import oneLine
-
         before = contents(self.served).keySet
         status, out, err = self.sync("stranger")
         self.assertEqual(status, 1)
