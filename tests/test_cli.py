@@ -884,6 +884,25 @@ class ProgramTests(CommandTestCase):
     The command as a program: help, version, pipes, concurrency, startup.
     """
 
+    def test_exitStatus(self):
+        """
+        As a process, C{gossip} exits 0 on success, 1 when a log cannot be
+        used and 2 on a usage mistake, with one line on stderr for each
+        failure: what the tests that run it in their own process rely on.
+        """
+        self.assertEqual(runProcess("say", self.log, "a=1"), (0, b"", b""))
+        status, out, err = runProcess("ask", "--format", "raw", self.log)
+        self.assertEqual((status, out.count(b"\n"), err), (0, 2, b""))
+        for args, expected in [
+            (("ask", self.path("missing.log")), 1),
+            (("say", self.log), 2),
+            (("ask", "--last", "x", self.log), 2),
+        ]:
+            status, out, err = runProcess(*args)
+            self.assertEqual((status, out), (expected, b""), args)
+            self.assertTrue(err.startswith(b"gossip: ") and err.count(b"\n") == 1, err)
+            self.assertNotIn(b"Traceback", err)
+
     def test_version(self):
         from gossip import __version__
 
