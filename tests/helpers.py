@@ -399,6 +399,17 @@ class Daemon(Background):
             mustRun=True,
         )
 
+    def listeningPort(self, kind):
+        """
+        Wait until the daemon listens for C{kind} (C{"SSH"} or C{"TLS"})
+        peers on loopback.
+
+        @return: the port it listens on, which the system chose.
+        """
+        pattern = rf"listening for {kind} peers on 127\.0\.0\.1 port (\d+)"
+        self.waitForLog(pattern)
+        return int(re.search(pattern, self.log()).group(1))
+
     def shutDown(self):
         """
         Stop the daemon as an init system would, and wait for it to exit.

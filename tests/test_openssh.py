@@ -128,15 +128,14 @@ class GossipDaemonMixin:
         self.authorized = os.path.join(self.dir, "authorized_keys")
         with open(self.authorized, "w") as f:
             f.write(publicLine(self.keys.clientKey) + "\n")
-        self.port = freePort()
         self.daemon = Daemon(
             self,
             "--log", self.served,
-            "--listen", f"tcp:{self.port}:interface=127.0.0.1",
+            "--listen", "tcp:0:interface=127.0.0.1",
             "--host-key", self.keys.host,
             "--authorized-keys", self.authorized,
         )  # fmt: skip
-        self.daemon.waitForLog(rf"listening for SSH peers on 127\.0\.0\.1 port {self.port}")
+        self.port = self.daemon.listeningPort("SSH")
         self.keys.trust(self.port)
 
 

@@ -44,7 +44,6 @@ from tests.helpers import (
     Background,
     oneLine,
     flipByte,
-    freePort,
     twoLogs,
     daemonCommand,
     Daemon,
@@ -702,15 +701,14 @@ class TLSDaemonTests(TestCase):
 
         self.dir, self.served, self.local = twoLogs(self)
         self.files = makeCertificates(os.path.join(self.dir, "pki"))
-        self.port = freePort()
         server = self.files["server"]
         self.daemon = Daemon(
             self,
             "--log", self.served,
-            "--listen", f"ssl:{self.port}:interface=127.0.0.1",
+            "--listen", "ssl:0:interface=127.0.0.1",
             "--tls-key", server.key, "--tls-cert", server.cert, "--tls-ca", server.ca,
         )  # fmt: skip
-        self.daemon.waitForLog(rf"listening for TLS peers on 127\.0\.0\.1 port {self.port}")
+        self.port = self.daemon.listeningPort("TLS")
 
     def sync(self, name):
         files = self.files[name]
