@@ -21,20 +21,20 @@ from twisted.trial.unittest import TestCase
 from gossip.store.format import decodeLine, encodeAdd
 from gossip.store.logfile import Log
 from tests.helpers import (
-    ROOT,
-    ENV,
     DEADLINE,
+    ENV,
+    ROOT,
+    Background,
+    appendAdds,
+    contents,
     gossipCommand,
-    serveCommand,
+    killMentioning,
+    oneLine,
+    readBytes,
     run,
     say,
-    contents,
-    readBytes,
-    appendAdds,
+    serveCommand,
     waitFor,
-    killMentioning,
-    Background,
-    oneLine,
 )
 
 class SyncTestsMixin:
