@@ -637,10 +637,13 @@ class DaemonTests(TestCase):
         other = os.path.join(self.dir, "two", "b.log")
         one = Daemon(self, "--log", self.a, "--peer-command", peerCommand(other))
         one.waitForLog(r"failed: refused: .*--any-name", count=3)
+        # Each retry is scheduled just after the failure is logged.
+        retry = r"Scheduling retry \d+ .* in ([\d.]+) seconds"
+        one.waitForLog(retry, count=3)
         self.assertIsNone(one.process.poll())
         log = one.log()
         self.assertNotIn("Traceback", log)
-        delays = [float(d) for d in re.findall(r"Scheduling retry \d+ .* in ([\d.]+) seconds", log)]
+        delays = [float(d) for d in re.findall(retry, log)]
         self.assertGreater(delays[2], delays[0], log)
 
     def test_stopsWithHungPeer(self):
