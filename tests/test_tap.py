@@ -6,6 +6,7 @@ Every wait for another process is bounded by a deadline, and polls rather
 than sleeps; every process a test starts is killed when it ends.
 """
 
+import io
 import os
 import re
 import shlex
@@ -467,30 +468,56 @@ class PluginTests(TestCase):
     def test_usageError(self):
         """
         A mistake in C{twistd gossip}'s options is one line on standard
-        error and exit status 1, not twistd's whole usage.
+        error and exit status 1, not twistd's whole usage: for one mistake
+        in a real C{twistd}, for each of the others as twistd parses them.
         """
         elsewhere = os.path.abspath(self.mktemp())
         os.makedirs(elsewhere)
+        done = subprocess.run(
+            daemonCommand(os.path.join(elsewhere, "twistd.log"), "--bogus"),
+            capture_output=True,
+            env=ENV,
+            timeout=DEADLINE,
+            cwd=elsewhere,
+        )
+        self.assertEqual(
+            (done.returncode, done.stdout, done.stderr.decode()),
+            (1, b"", "twistd gossip: option --bogus not recognized (see twistd gossip --help)\n"),
+        )
+        log = os.path.join(elsewhere, "a.log")
         for args, expected in [
-            (["--bogus"], "option --bogus not recognized"),
             (["--peer", "ssh://h"], "--peer belongs to a --log: give --log first"),
             (["--log", elsewhere], "Is a directory"),
-            (["--log", "a.log", "--listen", "bogus:1"], "--listen bogus:1: Unknown endpoint type"),
-            (["--log", "a.log", "--listen", "tcp:1:bogus=2"], "--listen tcp:1:bogus=2: "),
+            (["--log", log, "--listen", "bogus:1"], "--listen bogus:1: Unknown endpoint type"),
+            (["--log", log, "--listen", "tcp:1:bogus=2"], "--listen tcp:1:bogus=2: "),
         ]:
-            done = subprocess.run(
-                daemonCommand(os.path.join(elsewhere, "twistd.log"), *args),
-                capture_output=True,
-                env=ENV,
-                timeout=DEADLINE,
-                cwd=elsewhere,
-            )
-            self.assertEqual(done.returncode, 1, done.stderr)
-            self.assertEqual(done.stdout, b"")
-            lines = done.stderr.decode().splitlines()
+            status, out, err = self.twistdOptions(args)
+            self.assertEqual((status, out), (1, ""), args)
+            lines = err.splitlines()
             self.assertEqual(len(lines), 1, lines)
             self.assertTrue(lines[0].startswith("twistd gossip: "), lines)
             self.assertIn(expected, lines[0])
+
+    def twistdOptions(self, args):
+        """
+        Parse C{twistd gossip ARGS...} in this process, as twistd does.
+
+        @return: the exit status it asks for (L{None} if none), and what it
+            wrote on standard output and standard error.
+        """
+        from twisted.scripts.twistd import ServerOptions
+
+        out, err = io.StringIO(), io.StringIO()
+        saved = sys.stdout, sys.stderr
+        sys.stdout, sys.stderr = out, err
+        try:
+            ServerOptions().parseOptions(["gossip", *args])
+            status = None
+        except SystemExit as e:
+            status = e.code
+        finally:
+            sys.stdout, sys.stderr = saved
+        return status, out.getvalue(), err.getvalue()
 
     def test_lightImport(self):
         """
