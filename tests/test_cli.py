@@ -1,9 +1,10 @@
 """
 Tests for L{gossip.cli.main}, L{gossip.cli.output} and L{gossip.cli.chat}: the C{gossip}
-command, run as real processes on real files.
+command on real files, run in the test's process where a process would add
+nothing, and as real processes where it would (following, chat, sync,
+pipes, signals, start-up).
 
-Every wait for another process is bounded by a deadline, and polls rather
-than sleeps.
+Every wait for another process is bounded by a deadline.
 """
 
 import json
@@ -19,22 +20,31 @@ from twisted.trial.unittest import SkipTest, TestCase
 
 from gossip.store.format import decodeLine, encodeAdd, lineHash
 from tests import original
+from tests.helpers import DATA, DEADLINE, ENV, flipByte, gossipCommand, runMain
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
-ENV = dict(os.environ, PYTHONPATH=ROOT)
-# The longest any one step may take before a test fails: generous, since a
-# loaded machine can be slow to start a process.
-DEADLINE = 30.0
-
-
-def gossipCommand(*args):
-    return [sys.executable, "-m", "gossip", *args]
+# The commands a test runs in its own process (L{runMain}): they need no
+# reactor and leave nothing running, so a process would add nothing but its
+# start-up.  ProgramTests runs them as real processes.
+_IN_PROCESS = {"say", "ask", "check", "--help", "--version"}
 
 
 def run(*args, stdin=b"", prefix=()):
     """
-    Run C{gossip ARGS...} to completion, through the command C{prefix}.
+    Run C{gossip ARGS...} to completion: in this process if it can (see
+    L{_IN_PROCESS}), else as a process through the command C{prefix}.
+
+    @return: C{(exit status, stdout, stderr)}.
+    """
+    following = {"-f", "--follow"} & set(args)
+    if not prefix and args and args[0] in _IN_PROCESS and not following:
+        return runMain(*args, stdin=stdin)
+    return runProcess(*args, stdin=stdin, prefix=prefix)
+
+
+def runProcess(*args, stdin=b"", prefix=()):
+    """
+    Run C{gossip ARGS...} to completion as a process, through the command
+    C{prefix}.
 
     @return: C{(exit status, stdout, stderr)}.
     """
@@ -46,6 +56,14 @@ def run(*args, stdin=b"", prefix=()):
         timeout=DEADLINE,
     )
     return done.returncode, done.stdout, done.stderr
+
+
+def _defaultInterrupt():
+    """
+    Give a child ^C's default action, as a shell does, even if this process
+    was started with SIGINT ignored (which the child would inherit).
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 class Spawned:
@@ -62,6 +80,7 @@ class Spawned:
                 stdout=subprocess.PIPE,
                 stderr=stderr,
                 env=ENV,
+                preexec_fn=_defaultInterrupt,
             )
         testCase.addCleanup(self._stop)
         os.set_blocking(self.process.stdout.fileno(), False)
@@ -572,30 +591,6 @@ class ChatTests(CommandTestCase):
         self.assertNotIn(b"Traceback", err)
 
 
-def flipByte(path, index, keepTime=True):
-    """
-    Flip one byte in the middle of the C{index}th line of the file at
-    C{path} in place: same inode, same size and, with C{keepTime}, the same
-    modification time, as a failing disk would; without, a second later, as
-    a program writing to it would.
-
-    @return: the line's offset and length.
-    """
-    with open(path, "rb") as f:
-        lines = f.read().split(b"\n")
-    offset = sum(len(line) + 1 for line in lines[:index])
-    length = len(lines[index]) + 1
-    before = os.stat(path)
-    with open(path, "r+b") as f:
-        f.seek(offset + length // 2)
-        byte = f.read(1)
-        f.seek(offset + length // 2)
-        f.write(bytes([byte[0] ^ 0x20]))
-    mtime = before.st_mtime_ns + (0 if keepTime else 10**9)
-    os.utime(path, ns=(before.st_atime_ns, mtime))
-    return offset, length
-
-
 class CheckTests(CommandTestCase):
     """
     C{gossip check LOG} finds every damaged line, says what each origin
@@ -888,6 +883,25 @@ class ProgramTests(CommandTestCase):
     """
     The command as a program: help, version, pipes, concurrency, startup.
     """
+
+    def test_exitStatus(self):
+        """
+        As a process, C{gossip} exits 0 on success, 1 when a log cannot be
+        used and 2 on a usage mistake, with one line on stderr for each
+        failure: what the tests that run it in their own process rely on.
+        """
+        self.assertEqual(runProcess("say", self.log, "a=1"), (0, b"", b""))
+        status, out, err = runProcess("ask", "--format", "raw", self.log)
+        self.assertEqual((status, out.count(b"\n"), err), (0, 2, b""))
+        for args, expected in [
+            (("ask", self.path("missing.log")), 1),
+            (("say", self.log), 2),
+            (("ask", "--last", "x", self.log), 2),
+        ]:
+            status, out, err = runProcess(*args)
+            self.assertEqual((status, out), (expected, b""), args)
+            self.assertTrue(err.startswith(b"gossip: ") and err.count(b"\n") == 1, err)
+            self.assertNotIn(b"Traceback", err)
 
     def test_version(self):
         from gossip import __version__

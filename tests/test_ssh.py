@@ -43,7 +43,7 @@ from gossip.transport.ssh.server import (
 )
 from gossip.transport.urls import PeerURL
 from gossip.transport.startups import TRY_LATER, TRY_LATER_FROM_YOU, MaxStartups, Startups
-from tests.test_commands import contents
+from tests.helpers import contents
 
 _RSA = keys.Key(rsa.generate_private_key(65537, 2048))
 
