@@ -773,8 +773,7 @@ class TLSDaemonTests(TestCase):
         C{gossip clone tls://HOST:PORT/my%20log "my log"} clones the log
         the daemon serves as C{my log}.
         """
-        from tests.test_commands import run
-        from tests.test_openssh import freePort
+        from tests.helpers import freePort, run
 
         served = os.path.join(self.dir, "server", "my log")
         say(served, "m=spaced")
