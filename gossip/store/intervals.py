@@ -110,6 +110,12 @@ class Intervals:
         for start, end in zip(self._starts, self._ends):
             yield from range(start, end)
 
+    def rangeCount(self):
+        """
+        How many ranges: what this set costs to keep and to send.
+        """
+        return len(self._starts)
+
     def ranges(self):
         """
         The ranges as a list of C{(start, end)} tuples.
