@@ -70,7 +70,7 @@ _RANGE_BYTES = 8
 # Work on what a peer holds goes a slice of origins a turn of the reactor,
 # each slice about this many ranges, an origin counting as _ORIGIN_COST
 # more (the work on one costs that much whatever its ranges).
-_SLICE = 50000
+_SLICE = 20000
 _ORIGIN_COST = 100
 # What a generator run by SyncProtocol._inTurns gives when it is over.
 _done = object()
@@ -412,6 +412,9 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
         # another must follow it.
         self._seeking = False
         self._seekAgain = False
+        # Whether the next such pass is the first after the summary, and
+        # says how much of it the log lacks.
+        self._counting = False
         self._requests = 0
         self._caughtUp = False
         self._peerCaughtUp = False
@@ -817,24 +820,16 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
 
         @param parts: each origin's L{Intervals}, one for each C{Have}.
         """
-        lacking = 0
         for i, (taken, used) in enumerate(
             _slices(parts.items(), lambda item: sum(part.rangeCount() for part in item[1]))
         ):
             if i:
                 yield
-            summary = {}
             for by, pieces in taken:
-                summary[by] = gather(pieces)
+                held = gather(pieces)
                 # The parts are no longer needed: less for the memory and
                 # for the garbage collector's passes.
                 pieces.clear()
-            # A full slice is as much as one turn should do: what the log
-            # lacks of it is for the next.
-            if used >= _SLICE:
-                yield
-            lacking += count(difference(summary, self.service.have))
-            for by, held in summary.items():
                 mine = self.peerHave.get(by)
                 if mine is None:
                     # Gathered afresh: the peer's now, without a copy.
@@ -842,13 +837,8 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
                 else:
                     mine.update(held)
                 self._peerRanges += held.rangeCount()
-        self.expected = lacking
-        self.log.info(
-            "{peer} has {count} adds that {log} lacks",
-            peer=self.peer,
-            count=self.expected,
-            log=self.service.name.decode("utf-8", "replace"),
-        )
+        # The next pass over what the peer holds says how much the log lacks.
+        self._counting = True
         self._requests -= 1
         self.requestMissing()
 
@@ -903,16 +893,27 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
     def _seekMissing(self):
         """
         Ask for what the peer holds that the log lacks, a slice of origins
-        a step, and again from the start if asked to meanwhile.
+        (or of one origin's ranges) a step, and again from the start if
+        asked to meanwhile.
         """
         while True:
             self._seekAgain = False
+            counting, self._counting = self._counting, False
+            lacking = 0
             for i, (taken, used) in enumerate(
-                _slices(list(self.peerHave.items()), lambda item: item[1].rangeCount())
+                _slices(self._pieces(list(self.peerHave.items())), lambda item: item[1].rangeCount())
             ):
                 if i:
                     yield
-                self._want(dict(taken))
+                lacking += self._want(dict(taken))
+            if counting:
+                self.expected = lacking
+                self.log.info(
+                    "{peer} has {count} adds that {log} lacks",
+                    peer=self.peer,
+                    count=lacking,
+                    log=self.service.name.decode("utf-8", "replace"),
+                )
             if not self._seekAgain:
                 break
             yield
@@ -920,17 +921,31 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
         self._requests -= 1
         self._checkCaughtUp()
 
+    @staticmethod
+    def _pieces(items):
+        """
+        Each origin's ranges in C{items} in pieces of at most L{_SLICE}:
+        what one turn of the reactor may work on.
+        """
+        for by, held in items:
+            for piece in held.chunks(_SLICE):
+                yield by, piece
+
     def _want(self, held):
         """
         Ask for what of C{held}, ranges the peer holds, the log lacks and
         no session is already fetching.
+
+        @return: how many adds of C{held} the log lacks.
         """
-        wanted = self.service.unclaimed(difference(held, self.service.have))
+        lacking = difference(held, self.service.have)
+        wanted = self.service.unclaimed(lacking)
         if wanted:
             merge(self.pending, wanted)
             # Until every part is asked for, the session has not caught up.
             self._requests += 1
             self._request(rangeParts(wanted))
+        return count(lacking)
 
     def _request(self, parts):
         """
