@@ -820,7 +820,7 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
 
         @param parts: each origin's L{Intervals}, one for each C{Have}.
         """
-        for i, (taken, used) in enumerate(
+        for i, (taken, _) in enumerate(
             _slices(parts.items(), lambda item: sum(part.rangeCount() for part in item[1]))
         ):
             if i:
@@ -848,8 +848,7 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
             raise ProtocolError("an announcement before the summary")
         announced = decodeRanges(ranges)
         self._hold(announced)
-        if not self.readOnly:
-            self._want(announced)
+        self._want(announced)
         self._checkCaughtUp()
         return {}
 
@@ -878,7 +877,7 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
         """
         if not self._summaryDone or self.transport is None or self.failure:
             return
-        if self.readOnly:
+        if self.readOnly and not self._counting:
             # This peer may not add to the log: ask it for nothing.
             self._checkCaughtUp()
             return
@@ -900,9 +899,8 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
             self._seekAgain = False
             counting, self._counting = self._counting, False
             lacking = 0
-            for i, (taken, used) in enumerate(
-                _slices(self._pieces(list(self.peerHave.items())), lambda item: item[1].rangeCount())
-            ):
+            pieces = self._pieces(list(self.peerHave.items()))
+            for i, (taken, _) in enumerate(_slices(pieces, lambda item: item[1].rangeCount())):
                 if i:
                     yield
                 lacking += self._want(dict(taken))
@@ -939,6 +937,9 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
         @return: how many adds of C{held} the log lacks.
         """
         lacking = difference(held, self.service.have)
+        if self.readOnly:
+            # This peer may not add to the log: ask it for nothing.
+            return count(lacking)
         wanted = self.service.unclaimed(lacking)
         if wanted:
             merge(self.pending, wanted)
