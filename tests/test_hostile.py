@@ -494,3 +494,104 @@ class SummaryTests(HostileMixin, SynchronousTestCase):
 
     def test_descending(self):
         self.assertCheap(descending=True)
+
+
+def announce(origin, first, count, ask):
+    """
+    A C{Announce} of C{count} ranges of one origin, every other serial from
+    C{first}.
+    """
+    ranges = b",".join(b"%d-%d" % (first + 2 * i, first + 2 * i + 1) for i in range(count))
+    return command(b"Announce", ask=b"%d" % (ask,), ranges=origin.hex().encode() + b" " + ranges + b"\n")
+
+
+class AnnouncementTests(HostileMixin, SynchronousTestCase):
+    """
+    What a peer holds, by its summary and its announcements together, may
+    cost no more than the largest summary allowed.
+    """
+
+    def attacked(self, maxSummary=64 * 1024):
+        """
+        A session whose peer has said hello and sent an empty summary.
+        """
+        attacked = Attacked(self)
+        attacked.protocol.maxSummary = maxSummary
+        attacked.send(hello() + haves([b""]))
+        attacked.clock.advance(0)
+        self.assertIsNone(attacked.protocol.failure)
+        del attacked.events[:]
+        return attacked
+
+    def test_endlessRanges(self):
+        """
+        Announcements, each small, that name more ranges in all than a
+        summary of C{--max-summary} bytes may are refused.
+        """
+        attacked = self.attacked()
+        for i in range(20):
+            if attacked.ended:
+                break
+            attacked.send(announce(b"p", 4000 * i, 1000, 100 + i))
+        self.assertRepelled(attacked, "a summary and announcements of more than 8192 ranges")
+        self.assertLessEqual(i, 9)
+
+    def test_rangesMerged(self):
+        """
+        Announcements that extend what the peer holds, as a peer's new adds
+        do, cost nothing more however many there are.
+        """
+        attacked = self.attacked(maxSummary=1024)
+        for i in range(2000):
+            attacked.send(announce(b"p", i, 1, 100 + i))
+        self.assertEqual(attacked.ended, [])
+        self.assertIsNone(attacked.protocol.failure)
+
+    def test_summaryThenAnnouncements(self):
+        """
+        The ranges of the summary count toward the limit.
+        """
+        attacked = Attacked(self)
+        attacked.protocol.maxSummary = 64 * 1024
+        attacked.send(hello() + haves(summary(b"p", 5000)))
+        attacked.clock.advance(0)
+        self.assertIsNone(attacked.protocol.failure)
+        del attacked.events[:]
+        attacked.send(announce(b"q", 0, 3500, 100))
+        self.assertRepelled(attacked, "of more than 8192 ranges")
+
+    def test_summaryRanges(self):
+        """
+        A summary within C{--max-summary} bytes that names more ranges than
+        it would at 8 bytes a range is refused.
+        """
+        attacked = Attacked(self)
+        attacked.protocol.maxSummary = 64 * 1024
+        attacked.send(hello())
+        lines = [b"%04x 0-1,2-3,4-5,6-7,8-9\n" % (i,) for i in range(2000)]
+        values = [b"".join(lines[i : i + 1000]) for i in range(0, len(lines), 1000)]
+        self.assertLess(sum(map(len, values)), 64 * 1024)
+        attacked.send(haves(values))
+        self.assertRepelled(attacked, "a summary of more than 8192 ranges")
+
+    def test_manyOrigins(self):
+        attacked = self.attacked(maxSummary=8 * 1024 * 1024)
+        lines = [b"%08x 0-1\n" % (i,) for i in range(10001)]
+        for i in range(0, len(lines), 4000):
+            attacked.send(command(b"Announce", ask=b"%d" % (100 + i,), ranges=b"".join(lines[i : i + 4000])))
+        self.assertRepelled(attacked, "announcements of more than 10000 origins")
+
+    def test_announcementsCheap(self):
+        """
+        After a summary of many ranges, each announcement costs time in its
+        own length, not in all that the peer holds.
+        """
+        attacked = Attacked(self)
+        SummaryTests.feed(self, attacked, hello() + haves(summary(b"p", 300000)))
+        before = time.process_time()
+        for i in range(50):
+            attacked.send(announce(b"q", 2 * i, 1, 100 + i))
+        # Each of them costed a pass over the summary's 300,000 ranges, some
+        # 40 ms, before.
+        self.assertLess(time.process_time() - before, 0.25)
+        self.assertIsNone(attacked.protocol.failure)

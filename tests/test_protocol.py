@@ -8,13 +8,18 @@ import random
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.protocols import amp
+from twisted.python.failure import Failure
 from twisted.test import iosim
 from twisted.trial.unittest import SynchronousTestCase
 
+from gossip.sync import protocol as protocolModule
 from gossip.sync import service as serviceModule
 from gossip.store.format import decodeBody, encodeAdd, identify
-from gossip.store.intervals import Intervals
+from gossip.store.intervals import Intervals, merge
 from gossip.store.logfile import LARGE, Log, entries
 from gossip.sync.protocol import (
     VALUE_LIMIT,
@@ -465,6 +470,96 @@ class HostileTests(SessionMixin, SynchronousTestCase):
         pa.callRemote(Have, ranges=b"not hex 1-2\n", last=True).addErrback(lambda f: None)
         pumpUntil(self.clock, [pump], lambda: pb.failure is not None)
         self.assertEqual(open(b.path, "rb").read(), before)
+
+
+def summaries():
+    """
+    What a peer may hold: a few origins, each some ranges.
+    """
+    ranges = st.lists(
+        st.tuples(st.integers(0, 60), st.integers(1, 5)), max_size=12
+    ).map(lambda pairs: Intervals((start, start + length) for start, length in pairs))
+    return st.dictionaries(st.sampled_from([b"a", b"b", b"c", b"d", b"e", b"f"]), ranges)
+
+
+class SlicedTests(SessionMixin, SynchronousTestCase):
+    """
+    A peer's summary is taken in, and what it holds sought, a slice of
+    origins a turn of the reactor, with the result of doing it in one.
+    """
+
+    keys = [(b"a", at) for at in range(0, 40, 3)] + [(b"b", at) for at in range(10)]
+
+    def setUp(self):
+        SessionMixin.setUp(self)
+        self.log = self.node("log", self.keys)
+
+    def take(self, summary, slice):
+        """
+        Give a session C{summary} in C{Have}s, with work sliced at C{slice},
+        and run what it leaves for later turns one at a time.
+
+        @return: what the session then knows and asked for, and how many
+            turns it took.
+        """
+        self.patch(protocolModule, "_SLICE", slice)
+        session = self.log.session("peer")
+        transport = StringTransport()
+        session.makeConnection(transport)
+        parts = encodeRanges({by: held for by, held in summary.items() if held.ranges()})
+        for i, part in enumerate(parts):
+            session.have(ranges=part, last=i == len(parts) - 1)
+        turns = 0
+        while True:
+            due = [c for c in self.clock.getDelayedCalls() if c.getTime() <= self.clock.seconds()]
+            if not due:
+                break
+            self.clock.calls.remove(due[0])
+            due[0].called = 1
+            due[0].func(*due[0].args, **due[0].kw)
+            turns += 1
+        requested = {}
+        for box in amp.parseString(transport.value()):
+            if box.get(b"_command") == b"Request":
+                merge(requested, decodeRanges(box[b"ranges"]))
+        known = {
+            "peerHave": {by: held.ranges() for by, held in session.peerHave.items()},
+            "pending": {by: held.ranges() for by, held in session.pending.items()},
+            "requested": {by: held.ranges() for by, held in requested.items()},
+            "expected": session.expected,
+        }
+        # Its claims are no longer another session's to respect.
+        session.connectionLost(Failure(ConnectionDone()))
+        return known, turns
+
+    @given(summaries())
+    @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    def test_sameAsUnsliced(self, summary):
+        """
+        However small the slices, the session learns and asks for the same.
+        """
+        sliced, slicedTurns = self.take(summary, 1)
+        whole, wholeTurns = self.take(summary, 10**9)
+        self.assertEqual(sliced, whole)
+        self.assertGreaterEqual(slicedTurns, wholeTurns)
+
+    def test_manyOrigins(self):
+        """
+        A summary of many origins is taken in over many turns; the session
+        asks for all the log lacks of it.
+        """
+        summary = {
+            b"%04d" % (i,): Intervals((2 * n, 2 * n + 1) for n in range(30)) for i in range(2000)
+        }
+        summary[b"a"] = Intervals([(0, 50)])
+        sliced, slicedTurns = self.take(summary, protocolModule._SLICE)
+        whole, wholeTurns = self.take(summary, 10**9)
+        self.assertEqual(sliced, whole)
+        self.assertEqual(sliced["expected"], 2000 * 30 + 50 - 14)
+        self.assertEqual(sliced["requested"], sliced["pending"])
+        # 2,000 origins of 30 ranges each make about five slices, each
+        # taken in, then sought, a turn apart.
+        self.assertGreaterEqual(slicedTurns, wholeTurns + 8)
 
 
 class LargeAddTests(SessionMixin, SynchronousTestCase):

@@ -110,6 +110,20 @@ class Intervals:
         for start, end in zip(self._starts, self._ends):
             yield from range(start, end)
 
+    def rangeCount(self):
+        """
+        How many ranges: what this set costs to keep and to send.
+        """
+        return len(self._starts)
+
+    def chunks(self, size):
+        """
+        This set cut, in order, into sets of at most C{size} ranges each:
+        work on a large set a piece at a time.
+        """
+        for i in range(0, len(self._starts), size):
+            yield Intervals.fromPairs(self._starts[i : i + size], self._ends[i : i + size])
+
     def ranges(self):
         """
         The ranges as a list of C{(start, end)} tuples.

@@ -61,6 +61,17 @@ _MAX_FIELDS = 16
 # Nor may it name more origins than this: a node's work on a summary goes
 # by origin too, and a log of more is not sane.
 _MAX_ORIGINS = 10000
+# Nor may it, with its announcements, name more ranges than a summary of
+# the longest allowed could at this many bytes a range ("10-11,"): what a
+# peer holds costs the session memory and time however it was told.
+_RANGE_BYTES = 8
+# Work on what a peer holds goes a slice of origins a turn of the reactor,
+# each slice about this many ranges, an origin counting as _ORIGIN_COST
+# more (the work on one costs that much whatever its ranges).
+_SLICE = 20000
+_ORIGIN_COST = 100
+# What a generator run by SyncProtocol._inTurns gives when it is over.
+_done = object()
 # A value of ranges: lines of an origin in hex and its ranges, each number
 # short enough to read in constant time.
 _RANGES = re.compile(rb"(?:[0-9a-fA-F]* [0-9]{1,20}-[0-9]{1,20}(?:,[0-9]{1,20}-[0-9]{1,20})*\n)*")
@@ -265,6 +276,25 @@ def rangeParts(have, limit=VALUE_LIMIT):
         yield b"".join(lines), named
 
 
+def _slices(items, cost):
+    """
+    Group C{items} into lists each costing about L{_SLICE}, C{cost(item)}
+    and L{_ORIGIN_COST} an item: work that may take a turn of the reactor.
+
+    @return: an iterator of C{(items, cost)}; the cost of a slice is below
+        L{_SLICE} only for the last one.
+    """
+    taken, used = [], 0
+    for item in items:
+        taken.append(item)
+        used += _ORIGIN_COST + cost(item)
+        if used >= _SLICE:
+            yield taken, used
+            taken, used = [], 0
+    if taken:
+        yield taken, used
+
+
 def decodeRanges(value):
     """
     Decode one value written by L{encodeRanges}, in time linear in its
@@ -368,6 +398,16 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
         self._summaryBytes = 0
         self._summaryDone = False
         self._summarySent = False
+        # The ranges of the summary so far, and of all the peer holds.
+        self._summaryRanges = 0
+        self._peerRanges = 0
+        # Whether a pass over what the peer holds is under way, and whether
+        # another must follow it.
+        self._seeking = False
+        self._seekAgain = False
+        # Whether the next such pass is the first after the summary, and
+        # says how much of it the log lacks.
+        self._counting = False
         self._requests = 0
         self._caughtUp = False
         self._peerCaughtUp = False
@@ -734,61 +774,172 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
         # order, as long as they do not overlap.
         for by, held in decodeRanges(ranges).items():
             self._summary.setdefault(by, []).append(held)
+            self._summaryRanges += held.rangeCount()
         if len(self._summary) > _MAX_ORIGINS:
             raise Refused(f"a summary of more than {_MAX_ORIGINS} origins")
+        if self._summaryRanges > self._maxRanges():
+            raise Refused(
+                f"a summary of more than {self._maxRanges()} ranges (--max-summary)"
+            )
         if last:
             self._summaryDone = True
-            summary = {by: gather(parts) for by, parts in self._summary.items()}
-            self._summary = {}
-            merge(self.peerHave, summary)
-            # What the log lacks of it is for a later turn of the reactor,
-            # and what to ask for for the one after: each costs about what
-            # putting the summary together did.
-            self._reactor.callLater(0, self._summaryComplete, summary)
+            parts, self._summary = self._summary, {}
+            # Until the summary is taken in, the session has not caught up.
+            self._requests += 1
+            self._reactor.callLater(0, self._inTurns, self._takeSummary(parts))
         return {}
 
-    def _summaryComplete(self, summary):
+    def _maxRanges(self):
         """
-        The peer's summary is in: say how much of it the log lacks, then
-        ask for that.
+        How many ranges the peer may hold, by its summary and announcements.
         """
-        self.expected = count(difference(summary, self.service.have))
-        self.log.info(
-            "{peer} has {count} adds that {log} lacks",
-            peer=self.peer,
-            count=self.expected,
-            log=self.service.name.decode("utf-8", "replace"),
-        )
-        self._reactor.callLater(0, self.requestMissing)
+        return self.maxSummary // _RANGE_BYTES
+
+    def _inTurns(self, steps):
+        """
+        Run C{steps}, a generator, up to its next C{yield} now and from
+        each C{yield} to the next in later turns of the reactor, while the
+        session lasts.
+        """
+        if self.transport is None or self.failure:
+            return
+        if next(steps, _done) is not _done:
+            self._reactor.callLater(0, self._inTurns, steps)
+
+    def _takeSummary(self, parts):
+        """
+        Put the peer's summary together a slice of origins at a time, say
+        how much of it the log lacks, then ask for that.
+
+        @param parts: each origin's L{Intervals}, one for each C{Have}.
+        """
+        for i, (taken, _) in enumerate(
+            _slices(parts.items(), lambda item: sum(part.rangeCount() for part in item[1]))
+        ):
+            if i:
+                yield
+            for by, pieces in taken:
+                held = gather(pieces)
+                # The parts are no longer needed: less for the memory and
+                # for the garbage collector's passes.
+                pieces.clear()
+                mine = self.peerHave.get(by)
+                if mine is None:
+                    # Gathered afresh: the peer's now, without a copy.
+                    self.peerHave[by] = held
+                else:
+                    mine.update(held)
+                self._peerRanges += held.rangeCount()
+        # The next pass over what the peer holds says how much the log lacks.
+        self._counting = True
+        self._requests -= 1
+        self.requestMissing()
 
     @Announce.responder
     def announce(self, ranges):
         if not self._summaryDone:
             raise ProtocolError("an announcement before the summary")
-        merge(self.peerHave, decodeRanges(ranges))
+        announced = decodeRanges(ranges)
+        self._hold(announced)
+        self._want(announced)
+        self._checkCaughtUp()
+        return {}
+
+    def _hold(self, more):
+        """
+        Add C{more} to what the peer holds, within the limits of a summary.
+
+        @raise Refused: if the peer would hold more origins or ranges than
+            a summary may name.
+        """
+        before = sum(self.peerHave[by].rangeCount() for by in more if by in self.peerHave)
+        merge(self.peerHave, more)
+        self._peerRanges += sum(self.peerHave[by].rangeCount() for by in more) - before
         if len(self.peerHave) > _MAX_ORIGINS:
             raise Refused(f"announcements of more than {_MAX_ORIGINS} origins")
-        self.requestMissing()
-        return {}
+        if self._peerRanges > self._maxRanges():
+            raise Refused(
+                f"a summary and announcements of more than {self._maxRanges()} ranges"
+                " (--max-summary)"
+            )
 
     def requestMissing(self):
         """
         Ask the peer for what it has that the log lacks and no session is
-        already fetching.
+        already fetching, a slice of origins a turn of the reactor.
         """
         if not self._summaryDone or self.transport is None or self.failure:
             return
-        if self.readOnly:
+        if self.readOnly and not self._counting:
             # This peer may not add to the log: ask it for nothing.
             self._checkCaughtUp()
             return
-        wanted = self.service.unclaimed(difference(self.peerHave, self.service.have))
+        if self._seeking:
+            self._seekAgain = True
+            return
+        self._seeking = True
+        # Until the pass is over, the session has not caught up.
+        self._requests += 1
+        self._inTurns(self._seekMissing())
+
+    def _seekMissing(self):
+        """
+        Ask for what the peer holds that the log lacks, a slice of origins
+        (or of one origin's ranges) a step, and again from the start if
+        asked to meanwhile.
+        """
+        while True:
+            self._seekAgain = False
+            counting, self._counting = self._counting, False
+            lacking = 0
+            pieces = self._pieces(list(self.peerHave.items()))
+            for i, (taken, _) in enumerate(_slices(pieces, lambda item: item[1].rangeCount())):
+                if i:
+                    yield
+                lacking += self._want(dict(taken))
+            if counting:
+                self.expected = lacking
+                self.log.info(
+                    "{peer} has {count} adds that {log} lacks",
+                    peer=self.peer,
+                    count=lacking,
+                    log=self.service.name.decode("utf-8", "replace"),
+                )
+            if not self._seekAgain:
+                break
+            yield
+        self._seeking = False
+        self._requests -= 1
+        self._checkCaughtUp()
+
+    @staticmethod
+    def _pieces(items):
+        """
+        Each origin's ranges in C{items} in pieces of at most L{_SLICE}:
+        what one turn of the reactor may work on.
+        """
+        for by, held in items:
+            for piece in held.chunks(_SLICE):
+                yield by, piece
+
+    def _want(self, held):
+        """
+        Ask for what of C{held}, ranges the peer holds, the log lacks and
+        no session is already fetching.
+
+        @return: how many adds of C{held} the log lacks.
+        """
+        lacking = difference(held, self.service.have)
+        if self.readOnly:
+            # This peer may not add to the log: ask it for nothing.
+            return count(lacking)
+        wanted = self.service.unclaimed(lacking)
         if wanted:
             merge(self.pending, wanted)
             # Until every part is asked for, the session has not caught up.
             self._requests += 1
             self._request(rangeParts(wanted))
-        self._checkCaughtUp()
+        return count(lacking)
 
     def _request(self, parts):
         """
