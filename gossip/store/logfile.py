@@ -277,7 +277,7 @@ def keyedBlocks(f, start=0, size=1 << 18, large=LARGE):
         a reader's, so that a sender checking one does not keep its peer
         waiting long.
     """
-    for offset, block in _blocks(f, start, size, large):
+    for _, block in _blocks(f, start, size, large):
         if type(block) is Skipped:
             continue
         if isinstance(block, LargeLine):
@@ -288,8 +288,7 @@ def keyedBlocks(f, start=0, size=1 << 18, large=LARGE):
             else:
                 yield block
             continue
-        checked, rejected = checkKeyedRecords(block.split(b"\n"))
-        yield checked
+        yield checkKeyedRecords(block.split(b"\n"))[0]
 
 
 def _lastLineEnd(f, end):

@@ -16,7 +16,7 @@ from twisted.logger import Logger
 
 from gossip.store.format import CorruptLine, identify
 from gossip.store.intervals import Intervals, addKeys, addSpans, count, covered, difference, spans
-from gossip.store.logfile import LARGE, LargeLine, Log, LogError, Scan, entries, keyedBlocks
+from gossip.store.logfile import LARGE, LargeLine, LogError, Scan, entries, keyedBlocks
 from gossip.sync.watcher import watcherFor
 
 __all__ = ["LogService", "Scrubber", "Stretch"]
@@ -39,7 +39,7 @@ class LogService(Service):
     """
     One log file, watched, with the sync sessions that share it.
 
-    @ivar log: the L{Log}.
+    @ivar log: the L{gossip.store.logfile.Log}.
     @ivar reactor: the reactor (an L{IReactorTime} and L{IReactorFDSet}).
     @ivar rescanInterval: seconds between rescans that back up the watcher.
     @ivar scrubPeriod: seconds the background scrub takes to verify the
@@ -66,13 +66,6 @@ class LogService(Service):
     _scrubber = attr.ib(default=None, init=False)
 
     _log = Logger()
-
-    @classmethod
-    def forPath(cls, path, reactor, **kwargs):
-        """
-        A service for the log at C{path}.
-        """
-        return cls(Log(path), reactor, **kwargs)
 
     @property
     def name(self):
@@ -317,8 +310,8 @@ class LogService(Service):
 
     def _received(self, result, source):
         """
-        Learn what the log now holds from what L{Log.receive} or
-        L{Log.receiveIncoming} appended, and tell the other sessions.
+        Learn what the log now holds from what its C{receive} or
+        C{receiveIncoming} appended, and tell the other sessions.
         """
         appended = result.lines
         if appended:
