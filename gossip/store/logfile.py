@@ -44,7 +44,7 @@ from gossip.store.format import (
     longestEndingWith,
     longestStartingWith,
 )
-from gossip.store.intervals import Intervals, addKeys, addSpans, overlapping, spans
+from gossip.store.intervals import Intervals, addKeys, addSpans, heldBy, overlapping, spans
 
 __all__ = [
     "LARGE",
@@ -736,10 +736,7 @@ class State:
             except CorruptLine:
                 return
         if key is not None:
-            held = self.have.get(key[0])
-            if held is None:
-                held = self.have[key[0]] = Intervals()
-            held.add(key[1])
+            heldBy(self.have, key[0]).add(key[1])
 
     def catchUp(self, f, size):
         """

@@ -15,7 +15,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from gossip.store.format import CorruptLine, identify
-from gossip.store.intervals import Intervals, addKeys, addSpans, count, covered, difference, spans
+from gossip.store.intervals import Intervals, addKeys, addSpans, count, covered, difference, heldBy, spans
 from gossip.store.logfile import LARGE, LargeLine, LogError, Scan, entries, keyedBlocks
 from gossip.sync.watcher import watcherFor
 
@@ -174,10 +174,8 @@ class LogService(Service):
         @return: whether it was new.
         """
         by, at = key
-        held = self.have.get(by)
-        if held is None:
-            held = self.have[by] = Intervals()
-        elif at in held:
+        held = heldBy(self.have, by)
+        if at in held:
             return False
         held.add(at)
         self._recent[key] = (offset, length)
