@@ -367,8 +367,8 @@ class _PeerFactory(SyncFactory):
         return protocol
 
     def _failed(self, failure):
+        # The session has logged why.
         self.failures += 1
-        return failure
 
 
 def peerService(
