@@ -9,6 +9,8 @@ import random
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
 from twisted.test import iosim
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -466,6 +468,40 @@ class WaiterTests(SessionMixin, SynchronousTestCase):
         self.assertIsNone(self.successResultOf(first))
         self.assertIn("log names differ", str(self.failureResultOf(second).value))
         self.assertIn("log names differ", str(self.failureResultOf(pa.whenHandshaken()).value))
+
+
+class UnexpectedErrorTests(SessionMixin, SynchronousTestCase):
+    """
+    A fault of this node, not the peer's, ends the session and is logged
+    with its traceback.
+    """
+
+    def test_tracebackKept(self):
+        a = self.node("log")
+        b = self.node("log", [(b"p", 0)])
+
+        def released():
+            # Once: the session's end tells the service again.
+            a.service.released = original
+            raise RuntimeError("a fault of this node")
+
+        original, a.service.released = a.service.released, released
+        pa, pb = self.syncOnce(a, b)
+        [failure] = self.flushLoggedErrors(RuntimeError)
+        self.assertIn("in released", failure.getTraceback())
+        self.assertEqual(pa.failure, "unexpected error: a fault of this node")
+        self.assertFalse(pa.succeeded)
+
+    def test_lostForAnyReason(self):
+        """
+        However the connection is lost (a TLS alert, say), the questions it
+        leaves unanswered end the session in one line, not as a fault.
+        """
+        session = self.node("log").session("b")
+        session.makeConnection(StringTransport())
+        session.connectionLost(Failure(ValueError("tlsv1 alert unknown ca")))
+        self.assertEqual(self.flushLoggedErrors(), [])
+        self.assertEqual(session.failure, "tlsv1 alert unknown ca")
 
 
 class HostileTests(SessionMixin, SynchronousTestCase):

@@ -690,6 +690,14 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
     def _fail(self, failure):
         """
         End the session for a reason worth logging.
+
+        What a peer can cause (its error or refusal, a message that is not
+        the protocol, a connection lost) is the one line the session's end
+        logs; anything else is a fault of this node, logged now with its
+        traceback.
+
+        @param failure: an exception that breaks the protocol, or a
+            L{Failure}.
         """
         # Once synced, a connection lost is how sessions end; anything else
         # is still a failure worth logging.
@@ -703,8 +711,22 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
                 why = f"peer refused: {error.description}"
             elif lost and not self._handshaken.known:
                 why = "the peer hung up before the handshake"
-            else:
+            elif (
+                lost
+                # The questions outstanding when the connection was lost
+                # fail with why it was (a TLS alert, say), and AMP asks no
+                # more after.
+                or self._outstandingRequests is None
+                # A peer's refusal or error comes as the exception its
+                # command lists for that error code.
+                or failure.check(Refused, ProtocolError, amp.TooLong)
+            ):
                 why = _describe(failure)
+            else:
+                self.log.failure(
+                    "unexpected error in the sync with {peer}", failure, peer=self.peer
+                )
+                why = f"unexpected error: {_describe(failure)}"
         if self.failure is None and not (lost and self.succeeded):
             self.failure = why
         self._stopReading()
