@@ -20,6 +20,7 @@ from twisted.logger import Logger
 from twisted.protocols import amp
 from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from gossip.store.format import CorruptLine
 from gossip.store.intervals import (
@@ -33,6 +34,7 @@ from gossip.store.intervals import (
     runs,
 )
 from gossip.store.logfile import LargeLine, LogError
+from gossip.sync.interfaces import ISyncSession
 from gossip.sync.service import Stretch
 
 
@@ -361,6 +363,7 @@ class _Outcome:
             waiter.callback(self._result)
 
 
+@implementer(ISyncSession)
 class SyncProtocol(amp.AMP, TimeoutMixin):
     """
     One end of a sync session.

@@ -13,10 +13,12 @@ import attr
 from twisted.application.service import Service
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
+from zope.interface import implementer
 
 from gossip.store.format import CorruptLine, identify
 from gossip.store.intervals import Intervals, addKeys, addSpans, count, covered, difference, heldBy, spans
 from gossip.store.logfile import LARGE, LargeLine, LogError, Scan, entries, keyedBlocks
+from gossip.sync.interfaces import ILogService
 from gossip.sync.watcher import watcherFor
 
 __all__ = ["LogService", "Scrubber", "Stretch"]
@@ -34,6 +36,7 @@ SCRUB_SLICE = 1 << 18
 SCRUB_SHARE = 0.02
 
 
+@implementer(ILogService)
 @attr.s(eq=False)
 class LogService(Service):
     """

@@ -35,11 +35,12 @@ from twisted.cred.credentials import ISSHPrivateKey
 from twisted.cred.error import UnauthorizedLogin
 from twisted.internet import defer
 from twisted.logger import Logger
-from zope.interface import implementer
+from zope.interface import Interface, implementer
 
 __all__ = [
     "AuthorizedKeys",
     "Grant",
+    "IKeyStore",
     "KeyChecker",
     "SSHPrivateKeyFrom",
     "parseAuthorizedKeys",
@@ -529,6 +530,29 @@ def _stamp(status):
     )
 
 
+class IKeyStore(Interface):
+    """
+    Who may connect, and what each may do: what L{KeyChecker} asks, as
+    L{twisted.conch.checkers.IAuthorizedKeysDB} is what Conch's key checker
+    asks (which knows keys only, not what they may do or from where).
+    """
+
+    def grantFor(keyBlob, address):
+        """
+        What the key C{keyBlob} may do when it connects from C{address}.
+
+        @param keyBlob: the public key blob the client offers.
+        @type keyBlob: L{bytes}
+
+        @param address: the client's IP address, or L{None} if unknown.
+        @type address: L{str} or L{None}
+
+        @return: the grant, or L{None} if the key may not connect.
+        @rtype: L{Grant} or L{None}
+        """
+
+
+@implementer(IKeyStore)
 @attr.define(eq=False)
 class AuthorizedKeys:
     """
@@ -657,7 +681,7 @@ class KeyChecker:
     Checks public key credentials against the grants of a store, such as
     L{AuthorizedKeys}; the avatar ID of a login is its L{Grant}.
 
-    @ivar _store: has C{grantFor(keyBlob, address)}.
+    @ivar _store: an L{IKeyStore}.
     """
 
     credentialInterfaces = (ISSHPrivateKey,)

@@ -369,8 +369,8 @@ def serverFactory(reactor, sessions, key, authorizedKeys, startups=None, loginGr
 
     @param sessions: the L{Sessions} it offers.
     @param key: its host key (a private L{keys.Key}).
-    @param authorizedKeys: the L{gossip.transport.ssh.authorized.AuthorizedKeys} that
-        says who may connect.
+    @param authorizedKeys: the L{gossip.transport.ssh.authorized.IKeyStore}
+        that says who may connect, such as an C{AuthorizedKeys}.
     @param startups: the L{Startups} that says which connections may wait
         to authenticate (by default OpenSSH's C{MaxStartups 10:30:100},
         and 3 from each source).
