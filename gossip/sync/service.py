@@ -9,7 +9,7 @@ import os
 from itertools import accumulate
 from time import perf_counter
 
-import attr
+import attrs
 from twisted.application.service import Service
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
@@ -37,7 +37,7 @@ SCRUB_SHARE = 0.02
 
 
 @implementer(ILogService)
-@attr.s(eq=False)
+@attrs.define(eq=False)
 class LogService(Service):
     """
     One log file, watched, with the sync sessions that share it.
@@ -51,22 +51,22 @@ class LogService(Service):
     @ivar have: per-origin L{Intervals} of the adds the log holds.
     """
 
-    log = attr.ib()
-    reactor = attr.ib()
-    rescanInterval = attr.ib(default=30.0)
-    maxAddSize = attr.ib(default=MAX_ADD_SIZE)
-    useInotify = attr.ib(default=True)
-    scrubPeriod = attr.ib(default=0.0)
-    identity = attr.ib(default=None, init=False)
-    have = attr.ib(factory=dict, init=False)
-    _sessions = attr.ib(factory=list, init=False)
-    _offset = attr.ib(default=0, init=False)
-    _fileId = attr.ib(default=None, init=False)
-    _file = attr.ib(default=None, init=False)
-    _recent = attr.ib(factory=dict, init=False)
-    _watcher = attr.ib(default=None, init=False)
-    _rescan = attr.ib(default=None, init=False)
-    _scrubber = attr.ib(default=None, init=False)
+    log = attrs.field()
+    reactor = attrs.field()
+    rescanInterval = attrs.field(default=30.0)
+    maxAddSize = attrs.field(default=MAX_ADD_SIZE)
+    useInotify = attrs.field(default=True)
+    scrubPeriod = attrs.field(default=0.0)
+    identity = attrs.field(default=None, init=False)
+    have = attrs.field(factory=dict, init=False)
+    _sessions = attrs.field(factory=list, init=False)
+    _offset = attrs.field(default=0, init=False)
+    _fileId = attrs.field(default=None, init=False)
+    _file = attrs.field(default=None, init=False)
+    _recent = attrs.field(factory=dict, init=False)
+    _watcher = attrs.field(default=None, init=False)
+    _rescan = attrs.field(default=None, init=False)
+    _scrubber = attrs.field(default=None, init=False)
 
     _log = Logger()
 
@@ -403,7 +403,7 @@ class LogService(Service):
         return data
 
 
-@attr.s(eq=False)
+@attrs.define(eq=False)
 class Scrubber:
     """
     Verifies a L{LogService}'s log in the background, a slice at a time on
@@ -424,16 +424,16 @@ class Scrubber:
     @ivar timer: what the time a slice took is measured with.
     """
 
-    service = attr.ib()
-    clock = attr.ib()
-    period = attr.ib()
-    slice = attr.ib(default=SCRUB_SLICE)
-    share = attr.ib(default=SCRUB_SHARE)
-    timer = attr.ib(default=perf_counter)
-    _scan = attr.ib(default=None, init=False)
-    _file = attr.ib(default=None, init=False)
-    _held = attr.ib(default=None, init=False)
-    _call = attr.ib(default=None, init=False)
+    service = attrs.field()
+    clock = attrs.field()
+    period = attrs.field()
+    slice = attrs.field(default=SCRUB_SLICE)
+    share = attrs.field(default=SCRUB_SHARE)
+    timer = attrs.field(default=perf_counter)
+    _scan = attrs.field(default=None, init=False)
+    _file = attrs.field(default=None, init=False)
+    _held = attrs.field(default=None, init=False)
+    _call = attrs.field(default=None, init=False)
 
     _log = Logger()
 
@@ -480,6 +480,7 @@ class Scrubber:
         self._call = self.clock.callLater(max(delay, spent / self.share), self._step)
 
 
+@attrs.define(eq=False)
 class Stretch:
     """
     Adds read one after another from a log, each origin's serials following
@@ -491,12 +492,9 @@ class Stretch:
     @ivar spans: L{gossip.store.intervals.spans} of C{keys}.
     """
 
-    __slots__ = ("records", "keys", "spans")
-
-    def __init__(self, records, keys, spans):
-        self.records = records
-        self.keys = keys
-        self.spans = spans
+    records = attrs.field()
+    keys = attrs.field()
+    spans = attrs.field()
 
     def __len__(self):
         return len(self.records)

@@ -3,7 +3,7 @@
 The sessions a daemon accepts: which of its logs a peer may sync, and how.
 """
 
-import attr
+import attrs
 from twisted.internet.protocol import Factory
 
 from gossip.sync.protocol import MAX_SUMMARY, Refused, SyncProtocol
@@ -11,7 +11,7 @@ from gossip.sync.protocol import MAX_SUMMARY, Refused, SyncProtocol
 __all__ = ["Sessions"]
 
 
-@attr.s
+@attrs.define
 class Sessions:
     """
     What the daemon's servers offer: its logs by name, each chosen by the
@@ -22,12 +22,12 @@ class Sessions:
         served, if only one is.
     """
 
-    reactor = attr.ib()
-    services = attr.ib()
-    anyName = attr.ib(default=False)
-    timeout = attr.ib(default=60.0)
-    keepalive = attr.ib(default=20.0)
-    maxSummary = attr.ib(default=MAX_SUMMARY)
+    reactor = attrs.field()
+    services = attrs.field()
+    anyName = attrs.field(default=False)
+    timeout = attrs.field(default=60.0)
+    keepalive = attrs.field(default=20.0)
+    maxSummary = attrs.field(default=MAX_SUMMARY)
 
     def protocolFor(self, grant, peer):
         """

@@ -6,7 +6,7 @@ to peers whose keys an C{authorized_keys} file lists, and nothing else.
 
 import struct
 
-import attr
+import attrs
 from twisted.conch.avatar import ConchUser
 from twisted.conch.interfaces import IConchUser
 from twisted.conch.ssh import keys
@@ -117,13 +117,13 @@ class _Avatar(ConchUser):
 
 
 @implementer(IRealm)
-@attr.s
+@attrs.define
 class _Realm:
     """
     Makes an L{_Avatar} for each peer the key checker lets in.
     """
 
-    sessions = attr.ib()
+    sessions = attrs.field()
 
     def requestAvatar(self, grant, mind, *interfaces):
         if IConchUser not in interfaces:
