@@ -6,7 +6,7 @@ import datetime
 import ipaddress
 import os
 
-import attr
+import attrs
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -80,16 +80,16 @@ def makeCertificates(directory, clients=("client",)):
     return made
 
 
-@attr.frozen
+@attrs.frozen
 class _Authority:
     """
     A certificate authority: its key, its certificate and that
     certificate's path.
     """
 
-    key = attr.ib()
-    certificate = attr.ib()
-    cert = attr.ib()
+    key = attrs.field()
+    certificate = attrs.field()
+    cert = attrs.field()
 
     @classmethod
     def make(cls, directory, name, commonName):

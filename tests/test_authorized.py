@@ -18,11 +18,13 @@ from twisted.cred.credentials import ISSHPrivateKey, SSHPrivateKey
 from twisted.cred.error import UnauthorizedLogin
 from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from gossip.transport.ssh.authorized import (
     AuthorizedKeys,
     Grant,
+    IKeyStore,
     KeyChecker,
     SSHPrivateKeyFrom,
     parseAuthorizedKeys,
@@ -959,6 +961,22 @@ class AuthorizedKeysTests(KeysFileMixin, SynchronousTestCase):
         self.assertEqual(store.problems, [])
 
 
+@implementer(IKeyStore)
+class MemoryKeys:
+    """
+    A key store in memory: a grant for each listed key, from anywhere; it
+    notes the addresses it is asked about.
+    """
+
+    def __init__(self, grants):
+        self.grants = grants
+        self.asked = []
+
+    def grantFor(self, keyBlob, address):
+        self.asked.append(address)
+        return self.grants.get(keyBlob)
+
+
 class KeyCheckerTests(KeysFileMixin, SynchronousTestCase):
     """
     L{KeyChecker} accepts logins signed by a key that may connect.
@@ -994,6 +1012,22 @@ class KeyCheckerTests(KeysFileMixin, SynchronousTestCase):
         self.assertTrue(verifyObject(ICredentialsChecker, self.checker))
         self.assertEqual(self.checker.credentialInterfaces, (ISSHPrivateKey,))
         self.assertTrue(verifyObject(ISSHPrivateKey, self.credentials(self.key)))
+        self.assertTrue(verifyObject(IKeyStore, self.store))
+        self.assertTrue(verifyObject(IKeyStore, MemoryKeys({})))
+
+    def test_anyStore(self):
+        """
+        L{KeyChecker} asks its store, whatever it is, for the grant of the
+        credentials' key from their address.
+        """
+        grant = Grant(self.key.public(), "alice", 1)
+        store = MemoryKeys({blobOf(self.key): grant})
+        checker = KeyChecker(store)
+        signed = self.credentials(self.key, self.key, address="192.0.2.7")
+        self.assertIs(self.successResultOf(checker.requestAvatarId(signed)), grant)
+        stranger = self.credentials(self.limited, self.limited)
+        self.failureResultOf(checker.requestAvatarId(stranger), UnauthorizedLogin)
+        self.assertEqual(store.asked, ["192.0.2.7", "10.0.0.1"])
 
     def test_unsigned(self):
         """

@@ -13,6 +13,7 @@ import sys
 import tempfile
 import time
 
+import attrs
 from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
@@ -516,7 +517,7 @@ class AnnouncementTests(HostileMixin, SynchronousTestCase):
         A session whose peer has said hello and sent an empty summary.
         """
         attacked = Attacked(self)
-        attacked.protocol.maxSummary = maxSummary
+        attacked.protocol.settings = attrs.evolve(attacked.protocol.settings, maxSummary=maxSummary)
         attacked.send(hello() + haves([b""]))
         attacked.clock.advance(0)
         self.assertIsNone(attacked.protocol.failure)
@@ -552,7 +553,7 @@ class AnnouncementTests(HostileMixin, SynchronousTestCase):
         The ranges of the summary count toward the limit.
         """
         attacked = Attacked(self)
-        attacked.protocol.maxSummary = 64 * 1024
+        attacked.protocol.settings = attrs.evolve(attacked.protocol.settings, maxSummary=64 * 1024)
         attacked.send(hello() + haves(summary(b"p", 5000)))
         attacked.clock.advance(0)
         self.assertIsNone(attacked.protocol.failure)
@@ -566,7 +567,7 @@ class AnnouncementTests(HostileMixin, SynchronousTestCase):
         it would at 8 bytes a range is refused.
         """
         attacked = Attacked(self)
-        attacked.protocol.maxSummary = 64 * 1024
+        attacked.protocol.settings = attrs.evolve(attacked.protocol.settings, maxSummary=64 * 1024)
         attacked.send(hello())
         lines = [b"%04x 0-1,2-3,4-5,6-7,8-9\n" % (i,) for i in range(2000)]
         values = [b"".join(lines[i : i + 1000]) for i in range(0, len(lines), 1000)]

@@ -174,6 +174,24 @@ class ImportGraphTests(TestCase):
         ]
         self.assertEqual(wrong, [])
 
+    def test_testCaseNames(self):
+        """
+        Every module's C{test-case-name} names test modules that exist.
+        """
+        tests = os.path.join(ROOT, "tests")
+        wrong = []
+        for module, path in sorted(modules().items()):
+            with open(path, encoding="utf-8") as f:
+                first = f.readline()
+            if "test-case-name:" not in first:
+                continue
+            named = first.split("test-case-name:")[1].replace("-*-", "").split(",")
+            for name in (name.strip() for name in named):
+                test = os.path.join(tests, name.split(".", 1)[-1] + ".py")
+                if not name.startswith("tests.") or not os.path.exists(test):
+                    wrong.append(f"{module} names {name}")
+        self.assertEqual(wrong, [])
+
 
 # Run in a fresh interpreter: import what the command line's fast paths
 # import, run them, and print which modules of interest each step had

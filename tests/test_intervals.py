@@ -264,6 +264,19 @@ class HaveTests(TestCase):
             held.addRange(0, 100)
         self.assertEqual(flatten(more), moreBefore)
 
+    def test_heldBy(self):
+        """
+        L{intervals.heldBy} gives an origin's own L{intervals.Intervals},
+        and for an origin not named one it has added, empty.
+        """
+        held = intervals.Intervals([(1, 3)])
+        have = {b"a": held}
+        self.assertIs(intervals.heldBy(have, b"a"), held)
+        added = intervals.heldBy(have, b"b")
+        self.assertEqual(added.ranges(), [])
+        added.add(7)
+        self.assertEqual(have[b"b"].ranges(), [(7, 8)])
+
     @_quick
     @given(haves)
     def test_count(self, left):

@@ -436,6 +436,78 @@ class OnceTests(SessionMixin, SynchronousTestCase):
         self.assertEqual(Log(a.path).state().nextAt(), 3)
 
 
+class WaiterTests(SessionMixin, SynchronousTestCase):
+    """
+    Each caller of L{SyncProtocol.whenHandshaken} and
+    L{SyncProtocol.whenFinished} gets a L{Deferred} of its own.
+    """
+
+    def test_ownDeferreds(self):
+        """
+        What one caller's callbacks return does not change what another
+        caller, earlier or later, is given.
+        """
+        a = self.node("log", [(b"p", 0)])
+        b = self.node("log")
+        pa, pb, pump = self.connect(a, b, once=True)
+        seen = []
+        for waited in (pa.whenHandshaken, pa.whenFinished):
+            waited().addCallback(lambda result: "changed")
+            waited().addCallback(seen.append)
+        pumpUntil(self.clock, [pump], lambda: len(seen) == 2)
+        pa.whenHandshaken().addCallback(seen.append)
+        pa.whenFinished().addCallback(seen.append)
+        self.assertEqual(seen, [pa, True, pa, True])
+
+    def test_failedHandshake(self):
+        """
+        Each caller waiting for a handshake that never comes is told why.
+        """
+        a = self.node("log")
+        b = self.node("other")
+        pa, pb, pump = self.connect(a, b, once=True)
+        first, second = pa.whenHandshaken(), pa.whenHandshaken()
+        first.addErrback(lambda failure: None)
+        pumpUntil(self.clock, [pump], lambda: pa.transport is None)
+        self.assertIsNone(self.successResultOf(first))
+        self.assertIn("log names differ", str(self.failureResultOf(second).value))
+        self.assertIn("log names differ", str(self.failureResultOf(pa.whenHandshaken()).value))
+
+
+class UnexpectedErrorTests(SessionMixin, SynchronousTestCase):
+    """
+    A fault of this node, not the peer's, ends the session and is logged
+    with its traceback.
+    """
+
+    def test_tracebackKept(self):
+        a = self.node("log")
+        b = self.node("log", [(b"p", 0)])
+
+        def released():
+            # Once: the session's end tells the service again.
+            a.service.released = original
+            raise RuntimeError("a fault of this node")
+
+        original, a.service.released = a.service.released, released
+        pa, pb = self.syncOnce(a, b)
+        [failure] = self.flushLoggedErrors(RuntimeError)
+        self.assertIn("in released", failure.getTraceback())
+        self.assertEqual(pa.failure, "unexpected error: a fault of this node")
+        self.assertFalse(pa.succeeded)
+
+    def test_lostForAnyReason(self):
+        """
+        However the connection is lost (a TLS alert, say), the questions it
+        leaves unanswered end the session in one line, not as a fault.
+        """
+        session = self.node("log").session("b")
+        session.makeConnection(StringTransport())
+        session.connectionLost(Failure(ValueError("tlsv1 alert unknown ca")))
+        self.assertEqual(self.flushLoggedErrors(), [])
+        self.assertEqual(session.failure, "tlsv1 alert unknown ca")
+
+
 class HostileTests(SessionMixin, SynchronousTestCase):
     """
     What a peer sends that is not intact is never written.

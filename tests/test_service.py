@@ -16,15 +16,18 @@ from twisted.internet.task import Clock, deferLater
 from twisted.logger import globalLogPublisher
 from twisted.test import iosim
 from twisted.trial.unittest import SynchronousTestCase, TestCase
+from zope.interface import implementer
+from zope.interface.verify import verifyObject
 
 from gossip.store import logfile
 from gossip.store.format import checkRecords, encodeAdd, identify
 from gossip.store.intervals import Intervals
 from gossip.store.logfile import LARGE, LargeLine, Log, Scan, entries
+from gossip.sync.interfaces import ILogService, ISyncSession
 from gossip.sync.protocol import SyncProtocol
 from gossip.sync.service import LogService, Scrubber, Stretch
 from gossip.sync.settings import SessionSettings
-from gossip.sync.watcher import INotifyWatcher, PollingWatcher
+from gossip.sync.watcher import INotifyWatcher, IWatcher, PollingWatcher
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -32,6 +35,7 @@ _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUIET = SessionSettings(timeout=None, keepalive=0)
 
 
+@implementer(ISyncSession)
 class Listener:
     """
     Stands where a sync session would, recording what the service tells it.
@@ -124,6 +128,7 @@ class INotifyTests(WatchMixin, TestCase):
 
     def test_isINotify(self):
         self.assertIsInstance(self.service._watcher, INotifyWatcher)
+        self.assertTrue(verifyObject(IWatcher, self.service._watcher))
 
 
 class PollingTests(WatchMixin, TestCase):
@@ -135,6 +140,7 @@ class PollingTests(WatchMixin, TestCase):
 
     def test_isPolling(self):
         self.assertIsInstance(self.service._watcher, PollingWatcher)
+        self.assertTrue(verifyObject(IWatcher, self.service._watcher))
 
 
 def fired(d):
@@ -160,6 +166,16 @@ class ServiceTests(SynchronousTestCase):
         self.addCleanup(self.service.stopService)
         self.listener = Listener()
         self.service.sessionStarted(self.listener)
+
+    def test_interfaces(self):
+        """
+        The service provides what sessions need of it; a sync session, and
+        the listener that stands for one here, what the service needs.
+        """
+        self.assertTrue(verifyObject(ILogService, self.service))
+        self.assertTrue(verifyObject(ISyncSession, self.listener))
+        session = SyncProtocol(self.service, "peer")
+        self.assertTrue(verifyObject(ISyncSession, session))
 
     def test_receive(self):
         """

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_follow -*-
+# -*- test-case-name: tests.test_cli -*-
 """
 Waiting for a file to grow, without a reactor, for the command line.
 
@@ -49,10 +49,6 @@ class FileWaiter:
     def __init__(self, path, interval=1.0, pollInterval=0.05, useInotify=True):
         self._fd = _inotify(path) if useInotify else None
         self._timeout = interval if self._fd is not None else pollInterval
-
-    @property
-    def usesInotify(self):
-        return self._fd is not None
 
     def close(self):
         if self._fd is not None:

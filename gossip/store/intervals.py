@@ -19,6 +19,7 @@ __all__ = [
     "covered",
     "difference",
     "gather",
+    "heldBy",
     "merge",
     "overlapping",
     "runs",
@@ -317,15 +318,24 @@ def gather(parts):
     return Intervals.fromPairs(starts, ends)
 
 
+def heldBy(have, by):
+    """
+    The L{Intervals} of origin C{by} in C{have}, which maps each origin to
+    its L{Intervals}: added empty if C{have} names no such origin, so that
+    what the caller adds to it stays in C{have}.
+    """
+    held = have.get(by)
+    if held is None:
+        held = have[by] = Intervals()
+    return held
+
+
 def merge(have, more):
     """
     Add everything in C{more} to C{have}, in place.
     """
     for by, held in more.items():
-        mine = have.get(by)
-        if mine is None:
-            mine = have[by] = Intervals()
-        mine.update(held)
+        heldBy(have, by).update(held)
 
 
 def count(have):
@@ -361,10 +371,7 @@ def addKeys(have, keys):
     L{Intervals}, in place: a run of serials at a time.
     """
     for by, start, end in runs(keys):
-        held = have.get(by)
-        if held is None:
-            held = have[by] = Intervals()
-        held.addRange(start, end)
+        heldBy(have, by).addRange(start, end)
 
 
 def spans(keys):
@@ -395,10 +402,7 @@ def addSpans(have, spans):
     Add the serials of L{spans}' result to C{have}, in place.
     """
     for by, (start, end) in spans.items():
-        held = have.get(by)
-        if held is None:
-            held = have[by] = Intervals()
-        held.addRange(start, end)
+        heldBy(have, by).addRange(start, end)
 
 
 def covered(have, spans):

@@ -45,7 +45,7 @@ from gossip.store.format import (
     longestEndingWith,
     longestStartingWith,
 )
-from gossip.store.intervals import Intervals, addKeys, addSpans, overlapping, spans
+from gossip.store.intervals import Intervals, addKeys, addSpans, heldBy, overlapping, spans
 
 __all__ = [
     "LARGE",
@@ -290,7 +290,7 @@ def keyedBlocks(f, start=0, size=1 << 18, large=LARGE):
         a reader's, so that a sender checking one does not keep its peer
         waiting long.
     """
-    for offset, block in _blocks(f, start, size, large):
+    for _, block in _blocks(f, start, size, large):
         if type(block) is Skipped:
             continue
         if isinstance(block, LargeLine):
@@ -306,8 +306,7 @@ def keyedBlocks(f, start=0, size=1 << 18, large=LARGE):
             else:
                 yield block
             continue
-        checked, rejected = checkKeyedRecords(block.split(b"\n"))
-        yield checked
+        yield checkKeyedRecords(block.split(b"\n"))[0]
 
 
 def _lastLineEnd(f, end):
@@ -770,10 +769,7 @@ class State:
             except CorruptLine:
                 return
         if key is not None:
-            held = self.have.get(key[0])
-            if held is None:
-                held = self.have[key[0]] = Intervals()
-            held.add(key[1])
+            heldBy(self.have, key[0]).add(key[1])
 
     def catchUp(self, f, size):
         """

@@ -12,12 +12,15 @@ the other can request them.
 import re
 from collections import deque
 
+import attrs
 from twisted.internet.defer import Deferred, DeferredLock, ensureDeferred
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.task import LoopingCall, deferLater
 from twisted.logger import Logger
 from twisted.protocols import amp
 from twisted.protocols.policies import TimeoutMixin
+from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from gossip.store.format import CorruptLine
 from gossip.store.intervals import (
@@ -31,6 +34,7 @@ from gossip.store.intervals import (
     runs,
 )
 from gossip.store.logfile import LargeLine, LogError
+from gossip.sync.interfaces import ISyncSession
 from gossip.sync.service import Stretch
 from gossip.sync.settings import SessionSettings
 
@@ -344,6 +348,50 @@ def _splitLines(data):
     return [line + b"\n" for line in lines], tail
 
 
+@attrs.define
+class _Outcome:
+    """
+    What a session comes to (its handshake, its end), for any number of
+    waiters: each gets a L{Deferred} of its own, so that what one's
+    callbacks return never reaches another.
+
+    @ivar known: whether the outcome is known.
+    """
+
+    _waiting: list = attrs.field(factory=list)
+    _result: object = None
+    known: bool = False
+
+    def wait(self):
+        """
+        A new L{Deferred} that fires with the outcome, or fails with it if
+        it is a L{Failure}: at once if it is known.
+        """
+        waiter = Deferred()
+        if self.known:
+            self._fire(waiter)
+        else:
+            self._waiting.append(waiter)
+        return waiter
+
+    def settle(self, result):
+        """
+        The outcome is C{result}: tell every waiter.
+        """
+        self.known = True
+        self._result = result
+        waiting, self._waiting = self._waiting, []
+        for waiter in waiting:
+            self._fire(waiter)
+
+    def _fire(self, waiter):
+        if isinstance(self._result, Failure):
+            waiter.errback(self._result)
+        else:
+            waiter.callback(self._result)
+
+
+@implementer(ISyncSession)
 class SyncProtocol(amp.AMP, TimeoutMixin):
     """
     One end of a sync session.
@@ -417,8 +465,8 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
         # The large add being received: an Incoming, spooled to a file.
         self._large = None
         self._largeParts = 0
-        self._handshaken = Deferred()
-        self._finished = Deferred()
+        self._handshaken = _Outcome()
+        self._finished = _Outcome()
         self._pinger = None
         self._reading = True
         # How long the peer has been mid-message since its rate was last
@@ -658,27 +706,34 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
                 received=self.received,
                 sent=self.sent,
             )
-        if not self._handshaken.called:
-            self._handshaken.errback(Exception(self.failure))
-            # Whoever waited for the handshake has seen the failure.
-            self._handshaken.addErrback(lambda failure: None)
-        self._finished.callback(self.succeeded)
+        if not self._handshaken.known:
+            self._handshaken.settle(Failure(Exception(self.failure)))
+        self._finished.settle(self.succeeded)
 
     def whenHandshaken(self):
         """
-        A L{Deferred} that fires once the peer has accepted our hello.
+        A new L{Deferred} that fires with this session once the peer has
+        accepted our hello, or fails with why it never will.
         """
-        return self._handshaken
+        return self._handshaken.wait()
 
     def whenFinished(self):
         """
-        A L{Deferred} that fires with L{succeeded} when the session ends.
+        A new L{Deferred} that fires with L{succeeded} when the session ends.
         """
-        return self._finished
+        return self._finished.wait()
 
     def _fail(self, failure):
         """
         End the session for a reason worth logging.
+
+        What a peer can cause (its error or refusal, a message that is not
+        the protocol, a connection lost) is the one line the session's end
+        logs; anything else is a fault of this node, logged now with its
+        traceback.
+
+        @param failure: an exception that breaks the protocol, or a
+            L{Failure}.
         """
         # Once synced, a connection lost is how sessions end; anything else
         # is still a failure worth logging.
@@ -690,10 +745,24 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
             lost = failure.check(ConnectionDone, ConnectionLost) is not None
             if isinstance(error, amp.RemoteAmpError):
                 why = f"peer refused: {error.description}"
-            elif lost and not self._handshaken.called:
+            elif lost and not self._handshaken.known:
                 why = "the peer hung up before the handshake"
-            else:
+            elif (
+                lost
+                # The questions outstanding when the connection was lost
+                # fail with why it was (a TLS alert, say), and AMP asks no
+                # more after.
+                or self._outstandingRequests is None
+                # A peer's refusal or error comes as the exception its
+                # command lists for that error code.
+                or failure.check(Refused, ProtocolError, amp.TooLong)
+            ):
                 why = _describe(failure)
+            else:
+                self.log.failure(
+                    "unexpected error in the sync with {peer}", failure, peer=self.peer
+                )
+                why = f"unexpected error: {_describe(failure)}"
         if self.failure is None and not (lost and self.succeeded):
             self.failure = why
         self._stopReading()
@@ -737,7 +806,7 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
         return {}
 
     def _helloAccepted(self, result):
-        self._handshaken.callback(self)
+        self._handshaken.settle(self)
         self._summarySent = True
         if self.settings.keepalive:
             self._pinger = LoopingCall(self._ping)
@@ -793,7 +862,7 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
         """
         How many ranges the peer may hold, by its summary and announcements.
         """
-        return self.maxSummary // _RANGE_BYTES
+        return self.settings.maxSummary // _RANGE_BYTES
 
     def _inTurns(self, steps):
         """

@@ -9,15 +9,17 @@ import os
 from itertools import accumulate
 from time import perf_counter
 
-import attr
+import attrs
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredLock
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
+from zope.interface import implementer
 
 from gossip.store.format import CorruptLine, identify
-from gossip.store.intervals import Intervals, addKeys, addSpans, count, covered, difference, spans
-from gossip.store.logfile import LARGE, LargeLine, Log, LogError, Scan, entries, keyedBlocks
+from gossip.store.intervals import Intervals, addKeys, addSpans, count, covered, difference, heldBy, spans
+from gossip.store.logfile import LARGE, LargeLine, LogError, Scan, entries, keyedBlocks
+from gossip.sync.interfaces import ILogService
 from gossip.sync.watcher import watcherFor
 
 __all__ = ["LogService", "Scrubber", "Stretch"]
@@ -35,12 +37,13 @@ SCRUB_SLICE = 1 << 18
 SCRUB_SHARE = 0.02
 
 
-@attr.s(eq=False)
+@implementer(ILogService)
+@attrs.define(eq=False)
 class LogService(Service):
     """
     One log file, watched, with the sync sessions that share it.
 
-    @ivar log: the L{Log}.
+    @ivar log: the L{gossip.store.logfile.Log}.
     @ivar reactor: the reactor (an L{IReactorTime} and L{IReactorFDSet}).
     @ivar rescanInterval: seconds between rescans that back up the watcher.
     @ivar scrubPeriod: seconds the background scrub takes to verify the
@@ -49,35 +52,28 @@ class LogService(Service):
     @ivar have: per-origin L{Intervals} of the adds the log holds.
     """
 
-    log = attr.ib()
-    reactor = attr.ib()
-    rescanInterval = attr.ib(default=30.0)
-    maxAddSize = attr.ib(default=MAX_ADD_SIZE)
-    useInotify = attr.ib(default=True)
-    scrubPeriod = attr.ib(default=0.0)
-    identity = attr.ib(default=None, init=False)
-    have = attr.ib(factory=dict, init=False)
-    _sessions = attr.ib(factory=list, init=False)
-    _offset = attr.ib(default=0, init=False)
-    _fileId = attr.ib(default=None, init=False)
-    _file = attr.ib(default=None, init=False)
-    _recent = attr.ib(factory=dict, init=False)
-    _watcher = attr.ib(default=None, init=False)
-    _rescan = attr.ib(default=None, init=False)
-    _scrubber = attr.ib(default=None, init=False)
+    log = attrs.field()
+    reactor = attrs.field()
+    rescanInterval = attrs.field(default=30.0)
+    maxAddSize = attrs.field(default=MAX_ADD_SIZE)
+    useInotify = attrs.field(default=True)
+    scrubPeriod = attrs.field(default=0.0)
+    identity = attrs.field(default=None, init=False)
+    have = attrs.field(factory=dict, init=False)
+    _sessions = attrs.field(factory=list, init=False)
+    _offset = attrs.field(default=0, init=False)
+    _fileId = attrs.field(default=None, init=False)
+    _file = attrs.field(default=None, init=False)
+    _recent = attrs.field(factory=dict, init=False)
+    _watcher = attrs.field(default=None, init=False)
+    _rescan = attrs.field(default=None, init=False)
+    _scrubber = attrs.field(default=None, init=False)
     # Held while adds are written to the log, which a large add's copy
     # keeps locked across many turns of the reactor.
-    _writing = attr.ib(factory=DeferredLock, init=False)
-    _copy = attr.ib(default=None, init=False)
+    _writing = attrs.field(factory=DeferredLock, init=False)
+    _copy = attrs.field(default=None, init=False)
 
     _log = Logger()
-
-    @classmethod
-    def forPath(cls, path, reactor, **kwargs):
-        """
-        A service for the log at C{path}.
-        """
-        return cls(Log(path), reactor, **kwargs)
 
     @property
     def name(self):
@@ -212,10 +208,8 @@ class LogService(Service):
         @return: whether it was new.
         """
         by, at = key
-        held = self.have.get(by)
-        if held is None:
-            held = self.have[by] = Intervals()
-        elif at in held:
+        held = heldBy(self.have, by)
+        if at in held:
             return False
         held.add(at)
         self._recent[key] = (offset, length)
@@ -384,8 +378,8 @@ class LogService(Service):
 
     def _received(self, result, source):
         """
-        Learn what the log now holds from what L{Log.receive} or
-        L{Log.receiveIncoming} appended, and tell the other sessions.
+        Learn what the log now holds from what its C{receive} or
+        C{receiveIncoming} appended, and tell the other sessions.
         """
         appended = result.lines
         if appended:
@@ -476,7 +470,7 @@ class LogService(Service):
         return data
 
 
-@attr.s(eq=False)
+@attrs.define(eq=False)
 class Scrubber:
     """
     Verifies a L{LogService}'s log in the background, a slice at a time on
@@ -497,16 +491,16 @@ class Scrubber:
     @ivar timer: what the time a slice took is measured with.
     """
 
-    service = attr.ib()
-    clock = attr.ib()
-    period = attr.ib()
-    slice = attr.ib(default=SCRUB_SLICE)
-    share = attr.ib(default=SCRUB_SHARE)
-    timer = attr.ib(default=perf_counter)
-    _scan = attr.ib(default=None, init=False)
-    _file = attr.ib(default=None, init=False)
-    _held = attr.ib(default=None, init=False)
-    _call = attr.ib(default=None, init=False)
+    service = attrs.field()
+    clock = attrs.field()
+    period = attrs.field()
+    slice = attrs.field(default=SCRUB_SLICE)
+    share = attrs.field(default=SCRUB_SHARE)
+    timer = attrs.field(default=perf_counter)
+    _scan = attrs.field(default=None, init=False)
+    _file = attrs.field(default=None, init=False)
+    _held = attrs.field(default=None, init=False)
+    _call = attrs.field(default=None, init=False)
 
     _log = Logger()
 
@@ -553,6 +547,7 @@ class Scrubber:
         self._call = self.clock.callLater(max(delay, spent / self.share), self._step)
 
 
+@attrs.define(eq=False)
 class Stretch:
     """
     Adds read one after another from a log, each origin's serials following
@@ -564,12 +559,9 @@ class Stretch:
     @ivar spans: L{gossip.store.intervals.spans} of C{keys}.
     """
 
-    __slots__ = ("records", "keys", "spans")
-
-    def __init__(self, records, keys, spans):
-        self.records = records
-        self.keys = keys
-        self.spans = spans
+    records = attrs.field()
+    keys = attrs.field()
+    spans = attrs.field()
 
     def __len__(self):
         return len(self.records)

@@ -8,7 +8,7 @@ import fcntl
 import os
 import shlex
 
-import attr
+import attrs
 from twisted.internet.defer import fail, succeed
 from twisted.internet.error import ConnectionDone, ProcessDone, ProcessExitedAlready
 from twisted.internet.interfaces import IAddress, IProcessTransport, IStreamClientEndpoint
@@ -38,13 +38,13 @@ GRACE = 3.0
 
 
 @implementer(IAddress)
-@attr.frozen
+@attrs.frozen
 class CommandAddress:
     """
     The address of a peer reached through a command: its arguments.
     """
 
-    argv = attr.ib()
+    argv = attrs.field()
 
 
 def widenPipe(fd, size=1 << 20):
@@ -158,7 +158,7 @@ class _CommandProcess(ProcessProtocol):
 
 
 @implementer(IStreamClientEndpoint)
-@attr.s
+@attrs.define(eq=False)
 class CommandEndpoint:
     """
     Runs a command and speaks over its standard input and output; its
@@ -166,10 +166,10 @@ class CommandEndpoint:
     (C{logErrors}, for a daemon, whose standard error nobody reads).
     """
 
-    reactor = attr.ib(repr=False)
-    argv = attr.ib()
-    grace = attr.ib(default=GRACE, repr=False)
-    logErrors = attr.ib(default=False, repr=False)
+    reactor = attrs.field(repr=False)
+    argv = attrs.field()
+    grace = attrs.field(default=GRACE, repr=False)
+    logErrors = attrs.field(default=False, repr=False)
 
     def connect(self, factory):
         address = CommandAddress(self.argv)
@@ -217,7 +217,7 @@ class _AdoptedProcess(Process):
 
 
 @implementer(IStreamClientEndpoint)
-@attr.s
+@attrs.define(eq=False)
 class SpawnedEndpoint:
     """
     Speaks over the standard input and output of a command already started
@@ -225,9 +225,9 @@ class SpawnedEndpoint:
     it starts.  It connects once.
     """
 
-    reactor = attr.ib(repr=False)
-    spawned = attr.ib()
-    grace = attr.ib(default=GRACE, repr=False)
+    reactor = attrs.field(repr=False)
+    spawned = attrs.field()
+    grace = attrs.field(default=GRACE, repr=False)
 
     def connect(self, factory):
         address = CommandAddress(self.spawned.argv)

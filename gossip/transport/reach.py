@@ -104,8 +104,8 @@ class _PeerFactory(SyncFactory):
         return protocol
 
     def _failed(self, failure):
+        # The session has logged why; this caller's Deferred ends here.
         self.failures += 1
-        return failure
 
 
 def peerService(

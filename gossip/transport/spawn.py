@@ -14,7 +14,7 @@ import os
 import signal
 import sys
 
-import attr
+import attrs
 
 __all__ = ["SpawnError", "Spawned", "peerCommand", "spawn", "spawnPeer"]
 
@@ -25,7 +25,7 @@ class SpawnError(Exception):
     """
 
 
-@attr.s(eq=False)
+@attrs.define(eq=False)
 class Spawned:
     """
     A running peer command and this process's ends of its pipes.
@@ -36,10 +36,10 @@ class Spawned:
     @ivar stdout: the file descriptor that reads its standard output.
     """
 
-    argv = attr.ib()
-    pid = attr.ib()
-    stdin = attr.ib()
-    stdout = attr.ib()
+    argv = attrs.field()
+    pid = attrs.field()
+    stdin = attrs.field()
+    stdout = attrs.field()
 
 
 def peerCommand(peer, command=None, anyName=False):

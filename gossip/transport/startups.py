@@ -8,7 +8,7 @@ that a flood from one address cannot lock out peers from others.
 import ipaddress
 import random
 
-import attr
+import attrs
 from twisted.logger import Logger
 
 __all__ = [
@@ -29,7 +29,7 @@ TRY_LATER = "too many unauthenticated connections; try again later"
 TRY_LATER_FROM_YOU = "too many unauthenticated connections from your address; try again later"
 
 
-@attr.frozen
+@attrs.frozen
 class MaxStartups:
     """
     When to refuse a new unauthenticated connection: never while fewer
@@ -37,9 +37,9 @@ class MaxStartups:
     rising linearly to certainty at C{full}.
     """
 
-    start = attr.ib()
-    rate = attr.ib()
-    full = attr.ib()
+    start = attrs.field()
+    rate = attrs.field()
+    full = attrs.field()
 
     @classmethod
     def parse(cls, text):
@@ -105,7 +105,7 @@ def source(host):
     return str(address)
 
 
-@attr.define
+@attrs.define
 class Startups:
     """
     Counts unauthenticated connections in total and per source, and says
@@ -115,11 +115,11 @@ class Startups:
         tests pass a predictable one.
     """
 
-    maxStartups = attr.ib(default=DEFAULT_MAX_STARTUPS)
-    perSource = attr.ib(default=DEFAULT_PER_SOURCE)
-    random = attr.ib(default=random.random, repr=False)
-    total = attr.ib(default=0, init=False)
-    _bySource = attr.ib(factory=dict, init=False, repr=False)
+    maxStartups = attrs.field(default=DEFAULT_MAX_STARTUPS)
+    perSource = attrs.field(default=DEFAULT_PER_SOURCE)
+    random = attrs.field(default=random.random, repr=False)
+    total = attrs.field(default=0, init=False)
+    _bySource = attrs.field(factory=dict, init=False, repr=False)
 
     def admit(self, source):
         """
@@ -167,7 +167,7 @@ class Startups:
         return self._bySource.get(source, 0)
 
 
-@attr.define
+@attrs.define
 class RefusalLog:
     """
     Says which refusals to log: the first from each source, then at most
@@ -177,11 +177,11 @@ class RefusalLog:
     @ivar clock: an L{IReactorTime}.
     """
 
-    clock = attr.ib()
-    interval = attr.ib(default=60.0)
+    clock = attrs.field()
+    interval = attrs.field(default=60.0)
     # The most sources remembered: beyond it the quiet ones are forgotten.
-    limit = attr.ib(default=1024)
-    _sources = attr.ib(factory=dict, init=False, repr=False)
+    limit = attrs.field(default=1024)
+    _sources = attrs.field(factory=dict, init=False, repr=False)
 
     def refused(self, source):
         """

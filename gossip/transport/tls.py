@@ -8,7 +8,7 @@ authorities; the connecting node requires the listener's certificate to be
 signed by one of its authorities and to name the host it dialled.
 """
 
-import attr
+import attrs
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
@@ -54,7 +54,7 @@ log = Logger()
 _LISTEN_SYNTAX = "ssl:PORT[:interface=ADDRESS][:backlog=N]"
 
 
-@attr.frozen
+@attrs.frozen
 class Credentials:
     """
     What a node presents to its peers and whom it trusts, loaded from
@@ -68,11 +68,11 @@ class Credentials:
     @type authorities: L{tuple} of L{Certificate}
     """
 
-    certificate = attr.ib()
-    authorities = attr.ib()
+    certificate = attrs.field()
+    authorities = attrs.field()
 
 
-@attr.frozen
+@attrs.frozen
 class TLSFiles:
     """
     The paths of a node's PEM files.
@@ -83,9 +83,9 @@ class TLSFiles:
         certificates, one or more.
     """
 
-    key = attr.ib()
-    cert = attr.ib()
-    ca = attr.ib()
+    key = attrs.field()
+    cert = attrs.field()
+    ca = attrs.field()
 
     def load(self):
         """
@@ -274,7 +274,7 @@ def _badListen(description, why):
 
 
 @implementer(IStreamServerEndpoint)
-@attr.frozen
+@attrs.frozen
 class _TLSServerEndpoint:
     """
     TLS over a TCP endpoint.
@@ -288,8 +288,8 @@ class _TLSServerEndpoint:
     @ivar options: the L{CertificateOptions} of the server's side.
     """
 
-    endpoint = attr.ib()
-    options = attr.ib()
+    endpoint = attrs.field()
+    options = attrs.field()
 
     def listen(self, factory):
         return self.endpoint.listen(
@@ -324,7 +324,7 @@ def clientEndpoint(reactor, host, port, files):
 
 
 @implementer(IStreamClientEndpoint)
-@attr.frozen
+@attrs.frozen
 class _TLSClientEndpoint:
     """
     Twisted's TLS client endpoint, with the peer's certificate name logged
@@ -333,7 +333,7 @@ class _TLSClientEndpoint:
     @ivar endpoint: the endpoint that L{wrapClientTLS} made.
     """
 
-    endpoint = attr.ib()
+    endpoint = attrs.field()
 
     def connect(self, factory):
         connecting = self.endpoint.connect(_AuthenticatingFactory(factory))

@@ -27,7 +27,7 @@ import os
 import re
 import time
 
-import attr
+import attrs
 from twisted.conch.error import ValidPublicKey
 from twisted.conch.ssh import keys
 from twisted.cred.checkers import ICredentialsChecker
@@ -35,11 +35,12 @@ from twisted.cred.credentials import ISSHPrivateKey
 from twisted.cred.error import UnauthorizedLogin
 from twisted.internet import defer
 from twisted.logger import Logger
-from zope.interface import implementer
+from zope.interface import Interface, implementer
 
 __all__ = [
     "AuthorizedKeys",
     "Grant",
+    "IKeyStore",
     "KeyChecker",
     "SSHPrivateKeyFrom",
     "parseAuthorizedKeys",
@@ -114,7 +115,7 @@ class _Refused(Exception):
         self.blob = blob
 
 
-@attr.frozen
+@attrs.frozen
 class _Source:
     """
     One entry of a C{from=} pattern list.
@@ -123,10 +124,10 @@ class _Source:
     @ivar negated: whether a match refuses the key instead of admitting it.
     """
 
-    text = attr.ib()
-    negated = attr.ib()
-    _network = attr.ib(default=None)
-    _glob = attr.ib(default=None)
+    text = attrs.field()
+    negated = attrs.field()
+    _network = attrs.field(default=None)
+    _glob = attrs.field(default=None)
 
     def matches(self, address):
         """
@@ -137,7 +138,7 @@ class _Source:
         return self._glob.fullmatch(str(address)) is not None
 
 
-@attr.frozen
+@attrs.frozen
 class Grant:
     """
     What one line of an C{authorized_keys} file lets its key do.
@@ -162,14 +163,14 @@ class Grant:
     @type readOnly: L{bool}
     """
 
-    key = attr.ib(repr=False, hash=False)
-    comment = attr.ib()
-    line = attr.ib()
-    fingerprint = attr.ib(init=False)
-    logs = attr.ib(default=None)
-    readOnly = attr.ib(default=False)
-    _sources = attr.ib(default=None, repr=False)
-    _expires = attr.ib(default=None, repr=False)
+    key = attrs.field(repr=False, hash=False)
+    comment = attrs.field()
+    line = attrs.field()
+    fingerprint = attrs.field(init=False)
+    logs = attrs.field(default=None)
+    readOnly = attrs.field(default=False)
+    _sources = attrs.field(default=None, repr=False)
+    _expires = attrs.field(default=None, repr=False)
 
     @fingerprint.default
     def _fingerprint(self):
@@ -529,7 +530,30 @@ def _stamp(status):
     )
 
 
-@attr.define(eq=False)
+class IKeyStore(Interface):
+    """
+    Who may connect, and what each may do: what L{KeyChecker} asks, as
+    L{twisted.conch.checkers.IAuthorizedKeysDB} is what Conch's key checker
+    asks (which knows keys only, not what they may do or from where).
+    """
+
+    def grantFor(keyBlob, address):
+        """
+        What the key C{keyBlob} may do when it connects from C{address}.
+
+        @param keyBlob: the public key blob the client offers.
+        @type keyBlob: L{bytes}
+
+        @param address: the client's IP address, or L{None} if unknown.
+        @type address: L{str} or L{None}
+
+        @return: the grant, or L{None} if the key may not connect.
+        @rtype: L{Grant} or L{None}
+        """
+
+
+@implementer(IKeyStore)
+@attrs.define(eq=False)
 class AuthorizedKeys:
     """
     The grants of an C{authorized_keys} file, read again whenever it
@@ -548,11 +572,11 @@ class AuthorizedKeys:
     @type problems: L{list}
     """
 
-    path = attr.ib()
-    _clock = attr.ib(default=time.time)
-    problems = attr.ib(init=False, factory=list)
-    _grants = attr.ib(init=False, factory=dict)
-    _read = attr.ib(init=False, default=None)
+    path = attrs.field()
+    _clock = attrs.field(default=time.time)
+    problems = attrs.field(init=False, factory=list)
+    _grants = attrs.field(init=False, factory=dict)
+    _read = attrs.field(init=False, default=None)
 
     def grantFor(self, keyBlob, address):
         """
@@ -632,7 +656,7 @@ class AuthorizedKeys:
 
 
 @implementer(ISSHPrivateKey)
-@attr.frozen
+@attrs.frozen
 class SSHPrivateKeyFrom:
     """
     Public key credentials, as L{twisted.cred.credentials.SSHPrivateKey},
@@ -642,27 +666,27 @@ class SSHPrivateKeyFrom:
     @type address: L{str} or L{None}
     """
 
-    username = attr.ib()
-    algName = attr.ib()
-    blob = attr.ib()
-    sigData = attr.ib()
-    signature = attr.ib()
-    address = attr.ib(default=None)
+    username = attrs.field()
+    algName = attrs.field()
+    blob = attrs.field()
+    sigData = attrs.field()
+    signature = attrs.field()
+    address = attrs.field(default=None)
 
 
 @implementer(ICredentialsChecker)
-@attr.define
+@attrs.define
 class KeyChecker:
     """
     Checks public key credentials against the grants of a store, such as
     L{AuthorizedKeys}; the avatar ID of a login is its L{Grant}.
 
-    @ivar _store: has C{grantFor(keyBlob, address)}.
+    @ivar _store: an L{IKeyStore}.
     """
 
     credentialInterfaces = (ISSHPrivateKey,)
 
-    _store = attr.ib()
+    _store = attrs.field()
 
     def requestAvatarId(self, credentials):
         """

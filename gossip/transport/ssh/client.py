@@ -8,7 +8,7 @@ and agent, checking the host's key against C{known_hosts}.
 import getpass
 import struct
 
-import attr
+import attrs
 from twisted.conch.client.knownhosts import KnownHostsFile
 from twisted.conch.error import HostKeyChanged
 from twisted.conch.ssh import keys
@@ -267,7 +267,7 @@ class _AgentFactory(Factory):
 
 
 @implementer(IStreamClientEndpoint)
-@attr.s
+@attrs.define
 class SSHSyncEndpoint:
     """
     Reaches a peer's C{gossip} subsystem over SSH.
@@ -279,13 +279,13 @@ class SSHSyncEndpoint:
         it (never when it has another).
     """
 
-    reactor = attr.ib(repr=False)
-    peer = attr.ib()
-    identities = attr.ib(factory=list, repr=False)
-    agentPath = attr.ib(default=None)
-    knownHosts = attr.ib(default=None)
-    acceptNewHostKeys = attr.ib(default=False)
-    timeout = attr.ib(default=30)
+    reactor = attrs.field(repr=False)
+    peer = attrs.field()
+    identities = attrs.field(factory=list, repr=False)
+    agentPath = attrs.field(default=None)
+    knownHosts = attrs.field(default=None)
+    acceptNewHostKeys = attrs.field(default=False)
+    timeout = attrs.field(default=30)
 
     @property
     def username(self):

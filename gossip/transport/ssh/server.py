@@ -6,7 +6,7 @@ to peers whose keys an C{authorized_keys} file lists, and nothing else.
 
 import struct
 
-import attr
+import attrs
 from twisted.conch.avatar import ConchUser
 from twisted.conch.interfaces import IConchUser
 from twisted.conch.ssh import keys
@@ -117,13 +117,13 @@ class _Avatar(ConchUser):
 
 
 @implementer(IRealm)
-@attr.s
+@attrs.define
 class _Realm:
     """
     Makes an L{_Avatar} for each peer the key checker lets in.
     """
 
-    sessions = attr.ib()
+    sessions = attrs.field()
 
     def requestAvatar(self, grant, mind, *interfaces):
         if IConchUser not in interfaces:
@@ -369,8 +369,8 @@ def serverFactory(reactor, sessions, key, authorizedKeys, startups=None, loginGr
 
     @param sessions: the L{Sessions} it offers.
     @param key: its host key (a private L{keys.Key}).
-    @param authorizedKeys: the L{gossip.transport.ssh.authorized.AuthorizedKeys} that
-        says who may connect.
+    @param authorizedKeys: the L{gossip.transport.ssh.authorized.IKeyStore}
+        that says who may connect, such as an C{AuthorizedKeys}.
     @param startups: the L{Startups} that says which connections may wait
         to authenticate (by default OpenSSH's C{MaxStartups 10:30:100},
         and 3 from each source).

@@ -1,0 +1,109 @@
+# -*- test-case-name: tests.test_service -*-
+"""
+The seams of a sync: what a session needs of the service of its log, and
+what that service needs of each of its sessions.
+"""
+
+from zope.interface import Attribute, Interface
+
+__all__ = ["ILogService", "ISyncSession"]
+
+
+class ILogService(Interface):
+    """
+    One log as its sync sessions share it: what it holds, where its adds
+    are, and the sessions that fetch for it.
+
+    Ranges of adds are given as dicts that map each origin's C{by} to the
+    L{gossip.store.intervals.Intervals} of its serials.
+    """
+
+    reactor = Attribute("The reactor (an IReactorTime) the sessions run on.")
+    identity = Attribute("The log's node identity (bytes), once started.")
+    name = Attribute("The log's name (bytes), which peers must share.")
+    have = Attribute("The adds the log holds, by origin.")
+    maxAddSize = Attribute("The largest add in bytes that a peer may send.")
+    log = Attribute(
+        "The gossip.store.logfile.Log, whose incoming(size) spools a large "
+        "add from a peer."
+    )
+
+    def sessionStarted(session):
+        """
+        C{session}, an L{ISyncSession}, has begun: tell it of new adds.
+        """
+
+    def sessionEnded(session):
+        """
+        C{session} has ended: what it was fetching, others may now fetch.
+        """
+
+    def changed():
+        """
+        The log may hold adds the service has not read: read them, and tell
+        the sessions.
+        """
+
+    def unclaimed(wanted):
+        """
+        Those of the adds C{wanted} that no session is already fetching.
+        """
+
+    def released():
+        """
+        A session's requests ended: others may now fetch what it did not.
+        """
+
+    def receive(lines, source=None):
+        """
+        Append what the log lacks of C{lines}, raw lines from a peer, and
+        tell the sessions but C{source}.
+
+        @return: the L{gossip.store.logfile.Received}.
+        """
+
+    def receiveIncoming(incoming, source=None):
+        """
+        Append a large add from a peer, spooled by C{log.incoming}, unless
+        the log holds it, and tell the sessions but C{source}.
+
+        @return: the L{gossip.store.logfile.Received}.
+        """
+
+    def linesFor(wanted):
+        """
+        The lines of the adds C{wanted}, read from the log.
+
+        @return: an iterator, one item for each stretch of the log read:
+            a list of C{(line, (by, at))}, LF included, perhaps empty, or a
+            L{gossip.sync.service.Stretch} of adds that are all wanted.
+        """
+
+    def readLine(line, start, length):
+        """
+        C{length} bytes from C{start} on of a
+        L{gossip.store.logfile.LargeLine} that L{linesFor} gave.
+        """
+
+
+class ISyncSession(Interface):
+    """
+    A sync session with one peer, as the service of its log sees it.
+    """
+
+    pending = Attribute(
+        "The adds, by origin, that this session has asked its peer for and "
+        "not yet had answered."
+    )
+
+    def localAdds(keys):
+        """
+        The log has new adds, C{(by, at)} pairs: announce those the peer
+        lacks.
+        """
+
+    def requestMissing():
+        """
+        Ask the peer for what it has that the log lacks and no session is
+        already fetching.
+        """
