@@ -13,6 +13,7 @@ import shlex
 import shutil
 import socket
 import subprocess
+import tempfile
 import sys
 import time
 
@@ -450,7 +451,12 @@ class OpenSSHServerTests(TestCase):
             if os.environ.get("GOSSIP_REQUIRE_OPENSSH"):
                 self.fail("GOSSIP_REQUIRE_OPENSSH is set, but ssh-agent is not installed")
             raise SkipTest("ssh-agent and ssh-add are not installed")
-        socketPath = os.path.join(self.dir, "agent.sock")
+        # A UNIX socket's path is limited to about 100 bytes, which a test's
+        # own directory (in a checkout anywhere, under trial -j2's worker
+        # directories) may exceed: the socket goes in a short one.
+        directory = tempfile.mkdtemp(prefix="gossip-agent-", dir="/tmp")
+        self.addCleanup(shutil.rmtree, directory, True)
+        socketPath = os.path.join(directory, "agent.sock")
         agent = Background(self, ["ssh-agent", "-D", "-a", socketPath])
         waitFor(lambda: os.path.exists(socketPath), message="the agent's socket")
         for path in keyFiles:
