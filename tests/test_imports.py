@@ -192,6 +192,23 @@ class ImportGraphTests(TestCase):
                     wrong.append(f"{module} names {name}")
         self.assertEqual(wrong, [])
 
+    def test_packagesInstalled(self):
+        """
+        setup.cfg lists every package of gossip, so that an install (not
+        only a checkout) holds all of them.
+        """
+        from configparser import ConfigParser
+
+        config = ConfigParser()
+        config.read(os.path.join(ROOT, "setup.cfg"))
+        listed = set(config["options"]["packages"].split())
+        packages = {
+            os.path.relpath(directory, ROOT).replace(os.sep, ".")
+            for directory, _, files in os.walk(PACKAGE)
+            if "__init__.py" in files
+        }
+        self.assertEqual(packages - listed, set())
+
 
 # Run in a fresh interpreter: import what the command line's fast paths
 # import, run them, and print which modules of interest each step had
