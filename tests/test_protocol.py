@@ -21,18 +21,17 @@ from gossip.sync import service as serviceModule
 from gossip.store.format import decodeBody, encodeAdd, identify
 from gossip.store.intervals import Intervals, merge
 from gossip.store.logfile import LARGE, Log, entries
-from gossip.sync.protocol import (
+from gossip.sync.amp import (
     VALUE_LIMIT,
-    WINDOW,
     AddBegin,
     AddEnd,
     AddPart,
     Adds,
     ProtocolError,
-    SyncProtocol,
     decodeRanges,
     encodeRanges,
 )
+from gossip.sync.protocol import WINDOW, SyncProtocol
 from gossip.sync.service import LogService
 from gossip.sync.settings import SessionSettings
 
@@ -532,7 +531,7 @@ class HostileTests(SessionMixin, SynchronousTestCase):
         """
         A malformed summary ends the session; the log is untouched.
         """
-        from gossip.sync.protocol import Have
+        from gossip.sync.amp import Have
 
         a = self.node("log")
         b = self.node("log", [(b"p", 0)])

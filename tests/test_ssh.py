@@ -380,7 +380,7 @@ class SyncTests(ServerMixin, TestCase):
         protocol = await self.endpoint().connect(factory)
         await protocol.whenHandshaken()
         line = open(client.path, "rb").readlines()[-1]
-        from gossip.sync.protocol import Adds
+        from gossip.sync.amp import Adds
 
         try:
             await protocol.callRemote(Adds, lines=line)

@@ -6,7 +6,8 @@ The sessions a daemon accepts: which of its logs a peer may sync, and how.
 import attrs
 from twisted.internet.protocol import Factory
 
-from gossip.sync.protocol import Refused, SyncProtocol
+from gossip.sync.amp import Refused
+from gossip.sync.protocol import SyncProtocol
 from gossip.sync.settings import SessionSettings
 
 __all__ = ["Sessions"]
