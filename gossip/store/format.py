@@ -263,6 +263,20 @@ def _splitLong(record):
     body = record[header.end() : gt]
     if b">" in body or b"\n" in body:
         raise CorruptLine("not an add")
+    for start, equals, amp in _items(body):
+        if amp > start and equals == -1:
+            raise CorruptLine("pair without '='")
+    return header.group(1), header.group(2), body, record[gt + 1 :]
+
+
+def _items(body):
+    """
+    Where each of C{body}'s items (what lies between its C{&}s) is, found
+    with find() rather than byte by byte.
+
+    @return: an iterator of C{(start, equals, end)}: the item's first byte,
+        its first C{=} (-1 if it has none) and the offset just past it.
+    """
     find = body.find
     start = 0
     end = len(body)
@@ -270,10 +284,8 @@ def _splitLong(record):
         amp = find(b"&", start)
         if amp == -1:
             amp = end
-        if amp > start and find(b"=", start, amp) == -1:
-            raise CorruptLine("pair without '='")
+        yield start, find(b"=", start, amp), amp
         start = amp + 1
-    return header.group(1), header.group(2), body, record[gt + 1 :]
 
 
 def _longest(digits, others):
@@ -519,20 +531,12 @@ def _firstAt(body):
     The value of C{body}'s first C{at} pair, as written (not unescaped), or
     L{None} if it has none.
     """
-    find = body.find
-    start = 0
-    end = len(body)
-    while start < end:
-        amp = find(b"&", start)
-        if amp == -1:
-            amp = end
-        equals = find(b"=", start, amp)
+    for start, equals, amp in _items(body):
         if equals != -1:
             name = body[start:equals]
             # "at" is at most 6 bytes escaped, and "+" makes neither letter.
             if name == b"at" or (len(name) <= 6 and b"%" in name and _unescape(name) == b"at"):
                 return body[equals + 1 : amp]
-        start = amp + 1
     return None
 
 
