@@ -3,6 +3,7 @@ Tests for L{gossip.store.intervals}: sets of integers kept as ranges, checked
 against Python's sets.
 """
 
+import gc
 import time
 
 from hypothesis import given, settings
@@ -163,6 +164,30 @@ class IntervalsTests(TestCase):
         expected = set(members) - membersOf(rangeList)
         self.assertEqual(set(held.difference(other)), expected)
         self.assertEqual(set(held), set(members))
+
+    def test_untracked(self):
+        """
+        However many ranges a set holds, and however it was made, the
+        garbage collector has nothing in it to visit: a peer's summary of
+        hundreds of thousands of ranges adds nothing to every collection's
+        cost.
+        """
+        many = Intervals.fromPairs(range(0, 20000, 2), range(1, 20001, 2))
+        made = [
+            many,
+            Intervals([(5, 9), (1, 2)]),
+            many.difference(Intervals([(4, 100)])),
+            Intervals([(3, 4)]).difference(many),
+            next(many.chunks(100)),
+            intervals.gather([many, Intervals([(30000, 30001)])]),
+        ]
+        made[1].update(many)
+        made[1].removeRange(10, 50)
+        for held in made:
+            self.assertGreater(held.rangeCount(), 0)
+            # The collector's visit of the bounds reaches their type alone.
+            for bounds in (held._starts, held._ends):
+                self.assertEqual([type(bounds)], gc.get_referents(bounds))
 
     def test_linear(self):
         """

@@ -180,6 +180,22 @@ class RangesTests(SynchronousTestCase):
         for value in [b"zz 0-1\n", b"6162 0-1", b"6162 a-b\n", b"6162\n", b"6162 1-2-3\n"]:
             self.assertRaises(ProtocolError, decodeRanges, value)
 
+    def test_largestNumbers(self):
+        """
+        A range may end anywhere up to 2**63 (no serial is larger), written
+        in at most 19 digits; a number of 20 digits is a protocol error,
+        never an overflow.
+        """
+        top = 2**63
+        self.assertEqual(
+            decodeRanges(b"6162 %d-%d\n" % (top - 1, top))[b"ab"].ranges(), [(top - 1, top)]
+        )
+        self.assertEqual(
+            decodeRanges(b"6162 0-9999999999999999999\n")[b"ab"].end(), 9999999999999999999
+        )
+        self.assertRaises(ProtocolError, decodeRanges, b"6162 0-18446744073709551616\n")
+        self.assertRaises(ProtocolError, decodeRanges, b"6162 0-10000000000000000000\n")
+
 
 class OnceTests(SessionMixin, SynchronousTestCase):
     """

@@ -6,10 +6,26 @@ This is what a node says it has of one origin's adds: like a C{.newsrc},
 C{[(0, 120), (125, 130)]} means serials 0-119 and 125-129.
 """
 
+from array import array
 from bisect import bisect_left, bisect_right
 from operator import le, lt
 
 from gossip.store.format import speedups as _speedups
+
+# Ranges are kept in arrays of machine integers, not lists: a peer's summary
+# can name hundreds of thousands of ranges, which as lists of Python ints
+# cost four times the memory and a visit from every pass of the garbage
+# collector (an array holds no objects: the collector visits its type alone).
+# Serials are below 2**63, so every start and end fits.
+_TYPE = "Q"
+
+
+def _numbers(values=()):
+    """
+    A new array of range bounds.
+    """
+    return array(_TYPE, values)
+
 
 __all__ = [
     "Intervals",
@@ -36,8 +52,8 @@ class Intervals:
     __slots__ = ("_starts", "_ends")
 
     def __init__(self, ranges=()):
-        self._starts = []
-        self._ends = []
+        self._starts = _numbers()
+        self._ends = _numbers()
         for start, end in ranges:
             self.addRange(start, end)
 
@@ -60,8 +76,8 @@ class Intervals:
             return result
         # Already sorted, disjoint and apart, as a peer sends them.
         if all(map(lt, ends[:-1], starts[1:])):
-            result._starts = list(starts)
-            result._ends = list(ends)
+            result._starts = _numbers(starts)
+            result._ends = _numbers(ends)
             return result
         # Python's sort takes a run in either order in linear time.
         merged = result._starts, result._ends
@@ -178,8 +194,8 @@ class Intervals:
         if i < j:
             start = min(start, starts[i])
             end = max(end, ends[j - 1])
-        starts[i:j] = [start]
-        ends[i:j] = [end]
+        starts[i:j] = _numbers((start,))
+        ends[i:j] = _numbers((end,))
 
     def update(self, other):
         """
@@ -208,7 +224,7 @@ class Intervals:
         j = bisect_left(starts, end)
         if i >= j:
             return
-        keptStarts, keptEnds = [], []
+        keptStarts, keptEnds = _numbers(), _numbers()
         if starts[i] < start:
             keptStarts.append(starts[i])
             keptEnds.append(start)
@@ -220,50 +236,89 @@ class Intervals:
 
     def difference(self, other):
         """
-        The members of this set that are not in C{other}, as a new set: in
-        time linear in this one's number of ranges, or, when C{other} has
-        far fewer, in its number and a copy of this one's for each.
+        The members of this set that are not in C{other}, as a new set: a
+        step for each range of the smaller of the two, and this one's
+        ranges that C{other} does not touch copied in slices.
         """
-        if len(other._starts) * _COPIES < len(self._starts):
-            result = Intervals()
-            result._starts = list(self._starts)
-            result._ends = list(self._ends)
-            for start, end in zip(other._starts, other._ends):
-                result.removeRange(start, end)
-            return result
+        if len(other._starts) < len(self._starts):
+            return self._without(other)
         result = Intervals()
+        addStart, addEnd = result._starts.append, result._ends.append
+        oStarts, oEnds = other._starts, other._ends
+        count = len(oStarts)
+        i = 0
         for start, end in zip(self._starts, self._ends):
-            i = bisect_right(other._starts, start)
-            if i and other._ends[i - 1] > start:
-                i -= 1
+            # The ranges of other that end after start; none before i does.
+            i = bisect_right(oEnds, start, i)
             position = start
-            while position < end and i < len(other._starts):
-                oStart, oEnd = other._starts[i], other._ends[i]
+            while i < count and position < end:
+                oStart = oStarts[i]
                 if oStart >= end:
                     break
                 if oStart > position:
-                    result._starts.append(position)
-                    result._ends.append(oStart)
-                position = max(position, oEnd)
+                    addStart(position)
+                    addEnd(oStart)
+                position = oEnds[i]
                 i += 1
             if position < end:
-                result._starts.append(position)
-                result._ends.append(end)
+                addStart(position)
+                addEnd(end)
+            if i:
+                # The last range of other seen may reach the next of ours.
+                i -= 1
         return result
 
-
-# Copying a list of ranges costs about what a step of a loop in Python over
-# so many ranges does, divided by this.
-_COPIES = 64
+    def _without(self, other):
+        """
+        L{difference} when C{other} has fewer ranges: a step for each of
+        them.
+        """
+        oldStarts, oldEnds = self._starts, self._ends
+        result = Intervals()
+        starts, ends = result._starts, result._ends
+        count = len(oldStarts)
+        # This set's ranges before taken are done with; the one at taken
+        # begins at head, which a range of other may have cut.
+        taken, head = 0, None
+        for oStart, oEnd in zip(other._starts, other._ends):
+            # Ranges that end by oStart go over as they are.
+            i = bisect_right(oldEnds, oStart, taken)
+            if i > taken:
+                if head is not None:
+                    starts.append(head)
+                    ends.append(oldEnds[taken])
+                    taken, head = taken + 1, None
+                starts += oldStarts[taken:i]
+                ends += oldEnds[taken:i]
+                taken = i
+            if taken == count:
+                break
+            begin = oldStarts[taken] if head is None else head
+            if begin >= oEnd:
+                continue
+            if begin < oStart:
+                starts.append(begin)
+                ends.append(oStart)
+            # Ranges that end by oEnd are gone; the next may lose its head.
+            taken = bisect_right(oldEnds, oEnd, taken)
+            head = oEnd if taken < count and oldStarts[taken] < oEnd else None
+        if taken < count:
+            if head is not None:
+                starts.append(head)
+                ends.append(oldEnds[taken])
+                taken += 1
+            starts += oldStarts[taken:]
+            ends += oldEnds[taken:]
+        return result
 
 
 def _union(small, large):
     """
-    The union of two L{Intervals} as new C{(starts, ends)} lists: a step
+    The union of two L{Intervals} as new C{(starts, ends)} arrays: a step
     for each range of C{small}, and C{large}'s ranges copied in slices.
     """
     oldStarts, oldEnds = large._starts, large._ends
-    starts, ends = [], []
+    starts, ends = _numbers(), _numbers()
     taken = 0
     for start, end in zip(small._starts, small._ends):
         # large's ranges wholly before this one go over as they are.
@@ -311,7 +366,7 @@ def gather(parts):
         for part in parts:
             result.update(part)
         return result
-    starts, ends = [], []
+    starts, ends = _numbers(), _numbers()
     for part in parts:
         starts += part._starts
         ends += part._ends

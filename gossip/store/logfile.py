@@ -1551,7 +1551,7 @@ class Log:
             try:
                 with open(self.cachePath, "rb") as cache:
                     fingerprint, state = _loadState(cache.read())
-            except (OSError, ValueError):
+            except (OSError, ValueError, OverflowError):
                 state = None
             else:
                 # What another process wrote is checked against the log

@@ -38,8 +38,8 @@ PROTOCOL_VERSION = 1
 # AMP allows 65,535 bytes a value; leave room for nothing else to matter.
 VALUE_LIMIT = 60000
 # A value of ranges: lines of an origin in hex and its ranges, each number
-# short enough to read in constant time.
-RANGES = re.compile(rb"(?:[0-9a-fA-F]* [0-9]{1,20}-[0-9]{1,20}(?:,[0-9]{1,20}-[0-9]{1,20})*\n)*")
+# short enough to read in constant time and below 2**64 (no serial reaches 2**63).
+RANGES = re.compile(rb"(?:[0-9a-fA-F]* [0-9]{1,19}-[0-9]{1,19}(?:,[0-9]{1,19}-[0-9]{1,19})*\n)*")
 
 
 class Refused(Exception):

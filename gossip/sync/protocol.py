@@ -28,6 +28,7 @@ from gossip.store.intervals import (
     count,
     difference,
     gather,
+    heldBy,
     merge,
     overlapping,
     runs,
@@ -1090,7 +1091,7 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
             held = self.peerHave.get(by)
             if held is not None and at in held:
                 continue
-            self._announce.setdefault(by, Intervals()).add(at)
+            heldBy(self._announce, by).add(at)
         if self._announce and (self._announceCall is None or not self._announceCall.active()):
             self._announceCall = self._reactor.callLater(0, self._sendAnnouncements)
 
