@@ -778,21 +778,50 @@ class State:
         if size <= self.offset:
             return
         end = self.offset
-        for offset, record, body in entries(f, self.offset, LARGE):
-            if isinstance(record, LargeLine):
-                end = offset + record.length
-                if record.key is None:
+        for offset, block in _blocks(f, self.offset, large=LARGE):
+            if type(block) is Skipped:
+                self.damaged += 1
+                end = offset + len(block) + 1
+                continue
+            if isinstance(block, LargeLine):
+                end = offset + block.length
+                try:
+                    key = checkLarge(f.fileno(), block)
+                except CorruptLine:
+                    key = None
+                if key is None:
                     self.damaged += 1
                 else:
                     # Checked a piece at a time; never an identity add.
-                    self.absorb(b"", record.key)
+                    self.absorb(b"", key)
                 continue
-            end = offset + len(record) + 1
-            if body is None:
-                self.damaged += 1
-            else:
-                self.absorb(body)
+            end = offset + len(block) + 1
+            records = block.split(b"\n")
+            keyed, rejected = checkKeyedRecords(records)
+            if not rejected:
+                # The usual block: every line an intact add with a by and an
+                # at, none of them an identity, taken in a few steps.
+                self._absorbKeys([key for _, _, key in keyed])
+                continue
+            for body in checkRecords(records):
+                if body is None:
+                    self.damaged += 1
+                else:
+                    self.absorb(body)
         self.offset = end
+
+    def _absorbKeys(self, keys):
+        """
+        Account for intact adds, none of them an identity, by their keys.
+        """
+        if not keys:
+            return
+        self.intact = True
+        found = spans(keys)
+        if found is None:
+            addKeys(self.have, keys)
+        else:
+            addSpans(self.have, found)
 
 
 class Scan:
