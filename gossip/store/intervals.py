@@ -237,35 +237,41 @@ class Intervals:
     def difference(self, other):
         """
         The members of this set that are not in C{other}, as a new set: a
-        step for each range of the smaller of the two, and this one's
-        ranges that C{other} does not touch copied in slices.
+        step for each range of the smaller of the two, and the ranges (or
+        gaps) of the larger copied in slices, so that one range less many,
+        or many less one, costs about a copy.
         """
         if len(other._starts) < len(self._starts):
             return self._without(other)
         result = Intervals()
-        addStart, addEnd = result._starts.append, result._ends.append
+        starts, ends = result._starts, result._ends
         oStarts, oEnds = other._starts, other._ends
         count = len(oStarts)
         i = 0
         for start, end in zip(self._starts, self._ends):
-            # The ranges of other that end after start; none before i does.
+            # The ranges of other that meet [start, end) are those from i
+            # (the first to end after start) to j (the first to begin at
+            # or after end), which none before i does.
             i = bisect_right(oEnds, start, i)
-            position = start
-            while i < count and position < end:
-                oStart = oStarts[i]
-                if oStart >= end:
-                    break
-                if oStart > position:
-                    addStart(position)
-                    addEnd(oStart)
-                position = oEnds[i]
-                i += 1
-            if position < end:
-                addStart(position)
-                addEnd(end)
-            if i:
-                # The last range of other seen may reach the next of ours.
-                i -= 1
+            if i == count or oStarts[i] >= end:
+                starts.append(start)
+                ends.append(end)
+                continue
+            if oStarts[i] <= start and end <= oEnds[i]:
+                # All of it in one range of other.
+                continue
+            j = bisect_left(oStarts, end, i + 1)
+            if start < oStarts[i]:
+                starts.append(start)
+                ends.append(oStarts[i])
+            # The gaps between them, however many, in two slices.
+            starts += oEnds[i : j - 1]
+            ends += oStarts[i + 1 : j]
+            if oEnds[j - 1] < end:
+                starts.append(oEnds[j - 1])
+                ends.append(end)
+            # The last of them may reach the next range.
+            i = j - 1
         return result
 
     def _without(self, other):
