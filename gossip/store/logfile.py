@@ -157,7 +157,7 @@ def _judge(pieces, size, limit, longest):
     return pieces, limit
 
 
-def _blocks(f, start, size=None, large=None):
+def _blocks(f, start, size=None, large=None, pauses=False):
     """
     Read a log forwards from byte C{start} a block at a time.
 
@@ -168,6 +168,9 @@ def _blocks(f, start, size=None, large=None):
     @param large: if given, a line longer than this many bytes is not read
         into memory whole but given as a L{LargeLine}, without its key, in
         place of a block.
+    @param pauses: if true, while reading on past the end of such a line,
+        give C{(offset, None)} after each read, so that the caller can let
+        others run: a line may be gigabytes long.
     @return: an iterator of C{(offset, block)}: complete lines from
         C{offset}, joined by LF, without the last one's LF; or, for a
         damaged line too long to keep, a L{Skipped}.
@@ -189,7 +192,15 @@ def _blocks(f, start, size=None, large=None):
             if pending is not None and large is not None and pendingSize > large:
                 # One line, longer than the caller will hold: note where it
                 # is and read on past its end.
-                rest, length = _pastLine(read, size)
+                past = _pastLine(read, size)
+                while True:
+                    try:
+                        next(past)
+                    except StopIteration as done:
+                        rest, length = done.value
+                        break
+                    if pauses:
+                        yield offset, None
                 if rest is None:
                     return
                 length += pendingSize
@@ -225,11 +236,12 @@ def _blocks(f, start, size=None, large=None):
 
 def _pastLine(read, size):
     """
-    Read on past the end of the line being read.
+    Read on past the end of the line being read: a generator that yields
+    after each read that does not reach it.
 
-    @return: what was read after the line's LF, and how many bytes were
-        read up to and including that LF; or C{(None, None)} if the file
-        ends first.
+    @return: (as the generator's value) what was read after the line's LF,
+        and how many bytes were read up to and including that LF; or
+        C{(None, None)} if the file ends first.
     """
     skipped = 0
     while True:
@@ -240,6 +252,7 @@ def _pastLine(read, size):
         if end != -1:
             return data[end + 1 :], skipped + end + 1
         skipped += len(data)
+        yield
 
 
 def entries(f, start=0, large=None):
@@ -290,7 +303,11 @@ def keyedBlocks(f, start=0, size=1 << 18, large=LARGE):
         a reader's, so that a sender checking one does not keep its peer
         waiting long.
     """
-    for _, block in _blocks(f, start, size, large):
+    for _, block in _blocks(f, start, size, large, pauses=True):
+        if block is None:
+            # Reading on past a large line: let the caller serve others.
+            yield []
+            continue
         if type(block) is Skipped:
             continue
         if isinstance(block, LargeLine):
