@@ -6,15 +6,14 @@ speaking the commands of L{gossip.sync.amp}.
 docs/protocol.md describes it; this module follows that document.  Both ends
 run the same L{SyncProtocol}: each says hello, sends a summary of what it
 has, requests what it lacks, and from then on announces its new adds so that
-the other can request them.
+the other can request them.  What it sends of the adds the peer requests,
+its L{gossip.sync.sender.Sender} reads and streams.
 """
 
-from collections import deque
-
 import attrs
-from twisted.internet.defer import Deferred, DeferredLock, ensureDeferred
+from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone, ConnectionLost
-from twisted.internet.task import LoopingCall, deferLater
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.protocols import amp
 from twisted.protocols.policies import TimeoutMixin
@@ -29,15 +28,13 @@ from gossip.store.intervals import (
     difference,
     gather,
     merge,
-    overlapping,
     runs,
 )
-from gossip.store.logfile import LargeLine, LogError
+from gossip.store.logfile import LogError
 from gossip.sync.amp import (
     COMMANDS,
     ERRORS,
     PROTOCOL_VERSION,
-    VALUE_LIMIT,
     AddBegin,
     AddEnd,
     AddPart,
@@ -55,15 +52,14 @@ from gossip.sync.amp import (
     rangeParts,
 )
 from gossip.sync.interfaces import ISyncSession
-from gossip.sync.service import Stretch
+# WINDOW is named here too, where it was first.
+from gossip.sync.sender import WINDOW, Sender  # noqa: F401
 from gossip.sync.settings import SessionSettings
 
 
 __all__ = ["MIN_RATE", "SyncProtocol"]
 
 
-# How many batches (or chunks of a large add) may be unanswered at once.
-WINDOW = 8
 # A large add may come in no more parts than one for each this many bytes
 # (and one more): a peer cannot make its receiver answer without end.
 _MIN_PART = 1024
@@ -116,16 +112,6 @@ def _describe(failure):
     if isinstance(failure.value, amp.TooLong):
         return "the peer sent something that is not the sync protocol"
     return message or type(failure.value).__name__
-
-
-def _wholeStretch(stretch, peerHave):
-    """
-    Whether a L{Stretch} can be sent as it is: the peer has none of it and
-    every line fits in one L{Adds}.
-    """
-    return max(map(len, stretch.records)) < VALUE_LIMIT and not overlapping(
-        peerHave, stretch.spans
-    )
 
 
 def _splitLines(data):
@@ -247,7 +233,6 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
         self._peerCaughtUp = False
         self._announce = {}
         self._announceCall = None
-        self._sending = DeferredLock()
         # The large add being received: an Incoming, spooled to a file.
         self._large = None
         self._largeParts = 0
@@ -266,8 +251,8 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
         # Adds from the peer dropped as damaged.
         self.badAdds = 0
         self.receivedBytes = 0
-        self.sent = 0
         self.expected = 0
+        self._sender = Sender(self, self._reactor)
 
     # Life cycle
 
@@ -978,105 +963,16 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
 
     @Request.responder
     def request(self, ranges):
-        wanted = decodeRanges(ranges)
-        # The peer asks for what it lacks now, whatever it held before: a
-        # damaged disk loses adds, which its scrub or check asks for again.
-        peerHave = self.peerHave
-        for by, held in wanted.items():
-            mine = peerHave.get(by)
-            if mine is not None:
-                peerHave[by] = mine.difference(held)
-        return ensureDeferred(self._send(wanted)).addCallback(lambda sent: {"sent": sent})
+        return self._sender.request(decodeRanges(ranges)).addCallback(
+            lambda sent: {"sent": sent}
+        )
 
-    async def _send(self, wanted):
-        await self._sending.acquire()
-        inflight = deque()
-        try:
-            wanted = difference(wanted, self.peerHave)
-            batch = []
-            size = 0
-            sent = 0
-            peerHave = self.peerHave
-            for found in self.service.linesFor(wanted):
-                if not found:
-                    # A stretch of the log without any: let others run.
-                    await deferLater(self._reactor, 0, lambda: None)
-                    continue
-                if isinstance(found, Stretch) and _wholeStretch(found, peerHave):
-                    # Adds the peer lacks, every one: send their bytes as
-                    # they are, cut between lines.
-                    addSpans(peerHave, found.spans)
-                    sent += len(found)
-                    data = b"\n".join(found.records) + b"\n"
-                    position = 0
-                    while position < len(data):
-                        room = VALUE_LIMIT - size
-                        if len(data) - position <= room:
-                            batch.append(data[position:])
-                            size += len(data) - position
-                            break
-                        cut = data.rfind(b"\n", position, position + room) + 1
-                        if cut > position:
-                            batch.append(data[position:cut])
-                            position = cut
-                        await self._push(inflight, Adds, lines=b"".join(batch))
-                        batch, size = [], 0
-                    continue
-                for line, (by, at) in found:
-                    held = peerHave.get(by)
-                    if held is None:
-                        held = peerHave[by] = Intervals()
-                    elif at in held:
-                        continue
-                    held.add(at)
-                    sent += 1
-                    if len(line) > VALUE_LIMIT:
-                        if batch:
-                            await self._push(inflight, Adds, lines=b"".join(batch))
-                            batch, size = [], 0
-                        await self._sendLarge(inflight, line)
-                        continue
-                    if size + len(line) > VALUE_LIMIT:
-                        await self._push(inflight, Adds, lines=b"".join(batch))
-                        batch, size = [], 0
-                    batch.append(line)
-                    size += len(line)
-            if batch:
-                await self._push(inflight, Adds, lines=b"".join(batch))
-            while inflight:
-                await inflight.popleft()
-            self.sent += sent
-            return sent
-        finally:
-            for d in inflight:
-                d.addErrback(lambda failure: None)
-            self._sending.release()
-
-    async def _push(self, inflight, command, **arguments):
-        inflight.append(self.callRemote(command, **arguments))
-        if len(inflight) >= WINDOW:
-            await inflight.popleft()
-
-    async def _sendLarge(self, inflight, line):
+    @property
+    def sent(self):
         """
-        Send one add too large for one value in parts, read from the log
-        as they go (when it is a L{LargeLine}), with no more than L{WINDOW}
-        unanswered: however slow the peer, no more of it is in memory.
+        How many adds this session has sent.
         """
-        size = len(line)
-        if isinstance(line, LargeLine):
-            read = self.service.readLine
-        else:
-            view = memoryview(line)
-
-            def read(large, start, length):
-                return bytes(view[start : start + length])
-
-        await self._push(inflight, AddBegin, size=size)
-        for start in range(0, size, VALUE_LIMIT):
-            part = read(line, start, min(VALUE_LIMIT, size - start))
-            await self._push(inflight, AddPart, data=part)
-        await self._push(inflight, AddEnd)
+        return self._sender.sent
 
     # Announcing new adds
 
