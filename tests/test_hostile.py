@@ -198,6 +198,31 @@ class HelloTests(HostileMixin, SynchronousTestCase):
         self.assertRepelled(attacked, "an answer before its hello")
 
 
+class OrderTests(HostileMixin, SynchronousTestCase):
+    """
+    After the hello, a message out of the order of docs/protocol.md ends
+    the session with one logged line (gossip.sync.protocol.REFUSALS).
+    """
+
+    def test_secondHello(self):
+        attacked = Attacked(self)
+        again = command(
+            b"Hello", ask=b"2", version=b"1", node=b"hostile-node", log=b"log", anyName=b"False"
+        )
+        attacked.send(hello() + again)
+        self.assertRepelled(attacked, "a second hello")
+
+    def test_secondSummary(self):
+        attacked = Attacked(self)
+        attacked.send(hello() + haves([b""]) + haves([b""], first=3))
+        self.assertRepelled(attacked, "a second summary")
+
+    def test_announcementBeforeSummary(self):
+        attacked = Attacked(self)
+        attacked.send(hello() + announce(b"p", 0, 1, 2))
+        self.assertRepelled(attacked, "an announcement before the summary")
+
+
 class MalformedTests(HostileMixin, SynchronousTestCase):
     """
     Boxes that are not the sync protocol end the session with one line,

@@ -6,6 +6,7 @@ in-memory transports (L{twisted.test.iosim}), with a fake clock.
 import os
 import random
 
+import attrs
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from twisted.internet.error import ConnectionDone
@@ -31,7 +32,16 @@ from gossip.sync.amp import (
     decodeRanges,
     encodeRanges,
 )
-from gossip.sync.protocol import WINDOW, SyncProtocol
+from gossip.sync.protocol import (
+    REFUSALS,
+    TRANSITIONS,
+    WINDOW,
+    End,
+    Gave,
+    Had,
+    SessionState,
+    SyncProtocol,
+)
 from gossip.sync.service import LogService
 from gossip.sync.settings import SessionSettings
 
@@ -197,6 +207,144 @@ class RangesTests(SynchronousTestCase):
         self.assertRaises(ProtocolError, decodeRanges, b"6162 0-10000000000000000000\n")
 
 
+# Which field of a SessionState each line's states are in.
+FIELDS = {Had: "had", Gave: "gave", End: "end"}
+
+
+class SessionStateTests(SynchronousTestCase):
+    """
+    A session's life cycle, L{gossip.sync.protocol.TRANSITIONS}, walked a
+    move at a time.
+    """
+
+    # Where the other lines stand makes no difference to a move.
+    elsewhere = [
+        SessionState(),
+        SessionState(had=Had.SUMMARY, gave=Gave.CAUGHT_UP_UNANSWERED, end=End.CLOSING),
+        SessionState(had=Had.CAUGHT_UP, gave=Gave.SUMMARY, end=End.CLOSED),
+    ]
+
+    def at(self, where, base):
+        """
+        C{base} but with the line of C{where} at C{where}.
+        """
+        return attrs.evolve(base, **{FIELDS[type(where)]: where})
+
+    def test_allowed(self):
+        """
+        Every move the table lists moves its line, and only its line, where
+        the table says.
+        """
+        for base in self.elsewhere:
+            for (where, event), to in TRANSITIONS.items():
+                before = self.at(where, base)
+                self.assertEqual(before.after(event), self.at(to, base), (where, event))
+
+    def test_refused(self):
+        """
+        A peer's message out of order is a L{ProtocolError} that says why,
+        and the state is as it was.
+        """
+        self.assertFalse(set(REFUSALS) & set(TRANSITIONS))
+        for base in self.elsewhere:
+            for (where, event), why in REFUSALS.items():
+                before = self.at(where, base)
+                error = self.assertRaises(ProtocolError, before.after, event)
+                self.assertEqual(str(error), why)
+                self.assertEqual(before, self.at(where, base))
+
+    def test_secondHello(self):
+        for where in (Had.HELLO, Had.SUMMARY, Had.CAUGHT_UP):
+            error = self.assertRaises(ProtocolError, SessionState(had=where).after, "hello")
+            self.assertEqual(str(error), "a second hello")
+
+    def test_noMove(self):
+        """
+        An event the table has no move or reason for, where it happens, is
+        a fault of this node, not of the peer.
+        """
+        for where, event in [
+            (Had.NOTHING, "have"),
+            (Had.NOTHING, "caughtUp"),
+            (Had.HELLO, "caughtUp"),
+            (Had.CAUGHT_UP, "caughtUp"),
+            (Had.SUMMARY, "lastHave"),
+            (Gave.NOTHING, "peerSynced"),
+            (Gave.HELLO, "helloSent"),
+            (Gave.SUMMARY, "helloAccepted"),
+            (Gave.CAUGHT_UP, "helloAccepted"),
+            (End.CLOSED, "lost"),
+        ]:
+            self.assertNotIn((where, event), TRANSITIONS)
+            self.assertRaises(ValueError, self.at(where, SessionState()).after, event)
+
+    def test_everyStateReached(self):
+        """
+        From the start, the table reaches every state of every line.
+        """
+        reached = {Had.NOTHING, Gave.NOTHING, End.OPEN}
+        while True:
+            more = {to for (where, event), to in TRANSITIONS.items() if where in reached}
+            if more <= reached:
+                break
+            reached |= more
+        self.assertEqual(reached, set(Had) | set(Gave) | set(End))
+
+    def walk(self, *events):
+        state = SessionState()
+        synced = []
+        for event in events:
+            state = state.after(event)
+            synced.append(state.synced)
+        return state, synced
+
+    def test_ordinary(self):
+        """
+        The order a peer that follows docs/protocol.md keeps: synced once
+        both ends have caught up, and still once the session has ended.
+        """
+        events = ["helloSent", "hello", "helloAccepted", "have", "lastHave", "announce"]
+        events += ["peerSynced", "caughtUp", "announce", "peerSynced", "lost"]
+        state, synced = self.walk(*events)
+        self.assertEqual(state, SessionState(Had.CAUGHT_UP, Gave.CAUGHT_UP, End.CLOSED))
+        self.assertEqual(synced, [False] * 7 + [True] * 4)
+
+    def test_summaryBeforeAnswer(self):
+        """
+        The peer's summary may come before its answer to our hello, and the
+        session may catch up before it too.
+        """
+        state, synced = self.walk("helloSent", "hello", "lastHave", "caughtUp", "helloAccepted")
+        self.assertEqual(state, SessionState(Had.CAUGHT_UP, Gave.SUMMARY))
+        self.assertEqual(synced, [False] * 5)
+
+    def test_syncedBeforeAnswer(self):
+        """
+        A Synced before the peer's answer to our hello counts, but the
+        summary is not taken as sent until the answer comes.
+        """
+        state, synced = self.walk("helloSent", "hello", "lastHave", "caughtUp", "peerSynced")
+        self.assertEqual(state.gave, Gave.CAUGHT_UP_UNANSWERED)
+        self.assertEqual(synced[-1], True)
+        self.assertEqual(state.after("helloAccepted").gave, Gave.CAUGHT_UP)
+
+    def test_serverChosen(self):
+        """
+        A server that waits for the client's hello to choose its log says
+        its own hello then.
+        """
+        state, _ = self.walk("hello", "helloSent", "fail", "fail", "lost")
+        self.assertEqual(state, SessionState(Had.HELLO, Gave.HELLO, End.CLOSED))
+
+    def test_failedAfterClosed(self):
+        """
+        A failure once the connection is lost (a question it left
+        unanswered) changes nothing.
+        """
+        state, _ = self.walk("lost", "fail")
+        self.assertEqual(state.end, End.CLOSED)
+
+
 class OnceTests(SessionMixin, SynchronousTestCase):
     """
     One-shot sessions bring two logs to the same set of adds.
@@ -209,6 +357,8 @@ class OnceTests(SessionMixin, SynchronousTestCase):
         )
         pa, pb = self.syncOnce(a, b)
         self.assertTrue(pa.succeeded and pb.succeeded)
+        ended = SessionState(had=Had.CAUGHT_UP, gave=Gave.CAUGHT_UP, end=End.CLOSED)
+        self.assertEqual((pa.sessionState, pb.sessionState), (ended, ended))
         self.assertSame(a, b)
         # a lacked p 10-19, q 0-2 and b's 2 own adds; b lacked p 0-4, q 3, a's 3.
         self.assertEqual((pa.received, pb.received), (15, 9))
@@ -532,7 +682,9 @@ class HostileTests(SessionMixin, SynchronousTestCase):
         a = self.node("log")
         b = self.node("log")
         pa, pb, pump = self.connect(a, b)
-        pumpUntil(self.clock, [pump], lambda: pb._summaryDone and pa._summaryDone)
+        pumpUntil(
+            self.clock, [pump], lambda: pb.sessionState.summarised and pa.sessionState.summarised
+        )
         good = line(b"p", 0)
         damaged = bytearray(line(b"p", 1))
         damaged[-5] ^= 1
@@ -593,6 +745,8 @@ class SlicedTests(SessionMixin, SynchronousTestCase):
         session = self.log.session("peer")
         transport = StringTransport()
         session.makeConnection(transport)
+        # As if the peer had said hello: Have is the next it may send.
+        session.sessionState = SessionState(had=Had.HELLO, gave=Gave.HELLO)
         parts = encodeRanges({by: held for by, held in summary.items() if held.ranges()})
         for i, part in enumerate(parts):
             session.have(ranges=part, last=i == len(parts) - 1)
@@ -661,7 +815,12 @@ class LargeAddTests(SessionMixin, SynchronousTestCase):
         self.b = self.node("log")
         self.before = open(self.b.path, "rb").read()
         self.pa, self.pb, self.pump = self.connect(self.a, self.b)
-        pumpUntil(self.clock, [self.pump], lambda: self.pb._caughtUp and self.pa._caughtUp)
+        pumpUntil(
+            self.clock,
+            [self.pump],
+            lambda: self.pb.sessionState.had is Had.CAUGHT_UP
+            and self.pa.sessionState.had is Had.CAUGHT_UP,
+        )
 
     def send(self, size, parts, end=True):
         """

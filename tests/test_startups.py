@@ -18,6 +18,7 @@ from gossip.transport.startups import (
     TRY_LATER_FROM_YOU,
     MaxStartups,
     RefusalLog,
+    Startup,
     Startups,
     source,
 )
@@ -190,6 +191,45 @@ class StartupsTests(SynchronousTestCase):
             startups.release(each)
         self.assertEqual(startups.total, 0)
         self.assertEqual(startups.fromSource("a"), 0)
+
+
+class StartupTests(SynchronousTestCase):
+    """
+    A connection L{Startups} counted is let go of once, its timer with it.
+    """
+
+    def test_end(self):
+        clock = Clock()
+        startups = Startups()
+        self.assertIsNone(startups.admit("a"))
+        fired = []
+        startup = Startup(startups, "a", clock.callLater(30, fired.append, True))
+        startup.end()
+        self.assertEqual((startups.total, startups.fromSource("a")), (0, 0))
+        self.assertEqual(clock.getDelayedCalls(), [])
+        # Again (the connection closes after it authenticated): nothing.
+        startup.end()
+        self.assertEqual(startups.total, 0)
+        clock.advance(60)
+        self.assertEqual(fired, [])
+
+    def test_timerLater(self):
+        """
+        The timer may be started after the connection is counted, and may
+        have fired by the end.
+        """
+        clock = Clock()
+        startups = Startups()
+        startups.admit("a")
+        startup = Startup(startups, "a")
+        startup.end()
+        self.assertEqual(startups.total, 0)
+        startups.admit("a")
+        startup = Startup(startups, "a")
+        startup.timer = clock.callLater(30, lambda: None)
+        clock.advance(30)
+        startup.end()
+        self.assertEqual(startups.total, 0)
 
 
 class StartupsPropertyTests(SynchronousTestCase):

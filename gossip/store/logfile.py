@@ -326,17 +326,29 @@ def keyedBlocks(f, start=0, size=1 << 18, large=LARGE):
         yield checkKeyedRecords(block.split(b"\n"))[0]
 
 
-def _lastLineEnd(f, end):
+def _backwards(f, end):
     """
-    The offset just past the last LF before byte C{end}, or 0 if none:
-    found a chunk at a time, in time linear in what follows it.
+    The bytes of C{f} before byte C{end}, a chunk of at most L{_CHUNK} at a
+    time, last first.
+
+    @return: an iterator of C{(position, chunk)}, C{position} where the
+        chunk starts.
     """
     position = end
     while position > 0:
         size = min(_CHUNK, position)
         position -= size
         f.seek(position)
-        last = f.read(size).rfind(b"\n")
+        yield position, f.read(size)
+
+
+def _lastLineEnd(f, end):
+    """
+    The offset just past the last LF before byte C{end}, or 0 if none:
+    found a chunk at a time, in time linear in what follows it.
+    """
+    for position, chunk in _backwards(f, end):
+        last = chunk.rfind(b"\n")
         if last != -1:
             return position + last + 1
     return 0
@@ -357,19 +369,15 @@ def reverseEntries(f, end=None):
     # The complete lines are those before the last LF, whose own LF is
     # not part of any record.
     lineEnd = _lastLineEnd(f, end) - 1
-    position = lineEnd
     # The end of the line being read, last piece first, or None once it is
     # known damaged.
     pieces = []
     piecesSize = 0
     limit = None
-    while position > 0:
-        size = min(_CHUNK, position)
-        position -= size
-        f.seek(position)
-        parts = f.read(size).split(b"\n")
+    for _, chunk in _backwards(f, lineEnd):
+        parts = chunk.split(b"\n")
         if len(parts) == 1:
-            piecesSize += size
+            piecesSize += len(chunk)
             if pieces is not None:
                 pieces.append(parts[0])
                 reverse = pieces[::-1]

@@ -6,15 +6,17 @@ speaking the commands of L{gossip.sync.amp}.
 docs/protocol.md describes it; this module follows that document.  Both ends
 run the same L{SyncProtocol}: each says hello, sends a summary of what it
 has, requests what it lacks, and from then on announces its new adds so that
-the other can request them.
+the other can request them.  What it sends of the adds the peer requests,
+its L{gossip.sync.sender.Sender} reads and streams.  Where a session stands
+is one L{SessionState}, moved only as the table L{TRANSITIONS} says.
 """
 
-from collections import deque
+from enum import Enum
 
 import attrs
-from twisted.internet.defer import Deferred, DeferredLock, ensureDeferred
+from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone, ConnectionLost
-from twisted.internet.task import LoopingCall, deferLater
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.protocols import amp
 from twisted.protocols.policies import TimeoutMixin
@@ -30,15 +32,13 @@ from gossip.store.intervals import (
     gather,
     heldBy,
     merge,
-    overlapping,
     runs,
 )
-from gossip.store.logfile import LargeLine, LogError
+from gossip.store.logfile import LogError
 from gossip.sync.amp import (
     COMMANDS,
     ERRORS,
     PROTOCOL_VERSION,
-    VALUE_LIMIT,
     AddBegin,
     AddEnd,
     AddPart,
@@ -56,15 +56,174 @@ from gossip.sync.amp import (
     rangeParts,
 )
 from gossip.sync.interfaces import ISyncSession
-from gossip.sync.service import Stretch
+# WINDOW is named here too, where it was first.
+from gossip.sync.sender import WINDOW, Sender  # noqa: F401
 from gossip.sync.settings import SessionSettings
 
 
-__all__ = ["MIN_RATE", "SyncProtocol"]
+__all__ = [
+    "MIN_RATE",
+    "REFUSALS",
+    "TRANSITIONS",
+    "End",
+    "Gave",
+    "Had",
+    "SessionState",
+    "SyncProtocol",
+]
 
 
-# How many batches (or chunks of a large add) may be unanswered at once.
-WINDOW = 8
+# The life of a session, a SessionState that only TRANSITIONS moves.  Each
+# end follows two lines at once, each at its own pace (docs/protocol.md, "A
+# session": "each end, independently"): what it has had from its peer, and
+# what its peer has had from it.  A peer's summary may come before its
+# answer to our hello, and a session may catch up before that answer too,
+# so neither line waits for the other.  A third line says whether the
+# session is ending; the session is synced once both others have caught up.
+
+
+class Had(Enum):
+    """
+    What a session has had from its peer.
+    """
+
+    NOTHING = "nothing"
+    # Its hello, accepted.
+    HELLO = "hello"
+    # Its whole summary.
+    SUMMARY = "summary"
+    # The adds its summary and announcements listed that the log lacked:
+    # Synced is sent.
+    CAUGHT_UP = "caught up"
+
+
+class Gave(Enum):
+    """
+    What a session's peer has had from it.
+    """
+
+    # Not even a hello: a server waits for the client's to choose its log.
+    NOTHING = "nothing"
+    # Its hello, not yet answered.
+    HELLO = "hello"
+    # Its hello accepted, and its summary sent.
+    SUMMARY = "summary"
+    # The peer said Synced: it holds what the summary listed.
+    CAUGHT_UP = "caught up"
+    # The peer said Synced before it answered the hello.
+    CAUGHT_UP_UNANSWERED = "caught up, hello unanswered"
+
+
+class End(Enum):
+    """
+    Whether a session is ending.
+    """
+
+    OPEN = "open"
+    # Failed or refused: it reads nothing more, and waits for the
+    # connection to close.
+    CLOSING = "closing"
+    # The connection is lost.
+    CLOSED = "closed"
+
+
+# (where a line stands, event) -> where the event moves it.
+TRANSITIONS = {
+    # The peer's hello accepted; its summary, a Have at a time; its
+    # announcements, once the summary is in; the log caught up with it.
+    (Had.NOTHING, "hello"): Had.HELLO,
+    (Had.HELLO, "have"): Had.HELLO,
+    (Had.HELLO, "lastHave"): Had.SUMMARY,
+    (Had.SUMMARY, "announce"): Had.SUMMARY,
+    (Had.SUMMARY, "caughtUp"): Had.CAUGHT_UP,
+    (Had.CAUGHT_UP, "announce"): Had.CAUGHT_UP,
+    # Our hello sent, then accepted (our summary goes then); the peer
+    # caught up, as often as it says so.
+    (Gave.NOTHING, "helloSent"): Gave.HELLO,
+    (Gave.HELLO, "helloAccepted"): Gave.SUMMARY,
+    (Gave.SUMMARY, "peerSynced"): Gave.CAUGHT_UP,
+    (Gave.CAUGHT_UP, "peerSynced"): Gave.CAUGHT_UP,
+    # A Synced before the peer's answer to our hello is taken too, though
+    # no peer that follows docs/protocol.md sends one: it cannot hold a
+    # summary it has not had.
+    (Gave.HELLO, "peerSynced"): Gave.CAUGHT_UP_UNANSWERED,
+    (Gave.CAUGHT_UP_UNANSWERED, "peerSynced"): Gave.CAUGHT_UP_UNANSWERED,
+    (Gave.CAUGHT_UP_UNANSWERED, "helloAccepted"): Gave.CAUGHT_UP,
+    # Failed (a fault of either end, a refusal), then the connection lost;
+    # a failure after the first changes nothing.
+    (End.OPEN, "fail"): End.CLOSING,
+    (End.CLOSING, "fail"): End.CLOSING,
+    (End.CLOSED, "fail"): End.CLOSED,
+    (End.OPEN, "lost"): End.CLOSED,
+    (End.CLOSING, "lost"): End.CLOSED,
+}
+
+# Why a peer's message is out of order where the table has no move for
+# it: the session answers PROTOCOL_ERROR with this reason, and ends.  (Any
+# message but a hello before the peer's hello is stopped before this, by
+# SyncProtocol._misplaced, which names the command.)  An event with no move
+# and no reason here is a fault of this node.
+REFUSALS = {
+    (Had.HELLO, "hello"): "a second hello",
+    (Had.SUMMARY, "hello"): "a second hello",
+    (Had.CAUGHT_UP, "hello"): "a second hello",
+    (Had.SUMMARY, "have"): "a second summary",
+    (Had.CAUGHT_UP, "have"): "a second summary",
+    (Had.HELLO, "announce"): "an announcement before the summary",
+}
+
+# Which of a SessionState's fields each event moves.
+_FIELDS = {Had: "had", Gave: "gave", End: "end"}
+_LINES = {event: _FIELDS[type(state)] for state, event in TRANSITIONS}
+
+
+@attrs.frozen
+class SessionState:
+    """
+    Where a session stands on each of its lines.
+    """
+
+    had: Had = Had.NOTHING
+    gave: Gave = Gave.NOTHING
+    end: End = End.OPEN
+
+    @property
+    def summarised(self):
+        """
+        Whether the peer's whole summary is in.
+        """
+        return self.had in (Had.SUMMARY, Had.CAUGHT_UP)
+
+    @property
+    def synced(self):
+        """
+        Whether both ends have caught up.
+        """
+        return self.had is Had.CAUGHT_UP and self.gave in (
+            Gave.CAUGHT_UP,
+            Gave.CAUGHT_UP_UNANSWERED,
+        )
+
+    def after(self, event):
+        """
+        Where C{event} moves this state, by L{TRANSITIONS}.
+
+        @raise ProtocolError: if the event is a peer's message out of order
+            (L{REFUSALS}).
+        @raise ValueError: if the table has no move for it otherwise.
+        """
+        field = _LINES[event]
+        key = (getattr(self, field), event)
+        moved = TRANSITIONS.get(key)
+        if moved is None:
+            if key in REFUSALS:
+                raise ProtocolError(REFUSALS[key])
+            raise ValueError(f"no move for {event!r} from {field} {key[0].value!r}")
+        if moved is key[0]:
+            return self
+        return attrs.evolve(self, **{field: moved})
+
+
 # A large add may come in no more parts than one for each this many bytes
 # (and one more): a peer cannot make its receiver answer without end.
 _MIN_PART = 1024
@@ -117,16 +276,6 @@ def _describe(failure):
     if isinstance(failure.value, amp.TooLong):
         return "the peer sent something that is not the sync protocol"
     return message or type(failure.value).__name__
-
-
-def _wholeStretch(stretch, peerHave):
-    """
-    Whether a L{Stretch} can be sent as it is: the peer has none of it and
-    every line fits in one L{Adds}.
-    """
-    return max(map(len, stretch.records)) < VALUE_LIMIT and not overlapping(
-        peerHave, stretch.spans
-    )
 
 
 def _splitLines(data):
@@ -185,7 +334,8 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
 
     @ivar peer: the peer's name for log messages (a command, an address).
     @ivar once: end the session once both ends have caught up.
-    @ivar succeeded: whether both ends caught up at least once.
+    @ivar sessionState: the L{SessionState} where it stands (AMP's own
+        C{state} is its parser's).
     @ivar readOnly: take no adds from the peer (and say so in the hello).
     @ivar want: the name of the log to ask the peer for, if not ours.
     @ivar settings: the L{SessionSettings} it keeps to.
@@ -222,8 +372,8 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
         self.timeOut = settings.timeout
         self._reactor = reactor if reactor is not None else service.reactor
         self._progress = progress
+        self.sessionState = SessionState()
         self.peerNode = None
-        self.succeeded = False
         self.failure = None
         # What the peer holds, as far as this session knows.
         self.peerHave = {}
@@ -231,8 +381,6 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
         self.pending = {}
         self._summary = {}
         self._summaryBytes = 0
-        self._summaryDone = False
-        self._summarySent = False
         # The ranges of the summary so far, and of all the peer holds.
         self._summaryRanges = 0
         self._peerRanges = 0
@@ -244,18 +392,14 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
         # says how much of it the log lacks.
         self._counting = False
         self._requests = 0
-        self._caughtUp = False
-        self._peerCaughtUp = False
         self._announce = {}
         self._announceCall = None
-        self._sending = DeferredLock()
         # The large add being received: an Incoming, spooled to a file.
         self._large = None
         self._largeParts = 0
         self._handshaken = _Outcome()
         self._finished = _Outcome()
         self._pinger = None
-        self._reading = True
         # How long the peer has been mid-message since its rate was last
         # checked (not counting the stretch begun at _midSince, if it is
         # mid-message now), and the bytes it moved meanwhile.
@@ -267,8 +411,8 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
         # Adds from the peer dropped as damaged.
         self.badAdds = 0
         self.receivedBytes = 0
-        self.sent = 0
         self.expected = 0
+        self._sender = Sender(self, self._reactor)
 
     # Life cycle
 
@@ -294,11 +438,13 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
             arguments["want"] = self.want
         if self.readOnly:
             arguments["readOnly"] = True
+        self._move("helloSent")
         self.callRemote(Hello, **arguments).addCallbacks(self._helloAccepted, self._fail)
 
     def lengthLimitExceeded(self, length):
         # A key longer than AMP allows: no box can follow.
         self.failure = self.failure or f"peer broke the protocol: a key of {length} bytes"
+        self._close()
         amp.AMP.lengthLimitExceeded(self, length)
 
     def proto_done(self, string):
@@ -320,7 +466,7 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
         def noted(failure):
             error = failure.value
             if isinstance(error, amp.RemoteAmpError) and error.fatal:
-                self._stopReading()
+                self._close()
                 if self.failure is None:
                     self.failure = (
                         "peer broke the protocol: " + error.description
@@ -362,7 +508,7 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
             return "an answer to no question"
         # The peer says hello before it answers ours; it may refuse ours
         # without one.
-        if self.peerNode is None and amp.ANSWER in box:
+        if self.sessionState.had is Had.NOTHING and amp.ANSWER in box:
             return "an answer before its hello"
         return None
 
@@ -377,7 +523,7 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
             return f"no command {shown}"
         if amp.ASK not in box:
             return f"{shown} asks for no answer"
-        if self.peerNode is None and command is not Hello:
+        if self.sessionState.had is Had.NOTHING and command is not Hello:
             return f"{shown} before its hello"
         try:
             command.parseArguments(box, self)
@@ -385,12 +531,32 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
             return f"a malformed {shown}"
         return None
 
-    def _stopReading(self):
+    def _move(self, event):
         """
-        Deliver nothing more the peer sends, not even what arrived with
-        what ended the session.
+        Move the session's L{sessionState} by C{event}, as L{TRANSITIONS} says.
+
+        @raise ProtocolError: if C{event} is the peer's, out of order.
         """
-        self._reading = False
+        self.sessionState = self.sessionState.after(event)
+
+    def _check(self, event):
+        """
+        Raise L{ProtocolError} if C{event}, the peer's, is out of order now.
+        """
+        self.sessionState.after(event)
+
+    def _over(self):
+        """
+        Whether the session is ending: it sends and asks nothing more.
+        """
+        return self.sessionState.end is not End.OPEN
+
+    def _close(self):
+        """
+        The session has failed: deliver nothing more the peer sends, not
+        even what arrived with what ended it.
+        """
+        self._move("fail")
         # IntNStringReceiver stops taking strings from its buffer.
         self.paused = True
 
@@ -399,7 +565,7 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
         return self._reactor.callLater(period, function)
 
     def dataReceived(self, data):
-        if not self._reading:
+        if self._over():
             return
         continued = self._midSince is not None
         amp.AMP.dataReceived(self, data)
@@ -422,7 +588,7 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
         messages in holds a session as surely as a silent one, and silence
         alone does not catch it.
         """
-        if not self._reading or not self.timeOut:
+        if self._over() or not self.timeOut:
             return
         now = self._reactor.seconds()
         if not self._midMessage():
@@ -461,6 +627,7 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
         # says more.
         amp.BinaryBoxProtocol.connectionLost(self, reason)
         self.transport = None
+        self._move("lost")
         self.setTimeout(None)
         if self._rateCall is not None:
             self._rateCall.cancel()
@@ -496,6 +663,13 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
         if not self._handshaken.known:
             self._handshaken.settle(Failure(Exception(self.failure)))
         self._finished.settle(self.succeeded)
+
+    @property
+    def succeeded(self):
+        """
+        Whether both ends have caught up (the session may have ended since).
+        """
+        return self.sessionState.synced
 
     def whenHandshaken(self):
         """
@@ -552,7 +726,7 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
                 why = f"unexpected error: {_describe(failure)}"
         if self.failure is None and not (lost and self.succeeded):
             self.failure = why
-        self._stopReading()
+        self._close()
         if self.transport is not None:
             self.transport.loseConnection()
 
@@ -560,8 +734,7 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
 
     @Hello.responder
     def hello(self, version, node, log, anyName, want=None, readOnly=False):
-        if self.peerNode is not None:
-            raise ProtocolError("a second hello")
+        self._check("hello")
         chosen = self.service is None
         if chosen:
             # The peer's hello names the log this session serves.
@@ -584,6 +757,7 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
         if why is not None:
             self.failure = f"refused: {why}"
             raise Refused(why)
+        self._move("hello")
         self.peerNode = node
         self.peerReadOnly = bool(readOnly)
         if self.peerReadOnly:
@@ -594,7 +768,7 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
 
     def _helloAccepted(self, result):
         self._handshaken.settle(self)
-        self._summarySent = True
+        self._move("helloAccepted")
         if self.settings.keepalive:
             self._pinger = LoopingCall(self._ping)
             self._pinger.clock = self._reactor
@@ -618,8 +792,7 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
 
     @Have.responder
     def have(self, ranges, last):
-        if self._summaryDone:
-            raise ProtocolError("a second summary")
+        self._move("have")
         self._summaryBytes += len(ranges)
         if self._summaryBytes > self.settings.maxSummary:
             raise Refused(
@@ -638,7 +811,7 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
                 f"a summary of more than {self._maxRanges()} ranges (--max-summary)"
             )
         if last:
-            self._summaryDone = True
+            self._move("lastHave")
             parts, self._summary = self._summary, {}
             # Until the summary is taken in, the session has not caught up.
             self._requests += 1
@@ -657,7 +830,7 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
         each C{yield} to the next in later turns of the reactor, while the
         session lasts.
         """
-        if self.transport is None or self.failure:
+        if self._over():
             return
         if next(steps, _done) is not _done:
             self._reactor.callLater(0, self._inTurns, steps)
@@ -693,8 +866,7 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
 
     @Announce.responder
     def announce(self, ranges):
-        if not self._summaryDone:
-            raise ProtocolError("an announcement before the summary")
+        self._move("announce")
         announced = decodeRanges(ranges)
         self._hold(announced)
         self._want(announced)
@@ -724,7 +896,7 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
         Ask the peer for what it has that the log lacks and no session is
         already fetching, a slice of origins a turn of the reactor.
         """
-        if not self._summaryDone or self.transport is None or self.failure:
+        if not self.sessionState.summarised or self._over():
             return
         if self.readOnly and not self._counting:
             # This peer may not add to the log: ask it for nothing.
@@ -803,7 +975,7 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
         the reactor: a peer that holds many ranges this log lacks may not
         keep the reactor from others while they are encoded.
         """
-        if self.transport is None or self.failure:
+        if self._over():
             return
         part = next(parts, None)
         if part is None:
@@ -842,9 +1014,9 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
         self._checkCaughtUp()
 
     def _checkCaughtUp(self):
-        if self._caughtUp or not self._summaryDone or self._requests:
+        if self.sessionState.had is not Had.SUMMARY or self._requests:
             return
-        self._caughtUp = True
+        self._move("caughtUp")
         self.log.info(
             "{log} has caught up with {peer} ({count} adds received)",
             log=self.service.name.decode("utf-8", "replace"),
@@ -856,14 +1028,19 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
 
     @Synced.responder
     def synced(self):
-        self._peerCaughtUp = True
+        already = self.succeeded
+        self._move("peerSynced")
         self.log.info("{peer} has caught up", peer=self.peer)
-        self._checkDone()
+        if not already:
+            self._checkDone()
         return {}
 
     def _checkDone(self):
-        if self._caughtUp and self._peerCaughtUp and not self.succeeded:
-            self.succeeded = True
+        """
+        Both ends may have just caught up: if they have, say so, and end a
+        session that was to sync once.
+        """
+        if self.succeeded:
             self.log.info(
                 "synced with {peer}: {received} adds received, {sent} sent",
                 peer=self.peer,
@@ -979,105 +1156,16 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
 
     @Request.responder
     def request(self, ranges):
-        wanted = decodeRanges(ranges)
-        # The peer asks for what it lacks now, whatever it held before: a
-        # damaged disk loses adds, which its scrub or check asks for again.
-        peerHave = self.peerHave
-        for by, held in wanted.items():
-            mine = peerHave.get(by)
-            if mine is not None:
-                peerHave[by] = mine.difference(held)
-        return ensureDeferred(self._send(wanted)).addCallback(lambda sent: {"sent": sent})
+        return self._sender.request(decodeRanges(ranges)).addCallback(
+            lambda sent: {"sent": sent}
+        )
 
-    async def _send(self, wanted):
-        await self._sending.acquire()
-        inflight = deque()
-        try:
-            wanted = difference(wanted, self.peerHave)
-            batch = []
-            size = 0
-            sent = 0
-            peerHave = self.peerHave
-            for found in self.service.linesFor(wanted):
-                if not found:
-                    # A stretch of the log without any: let others run.
-                    await deferLater(self._reactor, 0, lambda: None)
-                    continue
-                if isinstance(found, Stretch) and _wholeStretch(found, peerHave):
-                    # Adds the peer lacks, every one: send their bytes as
-                    # they are, cut between lines.
-                    addSpans(peerHave, found.spans)
-                    sent += len(found)
-                    data = b"\n".join(found.records) + b"\n"
-                    position = 0
-                    while position < len(data):
-                        room = VALUE_LIMIT - size
-                        if len(data) - position <= room:
-                            batch.append(data[position:])
-                            size += len(data) - position
-                            break
-                        cut = data.rfind(b"\n", position, position + room) + 1
-                        if cut > position:
-                            batch.append(data[position:cut])
-                            position = cut
-                        await self._push(inflight, Adds, lines=b"".join(batch))
-                        batch, size = [], 0
-                    continue
-                for line, (by, at) in found:
-                    held = peerHave.get(by)
-                    if held is None:
-                        held = peerHave[by] = Intervals()
-                    elif at in held:
-                        continue
-                    held.add(at)
-                    sent += 1
-                    if len(line) > VALUE_LIMIT:
-                        if batch:
-                            await self._push(inflight, Adds, lines=b"".join(batch))
-                            batch, size = [], 0
-                        await self._sendLarge(inflight, line)
-                        continue
-                    if size + len(line) > VALUE_LIMIT:
-                        await self._push(inflight, Adds, lines=b"".join(batch))
-                        batch, size = [], 0
-                    batch.append(line)
-                    size += len(line)
-            if batch:
-                await self._push(inflight, Adds, lines=b"".join(batch))
-            while inflight:
-                await inflight.popleft()
-            self.sent += sent
-            return sent
-        finally:
-            for d in inflight:
-                d.addErrback(lambda failure: None)
-            self._sending.release()
-
-    async def _push(self, inflight, command, **arguments):
-        inflight.append(self.callRemote(command, **arguments))
-        if len(inflight) >= WINDOW:
-            await inflight.popleft()
-
-    async def _sendLarge(self, inflight, line):
+    @property
+    def sent(self):
         """
-        Send one add too large for one value in parts, read from the log
-        as they go (when it is a L{LargeLine}), with no more than L{WINDOW}
-        unanswered: however slow the peer, no more of it is in memory.
+        How many adds this session has sent.
         """
-        size = len(line)
-        if isinstance(line, LargeLine):
-            read = self.service.readLine
-        else:
-            view = memoryview(line)
-
-            def read(large, start, length):
-                return bytes(view[start : start + length])
-
-        await self._push(inflight, AddBegin, size=size)
-        for start in range(0, size, VALUE_LIMIT):
-            part = read(line, start, min(VALUE_LIMIT, size - start))
-            await self._push(inflight, AddPart, data=part)
-        await self._push(inflight, AddEnd)
+        return self._sender.sent
 
     # Announcing new adds
 
@@ -1085,7 +1173,12 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
         """
         The log has new adds: announce those the peer lacks.
         """
-        if not self._summarySent or self.failure or self.peerReadOnly:
+        # Until the summary has gone, it carries the new adds itself.
+        if (
+            self.sessionState.gave not in (Gave.SUMMARY, Gave.CAUGHT_UP)
+            or self._over()
+            or self.peerReadOnly
+        ):
             return
         for by, at in keys:
             held = self.peerHave.get(by)
@@ -1097,7 +1190,7 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
 
     def _sendAnnouncements(self):
         announce, self._announce = self._announce, {}
-        if self.transport is None or self.failure:
+        if self._over():
             return
         for part in encodeRanges(announce):
             self.callRemote(Announce, ranges=part).addErrback(self._fail)

@@ -16,6 +16,7 @@ __all__ = [
     "DEFAULT_PER_SOURCE",
     "MaxStartups",
     "RefusalLog",
+    "Startup",
     "Startups",
     "TRY_LATER",
     "TRY_LATER_FROM_YOU",
@@ -165,6 +166,33 @@ class Startups:
         How many unauthenticated connections from C{source} are open.
         """
         return self._bySource.get(source, 0)
+
+
+@attrs.define
+class Startup:
+    """
+    One connection that L{Startups.admit} counted, until it authenticates
+    or closes, and the timer that closes it if it takes too long.
+
+    @ivar timer: an L{IDelayedCall}, or L{None} until it is started.
+    """
+
+    _startups = attrs.field()
+    _source = attrs.field()
+    timer = attrs.field(default=None)
+    _counted = attrs.field(default=True, init=False)
+
+    def end(self):
+        """
+        It has authenticated or closed: release it, and cancel its timer.
+        Once is enough; again does nothing.
+        """
+        if self._counted:
+            self._counted = False
+            self._startups.release(self._source)
+        if self.timer is not None and self.timer.active():
+            self.timer.cancel()
+        self.timer = None
 
 
 @attrs.define

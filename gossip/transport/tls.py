@@ -35,7 +35,7 @@ from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from zope.interface import implementer
 
-from gossip.transport.startups import RefusalLog, source
+from gossip.transport.startups import RefusalLog, Startup, source
 
 from gossip.transport.errors import TLSError
 
@@ -196,19 +196,16 @@ class _Handshaking(ProtocolWrapper):
     completes, and closed if that takes longer than the grace time.
     """
 
-    _grace = None
-
     def __init__(self, factory, wrappedProtocol, where):
         ProtocolWrapper.__init__(self, factory, wrappedProtocol)
-        self._source = where
-        self._counted = True
+        self._startup = Startup(factory.startups, where)
 
     def makeConnection(self, transport):
-        self._grace = self.factory.clock.callLater(self.factory.grace, self._tooSlow)
+        self._startup.timer = self.factory.clock.callLater(self.factory.grace, self._tooSlow)
         ProtocolWrapper.makeConnection(self, transport)
 
     def _tooSlow(self):
-        self._grace = None
+        self._startup.timer = None
         address = self.transport.getPeer()
         log.info(
             "closed the TLS connection from {address}: no handshake within {grace:g} seconds",
@@ -218,20 +215,12 @@ class _Handshaking(ProtocolWrapper):
         self.transport.abortConnection()
 
     def handshakeCompleted(self):
-        self._uncount()
+        self._startup.end()
         if IHandshakeListener.providedBy(self.wrappedProtocol):
             self.wrappedProtocol.handshakeCompleted()
 
-    def _uncount(self):
-        if self._counted:
-            self._counted = False
-            self.factory.startups.release(self._source)
-        if self._grace is not None and self._grace.active():
-            self._grace.cancel()
-        self._grace = None
-
     def connectionLost(self, reason):
-        self._uncount()
+        self._startup.end()
         ProtocolWrapper.connectionLost(self, reason)
 
 

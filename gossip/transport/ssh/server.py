@@ -34,7 +34,7 @@ from zope.interface import implementer
 from gossip.transport.ssh.authorized import KeyChecker, SSHPrivateKeyFrom
 from gossip.transport.ssh.channel import CIPHERS, MACS, SUBSYSTEM, SyncChannel, conchLog, prefer
 from gossip.transport.ssh.keys import fingerprint
-from gossip.transport.startups import RefusalLog, Startups, source
+from gossip.transport.startups import RefusalLog, Startup, Startups, source
 
 log = Logger()
 
@@ -233,12 +233,12 @@ class _ServerTransport(SSHServerTransport):
     supportedCiphers = prefer(SSHServerTransport.supportedCiphers, CIPHERS)
     supportedMACs = prefer(SSHServerTransport.supportedMACs, MACS)
 
-    _counted = False
     _refused = False
     _waiting = False
-    # What ends this connection if nothing else does first: its grace time
-    # to authenticate, or the wait after a refusal.
-    _timer = None
+    # The Startup that counts it until it authenticates, with its grace
+    # time to; once refused, the wait after a refusal.
+    _startup = None
+    _refusalWait = None
 
     def connectionMade(self):
         factory = self.factory
@@ -249,8 +249,11 @@ class _ServerTransport(SSHServerTransport):
         if refusal is not None:
             self._refuse(*refusal)
             return
-        self._counted = True
-        self._timer = factory.reactor.callLater(factory.loginGrace, self._tooSlow)
+        self._startup = Startup(
+            factory.startups,
+            self._source,
+            factory.reactor.callLater(factory.loginGrace, self._tooSlow),
+        )
         SSHServerTransport.connectionMade(self)
 
     def _refuse(self, why, told):
@@ -280,10 +283,10 @@ class _ServerTransport(SSHServerTransport):
         factory.refusedWaiting += 1
         self._waiting = True
         self.transport.loseWriteConnection()
-        self._timer = factory.reactor.callLater(REFUSAL_WAIT, self.transport.abortConnection)
+        self._refusalWait = factory.reactor.callLater(REFUSAL_WAIT, self.transport.abortConnection)
 
     def _tooSlow(self):
-        self._timer = None
+        self._startup.timer = None
         log.info(
             "closed the connection from {address}: not authenticated within "
             "{grace:g} seconds",
@@ -293,12 +296,8 @@ class _ServerTransport(SSHServerTransport):
         self.transport.abortConnection()
 
     def _uncount(self):
-        if self._counted:
-            self._counted = False
-            self.factory.startups.release(self._source)
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        self._timer = None
+        if self._startup is not None:
+            self._startup.end()
 
     def dataReceived(self, data):
         if not self._refused:
@@ -324,6 +323,8 @@ class _ServerTransport(SSHServerTransport):
         if self._waiting:
             self._waiting = False
             self.factory.refusedWaiting -= 1
+            if self._refusalWait.active():
+                self._refusalWait.cancel()
         if not self._refused:
             SSHServerTransport.connectionLost(self, reason)
 
