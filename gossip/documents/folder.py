@@ -114,10 +114,11 @@ class Folder:
     @ivar root: the folder's path.
     @ivar report: called with a one-line message for each problem (an add
         skipped, a file that cannot be written).
-    @ivar settle: how long (seconds) a file must be left alone before a
-        pass takes its change or its absence: 0 for a single pass, more
-        while watching, so that a save caught half-written, or a file an
-        editor moves aside for a moment, is not taken as a change.
+    @ivar settle: how long (seconds) a file must be missing before a pass
+        takes it as deleted: 0 for a single pass, more while watching, so
+        that a file an editor moves aside for a moment while it saves is not
+        taken as deleted.  (A save caught half-written is taken as a change,
+        and the rest of it as another a moment later.)
     @ivar limit: files larger than this are carried whole.
     """
 
@@ -362,7 +363,6 @@ class Folder:
         """
         found, unreadable = self._walk()
         now = self.clock()
-        wall = time.time()
         unsettled = False
         for path, st in sorted(found.items()):
             record = self._records.get(path)
@@ -370,9 +370,6 @@ class Folder:
                 record.missing = None
                 if record.stat == _statOf(st):
                     continue
-            if self.settle and wall - st.st_mtime_ns / 1e9 < self.settle:
-                unsettled = True
-                continue
             try:
                 with open(self._full(path), "rb") as f:
                     data = f.read()

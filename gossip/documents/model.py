@@ -218,7 +218,7 @@ class Document:
                 # pycrdt raises ValueError for bytes that are no update, and
                 # may raise others from Rust for ones that decode badly.
                 reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-                raise BadAdd(f"{self.path}: a bad update from {key[0]!r} at {key[1]}: {reason}") from None
+                raise BadAdd(f"{self.path}: a bad update: {reason}") from None
         blob = values.get(BLOB)
         deleted = DELETED in values
         if update is not None and not deleted:

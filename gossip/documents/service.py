@@ -64,7 +64,7 @@ class FolderService(Service):
             log=os.fsdecode(self.folder.log.path),
         )
         self._watchers.append(
-            watcherFor(self.reactor, os.fsdecode(self.folder.log.path), self.changed, self.useInotify)
+            watcherFor(self.reactor, self.folder.log.path, self.changed, self.useInotify)
         )
         folderWatcher = self._folderWatcher()
         if folderWatcher is not None:
