@@ -11,6 +11,7 @@ processes.
 import itertools
 import json
 import os
+import random
 import shutil
 import signal
 import time
@@ -628,16 +629,41 @@ class ContinuousTests(TestCase):
         a = nodes(self, 1)[0]
         a.write("x.md", "")
         lines = []
+        rng = random.Random(13)
         for round in range(6):
             process = Background(self, gossipCommand("folder", a.log, a.dir))
-            for i in range(5):
+            process.waitForStderr("in step with")
+            for i in range(rng.randint(1, 8)):
                 lines.append(f"round {round} line {i} ☃\n")
                 a.write("x.md", "".join(lines))
-                time.sleep(0.02 * (i % 3))
-            time.sleep(0.05 * round)
+                time.sleep(rng.uniform(0, 0.02))
+            time.sleep(rng.uniform(0, 0.01))
             process.stop(signal.SIGKILL)
         self.assertEqual(run("folder", "--once", a.log, a.dir)[0], 0)
         text = a.read("x.md").decode()
         self.assertEqual(text, "".join(lines))
         status, out, err = runMain("doc", "show", a.log, "x.md")
         self.assertEqual(out.decode(), text)
+
+
+class DaemonOptionTests(TestCase):
+    """
+    C{twistd gossip --folder DIR}: a folder per log, checked when parsed.
+    """
+
+    def test_folder(self):
+        from twisted.python.usage import UsageError
+
+        from gossip.tap import Options, makeService
+        from gossip.documents.service import FolderService
+
+        a = nodes(self, 1)[0]
+        options = Options()
+        options.parseOptions(["--log", a.log, "--folder", a.dir, "--listen", "none"])
+        self.assertEqual(options["folders"], [(a.log, a.dir)])
+        service = makeService(options)
+        self.assertEqual(
+            [type(child) for child in service if isinstance(child, FolderService)], [FolderService]
+        )
+        for argv in (["--folder", a.dir, "--log", a.log], ["--log", a.log, "--folder", a.dir + ".missing"]):
+            self.assertRaises(UsageError, Options().parseOptions, argv)
