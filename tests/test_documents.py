@@ -9,7 +9,6 @@ processes.
 """
 
 import itertools
-import json
 import os
 import random
 import shutil

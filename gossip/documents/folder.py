@@ -30,7 +30,7 @@ from hashlib import sha256
 
 from gossip.documents.collection import Collection, readBlob
 from gossip.documents.ignore import IGNOREFILE, Ignore
-from gossip.documents.model import BadAdd, Document
+from gossip.documents.model import _NOTHING, BadAdd, Document
 from gossip.store.logfile import Log, LogError
 
 __all__ = ["Folder", "FolderError", "LIMIT"]
@@ -653,7 +653,7 @@ class Folder:
 
 # The state of a document that holds nothing, on which a file new here is
 # made when the document already holds another.
-_EMPTY = b"\x00\x00"
+_EMPTY = _NOTHING
 
 
 def _umask():

@@ -42,6 +42,9 @@ DELETED = b"deleted"
 BLOB = b"blob"
 AFTER = b"after"
 
+# An update that changes nothing.
+_NOTHING = b"\x00\x00"
+
 # pycrdt client ids are below 2**53 (JavaScript's safe integers).
 _CLIENTS = 1 << 53
 
@@ -182,7 +185,7 @@ class Document:
         self._newestText = None
         self._versions = {}
         self._superseded = set()
-        self._before = None
+        self._updates = None
         # The state a change made on an older one left (see saveText).
         self.made = None
 
@@ -381,7 +384,11 @@ class Document:
         doc.get("text", type=Text)
         doc.get("live", type=Map)
         doc.apply_update(base)
-        self._before = doc.get_state()
+        # The update of the change's transaction alone: an update made
+        # from a state vector would carry every delete the document has
+        # ever had, since state vectors do not count deletes.
+        self._updates = []
+        doc.observe(lambda event: self._updates.append(event.update))
         return doc, seed
 
     def _made(self, doc, base):
@@ -390,7 +397,8 @@ class Document:
         document takes it in, and L{made} is C{doc}'s state if it was made
         on an older one.
         """
-        update = doc.get_update(self._before)
+        # One transaction, one update; none if it changed nothing.
+        update = self._updates[0] if self._updates else _NOTHING
         self.crdt.apply_update(update)
         self.made = None if base is None else doc.get_update()
         return update
