@@ -69,7 +69,7 @@ class Options(usage.Options):
     The daemon's options.
     """
 
-    synopsis = "--log LOG [--peer URL | --peer-command CMD]... [--log LOG2 ...]"
+    synopsis = "--log LOG [--peer URL | --peer-command CMD | --folder DIR]... [--log LOG2 ...]"
     longdesc = (
         "Serve one or more gossip logs: watch each for adds appended by any "
         "process, keep it synced with its peers, and let peers whose keys "
@@ -80,7 +80,8 @@ class Options(usage.Options):
         "(ssh://[USER@]HOST[:PORT][/LOG] or tls://HOST:PORT[/LOG]), or a "
         "command whose standard input and output reach a peer (e.g. 'ssh "
         "host gossip serve --stdio LOG'); each is kept connected, with "
-        "backoff after failures."
+        "backoff after failures.  Each --folder DIR is kept in step with the "
+        "documents of the --log before it (see docs/documents.md)."
     )
     optFlags = [
         ["poll", None, "poll the log files instead of using inotify"],
@@ -128,6 +129,7 @@ class Options(usage.Options):
     def __init__(self):
         usage.Options.__init__(self)
         self["logs"] = []
+        self["folders"] = []
         self["listen"] = []
         self[IDENTITY.name] = []
 
@@ -171,6 +173,19 @@ class Options(usage.Options):
         A log file to serve, created if missing (repeatable).
         """
         self["logs"].append((path, []))
+
+    def opt_folder(self, directory):
+        """
+        A folder of files kept in step with the documents of the last
+        --log (repeatable).
+        """
+        if not self["logs"]:
+            raise usage.UsageError("--folder belongs to a --log: give --log first")
+        if not os.path.isdir(directory):
+            raise usage.UsageError(f"--folder {directory}: not a directory")
+        if not os.access(directory, os.W_OK | os.X_OK):
+            raise usage.UsageError(f"--folder {directory}: not writable")
+        self["folders"].append((self["logs"][-1][0], directory))
 
     def opt_peer_command(self, command):
         """
@@ -362,6 +377,14 @@ def makeService(config, reactor=None):
         for peer in peers:
             peerService(
                 reactor, service, peer, config["settings"], config["reach"]
+            ).setServiceParent(top)
+    if config.get("folders"):
+        from gossip.documents.folder import Folder
+        from gossip.documents.service import FolderService
+
+        for path, directory in config["folders"]:
+            FolderService(
+                Folder(Log(path), directory, settle=0.5), reactor, useInotify=not config["poll"]
             ).setServiceParent(top)
     if config["listen"]:
         _listeners(reactor, config, services).setServiceParent(top)

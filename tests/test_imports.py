@@ -25,13 +25,14 @@ PACKAGE = os.path.join(ROOT, "gossip")
 
 # What the store and the command line's fast paths must not load: Twisted
 # and what it brings, each of which costs start-up time.
-SLOW = ("twisted", "zope", "attr", "attrs", "cryptography", "OpenSSL")
+SLOW = ("twisted", "zope", "attr", "attrs", "cryptography", "OpenSSL", "pycrdt")
 
 # Each layer, and the layers it must not import from.
 LAYERS = {
-    "gossip.store": ("gossip.sync", "gossip.transport", "gossip.cli", "gossip.tap"),
-    "gossip.sync": ("gossip.transport", "gossip.cli", "gossip.tap"),
-    "gossip.transport": ("gossip.cli", "gossip.tap"),
+    "gossip.store": ("gossip.sync", "gossip.documents", "gossip.transport", "gossip.cli", "gossip.tap"),
+    "gossip.sync": ("gossip.documents", "gossip.transport", "gossip.cli", "gossip.tap"),
+    "gossip.documents": ("gossip.transport", "gossip.cli", "gossip.tap"),
+    "gossip.transport": ("gossip.documents", "gossip.cli", "gossip.tap"),
 }
 
 

@@ -287,7 +287,77 @@ def _parser():
     clone.add_argument("source", metavar="SOURCE")
     clone.add_argument("newlog", metavar="NEWLOG")
     clone.set_defaults(run=_reactorCommand("clone"), peerCommand=None)
+
+    folder = commands.add_parser(
+        "folder",
+        help="keep a folder of files and a log's documents as one",
+        description=(
+            "Keep every file under DIR and the documents of LOG as one, both "
+            "ways: a saved file becomes an add, and an add (from any peer) "
+            "changes its file, text merged a character at a time; see "
+            "docs/documents.md.  Runs until interrupted, or one pass with --once."
+        ),
+    )
+    folder.add_argument("--once", action="store_true", help="one pass, then exit")
+    folder.add_argument("--poll", action="store_true", help="poll instead of using inotify")
+    folder.add_argument("log", metavar="LOG")
+    folder.add_argument("dir", metavar="DIR")
+    folder.set_defaults(run=_documentsCommand("folder"))
+
+    doc = commands.add_parser(
+        "doc",
+        help="list, show and trace the documents in a log",
+        description="Look at the documents a log holds (see gossip folder).",
+    )
+    actions = doc.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
+    actions.required = True
+    docList = actions.add_parser(
+        "list", help="each document: path, size, last change, by whom",
+        description="List LOG's documents: path, size in bytes (or deleted), "
+        "the time of the last change and the node that made it.",
+    )
+    docList.add_argument("log", metavar="LOG")
+    docShow = actions.add_parser(
+        "show", help="print a document as it stands, or stood",
+        description="Print the document PATH of LOG as it stands, or with "
+        "--at as it stood at a time (the changes stamped no later than it).",
+    )
+    docShow.add_argument(
+        "--at", type=_timeArgument, metavar="TIME",
+        help="seconds since 1970, or YYYY-MM-DD[THH:MM[:SS]] (local time)",
+    )
+    docShow.add_argument("log", metavar="LOG")
+    docShow.add_argument("path", metavar="PATH")
+    docHistory = actions.add_parser(
+        "history", help="a document's changes: time, node, lines added and removed",
+        description="Print each change to the document PATH of LOG, in the "
+        "log's order: its time, the node that made it, and the lines it "
+        "added and removed.",
+    )
+    docHistory.add_argument("log", metavar="LOG")
+    docHistory.add_argument("path", metavar="PATH")
+    doc.set_defaults(run=_documentsCommand("doc"))
     return parser
+
+
+def _timeArgument(text):
+    import argparse
+
+    from gossip.cli.documents import parseTime
+
+    try:
+        return parseTime(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _documentsCommand(name):
+    def run(options):
+        from gossip.cli import documents
+
+        return getattr(documents, name)(options)
+
+    return run
 
 
 def _syncOptions(parser):

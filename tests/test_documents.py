@@ -1,0 +1,668 @@
+"""
+Tests for L{gossip.documents}: documents that merge themselves, a folder
+kept in step with a log, and C{gossip folder} and C{gossip doc}.
+
+Most tests run passes of L{Folder} in this process on real files and real
+logs, syncing the logs with L{Log.receive}, the store's own way of taking
+a peer's adds; a few run C{gossip folder} and C{gossip sync} as real
+processes.
+"""
+
+import itertools
+import os
+import random
+import shutil
+import signal
+import time
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from twisted.trial.unittest import TestCase
+
+from gossip.documents.folder import Folder, FolderError
+from gossip.documents.ignore import Ignore
+from gossip.documents.model import BadAdd, Document, checkPath
+from gossip.documents.textdiff import diff, utf8Edits
+from gossip.store.logfile import Log, entries
+from tests.helpers import Background, gossipCommand, run, runMain, waitFor
+
+UNICODE = "naïve ☃ 😀 end\nsecond é line\n"
+
+
+def exchange(*logs):
+    """
+    Sync logs pairwise, each taking what the others hold.
+    """
+    for source, destination in itertools.permutations(logs, 2):
+        with open(source, "rb") as f:
+            lines = [record + b"\n" for offset, record, body in entries(f) if body is not None]
+        Log(destination).receive(lines)
+
+
+class Node:
+    """
+    A log and its folder, in a test's directory.
+    """
+
+    def __init__(self, testCase, name, root=None):
+        root = root or testCase.mktemp()
+        self.dir = os.path.abspath(os.path.join(root, name, "files"))
+        os.makedirs(self.dir)
+        self.log = os.path.join(root, name, "notes.log")
+        self.reports = []
+
+    def folder(self, **kwargs):
+        folder = Folder(self.log, self.dir, report=self.reports.append, **kwargs)
+        folder.open()
+        return folder
+
+    def sync(self):
+        folder = self.folder()
+        try:
+            folder.sync()
+        finally:
+            folder.close()
+        return folder
+
+    def path(self, name):
+        return os.path.join(self.dir, *name.split("/"))
+
+    def write(self, name, data):
+        path = self.path(name)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "wb" if isinstance(data, bytes) else "w", encoding=None if isinstance(data, bytes) else "utf-8") as f:
+            f.write(data)
+
+    def read(self, name):
+        with open(self.path(name), "rb") as f:
+            return f.read()
+
+    def files(self):
+        found = {}
+        for directory, subdirectories, names in os.walk(self.dir):
+            for name in names:
+                full = os.path.join(directory, name)
+                with open(full, "rb") as f:
+                    found[os.path.relpath(full, self.dir)] = f.read()
+        return found
+
+    def adds(self):
+        with open(self.log, "rb") as f:
+            return sum(1 for offset, record, body in entries(f) if body is not None and b"doc=" in body)
+
+
+def nodes(testCase, count):
+    root = testCase.mktemp()
+    return [Node(testCase, f"node{i}", root) for i in range(count)]
+
+
+class DiffTests(TestCase):
+    """
+    L{diff} and L{utf8Edits}: edits in characters, then in UTF-8 bytes.
+    """
+
+    def apply(self, old, edits):
+        for start, end, text in reversed(edits):
+            old = old[:start] + text + old[end:]
+        return old
+
+    def test_roundTrip(self):
+        for old, new in [
+            ("", "abc"),
+            ("abc", ""),
+            (UNICODE, UNICODE.replace("☃", "snowman ☃ é")),
+            (UNICODE, "😀" + UNICODE + "😀"),
+            ("line\n" * 300, "line.\n" * 300),
+        ]:
+            self.assertEqual(self.apply(old, diff(old, new)), new)
+
+    def test_utf8(self):
+        """
+        Positions after é, ☃ and 😀 count their UTF-8 bytes.
+        """
+        old = "é☃😀x"
+        [(start, end, text)] = utf8Edits(old, [(3, 4, "y")])
+        self.assertEqual((start, end, text), (9, 10, "y"))
+
+
+class ModelTests(TestCase):
+    """
+    L{Document}: the CRDT text and whether the file exists.
+    """
+
+    def save(self, document, text, key, base=None):
+        pairs = document.saveText(text, base=base)
+        return pairs
+
+    def test_concurrentEdits(self):
+        """
+        Edits made on two copies of a document, in different places and in
+        non-ASCII text, both survive, the same way in either order.
+        """
+        a, b = Document("n"), Document("n")
+        first = a.saveText(UNICODE)
+        b.absorb(first, (b"A", 0), 0)
+        editA = a.saveText(UNICODE.replace("☃", "☃☃"))
+        editB = b.saveText(UNICODE.replace("second", "2nd 😀"))
+        a.absorb(editB, (b"B", 0), 0)
+        b.absorb(editA, (b"A", 1), 0)
+        self.assertEqual(a.text, b.text)
+        self.assertEqual(a.text, "naïve ☃☃ 😀 end\n2nd 😀 é line\n")
+
+    def test_sameNewFile(self):
+        """
+        The same new text made on two nodes merges into one copy of it; a
+        different one keeps both.
+        """
+        a, b = Document("n"), Document("n")
+        a.absorb(b.saveText("same\n"), (b"B", 0), 0)
+        a.saveText("same\n")
+        self.assertEqual(a.text, "same\n")
+        c = Document("n")
+        c.absorb(Document("n").saveText("one\n"), (b"B", 0), 0)
+        c.absorb(Document("n").saveText("two\n"), (b"C", 0), 0)
+        self.assertIn(c.text, ("one\ntwo\n", "two\none\n"))
+
+    def test_deleteAndConcurrentEdit(self):
+        """
+        A delete that saw every save deletes the file; an edit it did not
+        see keeps the file, with all of its text.
+        """
+        a, b = Document("n"), Document("n")
+        b.absorb(a.saveText("one\n"), (b"A", 0), 0)
+        deleted = a.delete()
+        self.assertFalse(a.live)
+        edit = b.saveText("one\ntwo\n")
+        a.absorb(edit, (b"B", 0), 0)
+        b.absorb(deleted, (b"A", 1), 0)
+        self.assertTrue(a.live)
+        self.assertTrue(b.live)
+        self.assertEqual((a.text, b.text), ("one\ntwo\n", "one\ntwo\n"))
+
+    def test_badUpdate(self):
+        """
+        An update pycrdt cannot read is a L{BadAdd}, and changes nothing.
+        """
+        document = Document("n")
+        with self.assertRaises(BadAdd):
+            document.absorb([(b"doc", b"n"), (b"update", b"\x05garbage")], (b"A", 0), 0)
+        self.assertEqual(document.changes, 0)
+
+    def test_paths(self):
+        for bad in [b"/etc/passwd", b"../x", b"a/../b", b"a//b", b"", b"a/./b", b"\xff", b"a\0b"]:
+            self.assertRaises(BadAdd, checkPath, bad)
+        self.assertEqual(checkPath("é/x.md".encode()), "é/x.md")
+
+
+class IgnoreTests(TestCase):
+    """
+    L{Ignore}: built-in rules and gitignore syntax.
+    """
+
+    def test_builtin(self):
+        ignore = Ignore()
+        for path in [".notes.md.swp", "a/b~", ".#lock", "4913", "a/.x.gossip-tmp-ab"]:
+            self.assertTrue(ignore.ignored(path), path)
+        self.assertTrue(ignore.ignored(".git", isDirectory=True))
+        self.assertFalse(ignore.ignored("notes.md"))
+
+    def test_gitignore(self):
+        ignore = Ignore(["*.log", "!keep.log", "build/", "/top.txt", "docs/**/*.tmp", "# comment"])
+        self.assertTrue(ignore.ignored("x.log"))
+        self.assertTrue(ignore.ignored("a/b/x.log"))
+        self.assertFalse(ignore.ignored("keep.log"))
+        self.assertTrue(ignore.ignored("build", isDirectory=True))
+        self.assertFalse(ignore.ignored("build"))
+        self.assertTrue(ignore.ignored("top.txt"))
+        self.assertFalse(ignore.ignored("a/top.txt"))
+        self.assertTrue(ignore.ignored("docs/a/b/c.tmp"))
+        self.assertTrue(ignore.ignoredAnywhere("build/out.txt"))
+
+
+class FolderTests(TestCase):
+    """
+    L{Folder}: files to adds and adds to files, on real files.
+    """
+
+    def test_twoNodes(self):
+        """
+        Two nodes edit one file in different places while apart; once their
+        logs are synced, both folders hold the same bytes, with both edits.
+        """
+        a, b = nodes(self, 2)
+        a.write("notes/todo.md", UNICODE)
+        a.sync()
+        exchange(a.log, b.log)
+        b.sync()
+        self.assertEqual(b.read("notes/todo.md"), UNICODE.encode())
+        a.write("notes/todo.md", UNICODE.replace("naïve", "NAÏVE"))
+        b.write("notes/todo.md", UNICODE + "third ☃\n")
+        a.sync()
+        b.sync()
+        exchange(a.log, b.log)
+        a.sync()
+        b.sync()
+        expected = UNICODE.replace("naïve", "NAÏVE") + "third ☃\n"
+        self.assertEqual(a.read("notes/todo.md"), expected.encode())
+        self.assertEqual(b.files(), a.files())
+
+    def test_threeNodesEveryOrder(self):
+        """
+        Three nodes, each editing its own line, synced pairwise in every
+        order, end with identical files holding all three edits.
+        """
+        base = "".join(f"line {i}\n" for i in range(6))
+        for order in itertools.permutations([(0, 1), (1, 2), (0, 2)]):
+            trio = nodes(self, 3)
+            trio[0].write("f.txt", base)
+            trio[0].sync()
+            exchange(*(node.log for node in trio))
+            for i, node in enumerate(trio):
+                node.sync()
+                node.write("f.txt", base.replace(f"line {2 * i}", f"line {2 * i} by {i} é"))
+                node.sync()
+            for first, second in order + order:
+                exchange(trio[first].log, trio[second].log)
+                trio[first].sync()
+                trio[second].sync()
+            texts = {node.read("f.txt") for node in trio}
+            self.assertEqual(len(texts), 1, order)
+            [text] = texts
+            for i in range(3):
+                self.assertIn(f"line {2 * i} by {i} é".encode(), text)
+
+    @settings(max_examples=25, deadline=None)
+    @given(
+        st.lists(
+            st.tuples(
+                st.integers(0, 2),
+                st.sampled_from(["insert", "delete", "sync"]),
+                st.integers(0, 1000),
+                st.sampled_from(["x", "é", "☃", "😀\n", "word "]),
+                st.integers(0, 2),
+            ),
+            max_size=25,
+        )
+    )
+    def test_converge(self, script):
+        """
+        Random edits on three replicas, synced in any order, end as
+        identical text everywhere.
+        """
+        trio = nodes(self, 3)
+        trio[0].write("doc.txt", "start\n")
+        trio[0].sync()
+        exchange(*(node.log for node in trio))
+        for node in trio:
+            node.sync()
+        for who, action, where, text, other in script:
+            node = trio[who]
+            current = node.read("doc.txt").decode()
+            i = where % (len(current) + 1)
+            if action == "insert":
+                node.write("doc.txt", current[:i] + text + current[i:])
+                node.sync()
+            elif action == "delete":
+                node.write("doc.txt", current[:i] + current[i + len(text) :])
+                node.sync()
+            elif other != who:
+                exchange(node.log, trio[other].log)
+                node.sync()
+                trio[other].sync()
+        exchange(*(node.log for node in trio))
+        for node in trio:
+            node.sync()
+        self.assertEqual(len({node.read("doc.txt") for node in trio}), 1)
+
+    def test_renameOver(self):
+        """
+        A save written to a new file renamed over the old (vim, emacs, VS
+        Code), and one that truncates and rewrites, are each one change.
+        """
+        a, b = nodes(self, 2)
+        a.write("x.md", "one\n")
+        a.sync()
+        temporary = a.path("x.md.new")
+        with open(temporary, "w") as f:
+            f.write("one\ntwo\n")
+        os.rename(temporary, a.path("x.md"))
+        a.sync()
+        with open(a.path("x.md"), "r+") as f:
+            f.truncate(0)
+            f.write("one\ntwo\nthree\n")
+        a.sync()
+        exchange(a.log, b.log)
+        b.sync()
+        self.assertEqual(b.read("x.md"), b"one\ntwo\nthree\n")
+        self.assertEqual(a.adds(), 3)
+
+    def test_ownWritesNotChanges(self):
+        """
+        A file gossip wrote is not read back as a change.
+        """
+        a, b = nodes(self, 2)
+        a.write("x.md", "one\n")
+        a.sync()
+        exchange(a.log, b.log)
+        b.sync()
+        b.sync()
+        self.assertEqual(b.adds(), 1)
+
+    def test_deleteAgainstEdit(self):
+        """
+        A delete made while another node edits the file: the edit keeps the
+        file, whole, everywhere.  A delete alone deletes it everywhere.
+        """
+        a, b = nodes(self, 2)
+        a.write("x.md", "one\n")
+        a.sync()
+        exchange(a.log, b.log)
+        b.sync()
+        os.unlink(a.path("x.md"))
+        a.sync()
+        b.write("x.md", "one\ntwo\n")
+        b.sync()
+        exchange(a.log, b.log)
+        a.sync()
+        b.sync()
+        self.assertEqual((a.read("x.md"), b.read("x.md")), (b"one\ntwo\n", b"one\ntwo\n"))
+        os.unlink(b.path("x.md"))
+        b.sync()
+        exchange(a.log, b.log)
+        a.sync()
+        self.assertEqual((a.files(), b.files()), ({}, {}))
+
+    def test_sameNewFile(self):
+        """
+        The same new file made on two nodes is one file after syncing.
+        """
+        a, b = nodes(self, 2)
+        a.write("new.md", UNICODE)
+        b.write("new.md", UNICODE)
+        a.sync()
+        b.sync()
+        exchange(a.log, b.log)
+        a.sync()
+        b.sync()
+        self.assertEqual((a.read("new.md"), b.read("new.md")), (UNICODE.encode(),) * 2)
+
+    def test_binaryConflict(self):
+        """
+        Two versions of a binary file made apart: the newer is the file on
+        both nodes, the other a conflict copy with the same name on both.
+        """
+        a, b = nodes(self, 2)
+        a.write("photo.jpg", b"\xff\xd8 first")
+        a.sync()
+        exchange(a.log, b.log)
+        b.sync()
+        a.write("photo.jpg", b"\xff\xd8 from a")
+        a.sync()
+        time.sleep(0.01)
+        b.write("photo.jpg", b"\xff\xd8 from b")
+        b.sync()
+        exchange(a.log, b.log)
+        a.sync()
+        b.sync()
+        self.assertEqual(a.files(), b.files())
+        files = a.files()
+        self.assertEqual(files.pop("photo.jpg"), b"\xff\xd8 from b")
+        [(name, data)] = files.items()
+        self.assertTrue(name.startswith("photo.conflict-") and name.endswith(".jpg"), name)
+        self.assertEqual(data, b"\xff\xd8 from a")
+        # A later save supersedes both: no new copy.
+        a.write("photo.jpg", b"\xff\xd8 resolved")
+        a.sync()
+        exchange(a.log, b.log)
+        b.sync()
+        self.assertEqual(b.read("photo.jpg"), b"\xff\xd8 resolved")
+
+    def test_ignored(self):
+        """
+        Version control, swap and backup files and what .gossipignore lists
+        are not documents.
+        """
+        a, b = nodes(self, 2)
+        a.write(".gossipignore", "*.o\nbuild/\n!keep.o\n")
+        for name in [".git/config", ".x.md.swp", "x.md~", ".#x.md", "4913", "a.o", "build/x", "keep.o", "x.md"]:
+            a.write(name, "data\n")
+        a.sync()
+        exchange(a.log, b.log)
+        b.sync()
+        self.assertEqual(sorted(b.files()), [".gossipignore", "keep.o", "x.md"])
+
+    def test_badAdds(self):
+        """
+        Adds with a bad path, a bad update or a bad time are each skipped
+        with a one-line message and counted; the others are written.
+        """
+        a = nodes(self, 1)[0]
+        log = Log(a.log)
+        log.say([(b"doc", b"/etc/passwd"), (b"update", b"")])
+        log.say([(b"doc", b"../escape"), (b"update", b"")])
+        log.say([(b"doc", b"bad.md"), (b"update", b"\x07nonsense")])
+        log.say([(b"doc", b"t.md"), (b"time", b"soon")])
+        good = Document("good.md").saveText("good\n")
+        log.say(good)
+        folder = a.sync()
+        self.assertEqual(a.files(), {"good.md": b"good\n"})
+        self.assertEqual(folder.problems, 4)
+        self.assertEqual(len(a.reports), 4)
+        self.assertTrue(all("\n" not in report for report in a.reports))
+
+    def test_symlinkAndClash(self):
+        """
+        A document under a symbolic link, or where a file stands in for its
+        folder, is not written; the others are.
+        """
+        a, b = nodes(self, 2)
+        a.write("link/x.md", "x\n")
+        a.write("clash/y.md", "y\n")
+        a.write("ok.md", "ok\n")
+        a.sync()
+        outside = os.path.abspath(self.mktemp())
+        os.makedirs(outside)
+        os.symlink(outside, b.path("link"))
+        b.write("clash", "a file\n")
+        exchange(a.log, b.log)
+        folder = b.sync()
+        self.assertEqual(os.listdir(outside), [])
+        self.assertEqual(b.read("ok.md"), b"ok\n")
+        self.assertEqual(folder.problems, 2)
+
+    def test_missingFolder(self):
+        a = nodes(self, 1)[0]
+        shutil.rmtree(a.dir)
+        self.assertRaises(FolderError, a.folder)
+
+    def test_stateDeleted(self):
+        """
+        The state file is only an optimisation: without it, a pass rebuilds
+        it, writes no file and makes no add.
+        """
+        a = nodes(self, 1)[0]
+        a.write("x.md", UNICODE)
+        a.write("b.bin", b"\xff\x00")
+        a.sync()
+        adds = a.adds()
+        os.unlink(os.path.join(os.path.dirname(a.log), ".notes.log.gossip-folder"))
+        a.sync()
+        self.assertEqual(a.adds(), adds)
+        self.assertEqual(a.read("x.md"), UNICODE.encode())
+
+    def test_crashAfterSay(self):
+        """
+        A pass killed after its add was written but before its state was:
+        the next pass makes the same update again, which merges as one.
+        """
+        a = nodes(self, 1)[0]
+        a.write("x.md", "one\n")
+        a.sync()
+        state = os.path.join(os.path.dirname(a.log), ".notes.log.gossip-folder")
+        shutil.copy(state, state + ".before")
+        a.write("x.md", "one\ntwo ☃\n")
+        a.sync()
+        shutil.copy(state + ".before", state)
+        a.sync()
+        self.assertEqual(a.read("x.md"), "one\ntwo ☃\n".encode())
+
+    def test_foldsBeforeWriting(self):
+        """
+        A file changed on disk since gossip read it is folded in before a
+        newer document is written over it: both changes are kept.
+        """
+        a, b = nodes(self, 2)
+        a.write("x.md", "one\ntwo\nthree\n")
+        a.sync()
+        exchange(a.log, b.log)
+        b.sync()
+        b.write("x.md", "one\ntwo\nthree\nfour\n")
+        b.sync()
+        exchange(a.log, b.log)
+        folder = a.folder()
+        try:
+            folder._readLog()
+            # A person saves between gossip reading the log and writing.
+            a.write("x.md", "ONE\ntwo\nthree\n")
+            folder._write()
+            folder.sync()
+        finally:
+            folder.close()
+        self.assertEqual(a.read("x.md"), b"ONE\ntwo\nthree\nfour\n")
+
+
+class CommandTests(TestCase):
+    """
+    C{gossip folder --once} and C{gossip doc}, with C{gossip sync}, as the
+    command line runs them.
+    """
+
+    def test_foldersSyncedByGossipSync(self):
+        """
+        Two logs with their folders, each edited apart, synced by gossip
+        sync: both folders hold identical bytes with both edits.
+        """
+        a, b = nodes(self, 2)
+        a.write("todo.md", UNICODE)
+        self.assertEqual(run("folder", "--once", a.log, a.dir)[0], 0)
+        status, out, err = run("clone", a.log, b.log + ".tmp", "--any-name")
+        os.makedirs(os.path.dirname(b.log), exist_ok=True)
+        os.rename(b.log + ".tmp", b.log)
+        self.assertEqual(run("folder", "--once", b.log, b.dir), (0, b"", ""))
+        a.write("todo.md", UNICODE.replace("end", "END"))
+        b.write("todo.md", "first 😀\n" + UNICODE)
+        for node in (a, b):
+            self.assertEqual(run("folder", "--once", node.log, node.dir)[0], 0)
+        self.assertEqual(run("sync", "--once", a.log, b.log)[0], 0)
+        for node in (a, b):
+            self.assertEqual(run("folder", "--once", node.log, node.dir)[0], 0)
+        expected = ("first 😀\n" + UNICODE.replace("end", "END")).encode()
+        self.assertEqual((a.read("todo.md"), b.read("todo.md")), (expected, expected))
+
+    def test_doc(self):
+        """
+        gossip doc list, show (now and as it stood), and history.
+        """
+        a = nodes(self, 1)[0]
+        a.write("x.md", "one\n")
+        a.sync()
+        middle = time.time()
+        time.sleep(0.01)
+        a.write("x.md", "one\ntwo\nthree\n")
+        a.sync()
+        status, out, err = runMain("doc", "list", a.log)
+        self.assertEqual((status, err), (0, b""))
+        path, size, when, by = out.decode().rstrip("\n").split("\t")
+        self.assertEqual((path, size), ("x.md", "14"))
+        self.assertEqual(runMain("doc", "show", a.log, "x.md")[1], b"one\ntwo\nthree\n")
+        self.assertEqual(runMain("doc", "show", "--at", str(middle), a.log, "x.md")[1], b"one\n")
+        status, out, err = runMain("doc", "history", a.log, "x.md")
+        self.assertEqual([line.split("\t")[2] for line in out.decode().splitlines()], ["+1 -0", "+2 -0"])
+
+    def test_docMistakes(self):
+        """
+        Mistakes are one line on stderr and a non-zero exit.
+        """
+        a = nodes(self, 1)[0]
+        a.write("x.md", "one\n")
+        a.sync()
+        for argv in [
+            ("doc", "show", a.log, "nope.md"),
+            ("doc", "show", "--at", "yesterday", a.log, "x.md"),
+            ("doc", "list", a.log + ".missing"),
+            ("doc", "frobnicate", a.log),
+            ("folder", "--once", a.log, a.dir + ".missing"),
+        ]:
+            status, out, err = runMain(*argv)
+            self.assertNotEqual(status, 0, argv)
+            self.assertEqual(err.count(b"\n"), 1, (argv, err))
+            self.assertTrue(err.startswith(b"gossip: "), err)
+
+
+class ContinuousTests(TestCase):
+    """
+    C{gossip folder} left running on two nodes, with C{gossip sync} between
+    their logs: real processes.
+    """
+
+    def test_saveAppearsElsewhere(self):
+        a, b = nodes(self, 2)
+        Log(a.log).say([(b"hello", b"a")])
+        self.assertEqual(run("clone", a.log, b.log + ".new", "--any-name")[0], 0)
+        os.rename(b.log + ".new", b.log)
+        for node in (a, b):
+            Background(self, gossipCommand("folder", node.log, node.dir)).waitForStderr("in step with")
+        Background(self, gossipCommand("sync", a.log, b.log))
+        a.write("x.md", "from a\n")
+        waitFor(lambda: os.path.exists(b.path("x.md")) and b.read("x.md") == b"from a\n")
+        b.write("x.md", "from a\nfrom b\n")
+        waitFor(lambda: a.read("x.md") == b"from a\nfrom b\n")
+        os.unlink(a.path("x.md"))
+        waitFor(lambda: not os.path.exists(b.path("x.md")))
+
+    def test_killedAtRandom(self):
+        """
+        A folder process killed (SIGKILL) at random instants while files are
+        saved: after a last pass, every saved line is in the file.
+        """
+        a = nodes(self, 1)[0]
+        a.write("x.md", "")
+        lines = []
+        rng = random.Random(13)
+        for round in range(6):
+            process = Background(self, gossipCommand("folder", a.log, a.dir))
+            process.waitForStderr("in step with")
+            for i in range(rng.randint(1, 8)):
+                lines.append(f"round {round} line {i} ☃\n")
+                a.write("x.md", "".join(lines))
+                time.sleep(rng.uniform(0, 0.02))
+            time.sleep(rng.uniform(0, 0.01))
+            process.stop(signal.SIGKILL)
+        self.assertEqual(run("folder", "--once", a.log, a.dir)[0], 0)
+        text = a.read("x.md").decode()
+        self.assertEqual(text, "".join(lines))
+        status, out, err = runMain("doc", "show", a.log, "x.md")
+        self.assertEqual(out.decode(), text)
+
+
+class DaemonOptionTests(TestCase):
+    """
+    C{twistd gossip --folder DIR}: a folder per log, checked when parsed.
+    """
+
+    def test_folder(self):
+        from twisted.python.usage import UsageError
+
+        from gossip.tap import Options, makeService
+        from gossip.documents.service import FolderService
+
+        a = nodes(self, 1)[0]
+        options = Options()
+        options.parseOptions(["--log", a.log, "--folder", a.dir, "--listen", "none"])
+        self.assertEqual(options["folders"], [(a.log, a.dir)])
+        service = makeService(options)
+        self.assertEqual(
+            [type(child) for child in service if isinstance(child, FolderService)], [FolderService]
+        )
+        for argv in (["--folder", a.dir, "--log", a.log], ["--log", a.log, "--folder", a.dir + ".missing"]):
+            self.assertRaises(UsageError, Options().parseOptions, argv)
