@@ -220,7 +220,7 @@ class SessionStateTests(SynchronousTestCase):
     # Where the other lines stand makes no difference to a move.
     elsewhere = [
         SessionState(),
-        SessionState(had=Had.SUMMARY, gave=Gave.CAUGHT_UP_UNANSWERED, end=End.CLOSING),
+        SessionState(had=Had.SUMMARY, gave=Gave.CAUGHT_UP, end=End.CLOSING),
         SessionState(had=Had.CAUGHT_UP, gave=Gave.SUMMARY, end=End.CLOSED),
     ]
 
@@ -269,7 +269,7 @@ class SessionStateTests(SynchronousTestCase):
             (Had.HELLO, "caughtUp"),
             (Had.CAUGHT_UP, "caughtUp"),
             (Had.SUMMARY, "lastHave"),
-            (Gave.NOTHING, "peerSynced"),
+            (Gave.NOTHING, "helloAccepted"),
             (Gave.HELLO, "helloSent"),
             (Gave.SUMMARY, "helloAccepted"),
             (Gave.CAUGHT_UP, "helloAccepted"),
@@ -320,13 +320,13 @@ class SessionStateTests(SynchronousTestCase):
 
     def test_syncedBeforeAnswer(self):
         """
-        A Synced before the peer's answer to our hello counts, but the
-        summary is not taken as sent until the answer comes.
+        A Synced before the peer has answered our hello, and so before it
+        can have had our summary, is refused.
         """
-        state, synced = self.walk("helloSent", "hello", "lastHave", "caughtUp", "peerSynced")
-        self.assertEqual(state.gave, Gave.CAUGHT_UP_UNANSWERED)
-        self.assertEqual(synced[-1], True)
-        self.assertEqual(state.after("helloAccepted").gave, Gave.CAUGHT_UP)
+        state, _ = self.walk("helloSent", "hello", "lastHave", "caughtUp")
+        error = self.assertRaises(ProtocolError, state.after, "peerSynced")
+        self.assertEqual(str(error), "Synced before our summary")
+        self.assertRaises(ProtocolError, SessionState().after, "peerSynced")
 
     def test_serverChosen(self):
         """

@@ -110,8 +110,6 @@ class Gave(Enum):
     SUMMARY = "summary"
     # The peer said Synced: it holds what the summary listed.
     CAUGHT_UP = "caught up"
-    # The peer said Synced before it answered the hello.
-    CAUGHT_UP_UNANSWERED = "caught up, hello unanswered"
 
 
 class End(Enum):
@@ -143,12 +141,6 @@ TRANSITIONS = {
     (Gave.HELLO, "helloAccepted"): Gave.SUMMARY,
     (Gave.SUMMARY, "peerSynced"): Gave.CAUGHT_UP,
     (Gave.CAUGHT_UP, "peerSynced"): Gave.CAUGHT_UP,
-    # A Synced before the peer's answer to our hello is taken too, though
-    # no peer that follows docs/protocol.md sends one: it cannot hold a
-    # summary it has not had.
-    (Gave.HELLO, "peerSynced"): Gave.CAUGHT_UP_UNANSWERED,
-    (Gave.CAUGHT_UP_UNANSWERED, "peerSynced"): Gave.CAUGHT_UP_UNANSWERED,
-    (Gave.CAUGHT_UP_UNANSWERED, "helloAccepted"): Gave.CAUGHT_UP,
     # Failed (a fault of either end, a refusal), then the connection lost;
     # a failure after the first changes nothing.
     (End.OPEN, "fail"): End.CLOSING,
@@ -170,6 +162,10 @@ REFUSALS = {
     (Had.SUMMARY, "have"): "a second summary",
     (Had.CAUGHT_UP, "have"): "a second summary",
     (Had.HELLO, "announce"): "an announcement before the summary",
+    # A peer cannot hold a summary it has not had: ours goes once it has
+    # accepted our hello.
+    (Gave.NOTHING, "peerSynced"): "Synced before our summary",
+    (Gave.HELLO, "peerSynced"): "Synced before our summary",
 }
 
 # Which of a SessionState's fields each event moves.
@@ -199,10 +195,7 @@ class SessionState:
         """
         Whether both ends have caught up.
         """
-        return self.had is Had.CAUGHT_UP and self.gave in (
-            Gave.CAUGHT_UP,
-            Gave.CAUGHT_UP_UNANSWERED,
-        )
+        return self.had is Had.CAUGHT_UP and self.gave is Gave.CAUGHT_UP
 
     def after(self, event):
         """
