@@ -222,6 +222,8 @@ loaded = lambda: sorted(
 )
 steps = {}
 import gossip.store.format, gossip.store.intervals, gossip.store.logfile, gossip.store.query
+# What gossip sync and clone import before they start the peer command.
+import gossip.transport.spawn
 import gossip.cli.main
 steps["import"] = loaded()
 log = sys.argv[1]
