@@ -879,6 +879,45 @@ class DamageTests(CommandTestCase):
                     self.assertNotIn(b"Traceback", err)
 
 
+    def test_damageSummarised(self):
+        """
+        C{ask} tells the first few damaged lines one by one and then only
+        how many in all, and still prints every intact add and exits 0.
+        """
+        self.say("m=first")
+        with open(self.log, "ab") as f:
+            f.write(b"".join(b"garbage %d\n" % (n,) for n in range(50)))
+        self.say("m=last")
+        for last in ([], ["--last", "5"]):
+            status, out, err = run("ask", "--format", "json", *last, self.log)
+            self.assertEqual(status, 0, err)
+            self.assertEqual(
+                [dict(add)[b"m"] for add in jsonAdds(out) if b"m" in dict(add)],
+                [b"first", b"last"],
+            )
+            lines = err.decode().splitlines()
+            self.assertEqual(len(lines), 4, err)
+            self.assertEqual(sum("skipped a corrupt line at byte" in line for line in lines), 3)
+            self.assertIn("skipped 50 corrupt lines in all", lines[-1])
+
+    def test_notALog(self):
+        """
+        A file with lines but not one intact add is not a gossip log: C{ask}
+        and C{ask --last} say so in a few lines and exit 1.
+        """
+        with open(self.log, "wb") as f:
+            f.write(b"".join(b"%d\n" % (n,) for n in range(1000)))
+        for last in ([], ["--last", "3"]):
+            status, out, err = run("ask", *last, self.log)
+            self.assertEqual((status, out), (1, b""))
+            lines = err.decode().splitlines()
+            self.assertLessEqual(len(lines), 5, err)
+            self.assertIn("not a gossip log: 1000 lines, not one intact add", lines[-1])
+        # An empty file is an empty log.
+        open(self.log, "wb").close()
+        self.assertEqual(run("ask", self.log), (0, b"", b""))
+
+
 class ProgramTests(CommandTestCase):
     """
     The command as a program: help, version, pipes, concurrency, startup.

@@ -73,19 +73,26 @@ def _say(options):
 
 
 def _ask(options):
-    from gossip.cli.output import FORMATS, follow, lastMatches, printMatches
+    from gossip.cli.output import FORMATS, Damage, follow, lastMatches, printMatches
     from gossip.store.query import Query
 
     query = Query([_term(text) for text in options.terms])
     write = FORMATS[options.format]
     log = Log(options.log)
+    damage = Damage(options.log)
     with log.open() as f:
         if options.last is not None:
-            offset = lastMatches(f, query, options.last, write, options.log)
+            offset = lastMatches(f, query, options.last, write, options.log, damage=damage)
         else:
-            offset = printMatches(f, 0, query, write, options.log)
+            offset = printMatches(f, 0, query, write, options.log, damage=damage)
+        if damage.noLog():
+            # Read to its start (--last stops only once it has found adds).
+            raise LogError(
+                f"{os.fsdecode(options.log)}: not a gossip log: "
+                f"{damage.count} lines, not one intact add"
+            )
         if options.follow:
-            follow(log, f, offset, query, write)
+            follow(log, f, offset, query, write, damage=damage)
     return 0
 
 

@@ -95,42 +95,99 @@ def _text(out, record, body):
 FORMATS = {"raw": _raw, "json": _json, "text": _text}
 
 
-def _report(path, offset, record):
-    sys.stderr.write(
-        f"gossip: {os.fsdecode(path)}: skipped a corrupt line at byte {offset} "
-        f"({len(record) + 1} bytes)\n"
-    )
+class Damage:
+    """
+    What a reader skipped, told on standard error: the first few damaged
+    lines each on a line of their own, then only how many in all, so that a
+    file that is no log at all does not print a line for every line it has.
+
+    @ivar intact: how many intact adds were read.
+    @ivar count: how many damaged lines were skipped.
+    @ivar size: their bytes, LFs included.
+    """
+
+    # Damaged lines told one by one before the rest are only counted.
+    SHOWN = 3
+
+    def __init__(self, path, err=None):
+        self._path = os.fsdecode(path)
+        self._err = err
+        self.intact = 0
+        self.count = 0
+        self.size = 0
+        self._told = 0
+
+    def _write(self, text):
+        err = sys.stderr if self._err is None else self._err
+        err.write(f"gossip: {self._path}: {text}\n")
+
+    def skipped(self, offset, record):
+        """
+        A damaged line of C{record}'s length was skipped at byte C{offset}.
+        """
+        self.count += 1
+        self.size += len(record) + 1
+        if self.count <= self.SHOWN:
+            self._told = self.count
+            self._write(f"skipped a corrupt line at byte {offset} ({len(record) + 1} bytes)")
+
+    def summarise(self):
+        """
+        Tell how many damaged lines were skipped, if more than were told.
+        """
+        if self.count > self._told:
+            self._write(
+                f"skipped {self.count} corrupt lines in all ({self.size} bytes); "
+                f"gossip check {self._path} tells where"
+            )
+            self._told = self.count
+
+    def noLog(self):
+        """
+        Whether what was read has damaged lines and not one intact add:
+        not a gossip log.
+        """
+        return self.count > 0 and self.intact == 0
 
 
 def _matches(query, body):
     return query.matchesEverything() or query.matches(decodeBody(body))
 
 
-def printMatches(f, start, query, write, path, out=None):
+def printMatches(f, start, query, write, path, out=None, damage=None):
     """
     Print the adds from byte C{start} to the last complete line that match.
 
+    @param damage: the L{Damage} that counts what is skipped; a new one if
+        not given.
     @return: the offset just past the last complete line.
     """
     out = standardOutput() if out is None else out
+    damage = Damage(path) if damage is None else damage
     end = start
     for offset, record, body in entries(f, start):
         end = offset + len(record) + 1
         if body is None:
-            _report(path, offset, record)
-        elif _matches(query, body):
+            damage.skipped(offset, record)
+            continue
+        damage.intact += 1
+        if _matches(query, body):
             write(out, record, body)
     out.flush()
+    damage.summarise()
     return end
 
 
-def lastMatches(f, query, count, write, path, out=None):
+def lastMatches(f, query, count, write, path, out=None, damage=None):
     """
     Print the last C{count} matching adds, reading the log backwards.
 
+    @param damage: the L{Damage} that counts the damaged lines read on the
+        way; a new one if not given.
     @return: the offset just past the last complete line.
     """
     out = standardOutput() if out is None else out
+    damage = Damage(path) if damage is None else damage
     end = f.seek(0, os.SEEK_END)
     found = []
     last = None
@@ -139,18 +196,24 @@ def lastMatches(f, query, count, write, path, out=None):
             last = offset + len(record) + 1
         if len(found) >= count:
             break
-        if body is not None and _matches(query, body):
+        if body is None:
+            damage.skipped(offset, record)
+            continue
+        damage.intact += 1
+        if _matches(query, body):
             found.append((record, body))
     for record, body in reversed(found):
         write(out, record, body)
     out.flush()
+    damage.summarise()
     return 0 if last is None else last
 
 
-def follow(log, f, offset, query, write, out=None):
+def follow(log, f, offset, query, write, out=None, damage=None):
     """
     Print matching adds as they are appended, until interrupted.
     """
+    damage = Damage(log.path) if damage is None else damage
     from gossip.cli.follow import FileWaiter
 
     waiter = FileWaiter(log.path)
@@ -164,6 +227,6 @@ def follow(log, f, offset, query, write, out=None):
                 )
                 offset = 0
             if size > offset:
-                offset = printMatches(f, offset, query, write, log.path, out)
+                offset = printMatches(f, offset, query, write, log.path, out, damage)
     finally:
         waiter.close()
