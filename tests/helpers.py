@@ -210,8 +210,11 @@ def processesServing(log):
     """
     The ids of the C{gossip serve} processes serving C{log}.
     """
-    tail = ["serve", "--stdio", log]
-    return [pid for pid, argv in processes() if argv[-3:] == tail]
+    return [
+        pid
+        for pid, argv in processes()
+        if argv[-1:] == [log] and "serve" in argv and "--stdio" in argv
+    ]
 
 
 def killMentioning(text):

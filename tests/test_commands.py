@@ -131,10 +131,26 @@ class SyncLogTests(SyncTestsMixin, TestCase):
         os.makedirs(os.path.dirname(log))
         status, out, err = run("sync", "--once", log, self.b)
         self.assertNotEqual(status, 0)
-        self.assertIn("No such file", oneLine(self, err))
+        self.assertIn("no such log (--create makes a new one)", oneLine(self, err))
         self.assertFalse(os.path.exists(log))
 
         status, out, err = run("sync", "--once", "--create", log, self.b)
+        self.assertEqual((status, err), (0, ""))
+        self.assertEqual(contents(log).keySet, contents(self.b).keySet)
+
+    def test_serveMissingLog(self):
+        """
+        C{gossip serve --stdio} (the command a forced command or an ssh URL
+        runs) does not make a new log of a mistyped LOG, unless given
+        C{--create}: a peer syncing with it is refused, in one line.
+        """
+        log = os.path.join(self.dirA, "typo", os.path.basename(self.b))
+        os.mkdir(os.path.dirname(log))
+        status, out, err = run("sync", "--once", self.b, "--", *serveCommand(log))
+        self.assertNotEqual(status, 0)
+        self.assertIn("no such log (--create makes a new one)", err)
+        self.assertFalse(os.path.exists(log))
+        status, out, err = run("sync", "--once", self.b, "--", *serveCommand(log, "--create"))
         self.assertEqual((status, err), (0, ""))
         self.assertEqual(contents(log).keySet, contents(self.b).keySet)
 

@@ -538,7 +538,8 @@ class PluginTests(TestCase):
 
 
 def peerCommand(log):
-    return shlex.join(serveCommand(log))
+    # The peer's log may not exist yet: its serve makes it.
+    return shlex.join(serveCommand(log, "--create"))
 
 
 class DaemonTests(TestCase):

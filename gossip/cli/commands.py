@@ -123,12 +123,16 @@ async def _session(reactor, service, endpoint, factory):
 def _service(reactor, options, create=True):
     log = Log(options.log)
     if not create:
+        if not os.path.lexists(options.log):
+            raise CommandError(f"{options.log}: no such log (--create makes a new one)")
         log.state()
     return LogService(log, reactor, rescanInterval=options.rescan)
 
 
 async def _serve(reactor, options):
-    service = _service(reactor, options)
+    # A mistyped LOG in a forced command or an ssh URL must not become a
+    # new, empty log that the peer then syncs into.
+    service = _service(reactor, options, create=options.create)
     service.startService()
     factory = SyncFactory(service, "stdio peer", settings(options), once=options.once)
     protocol = factory.buildProtocol(None)

@@ -254,6 +254,11 @@ def _parser():
     )
     serve.add_argument("--stdio", action="store_true", required=True, help="use stdin and stdout")
     serve.add_argument("--once", action="store_true", help="stop once both logs have caught up")
+    serve.add_argument(
+        "--create",
+        action="store_true",
+        help="create LOG if it does not exist (without it, a mistyped LOG is an error)",
+    )
     _syncOptions(serve)
     serve.add_argument("log", metavar="LOG")
     serve.set_defaults(run=_reactorCommand("serve"), peerCommand=None)
