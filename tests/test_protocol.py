@@ -639,6 +639,32 @@ class WaiterTests(SessionMixin, SynchronousTestCase):
         self.assertIn("log names differ", str(self.failureResultOf(pa.whenHandshaken()).value))
 
 
+    def test_notTheLogAsked(self):
+        """
+        A peer that serves another log than the one asked for (as a forced
+        command does, whatever the URL names) is refused unless this end
+        allows any name.
+        """
+        for anyName in (False, True):
+            a = self.node("log", [(b"p", 0)])
+            b = self.node("log")
+            pa = a.session("b", anyName=anyName, want=b"other", once=True)
+            pb = b.session("a", once=True)
+            pump = iosim.connect(
+                pa, iosim.makeFakeServer(pa), pb, iosim.makeFakeClient(pb), clock=self.clock
+            )
+            finished = []
+            pa.whenFinished().addBoth(finished.append)
+            pumpUntil(self.clock, [pump], lambda: finished)
+            if anyName:
+                self.assertEqual((finished, pa.failure), ([True], None))
+                self.assertSame(a, b)
+            else:
+                self.assertEqual(finished, [False])
+                self.assertIn("the peer serves 'log', not 'other' as asked", pa.failure)
+                self.assertEqual(adds(b.path), [])
+
+
 class UnexpectedErrorTests(SessionMixin, SynchronousTestCase):
     """
     A fault of this node, not the peer's, ends the session and is logged

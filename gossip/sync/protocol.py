@@ -741,6 +741,14 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
             why = f"protocol version {version} is not {PROTOCOL_VERSION}: upgrade one end"
         elif node == self.service.identity:
             why = "that is this same node (the same log)"
+        elif self.want is not None and log != self.want and not self.settings.anyName:
+            # A forced command or a Subsystem line serves one log whatever
+            # is asked for: not the one the user named.
+            why = (
+                f"the peer serves {log.decode('utf-8', 'replace')!r}, not "
+                f"{self.want.decode('utf-8', 'replace')!r} as asked; give --any-name "
+                "to sync with it anyway"
+            )
         elif log != self.service.name and not (anyName or self.settings.anyName):
             why = (
                 f"log names differ ({log.decode('utf-8', 'replace')!r} there, "
