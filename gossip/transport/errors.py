@@ -32,3 +32,10 @@ class TLSError(Exception):
     TLS cannot be set up as asked: a bad file, description or URL.  The
     message is one line, fit to show a user.
     """
+
+
+class TLSRefused(Exception):
+    """
+    A TLS handshake failed: one end refused the other's certificate.  The
+    message says which and why in words, fit to show a user.
+    """

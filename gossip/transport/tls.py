@@ -13,6 +13,7 @@ from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import NameOID
+from OpenSSL import SSL
 from OpenSSL.crypto import X509, PKey
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.endpoints import HostnameEndpoint, serverFromString, wrapClientTLS
@@ -33,17 +34,19 @@ from twisted.internet.ssl import (
 from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from gossip.transport.startups import RefusalLog, Startup, source
 
-from gossip.transport.errors import TLSError
+from gossip.transport.errors import TLSError, TLSRefused
 
 __all__ = [
     "Credentials",
     "HandshakeLimit",
     "TLSError",
     "TLSFiles",
+    "TLSRefused",
     "clientEndpoint",
     "peerName",
     "serverEndpoint",
@@ -308,7 +311,7 @@ def clientEndpoint(reactor, host, port, files):
         extraCertificateOptions=_presenting(credentials.certificate),
     )
     return _TLSClientEndpoint(
-        wrapClientTLS(options, HostnameEndpoint(reactor, host, port), clock=reactor)
+        wrapClientTLS(options, HostnameEndpoint(reactor, host, port), clock=reactor), host
     )
 
 
@@ -324,8 +327,10 @@ class _TLSClientEndpoint:
 
     endpoint = attrs.field()
 
+    host = attrs.field(default=None)
+
     def connect(self, factory):
-        connecting = self.endpoint.connect(_AuthenticatingFactory(factory))
+        connecting = self.endpoint.connect(_AuthenticatingFactory(factory, self.host))
         return connecting.addCallback(lambda wrapper: wrapper.wrappedProtocol)
 
 
@@ -342,13 +347,74 @@ class _Authenticated(ProtocolWrapper):
         if IHandshakeListener.providedBy(self.wrappedProtocol):
             self.wrappedProtocol.handshakeCompleted()
 
+    def connectionLost(self, reason):
+        # OpenSSL's and service_identity's errors, put in words for the
+        # user of a client (a server logs its refusals itself).
+        host = self.factory.host
+        why = None if host is None else _inWords(reason.value, host)
+        if why is not None:
+            reason = Failure(TLSRefused(why))
+        ProtocolWrapper.connectionLost(self, reason)
+
 
 class _AuthenticatingFactory(WrappingFactory):
     """
     Puts an L{_Authenticated} under each protocol its factory makes.
+
+    @ivar host: the name or address the client dialled.
     """
 
     protocol = _Authenticated
+
+    def __init__(self, wrappedFactory, host=None):
+        WrappingFactory.__init__(self, wrappedFactory)
+        self.host = host
+
+
+# What OpenSSL says (the last words of each of its errors) when the peer
+# refused this node's certificate, by alert, on this node's side.
+_THEY_REFUSED = (
+    "alert unknown ca",
+    "alert bad certificate",
+    "alert certificate required",
+    "alert certificate unknown",
+    "alert decrypt error",
+    "alert handshake failure",
+)
+
+
+def _inWords(error, host):
+    """
+    Why a TLS connection to C{host} failed, in words, if it failed in the
+    handshake: that the peer's certificate is not signed by an authority
+    in --tls-ca, that it does not name the host dialled, or that the
+    peer refused this node's certificate.
+
+    @return: L{None} for any other failure.
+    """
+    if _isVerificationError(error):
+        # (The certificate is gone by now: what it names is not known.)
+        return f"{host}'s certificate does not name {host}"
+    if not isinstance(error, SSL.Error):
+        return None
+    reasons = [
+        str(part[-1]) for part in (error.args[0] if error.args else []) if isinstance(part, tuple)
+    ]
+    if any("certificate verify failed" in reason for reason in reasons):
+        return f"{host}'s certificate is not signed by an authority in --tls-ca"
+    if any(reason.endswith(_THEY_REFUSED) for reason in reasons):
+        return f"{host} refused this node's certificate (no authority it trusts signed it)"
+    return "TLS failed: " + ("; ".join(reason for reason in reasons if reason) or repr(error))
+
+
+def _isVerificationError(error):
+    """
+    Whether C{error} is service_identity's: the certificate does not name
+    the host (imported only here, since Twisted imports it as it must).
+    """
+    from service_identity import VerificationError
+
+    return isinstance(error, VerificationError)
 
 
 def _presenting(certificate):
