@@ -561,6 +561,51 @@ class CloneTests(TestCase):
         self.assertIn(f"ssh://127.0.0.1:{port}/{name}", oneLine(self, err))
         self.assertEqual(os.listdir(os.path.dirname(self.new)), [])
 
+    def test_resumes(self):
+        """
+        A clone killed part way (SIGKILL, the worst case) keeps what it
+        received; the same command goes on from there, under the same
+        identity, to a whole clone with no add twice.  A clone of another
+        source into it is refused, naming the unfinished one.
+        """
+        appendAdds(self.source, b"bulk", range(60000), extra=b"y" * 300)
+        process = subprocess.Popen(
+            gossipCommand("clone", self.source, self.new),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=ENV,
+        )
+        self.addCleanup(process.wait)
+        self.addCleanup(lambda: process.poll() is None and process.kill())
+        total = os.path.getsize(self.source)
+        waitFor(
+            lambda: os.path.exists(self.new) and os.path.getsize(self.new) > total // 4,
+            message="part of the clone",
+        )
+        process.kill()
+        process.wait()
+        first = contents(self.new)
+        self.assertLess(len(first.keySet), len(contents(self.source).keySet))
+
+        other = os.path.join(self.dir, "source", "other", "x.log")
+        os.makedirs(os.path.dirname(other))
+        say(other, "m=other")
+        status, out, err = run("clone", other, self.new)
+        self.assertEqual(status, 1)
+        self.assertIn(f"unfinished clone of {self.source}", oneLine(self, err))
+
+        status, out, err = run("clone", self.source, self.new)
+        self.assertEqual((status, out, err), (0, b"", ""))
+        self.assertCloned()
+        self.assertEqual(contents(self.new).identity, first.identity)
+        self.assertEqual(
+            sorted(os.listdir(os.path.dirname(self.new))), [".x.log.gossip-cache", "x.log"]
+        )
+        # Whole now: not a clone to go on with.
+        status, out, err = run("clone", self.source, self.new)
+        self.assertIn("already exists", oneLine(self, err))
+
     def test_missingSource(self):
         """
         A missing source is an error, and is not created.

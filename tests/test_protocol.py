@@ -9,7 +9,7 @@ import random
 import attrs
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from twisted.internet.error import ConnectionDone
+from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.protocols import amp
@@ -638,6 +638,24 @@ class WaiterTests(SessionMixin, SynchronousTestCase):
         self.assertIn("log names differ", str(self.failureResultOf(second).value))
         self.assertIn("log names differ", str(self.failureResultOf(pa.whenHandshaken()).value))
 
+
+    def test_peerClosed(self):
+        """
+        A peer that closes the connection, or loses it, before the logs are
+        in sync is said to have, in words.
+        """
+        for error, words in [
+            (ConnectionDone(), "the peer closed the connection"),
+            (ConnectionLost(), "the connection was lost"),
+        ]:
+            a = self.node("log")
+            session = a.session("b", once=True)
+            session.makeConnection(StringTransport())
+            # As if the peer had answered the hello.
+            session._handshaken.settle(session)
+            session.connectionLost(Failure(error))
+            self.assertTrue(session.failure.startswith(words), session.failure)
+            self.assertFalse(self.successResultOf(session.whenFinished()))
 
     def test_notTheLogAsked(self):
         """

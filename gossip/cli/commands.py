@@ -24,6 +24,7 @@ from twisted.logger import (
 
 from gossip.store.logfile import Log, LogError
 from gossip.transport.errors import CommandError
+from gossip.cli.cloning import cloneMarker
 from gossip.cli.options import sessionSettings
 from gossip.sync.factories import SyncFactory
 from gossip.sync.service import LogService
@@ -275,13 +276,30 @@ def clone(options):
     def finish(status):
         if progress is not None:
             progress.finish()
-        if status != 0:
-            # Not a clone: run it again to have one.
-            log = Log(options.newlog)
-            for path in (log.path, log.cachePath):
-                try:
-                    os.remove(path)
-                except FileNotFoundError:
-                    pass
+        log = Log(options.newlog)
+        marker = cloneMarker(options.newlog)
+        if status == 0:
+            _remove(marker)
+            return
+        try:
+            received = sum(len(held) for held in log.state().have.values())
+        except LogError:
+            received = 0
+        if received == 0 and not options.resuming:
+            # Nothing to go on from: leave nothing behind.
+            for path in (log.path, log.cachePath, marker):
+                _remove(path)
+            return
+        sys.stderr.write(
+            f"gossip: clone: {options.newlog} holds the {received:,} adds received so far; "
+            "the same command goes on from there\n"
+        )
 
     return _run(_sync, options, finish=finish)
+
+
+def _remove(path):
+    try:
+        os.remove(path)
+    except FileNotFoundError:
+        pass

@@ -461,9 +461,22 @@ def _prepareClone(options):
     Check C{gossip clone}'s names, and make its options those of a one-shot
     sync that creates NEWLOG.
     """
+    from gossip.cli.cloning import cloneMarker, markClone, unfinishedClone
     from gossip.transport.urls import URLError, isURL, parseURL
 
-    if os.path.lexists(options.newlog):
+    marker = cloneMarker(options.newlog)
+    try:
+        unfinished = unfinishedClone(options.newlog)
+    except OSError as e:
+        raise LogError(f"clone: {marker}: {e.strerror}") from None
+    if unfinished is not None and unfinished != options.source:
+        raise LogError(
+            f"clone: {options.newlog} is an unfinished clone of {unfinished}: "
+            f"finish it with gossip clone {unfinished} {options.newlog}, or remove "
+            f"it and {marker}"
+        )
+    resuming = unfinished is not None and os.path.lexists(options.newlog)
+    if os.path.lexists(options.newlog) and not resuming:
         raise LogError(f"clone: {options.newlog} already exists")
     if isURL(options.source):
         try:
@@ -480,6 +493,11 @@ def _prepareClone(options):
             f"clone: {os.fsdecode(new)!r} is not named {os.fsdecode(source)!r} like its "
             "source, so the two would not sync; give --any-name to clone anyway"
         )
+    if not resuming:
+        # Written before the log: a clone killed at any instant is resumed
+        # by the same command, not refused as a log that exists.
+        markClone(options.newlog, options.source)
+    options.resuming = resuming
     options.log = options.newlog
     options.peer = options.source
     options.once = True

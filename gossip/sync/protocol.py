@@ -268,6 +268,10 @@ def _describe(failure):
     message = failure.getErrorMessage()
     if isinstance(failure.value, amp.TooLong):
         return "the peer sent something that is not the sync protocol"
+    if type(failure.value) is ConnectionDone:
+        return "the peer closed the connection"
+    if type(failure.value) is ConnectionLost:
+        return "the connection was lost"
     return message or type(failure.value).__name__
 
 
@@ -636,7 +640,7 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
         if self.service is not None:
             self.service.sessionEnded(self)
         if self.failure is None and not self.succeeded:
-            self.failure = f"connection lost before sync: {_describe(reason)}"
+            self.failure = f"{_describe(reason)} before the logs were in sync"
         # One line for the session's end, and a failed one says why.
         if self.failure is not None:
             self.log.error(
