@@ -166,7 +166,12 @@ class Mesh:
             self.traffic.watch(session)
         # The later node dials, as bench_mesh.py's daemons do.
         pump = iosim.connect(
-            pa, iosim.makeFakeServer(pa), pb, iosim.makeFakeClient(pb), greet=False, clock=self.clock
+            pa,
+            iosim.makeFakeServer(pa),
+            pb,
+            iosim.makeFakeClient(pb),
+            greet=False,
+            clock=self.clock,
         )
         self.links[edge] = Link((pa, pb), pump)
 
@@ -217,7 +222,8 @@ class Mesh:
         """
         for _ in range(limit):
             moved = self.pumpRounds(1)
-            due = any(call.getTime() <= self.clock.seconds() for call in self.clock.getDelayedCalls())
+            now = self.clock.seconds()
+            due = any(call.getTime() <= now for call in self.clock.getDelayedCalls())
             if not moved and not due:
                 return
         raise AssertionError(f"the mesh still busy after {limit} rounds")
@@ -236,7 +242,9 @@ class Mesh:
             test.assertEqual(len(keys), len(set(keys)), f"an add twice in node {i}'s log")
             test.assertEqual(set(keys), expected, f"node {i} has not converged")
         for session, keys in self.traffic.sent.items():
-            test.assertEqual(len(keys), len(set(keys)), f"an add sent twice by {session.peer}'s peer")
+            test.assertEqual(
+                len(keys), len(set(keys)), f"an add sent twice by {session.peer}'s peer"
+            )
         for session, keys in self.traffic.announced.items():
             test.assertEqual(len(keys), len(set(keys)), f"an add announced twice to {session.peer}")
 
@@ -311,7 +319,14 @@ class ConvergenceTests(SynchronousTestCase):
         # See LostMidRequestTests.
         self.flushLoggedErrors(ConnectionLost)
 
-    @given(connectedGraphs(), st.lists(st.tuples(st.integers(0, 5), st.integers(1, 8), st.integers(0, 6)), min_size=1, max_size=12))
+    @given(
+        connectedGraphs(),
+        st.lists(
+            st.tuples(st.integers(0, 5), st.integers(1, 8), st.integers(0, 6)),
+            min_size=1,
+            max_size=12,
+        ),
+    )
     @EXAMPLES
     def test_fetchedOnce(self, graph, writes):
         """
