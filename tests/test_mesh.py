@@ -38,6 +38,9 @@ class Traffic:
 
     sent: dict = attrs.field(factory=dict)
     announced: dict = attrs.field(factory=dict)
+    # Lines the nodes received from peers, and those of them that were new.
+    received: int = 0
+    new: int = 0
 
     def watch(self, session):
         """
@@ -50,6 +53,24 @@ class Traffic:
             return callRemote(command, **arguments)
 
         session.callRemote = recorded
+
+    def watchService(self, service):
+        """
+        Count the lines C{service} receives from its peers, and those of
+        them it writes.
+        """
+        receive = service.receive
+
+        def counted(lines, source=None):
+            self.received += len(lines)
+
+            def written(result):
+                self.new += len(result.lines)
+                return result
+
+            return receive(lines, source).addCallback(written)
+
+        service.receive = counted
 
     def record(self, session, command, arguments):
         if command is Adds:
@@ -78,11 +99,13 @@ class MeshNode:
 
     path: str
     clock: Clock
+    traffic: Traffic
     service: LogService = None
     written: list = attrs.field(factory=list)
 
     def start(self):
         self.service = LogService(Log(self.path), self.clock, useInotify=False)
+        self.traffic.watchService(self.service)
         self.service.startService()
 
     def stop(self):
@@ -140,7 +163,7 @@ class Mesh:
         for i in range(n):
             directory = os.path.join(base, str(i))
             os.makedirs(directory)
-            node = MeshNode(os.path.join(directory, NAME), self.clock)
+            node = MeshNode(os.path.join(directory, NAME), self.clock, self.traffic)
             node.start()
             self.nodes.append(node)
         test.addCleanup(self.stop)
@@ -233,8 +256,9 @@ class Mesh:
 
     def assertConverged(self, test):
         """
-        Every log holds every add written, each once, and no session sent
-        an add twice or announced one twice.
+        Every log holds every add written, each once; no session sent an
+        add twice or announced one twice; and no node received an add it
+        held (the duplication factor is 1), whatever was lost in flight.
         """
         expected = self.written()
         for i, node in enumerate(self.nodes):
@@ -247,6 +271,7 @@ class Mesh:
             )
         for session, keys in self.traffic.announced.items():
             test.assertEqual(len(keys), len(set(keys)), f"an add announced twice to {session.peer}")
+        test.assertEqual(self.traffic.received, self.traffic.new, "an add received twice")
 
 
 def fullMesh(n):
@@ -345,6 +370,7 @@ class ConvergenceTests(SynchronousTestCase):
         mesh.assertConverged(self)
         written = len(mesh.written())
         self.assertEqual(mesh.traffic.linesSent(), written * (n - 1))
+        self.assertEqual(mesh.traffic.new, written * (n - 1))
         self.assertLessEqual(mesh.traffic.announcements(), written * 2 * len(edges))
 
     def test_restartMidTransfer(self):
