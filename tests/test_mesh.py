@@ -2,9 +2,10 @@
 Many nodes, deterministically: N log services with a sync session on each
 link of a topology, over in-memory transports (L{twisted.test.iosim}) on
 one fake clock, with adds written anywhere, links dropped and restored and
-nodes restarted.  Every node converges, no add goes twice over one
-connection or into one log, and the announcements per add are counted
-against a bound (issue 15: today's, and the O(N) one still to come).
+nodes restarted.  Every node converges; no add goes twice over one
+connection, into one node or into one log; and the announcements per add
+are counted against a bound (issue 15: today's, and the O(N) one still to
+come, as a todo).
 """
 
 import os
