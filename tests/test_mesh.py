@@ -1,0 +1,470 @@
+"""
+Many nodes, deterministically: N log services with a sync session on each
+link of a topology, over in-memory transports (L{twisted.test.iosim}) on
+one fake clock, with adds written anywhere, links dropped and restored and
+nodes restarted.  Every node converges; no add goes twice over one
+connection, into one node or into one log; and the announcements per add
+are counted against a bound (issue 15: today's, and the O(N) one still to
+come, as a todo).
+"""
+
+import os
+import random
+
+import attrs
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from twisted.internet.error import ConnectionLost
+from twisted.internet.task import Clock
+from twisted.test import iosim
+from twisted.trial.unittest import SynchronousTestCase
+
+from gossip.store.format import checkKeyedLine
+from gossip.store.logfile import Log
+from gossip.sync.amp import AddBegin, Adds, Announce, decodeRanges
+from gossip.sync.protocol import SyncProtocol
+from gossip.sync.service import LogService
+from gossip.sync.settings import SessionSettings
+from tests.test_protocol import adds
+
+NAME = "log"
+
+
+@attrs.define(eq=False)
+class Traffic:
+    """
+    What each session (one end of one connection) sent: the keys of the
+    adds, and the keys it announced, in order.
+    """
+
+    sent: dict = attrs.field(factory=dict)
+    announced: dict = attrs.field(factory=dict)
+    # Lines the nodes received from peers, and those of them that were new.
+    received: int = 0
+    new: int = 0
+
+    def watch(self, session):
+        """
+        Record what C{session} sends.
+        """
+        callRemote = session.callRemote
+
+        def recorded(command, **arguments):
+            self.record(session, command, arguments)
+            return callRemote(command, **arguments)
+
+        session.callRemote = recorded
+
+    def watchService(self, service):
+        """
+        Count the lines C{service} receives from its peers, and those of
+        them it writes.
+        """
+        receive = service.receive
+
+        def counted(lines, source=None):
+            self.received += len(lines)
+
+            def written(result):
+                self.new += len(result.lines)
+                return result
+
+            return receive(lines, source).addCallback(written)
+
+        service.receive = counted
+
+    def record(self, session, command, arguments):
+        if command is Adds:
+            keys = self.sent.setdefault(session, [])
+            for line in arguments["lines"].splitlines(keepends=True):
+                keys.append(checkKeyedLine(line)[1])
+        elif command is AddBegin:
+            raise AssertionError("the mesh harness writes no large adds")
+        elif command is Announce:
+            announced = self.announced.setdefault(session, [])
+            for by, held in decodeRanges(arguments["ranges"]).items():
+                announced.extend((by, at) for at in held)
+
+    def announcements(self):
+        return sum(map(len, self.announced.values()))
+
+    def linesSent(self):
+        return sum(map(len, self.sent.values()))
+
+
+@attrs.define(eq=False)
+class MeshNode:
+    """
+    One node: a log file and, while it runs, the service over it.
+    """
+
+    path: str
+    clock: Clock
+    traffic: Traffic
+    service: LogService = None
+    written: list = attrs.field(factory=list)
+
+    def start(self):
+        self.service = LogService(Log(self.path), self.clock, useInotify=False)
+        self.traffic.watchService(self.service)
+        self.service.startService()
+
+    def stop(self):
+        if self.service is not None:
+            self.service.stopService()
+            self.service = None
+
+    def write(self, n):
+        """
+        Append C{n} adds, each on its own as separate C{say}s would, and
+        have the service notice them (its watcher would, a tick later).
+        """
+        for _ in range(n):
+            line = self.service.log.say([(b"m", b"add %d" % (len(self.written),))])
+            self.written.append(checkKeyedLine(line)[1])
+        self.service.changed()
+
+
+@attrs.define(eq=False)
+class Link:
+    """
+    A connection between two nodes: a session at each end and the pump
+    that moves their bytes.
+    """
+
+    ends: tuple
+    pump: iosim.IOPump
+
+    def drop(self):
+        """
+        Lose the connection abruptly: what is in flight is lost.
+        """
+        for io in (self.pump.clientIO, self.pump.serverIO):
+            io.stream = []
+            io.disconnecting = io.disconnected = True
+            io.disconnectReason = ConnectionLost("link dropped")
+        for io in (self.pump.clientIO, self.pump.serverIO):
+            io.reportDisconnect()
+
+
+class Mesh:
+    """
+    Nodes and the links between them, on one clock.
+
+    @ivar edges: the topology, pairs C{(i, j)}, C{i < j}.
+    @ivar links: each edge's live L{Link}; a dropped one is absent.
+    @ivar cut: the edges partitioned, not to be restored on a restart.
+    """
+
+    def __init__(self, test, n, edges):
+        self.clock = Clock()
+        self.traffic = Traffic()
+        base = test.mktemp()
+        self.nodes = []
+        for i in range(n):
+            directory = os.path.join(base, str(i))
+            os.makedirs(directory)
+            node = MeshNode(os.path.join(directory, NAME), self.clock, self.traffic)
+            node.start()
+            self.nodes.append(node)
+        test.addCleanup(self.stop)
+        self.edges = sorted(set(edges))
+        self.links = {}
+        self.cut = set()
+        for edge in self.edges:
+            self.connect(edge)
+
+    def stop(self):
+        for edge in list(self.links):
+            self.drop(edge)
+        for node in self.nodes:
+            node.stop()
+
+    def connect(self, edge):
+        i, j = edge
+        settings = SessionSettings(keepalive=0)
+        a, b = self.nodes[i].service, self.nodes[j].service
+        pa = SyncProtocol(a, f"n{j}", settings, reactor=self.clock)
+        pb = SyncProtocol(b, f"n{i}", settings, reactor=self.clock)
+        for session in (pa, pb):
+            self.traffic.watch(session)
+        # The later node dials, as bench_mesh.py's daemons do.
+        pump = iosim.connect(
+            pa,
+            iosim.makeFakeServer(pa),
+            pb,
+            iosim.makeFakeClient(pb),
+            greet=False,
+            clock=self.clock,
+        )
+        self.links[edge] = Link((pa, pb), pump)
+
+    def drop(self, edge):
+        link = self.links.pop(edge, None)
+        if link is not None:
+            link.drop()
+
+    def partition(self, edge):
+        self.cut.add(edge)
+        self.drop(edge)
+
+    def heal(self, edge):
+        self.cut.discard(edge)
+        if edge not in self.links:
+            self.connect(edge)
+
+    def restart(self, k):
+        """
+        Stop node C{k} (its connections lost abruptly) and start it again
+        on the same log, reconnecting the links not partitioned.
+        """
+        touching = [edge for edge in self.edges if k in edge]
+        for edge in touching:
+            self.drop(edge)
+        self.nodes[k].stop()
+        self.nodes[k].start()
+        for edge in touching:
+            if edge not in self.cut:
+                self.connect(edge)
+
+    def pumpRounds(self, rounds):
+        """
+        Move bytes on every live link for C{rounds} rounds; whether
+        anything moved in the last.
+        """
+        moved = False
+        for _ in range(rounds):
+            moved = False
+            for link in list(self.links.values()):
+                moved = link.pump.pump() or moved
+            self.clock.advance(0)
+        return moved
+
+    def settle(self, limit=20000):
+        """
+        Pump until nothing moves and nothing is due on the clock.
+        """
+        for _ in range(limit):
+            moved = self.pumpRounds(1)
+            now = self.clock.seconds()
+            due = any(call.getTime() <= now for call in self.clock.getDelayedCalls())
+            if not moved and not due:
+                return
+        raise AssertionError(f"the mesh still busy after {limit} rounds")
+
+    def written(self):
+        return {key for node in self.nodes for key in node.written}
+
+    def assertConverged(self, test):
+        """
+        Every log holds every add written, each once; no session sent an
+        add twice or announced one twice; and no node received an add it
+        held (the duplication factor is 1), whatever was lost in flight.
+        """
+        expected = self.written()
+        for i, node in enumerate(self.nodes):
+            keys = adds(node.path)
+            test.assertEqual(len(keys), len(set(keys)), f"an add twice in node {i}'s log")
+            test.assertEqual(set(keys), expected, f"node {i} has not converged")
+        for session, keys in self.traffic.sent.items():
+            test.assertEqual(
+                len(keys), len(set(keys)), f"an add sent twice by {session.peer}'s peer"
+            )
+        for session, keys in self.traffic.announced.items():
+            test.assertEqual(len(keys), len(set(keys)), f"an add announced twice to {session.peer}")
+        test.assertEqual(self.traffic.received, self.traffic.new, "an add received twice")
+
+
+def fullMesh(n):
+    return [(i, j) for i in range(n) for j in range(i + 1, n)]
+
+
+@st.composite
+def connectedGraphs(draw, smallest=3, largest=6):
+    """
+    A connected graph: its size, and its edges, a random spanning tree and
+    some more.
+    """
+    n = draw(st.integers(smallest, largest))
+    edges = {(draw(st.integers(0, j - 1)), j) for j in range(1, n)}
+    pairs = fullMesh(n)
+    edges |= set(draw(st.lists(st.sampled_from(pairs), max_size=len(pairs))))
+    return n, sorted(edges)
+
+
+def events(n, edges):
+    """
+    What happens to a mesh, in turn: writes on a node, links cut and
+    restored, nodes restarted, each followed by a few rounds of pumping
+    (so that some happen with adds in flight).
+    """
+    return st.lists(
+        st.one_of(
+            st.tuples(st.just("write"), st.integers(0, n - 1), st.integers(1, 8)),
+            st.tuples(st.just("partition"), st.sampled_from(edges)),
+            st.tuples(st.just("heal"), st.sampled_from(edges)),
+            st.tuples(st.just("restart"), st.integers(0, n - 1)),
+        ).flatmap(lambda event: st.tuples(st.just(event), st.integers(0, 12))),
+        max_size=25,
+    )
+
+
+def run(mesh, happenings):
+    for event, rounds in happenings:
+        kind, *args = event
+        if kind == "write":
+            mesh.nodes[args[0]].write(args[1])
+        else:
+            getattr(mesh, kind)(*args)
+        mesh.pumpRounds(rounds)
+
+
+EXAMPLES = settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+
+
+class ConvergenceTests(SynchronousTestCase):
+    """
+    Random meshes, random writes, partitions and restarts: once every link
+    is restored, every log holds everything, each add once.
+    """
+
+    @given(connectedGraphs().flatmap(lambda g: st.tuples(st.just(g), events(*g))))
+    @EXAMPLES
+    def test_converges(self, scenario):
+        (n, edges), happenings = scenario
+        mesh = Mesh(self, n, edges)
+        run(mesh, happenings)
+        for edge in list(mesh.cut):
+            mesh.heal(edge)
+        mesh.settle()
+        mesh.assertConverged(self)
+        # See LostMidRequestTests.
+        self.flushLoggedErrors(ConnectionLost)
+
+    @given(
+        connectedGraphs(),
+        st.lists(
+            st.tuples(st.integers(0, 5), st.integers(1, 8), st.integers(0, 6)),
+            min_size=1,
+            max_size=12,
+        ),
+    )
+    @EXAMPLES
+    def test_fetchedOnce(self, graph, writes):
+        """
+        Without faults, every add crosses exactly one link into each node
+        that lacks it (the duplication factor is 1), and each session
+        announces an add at most once: at most two announcements per add
+        and link, one each way.
+        """
+        n, edges = graph
+        mesh = Mesh(self, n, edges)
+        mesh.settle()
+        for node, count_, rounds in writes:
+            mesh.nodes[node % n].write(count_)
+            mesh.pumpRounds(rounds)
+        mesh.settle()
+        mesh.assertConverged(self)
+        written = len(mesh.written())
+        self.assertEqual(mesh.traffic.linesSent(), written * (n - 1))
+        self.assertEqual(mesh.traffic.new, written * (n - 1))
+        self.assertLessEqual(mesh.traffic.announcements(), written * 2 * len(edges))
+
+    def test_restartMidTransfer(self):
+        """
+        A node restarted while adds are in flight to and from it loses
+        none of them: its peers ask again for what they did not get.
+        """
+        mesh = Mesh(self, 4, [(0, 1), (1, 2), (2, 3), (0, 3)])
+        mesh.settle()
+        for node in mesh.nodes:
+            node.write(20)
+        mesh.pumpRounds(3)
+        mesh.restart(1)
+        mesh.pumpRounds(2)
+        mesh.partition((2, 3))
+        mesh.nodes[3].write(5)
+        mesh.pumpRounds(4)
+        mesh.restart(0)
+        mesh.heal((2, 3))
+        mesh.settle()
+        mesh.assertConverged(self)
+        # See LostMidRequestTests.
+        self.flushLoggedErrors(ConnectionLost)
+
+
+def announcedPerAdd(test, n, writes=3, seed=15):
+    """
+    Announced keys per add in a settled full mesh of C{n}, every node
+    writing C{writes} adds (each on its own) in a random order, pumped a
+    round between writes: how today's protocol spends its control traffic.
+    """
+    mesh = Mesh(test, n, fullMesh(n))
+    mesh.settle()
+    rng = random.Random(seed)
+    order = [k for k in range(n) for _ in range(writes)]
+    rng.shuffle(order)
+    for k in order:
+        mesh.nodes[k].write(1)
+        mesh.pumpRounds(1)
+    mesh.settle()
+    mesh.assertConverged(test)
+    return mesh.traffic.announcements() / len(mesh.written())
+
+
+class AnnouncementTests(SynchronousTestCase):
+    """
+    Control traffic per add in a full mesh (issue 15).
+    """
+
+    SIZES = (3, 5, 8, 10)
+
+    def test_today(self):
+        """
+        Today every node announces each new add to every peer not known to
+        hold it, but never to the peer it had it from: within (N-1)^2
+        announced keys per add (N-1 from its writer, N-2 from each other
+        node).  Measured here: 3.7 at N=3, 14 at 5, 42 at 8, 69 at 10 (and
+        166 at 15, 304 at 20).
+        """
+        for n in self.SIZES:
+            self.assertLessEqual(announcedPerAdd(self, n), (n - 1) ** 2, f"N={n}")
+
+    def test_linear(self):
+        """
+        Issue 15's bound: at most 2(N-1) announced keys per add in a full
+        mesh, control traffic O(N) rather than O(N^2).
+        """
+        for n in self.SIZES:
+            self.assertLessEqual(announcedPerAdd(self, n), 2 * (n - 1), f"N={n}")
+
+    test_linear.todo = "issue 15: announcements grow as N^2 in a full mesh"
+
+
+class LostMidRequestTests(SynchronousTestCase):
+    """
+    A connection lost while a node answers its peer's Request.
+    """
+
+    def test_noTraceback(self):
+        """
+        A connection lost is a peer's doing: the session's end says so in
+        one line, and nothing logs a traceback.  Today AMP logs one ("while
+        receiving response to command", ConnectionLost) for the Request
+        whose answer the sender could not finish: the harness's other tests
+        flush it.
+        """
+        mesh = Mesh(self, 2, [(0, 1)])
+        mesh.settle()
+        mesh.nodes[0].write(3000)
+        # Node 1 has asked for the adds; node 0 is sending them.
+        mesh.pumpRounds(2)
+        mesh.drop((0, 1))
+        mesh.pumpRounds(3)
+        self.assertEqual(self.flushLoggedErrors(), [])
+
+    test_noTraceback.todo = "AMP logs the Request answered on a lost connection"
