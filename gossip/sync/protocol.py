@@ -1161,9 +1161,17 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
 
     @Request.responder
     def request(self, ranges):
-        return self._sender.request(decodeRanges(ranges)).addCallback(
-            lambda sent: {"sent": sent}
+        return self._sender.request(decodeRanges(ranges)).addCallbacks(
+            lambda sent: {"sent": sent}, self._requestCut
         )
+
+    def _requestCut(self, failure):
+        """
+        The connection was lost while a request was answered: the session's
+        end says so, and no answer can go; anything else goes to AMP.
+        """
+        failure.trap(ConnectionDone, ConnectionLost)
+        return {"sent": self.sent}
 
     @property
     def sent(self):
