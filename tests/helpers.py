@@ -376,6 +376,9 @@ class Daemon(Background):
         if "--listen" not in args:
             # Not the default port, which another test's daemon may hold.
             args += ("--listen", "none")
+        if "--control" not in args:
+            # Nor the user's own control socket.
+            args += ("--control", "none")
         Background.__init__(self, testCase, daemonCommand(self.logfile, *args))
 
     def log(self):

@@ -25,6 +25,7 @@ from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from gossip import tap
+from gossip.control.server import Listener
 from gossip.transport import reach
 from gossip.sync.settings import SessionSettings
 from gossip.store.logfile import Log
@@ -58,6 +59,9 @@ def parse(*args):
     """
     if "--listen" not in args and "--host-key" not in args:
         args += ("--listen", "none")
+    if "--control" not in args:
+        # Not the user's own control socket.
+        args += ("--control", "none")
     options = tap.Options()
     options.parseOptions(list(args))
     return options
@@ -370,7 +374,9 @@ class ListenerTests(TestCase):
 
         description = f"tcp:{port}:interface=127.0.0.1"
         listener = tap._Listener(
-            serverFromString(reactor, description), Factory(), description, "SSH"
+            serverFromString(reactor, description),
+            Factory(),
+            Listener(description, "SSH", None, None),
         )
         listener.privilegedStartService()
         listener.startService()

@@ -33,6 +33,7 @@ from twisted.python.filepath import FilePath
 from zope.interface import implementer
 
 from gossip.transport.errors import SSHError
+from gossip.transport.reasons import inWords
 from gossip.transport.ssh.channel import CIPHERS, MACS, SUBSYSTEM, SyncChannel, conchLog, prefer
 from gossip.transport.ssh.keys import signatureAlgorithm, revokedLine, defaultKnownHosts, fingerprint
 
@@ -300,7 +301,7 @@ class SSHSyncEndpoint:
 
         def failed(failure):
             if not opened.called:
-                opened.errback(SSHError(f"{self.peer}: {failure.getErrorMessage()}"))
+                opened.errback(SSHError(f"{self.peer}: {inWords(failure)}"))
 
         connected.addErrback(failed)
         return opened
@@ -360,7 +361,8 @@ class SSHSyncEndpoint:
             raise SSHError(
                 f"{self.peer}: unknown host key {fingerprint(key)} "
                 f"({key.sshType().decode()}) for {name}; if that is the host's "
-                f"key, give --accept-new-host-keys or add it to {path}"
+                f"key, give --accept-new-host-keys, or run: echo '{name} "
+                f"{key.public().toString('openssh').decode()}' >> {path}"
             )
         known.addHostKey(name.encode("utf-8"), key)
         known.save()
