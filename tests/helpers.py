@@ -231,11 +231,11 @@ class Background:
     A process left running, its standard error going to a file.
     """
 
-    def __init__(self, testCase, argv, stdout=subprocess.DEVNULL, **kwargs):
+    def __init__(self, testCase, argv, stdout=subprocess.DEVNULL, env=ENV, **kwargs):
         self.errPath = os.path.abspath(testCase.mktemp())
         with open(self.errPath, "wb") as err:
             self.process = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=stdout, stderr=err, env=ENV, **kwargs
+                argv, stdin=subprocess.DEVNULL, stdout=stdout, stderr=err, env=env, **kwargs
             )
         testCase.addCleanup(self.stop)
 
@@ -371,7 +371,7 @@ class Daemon(Background):
     A C{twistd -n gossip} process, logging to a file.
     """
 
-    def __init__(self, testCase, *args):
+    def __init__(self, testCase, *args, env=ENV):
         self.logfile = os.path.abspath(testCase.mktemp())
         if "--listen" not in args:
             # Not the default port, which another test's daemon may hold.
@@ -379,7 +379,7 @@ class Daemon(Background):
         if "--control" not in args:
             # Nor the user's own control socket.
             args += ("--control", "none")
-        Background.__init__(self, testCase, daemonCommand(self.logfile, *args))
+        Background.__init__(self, testCase, daemonCommand(self.logfile, *args), env=env)
 
     def log(self):
         try:

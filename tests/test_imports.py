@@ -32,6 +32,7 @@ LAYERS = {
     "gossip.store": ("gossip.sync", "gossip.transport", "gossip.cli", "gossip.tap"),
     "gossip.sync": ("gossip.transport", "gossip.cli", "gossip.tap"),
     "gossip.transport": ("gossip.cli", "gossip.tap"),
+    "gossip.control": ("gossip.cli", "gossip.tap"),
 }
 
 
