@@ -539,3 +539,172 @@ class StatusTests(DaemonMixin, TestCase):
         )  # fmt: skip
         self.assertEqual(done.returncode, 0, done.stderr)
         self.assertEqual(json.loads(done.stdout)["pid"], first.process.pid)
+
+
+class SSHMixin(DaemonMixin):
+    """
+    A daemon that serves C{a.log} over SSH on a loopback port, with a host
+    key and an C{authorized_keys} of its own.
+    """
+
+    def setUp(self):
+        DaemonMixin.setUp(self)
+        self.hostKey = newKey()
+        self.hostKeyPath = writeKey(os.path.join(self.dir, "host_key"), self.hostKey)
+        self.authorized = os.path.join(self.dir, "authorized_keys")
+        self.knownHosts = os.path.join(self.dir, "known_hosts")
+
+    def authorize(self, *keyed):
+        with open(self.authorized, "w") as f:
+            f.writelines(publicLine(key, comment) for key, comment in keyed)
+
+    def serve(self, name="server"):
+        daemon = self.daemon(
+            name,
+            "--log", self.log(name),
+            "--listen", "tcp:0:interface=127.0.0.1",
+            "--host-key", self.hostKeyPath,
+            "--authorized-keys", self.authorized,
+        )  # fmt: skip
+        self.port = daemon.listeningPort("SSH")
+        return daemon
+
+    def trust(self):
+        with open(self.knownHosts, "w") as f:
+            f.write(f"[127.0.0.1]:{self.port} " + publicLine(self.hostKey, ""))
+
+    def identity(self, key, name):
+        return writeKey(os.path.join(self.dir, name + ".key"), key)
+
+
+class ReasonsLoggedTests(SSHMixin, TestCase):
+    """
+    Each kind of failure of an outgoing SSH peer is logged once, in one line
+    that names the peer as given and says why in words, however many times
+    it is retried.
+    """
+
+    def test_once(self):
+        mine, stranger = newKey(), newKey()
+        self.authorize((mine, "mine"))
+        self.serve()
+        url = f"ssh://127.0.0.1:{self.port}"
+        nowhere = f"ssh://127.0.0.1:{freePort()}"
+        known = os.path.join(self.dir, "known_hosts")
+        client = self.daemon(
+            "client",
+            "--log", self.log("client"),
+            "--peer", url,
+            "--peer", nowhere,
+            "--identity", self.identity(mine, "mine"),
+            "--known-hosts", known,
+        )  # fmt: skip
+
+        def failedTimes(name, times):
+            # Retry at once rather than wait out the backoff.
+            run("connect", "--control", client.control, name)
+            return self.peer(client, name)["failures"] >= times
+
+        waitFor(lambda: failedTimes(url, 3), message="three failures")
+        waitFor(lambda: failedTimes(nowhere, 3), message="three failures")
+        log = client.log()
+        unknown = [line for line in log.splitlines() if "unknown host key" in line]
+        self.assertEqual(len(unknown), 1, log)
+        self.assertIn(f"cannot sync a.log with {url}: unknown host key {fingerprint(self.hostKey)}", unknown[0])
+        self.assertIn("--accept-new-host-keys", unknown[0])
+        self.assertIn(f"echo '[127.0.0.1]:{self.port} ssh-ed25519 ", unknown[0])
+        refused = [line for line in log.splitlines() if nowhere in line]
+        self.assertEqual(len(refused), 1, log)
+        self.assertIn("connection refused (nothing listens there)", refused[0])
+        self.assertNotIn("Traceback", log)
+        self.assertNotIn("Scheduling retry", log)
+        self.assertEqual(self.peer(client, url)["state"], "refused")
+
+        # Once the host is known, the key is refused: that is news, once.
+        self.trust()
+        client.stop()
+        client = self.daemon(
+            "client2",
+            "--log", self.log("client2"),
+            "--peer", url,
+            "--identity", self.identity(stranger, "stranger"),
+            "--known-hosts", known,
+        )  # fmt: skip
+        waitFor(lambda: failedTimes(url, 3), message="three failures")
+        log = client.log()
+        keyRefused = [line for line in log.splitlines() if "no key was accepted" in line]
+        self.assertEqual(len(keyRefused), 1, log)
+        self.assertIn(fingerprint(stranger), keyRefused[0])
+        self.assertIn(url, keyRefused[0])
+
+
+class ReloadTests(SSHMixin, TestCase):
+    """
+    C{gossip reload} reads C{authorized_keys} again: a key removed ends its
+    session, a key added may connect, and the session of a key still listed
+    goes on.
+    """
+
+    def sync(self, key, name, *args):
+        return [
+            sys.executable, "-m", "gossip", "sync", *args,
+            "--identity", self.identity(key, name),
+            "--known-hosts", self.knownHosts,
+            self.log(name), f"ssh://127.0.0.1:{self.port}",
+        ]  # fmt: skip
+
+    def incoming(self, daemon):
+        return {
+            peer["key"]["comment"]: peer
+            for peer in self.status(daemon)["peers"]
+            if peer["direction"] == "incoming" and peer["key"] is not None
+        }
+
+    def test_reload(self):
+        kept, removed, added = newKey(), newKey(), newKey()
+        self.authorize((kept, "kept"), (removed, "removed"))
+        server = self.serve()
+        self.trust()
+        clients = {}
+        for key, name in [(kept, "kept"), (removed, "removed")]:
+            clients[name] = subprocess.Popen(
+                self.sync(key, name), stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, env=ENV
+            )
+            self.addCleanup(clients[name].kill)
+        waitFor(lambda: {
+            name: peer["state"] for name, peer in self.incoming(server).items()
+        } == {"kept": "caught up", "removed": "caught up"}, message="both clients caught up")
+        since = self.incoming(server)["kept"]["connectedSince"]
+        # Not allowed yet.
+        status, out, err = run(*self.sync(added, "added", "--once")[3:])
+        self.assertEqual(status, 1, err)
+        self.assertIn("no key was accepted", err)
+
+        self.authorize((kept, "kept"), (added, "added"))
+        status, out, err = run("reload", "--control", server.control)
+        self.assertEqual(status, 0, err)
+        self.assertEqual(
+            out.decode(),
+            f"{self.authorized}: 2 keys may connect; 1 sessions ended, 1 kept\n",
+        )
+        clients["removed"].wait(30)
+        self.assertNotEqual(clients["removed"].returncode, 0)
+        waitFor(lambda: "removed" not in self.incoming(server), message="the session ending")
+        self.assertIsNone(clients["kept"].poll())
+        self.assertEqual(self.incoming(server)["kept"]["connectedSince"], since)
+        status, out, err = run(*self.sync(added, "added", "--once")[3:])
+        self.assertEqual(status, 0, err)
+        self.assertIn("no longer may", server.log())
+        self.assertEqual(self.status(server)["listeners"][0]["keyCount"], 2)
+
+    def test_hangUp(self):
+        """
+        SIGHUP reloads too.
+        """
+        import signal
+
+        self.authorize()
+        server = self.serve()
+        self.authorize((newKey(), "new"))
+        server.process.send_signal(signal.SIGHUP)
+        server.waitForLog(r"reloaded: .*1 keys may connect")
