@@ -972,7 +972,8 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
             mine = peerHave.get(by)
             if mine is not None:
                 peerHave[by] = mine.difference(held)
-        return ensureDeferred(self._send(wanted)).addCallback(lambda sent: {"sent": sent})
+        d = ensureDeferred(self._send(wanted)).addCallback(lambda sent: {"sent": sent})
+        return d.addErrback(self._unanswerable)
 
     async def _send(self, wanted):
         await self._sending.acquire()
@@ -1105,6 +1106,16 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
         # AMP's logs a line of its own for every connection, even an attempt
         # that fails at once: reportConnected says what is worth saying.
         amp.BinaryBoxProtocol.makeConnection(self, transport)
+
+    def _unanswerable(self, failure):
+        """
+        A request's adds could not all be sent: if the connection was lost
+        meanwhile, the session's end says so, and there is no one to answer
+        (AMP would log the loss as an error of its own, with a traceback).
+        """
+        if self._outstandingRequests is None:
+            return {"sent": 0}
+        return failure
 
     def reportConnected(self):
         """
