@@ -10,6 +10,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import stat
 import subprocess
@@ -19,7 +20,7 @@ import tempfile
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from twisted.conch.ssh import keys
 from twisted.internet import error
-from twisted.internet.defer import fail, succeed
+from twisted.internet.defer import fail
 from twisted.internet.task import Clock
 from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.protocols import amp
@@ -31,6 +32,7 @@ from gossip.control import server
 from gossip.control.client import clientEndpoint
 from gossip.control.commands import Status
 from gossip.control.server import _claim, unixPath
+from gossip.store.logfile import Log
 from gossip.sync.sessions import Sessions
 from gossip.transport.reach import Peer, PeerService, _PeerFactory
 from gossip.transport.reasons import inWords
@@ -40,6 +42,7 @@ from tests.helpers import (
     daemonCommand,
     freePort,
     killMentioning,
+    processesServing,
     run,
     say,
     serveCommand,
@@ -701,10 +704,32 @@ class ReloadTests(SSHMixin, TestCase):
         """
         SIGHUP reloads too.
         """
-        import signal
-
         self.authorize()
         server = self.serve()
         self.authorize((newKey(), "new"))
         server.process.send_signal(signal.SIGHUP)
         server.waitForLog(r"reloaded: .*1 keys may connect")
+
+
+class DiesMidTransferTests(DaemonMixin, TestCase):
+    """
+    A peer killed while adds are sent to it: one line saying what it
+    acknowledged, and no traceback.
+    """
+
+    def test_oneLine(self):
+        big = self.log("big")
+        log = Log(big)
+        for i in range(2000):
+            log.say([(b"m", b"%d " % i + b"x" * 10000)])
+        small = self.log("small")
+        daemon = self.daemon("one", "--log", big, "--peer-command", " ".join(serveCommand(small)))
+        waitFor(lambda: os.path.getsize(small) > 2_000_000, message="adds arriving")
+        for pid in processesServing(small):
+            os.kill(pid, signal.SIGKILL)
+        daemon.waitForLog(r"sync with .* failed: .*\((\d+) adds received, (\d+) sent\)")
+        log = daemon.log()
+        self.assertNotIn("Traceback", log)
+        self.assertNotIn("critical", log)
+        sent = int(re.search(r"failed: .*, (\d+) sent\)", log).group(1))
+        self.assertGreater(sent, 0)
