@@ -385,6 +385,7 @@ def makeService(config, reactor=None):
     top = MultiService()
     services = {}
     control = Control(reactor, [])
+    HangUpService(reactor, control).setServiceParent(top)
     if config.get("control") is not None:
         # First, so that a daemon that would take another's socket stops
         # before it listens for peers or connects to any.
@@ -406,7 +407,6 @@ def makeService(config, reactor=None):
             control.peers.append(client)
     if config["listen"]:
         _listeners(reactor, config, services, control).setServiceParent(top)
-    HangUpService(reactor, control).setServiceParent(top)
     return top
 
 

@@ -344,8 +344,10 @@ class HangUpService(Service):
         self._control = control
         self._previous = None
 
-    def startService(self):
-        Service.startService(self)
+    def privilegedStartService(self):
+        # Before any other service says it is ready: a SIGHUP sent once
+        # the daemon listens must not end it.
+        Service.privilegedStartService(self)
         self._previous = signal.signal(signal.SIGHUP, self._hangUp)
 
     def _hangUp(self, signum, frame):
