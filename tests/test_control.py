@@ -751,3 +751,31 @@ class DiesMidTransferTests(DaemonMixin, TestCase):
         self.assertNotIn("critical", log)
         sent = int(re.search(r"failed: .*, (\d+) sent\)", log).group(1))
         self.assertGreater(sent, 0)
+
+
+class WatchTests(DaemonMixin, TestCase):
+    """
+    C{gossip status --watch} shows the status again every second, until
+    Ctrl-C, which ends it with status 130 and nothing said.
+    """
+
+    def test_interrupted(self):
+        daemon = self.daemon("one", "--log", self.log("one"))
+        shown = os.path.join(self.dir, "shown")
+        with open(shown, "wb") as out:
+            watch = subprocess.Popen(
+                [sys.executable, "-m", "gossip", "status", "--watch", "--control", daemon.control],
+                stdout=out, stderr=subprocess.PIPE, env=ENV,
+                # As from a shell, whatever this test's own handling of SIGINT.
+                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+            )  # fmt: skip
+        self.addCleanup(watch.kill)
+
+        def times():
+            with open(shown, "rb") as f:
+                return f.read().count(b"gossip daemon, pid ")
+
+        waitFor(lambda: times() >= 2, message="the status shown twice")
+        watch.send_signal(signal.SIGINT)
+        out, err = watch.communicate(timeout=30)
+        self.assertEqual((watch.returncode, err), (130, b""))

@@ -7,6 +7,7 @@ L{gossip.cli.main} imports this module only when one of them runs.
 """
 
 import json
+import signal
 import sys
 
 from twisted.internet.error import ConnectionClosed
@@ -220,14 +221,20 @@ def command(options):
     """
     Run C{gossip status}, C{reload}, C{connect} or C{stop}.
 
-    @return: the exit status: 0, or 1 if no daemon answers or it could not
-        do what was asked.
+    @return: the exit status: 0, 1 if no daemon answers or it could not
+        do what was asked, 130 if interrupted (Ctrl-C).
     """
     if options.control is None:
         options.control = defaultControl()
     status = []
 
+    def interrupted(signum, frame):
+        # Ctrl-C: how --watch ends, and anything else may; no more to say.
+        status[:] = [130]
+        reactor.callFromThread(reactor.stop)
+
     async def run(reactor):
+        signal.signal(signal.SIGINT, interrupted)
         try:
             await _command(reactor, options)
             status.append(0)
@@ -241,11 +248,11 @@ def command(options):
             sys.stderr.write(f"gossip: the daemon at {options.control} hung up before it answered\n")
             status.append(1)
 
+    from twisted.internet import reactor
+
     try:
         react(run)
     except SystemExit:
         pass
-    except KeyboardInterrupt:
-        return 130
     sys.stdout.flush()
     return status[0] if status else 1
