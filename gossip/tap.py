@@ -122,6 +122,15 @@ class Options(usage.Options):
             "unauthenticated connections from one address (an IPv6 /64) at once",
         ],
         ["login-grace", None, 30.0, "seconds a connection has to authenticate (SSH) or finish its handshake (TLS)", float],
+        [
+            "control",
+            None,
+            None,
+            "where to answer gossip status, reload, connect and stop: unix:PATH, "
+            "tcp:PORT:interface=127.0.0.1, or none (default unix:"
+            "$XDG_CONFIG_HOME/gossip/control.sock, ~/.config/gossip/control.sock "
+            "without it)",
+        ],
     ]
     opt_identity = _appender(IDENTITY)
     opt_i = opt_identity
@@ -253,6 +262,7 @@ class Options(usage.Options):
                 self["ssh-host-key"] = hostKey(self["host-key"])
             except SSHError as e:
                 raise usage.UsageError(str(e))
+        self._checkControl()
         self["settings"] = sessionSettings(self.__getitem__)
         self["reach"] = Reach(
             identities=self["identity"],
@@ -274,6 +284,27 @@ class Options(usage.Options):
             except SSHError as e:
                 raise usage.UsageError(str(e))
 
+
+    def _checkControl(self):
+        """
+        Make the control endpoint, without listening: a mistake in it is a
+        usage error now.
+        """
+        from twisted.internet import reactor
+
+        from gossip.control.commands import defaultControl
+        from gossip.control.server import controlEndpoint
+
+        if self["control"] is None:
+            self["control"] = defaultControl()
+        elif self["control"] == "none":
+            self["control"] = None
+            return
+        try:
+            controlEndpoint(reactor, self["control"])
+        except Exception as e:
+            # Twisted's parsers raise ValueError, TypeError or OSError.
+            raise usage.UsageError(f"--control {self['control']}: {e}")
 
     def _checkStartups(self):
         """
@@ -332,10 +363,11 @@ class _Listener(StreamServerEndpointService):
     # privilegedStartService, rather than logged while the daemon runs on.
     _raiseSynchronously = True
 
-    def __init__(self, endpoint, factory, description, kind):
+    def __init__(self, endpoint, factory, listener):
         StreamServerEndpointService.__init__(self, endpoint, factory)
-        self._description = description
-        self._kind = kind
+        self._description = listener.description
+        self._kind = listener.kind
+        self._listener = listener
 
     def privilegedStartService(self):
         try:
@@ -346,6 +378,7 @@ class _Listener(StreamServerEndpointService):
 
     def _listening(self, port):
         address = port.getHost()
+        self._listener.address = f"{address.host}:{address.port}"
         log.info(
             "listening for {kind} peers on {host} port {port}",
             kind=self._kind,
@@ -362,8 +395,16 @@ def makeService(config, reactor=None):
     """
     if reactor is None:
         from twisted.internet import reactor
+    from gossip.control.server import Control, ControlService, HangUpService
+
     top = MultiService()
     services = {}
+    control = Control(reactor, [])
+    HangUpService(reactor, control).setServiceParent(top)
+    if config.get("control") is not None:
+        # First, so that a daemon that would take another's socket stops
+        # before it listens for peers or connects to any.
+        ControlService(reactor, control, config["control"]).setServiceParent(top)
     for path, peers in config["logs"]:
         service = LogService(
             Log(path),
@@ -374,10 +415,11 @@ def makeService(config, reactor=None):
         )
         service.setServiceParent(top)
         services[service.name] = service
+        control.services.append(service)
         for peer in peers:
-            peerService(
-                reactor, service, peer, config["settings"], config["reach"]
-            ).setServiceParent(top)
+            client = peerService(reactor, service, peer, config["settings"], config["reach"])
+            client.setServiceParent(top)
+            control.peers.append(client)
     if config.get("folders"):
         from gossip.documents.folder import Folder
         from gossip.documents.service import FolderService
@@ -387,16 +429,18 @@ def makeService(config, reactor=None):
                 Folder(Log(path), directory, settle=0.5), reactor, useInotify=not config["poll"]
             ).setServiceParent(top)
     if config["listen"]:
-        _listeners(reactor, config, services).setServiceParent(top)
+        _listeners(reactor, config, services, control).setServiceParent(top)
     return top
 
 
-def _listeners(reactor, config, services):
+def _listeners(reactor, config, services, control):
     from twisted.internet.endpoints import serverFromString
 
+    from gossip.control.server import Listener
     from gossip.sync.sessions import Sessions
 
     sessions = Sessions(reactor, services, config["settings"])
+    control.sessions = sessions
     # One budget of unauthenticated connections (SSH connections not yet
     # authenticated, TLS handshakes not yet complete) for all endpoints.
     startups = Startups(config["max-startups"], config["per-source-max-startups"])
@@ -409,15 +453,26 @@ def _listeners(reactor, config, services):
             factory = HandshakeLimit(
                 sessions.tlsFactory(), startups, reactor, config["login-grace"]
             )
-            kind = "TLS"
+            tls = config["tls"]
+            listener = Listener(
+                description,
+                "TLS",
+                tls.ca,
+                lambda: len(tls.load().authorities),
+                endpoint,
+            )
         else:
             from gossip.transport.ssh.authorized import AuthorizedKeys
             from gossip.transport.ssh.server import serverFactory
 
             endpoint = serverFromString(reactor, description)
-            authorized = AuthorizedKeys(config["authorized-keys"])
-            # Report a missing file or bad lines now, not at the first login.
-            authorized.refresh()
+            if control.authorized is None:
+                # One reading of the file for every SSH endpoint, which a
+                # reload reads again.
+                control.authorized = AuthorizedKeys(config["authorized-keys"])
+                # Report a missing file or bad lines now, not at the first login.
+                control.authorized.refresh()
+            authorized = control.authorized
             factory = serverFactory(
                 reactor,
                 sessions,
@@ -426,6 +481,9 @@ def _listeners(reactor, config, services):
                 startups=startups,
                 loginGrace=config["login-grace"],
             )
-            kind = "SSH"
-        _Listener(endpoint, factory, description, kind).setServiceParent(listeners)
+            listener = Listener(
+                description, "SSH", authorized.path, lambda: authorized.count, endpoint
+            )
+        control.listeners.append(listener)
+        _Listener(endpoint, factory, listener).setServiceParent(listeners)
     return listeners

@@ -234,11 +234,11 @@ class Background:
     A process left running, its standard error going to a file.
     """
 
-    def __init__(self, testCase, argv, stdout=subprocess.DEVNULL, **kwargs):
+    def __init__(self, testCase, argv, stdout=subprocess.DEVNULL, env=ENV, **kwargs):
         self.errPath = os.path.abspath(testCase.mktemp())
         with open(self.errPath, "wb") as err:
             self.process = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=stdout, stderr=err, env=ENV, **kwargs
+                argv, stdin=subprocess.DEVNULL, stdout=stdout, stderr=err, env=env, **kwargs
             )
         testCase.addCleanup(self.stop)
 
@@ -374,12 +374,15 @@ class Daemon(Background):
     A C{twistd -n gossip} process, logging to a file.
     """
 
-    def __init__(self, testCase, *args):
+    def __init__(self, testCase, *args, env=ENV):
         self.logfile = os.path.abspath(testCase.mktemp())
         if "--listen" not in args:
             # Not the default port, which another test's daemon may hold.
             args += ("--listen", "none")
-        Background.__init__(self, testCase, daemonCommand(self.logfile, *args))
+        if "--control" not in args:
+            # Nor the user's own control socket.
+            args += ("--control", "none")
+        Background.__init__(self, testCase, daemonCommand(self.logfile, *args), env=env)
 
     def log(self):
         try:

@@ -536,7 +536,7 @@ class ServerDescriptionTests(SynchronousTestCase):
         self.successResultOf(endpoint.listen(Factory()))
         [(port, factory, backlog, interface)] = memory.tcpServers
         self.assertIsInstance(factory, TLSMemoryBIOFactory)
-        return port, endpoint.options, backlog, interface
+        return port, endpoint.options.options, backlog, interface
 
     def test_port(self):
         """

@@ -349,7 +349,55 @@ def _parser():
     docHistory.add_argument("log", metavar="LOG")
     docHistory.add_argument("path", metavar="PATH")
     doc.set_defaults(run=_documentsCommand("doc"))
+
+    control = (
+        "the daemon's control endpoint, as its --control gives it (default "
+        "unix:$XDG_CONFIG_HOME/gossip/control.sock, ~/.config/gossip/control.sock "
+        "without it)"
+    )
+    status = commands.add_parser(
+        "status",
+        help="show what a running daemon is doing",
+        description=(
+            "Show what the daemon (twistd gossip) is doing: each log, each peer "
+            "(outgoing and incoming: its state, why it last failed, how far "
+            "apart the logs are, what moved) and each listener."
+        ),
+    )
+    status.add_argument("--control", metavar="ENDPOINT", help=control)
+    status.add_argument("--json", action="store_true", help="one JSON document, for scripts")
+    status.add_argument(
+        "--watch", action="store_true", help="show it again every second, in place on a terminal"
+    )
+    status.set_defaults(run=_controlCommand)
+    for name, help, description in [
+        (
+            "reload",
+            "make a running daemon read its keys and certificates again",
+            "Make the daemon read authorized_keys and its TLS files again (as "
+            "SIGHUP does): sessions whose keys may no longer connect are "
+            "ended, the others kept.  known_hosts is read at every connection.",
+        ),
+        (
+            "connect",
+            "make a running daemon retry its waiting peers now",
+            "Make the daemon retry now the peers it waits to retry (all, or "
+            "PEER: its URL or command, or a part that names only one).",
+        ),
+        ("stop", "stop a running daemon", "Stop the daemon."),
+    ]:
+        sub = commands.add_parser(name, help=help, description=description)
+        sub.add_argument("--control", metavar="ENDPOINT", help=control)
+        if name == "connect":
+            sub.add_argument("peer", nargs="?", metavar="PEER")
+        sub.set_defaults(run=_controlCommand)
     return parser
+
+
+def _controlCommand(options):
+    from gossip.cli.control import command
+
+    return command(options)
 
 
 def _timeArgument(text):

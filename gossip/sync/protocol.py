@@ -416,7 +416,7 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
     def connectionMade(self):
         amp.AMP.connectionMade(self)
         self.setTimeout(self.timeOut)
-        self.log.info("connected to {peer}", peer=self.peer)
+        self.reportConnected()
         if self.service is not None:
             self._begin()
 
@@ -641,22 +641,7 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
             self.service.sessionEnded(self)
         if self.failure is None and not self.succeeded:
             self.failure = f"{_describe(reason)} before the logs were in sync"
-        # One line for the session's end, and a failed one says why.
-        if self.failure is not None:
-            self.log.error(
-                "sync with {peer} failed: {why} ({received} adds received, {sent} sent)",
-                peer=self.peer,
-                why=self.failure,
-                received=self.received,
-                sent=self.sent,
-            )
-        else:
-            self.log.info(
-                "disconnected from {peer}: {received} adds received, {sent} sent",
-                peer=self.peer,
-                received=self.received,
-                sent=self.sent,
-            )
+        self.reportEnd()
         if not self._handshaken.known:
             self._handshaken.settle(Failure(Exception(self.failure)))
         self._finished.settle(self.succeeded)
@@ -1207,3 +1192,92 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
             return
         for part in encodeRanges(announce):
             self.callRemote(Announce, ranges=part).addErrback(self._fail)
+
+    # What a session says of itself, and what it has moved: the daemon's
+    # peer services (gossip.transport.reach) say their sessions' start and
+    # end in their own way, once for many attempts, and its control port
+    # (gossip.control) shows the rest.
+
+    # Adds (and their bytes) the peer has acknowledged writing: what
+    # actually moved, even when the session dies mid-transfer.
+    acked = 0
+    ackedBytes = 0
+    # When the peer last answered anything (a ping, at least), by the
+    # session's reactor's clock.
+    lastContact = None
+    _partBytes = 0
+
+    def makeConnection(self, transport):
+        # AMP's logs a line of its own for every connection, even an attempt
+        # that fails at once: reportConnected says what is worth saying.
+        amp.BinaryBoxProtocol.makeConnection(self, transport)
+
+    def reportConnected(self):
+        """
+        Say that the session's connection is made.
+        """
+        self.log.info("connected to {peer}", peer=self.peer)
+
+    def reportEnd(self):
+        """
+        Say, in one line, how the session ended, and what it moved.
+        """
+        if self.failure is not None:
+            self.log.error(
+                "sync with {peer} failed: {why} ({received} adds received, {sent} sent)",
+                peer=self.peer,
+                why=self.failure,
+                received=self.received,
+                sent=self.acked,
+            )
+        else:
+            self.log.info(
+                "disconnected from {peer}: {received} adds received, {sent} sent",
+                peer=self.peer,
+                received=self.received,
+                sent=self.acked,
+            )
+
+    def callRemote(self, command, **arguments):
+        d = amp.AMP.callRemote(self, command, **arguments)
+        if command is Adds:
+            lines = arguments["lines"]
+            d.addCallback(self._moved, lines.count(b"\n") + (not lines.endswith(b"\n")), len(lines))
+        elif command is AddPart:
+            d.addCallback(self._moved, 0, len(arguments["data"]))
+        elif command is AddEnd:
+            d.addCallback(self._moved, 1, 0)
+        else:
+            d.addCallback(self._moved, 0, 0)
+        return d
+
+    def _moved(self, result, adds, size):
+        self.lastContact = self._reactor.seconds()
+        self.acked += adds
+        if adds:
+            self.ackedBytes += self._partBytes + size
+            self._partBytes = 0
+        else:
+            self._partBytes += size
+        return result
+
+    @property
+    def caughtUp(self):
+        """
+        Whether both ends hold all the other has said it holds, and nothing
+        is being fetched.
+        """
+        return self.succeeded and not self.pending and not self._requests
+
+    def lag(self):
+        """
+        How far apart the two logs are, from the peer's summary and
+        announcements and what has moved since.
+
+        @return: the adds the peer lacks that the log holds, and the adds
+            the log lacks that the peer holds.
+        """
+        if self.service is None or not self.sessionState.summarised:
+            return None, None
+        have = self.service.have
+        return count(difference(have, self.peerHave)), count(difference(self.peerHave, have))

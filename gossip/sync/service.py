@@ -20,7 +20,7 @@ from gossip.store.format import CorruptLine, identify
 from gossip.store.intervals import Intervals, addKeys, addSpans, count, covered, difference, heldBy, spans
 from gossip.store.logfile import LARGE, LargeLine, LogError, Scan, entries, keyedBlocks
 from gossip.sync.interfaces import ILogService
-from gossip.sync.watcher import watcherFor
+from gossip.sync.watcher import INotifyWatcher, watcherFor
 
 __all__ = ["LogService", "Scrubber", "Stretch"]
 
@@ -50,6 +50,8 @@ class LogService(Service):
         whole log (see L{Scrubber}), or 0 for no scrub.
     @ivar identity: the log's node identity, once started.
     @ivar have: per-origin L{Intervals} of the adds the log holds.
+    @ivar damaged: how many corrupt lines the service has skipped reading
+        the log.
     """
 
     log = attrs.field()
@@ -60,6 +62,7 @@ class LogService(Service):
     scrubPeriod = attrs.field(default=0.0)
     identity = attrs.field(default=None, init=False)
     have = attrs.field(factory=dict, init=False)
+    damaged = attrs.field(default=0, init=False)
     _sessions = attrs.field(factory=list, init=False)
     _offset = attrs.field(default=0, init=False)
     _fileId = attrs.field(default=None, init=False)
@@ -128,6 +131,7 @@ class LogService(Service):
         self.log.cacheDelay = 1.0
         state = self.log.state(create=True)
         self.identity = state.identity
+        self.damaged = state.damaged
         self.have = {by: Intervals(held.ranges()) for by, held in state.have.items()}
         self._offset = state.offset
         if self._file is not None:
@@ -181,6 +185,7 @@ class LogService(Service):
                 intact = body is not None
             self._offset = offset + length
             if not intact:
+                self.damaged += 1
                 self._log.warn(
                     "{path}: corrupt line at byte {offset}", path=self.log.path, offset=offset
                 )
@@ -227,6 +232,23 @@ class LogService(Service):
             for session in list(self._sessions):
                 if session is not source:
                     session.localAdds(keys)
+
+    @property
+    def sessions(self):
+        """
+        The sessions that sync this log now.
+        """
+        return list(self._sessions)
+
+    @property
+    def watcherKind(self):
+        """
+        How the service learns of adds other processes append: C{"inotify"}
+        or C{"polling"} (L{None} before it starts).
+        """
+        if self._watcher is None:
+            return None
+        return "inotify" if isinstance(self._watcher, INotifyWatcher) else "polling"
 
     # The scrub
 

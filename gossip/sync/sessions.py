@@ -10,7 +10,20 @@ from gossip.sync.amp import Refused
 from gossip.sync.protocol import SyncProtocol
 from gossip.sync.settings import SessionSettings
 
-__all__ = ["Sessions"]
+__all__ = ["Incoming", "Sessions"]
+
+
+@attrs.frozen
+class Incoming:
+    """
+    A session a peer opened: its L{SyncProtocol}, the grant of its key (or
+    L{None}, for a TLS peer), its address and when it began.
+    """
+
+    protocol: object
+    grant: object
+    host: str | None = None
+    since: float | None = None
 
 
 @attrs.define
@@ -28,15 +41,18 @@ class Sessions:
     reactor: object
     services: dict
     settings: SessionSettings = SessionSettings()
+    incoming: list = attrs.field(factory=list, init=False)
 
-    def protocolFor(self, grant, peer):
+    def protocolFor(self, grant, peer, host=None):
         """
-        A sync session for the peer described by C{peer}.
+        A sync session for the peer described by C{peer}, kept in
+        C{incoming} while it lasts.
 
         @param grant: what the peer may do (a L{gossip.transport.ssh.authorized.Grant}),
             or L{None} for anything.
+        @param host: the peer's address, which a grant may depend on.
         """
-        return SyncProtocol(
+        protocol = SyncProtocol(
             None,
             peer,
             self.settings,
@@ -44,6 +60,38 @@ class Sessions:
             choose=lambda name, anyName: self.choose(grant, name, anyName),
             readOnly=grant is not None and grant.readOnly,
         )
+        entry = Incoming(protocol, grant, host, self.reactor.seconds())
+        self.incoming.append(entry)
+        protocol.whenFinished().addBoth(lambda ignored: self.incoming.remove(entry))
+        return protocol
+
+    def revoke(self, store):
+        """
+        End the sessions whose keys C{store} no longer lets open their logs
+        as they do: after C{authorized_keys} was read again.
+
+        @param store: an L{gossip.transport.ssh.authorized.IKeyStore}.
+        @return: how many sessions were ended, and how many kept.
+        """
+        ended = kept = 0
+        for entry in list(self.incoming):
+            if entry.grant is None:
+                continue
+            protocol = entry.protocol
+            grant = store.grantFor(entry.grant.key.blob(), entry.host)
+            allowed = grant is not None and (
+                protocol.service is None or grant.mayOpen(protocol.service.name)
+            ) and (protocol.readOnly or not grant.readOnly)
+            if allowed:
+                kept += 1
+                continue
+            ended += 1
+            protocol.failure = protocol.failure or (
+                f"key {entry.grant.fingerprint} no longer may, after a reload"
+            )
+            if protocol.transport is not None:
+                protocol.transport.loseConnection()
+        return ended, kept
 
     def choose(self, grant, name, anyName=False):
         """

@@ -12,8 +12,10 @@ when its queue overflows.
 
 import os
 
+from twisted.internet.error import ConnectionDone
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from zope.interface import Interface, implementer
 
 __all__ = ["INotifyWatcher", "IWatcher", "PollingWatcher", "watcherFor"]
@@ -64,7 +66,15 @@ class INotifyWatcher:
         self._notifier.watch(self._directory, mask=mask, callbacks=[self._notified])
 
     def stop(self):
-        self._notifier.loseConnection()
+        # Closed here, once, rather than by loseConnection: that closes the
+        # descriptor when the reactor next writes, and the reactor's own
+        # shutdown closed it again, a number perhaps reused by then
+        # ("Couldn't close INotify file descriptor" on Ctrl-C).
+        notifier, self._notifier = self._notifier, None
+        if notifier is None:
+            return
+        notifier.stopReading()
+        notifier.connectionLost(Failure(ConnectionDone("stopped watching")))
 
     def _notified(self, ignored, path, mask):
         if path.asBytesMode().basename() == self._name:

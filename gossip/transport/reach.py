@@ -9,14 +9,18 @@ import shlex
 
 import attrs
 from twisted.application.internet import ClientService, backoffPolicy
+from twisted.internet.interfaces import IStreamClientEndpoint
+from twisted.logger import Logger
+from zope.interface import implementer
 
 from gossip.sync.factories import SyncFactory
 from gossip.sync.settings import SessionSettings
 from gossip.transport.command import commandEndpoint
 from gossip.transport.errors import CommandError, TLSError
+from gossip.transport.reasons import inWords
 from gossip.transport.urls import isURL, parseURL
 
-__all__ = ["Reach", "peerService", "urlEndpoint"]
+__all__ = ["Peer", "PeerService", "Reach", "peerService", "urlEndpoint"]
 
 
 @attrs.define
@@ -84,18 +88,177 @@ def _sshEndpoint(reactor, peer, reach):
     )
 
 
+# Words in a failure that say the peer, or this node, refused the other:
+# trying again will not help until someone changes a key or a setting.
+_REFUSALS = ("refused:", "no key was accepted", "host key", "HOST KEY", "@revoked")
+
+
+@attrs.define(eq=False)
+class Peer:
+    """
+    An outgoing peer as the daemon keeps it: how its attempts go, why the
+    last one failed, its session, and what its sessions moved.
+
+    A failure's reason is logged once, in one line naming the peer as the
+    user wrote it; attempts that fail the same way after it are counted,
+    not logged.
+
+    @ivar name: the peer's URL or command, as the user wrote it.
+    @ivar log: the name of the log it syncs.
+    @ivar state: C{"connecting"}, C{"syncing"}, C{"caught up"},
+        C{"waiting"} (to retry) or C{"refused"} (waiting, after a refusal).
+    @ivar why: why the last attempt or session failed, in words, if one did.
+    @ivar failures: how many attempts in a row have failed.
+    @ivar retry: the number of the retry waited for, when waiting.
+    @ivar retryAt: when that retry is due, by the clock.
+    @ivar session: the L{gossip.sync.protocol.SyncProtocol} of the attempt
+        or session under way, if any.
+    @ivar connectedSince: when the session under way (or the last) began.
+    @ivar totals: what the sessions that ended moved, since the daemon started.
+    """
+
+    _log = Logger()
+
+    name: str
+    log: str
+    clock: object = attrs.field(repr=False)
+    endpoint: object = attrs.field(default=None, repr=False)
+    state: str = "connecting"
+    why: str | None = None
+    failures: int = 0
+    retry: int = 0
+    retryAt: float | None = None
+    session: object = attrs.field(default=None, repr=False)
+    connectedSince: float | None = None
+    totals: dict = attrs.Factory(
+        lambda: {"received": 0, "receivedBytes": 0, "sent": 0, "sentBytes": 0}
+    )
+    _logged: str | None = attrs.field(default=None, repr=False)
+    _call: object = attrs.field(default=None, repr=False)
+    _handshaken: bool = attrs.field(default=False, repr=False)
+    _stopping: bool = attrs.field(default=False, repr=False)
+
+    def connecting(self):
+        """
+        An attempt begins.
+        """
+        self.state = "connecting"
+        self.retryAt = None
+        self._call = None
+
+    def connectFailed(self, failure):
+        """
+        The attempt failed before any session began.
+        """
+        if not self._stopping:
+            why = inWords(failure)
+            prefix = f"{getattr(self.endpoint, 'peer', None)}: "
+            if why.startswith(prefix):
+                why = why[len(prefix) :]
+            self.session = None
+            self._failed(why)
+        return failure
+
+    def sessionMade(self, session):
+        """
+        The attempt made a session, C{session}: this peer says when it
+        starts and ends.
+        """
+        self.session = session
+        self._handshaken = False
+        session.reportConnected = lambda: None
+        session.reportEnd = lambda: self._ended(session)
+        session.whenHandshaken().addCallbacks(self._started, lambda failure: None)
+
+    def _started(self, session):
+        self._handshaken = True
+        self.state = "syncing"
+        self.connectedSince = self.clock.seconds()
+        if self.failures:
+            self._log.info(
+                "connected to {peer} after {count} failed attempts",
+                peer=self.name,
+                count=self.failures,
+            )
+        else:
+            self._log.info("connected to {peer}", peer=self.name)
+        self.failures = 0
+        # A failure after this session is news, even if it is the same.
+        self._logged = None
+
+    def _ended(self, session):
+        for total, moved in [
+            ("received", session.received),
+            ("receivedBytes", session.receivedBytes),
+            ("sent", session.acked),
+            ("sentBytes", session.ackedBytes),
+        ]:
+            self.totals[total] += moved
+        self.session = None
+        if self._handshaken:
+            type(session).reportEnd(session)
+            if session.failure is not None:
+                self.why = session.failure
+        elif not self._stopping:
+            self._failed(session.failure or "the peer hung up before the handshake")
+
+    def _failed(self, why):
+        self.failures += 1
+        self.why = why
+        if why != self._logged:
+            self._logged = why
+            self._log.warn(
+                "cannot sync {log} with {peer}: {why} (retrying; said again only if "
+                "the reason changes)",
+                log=self.log,
+                peer=self.name,
+                why=why,
+            )
+
+    def waiting(self, call, attempt):
+        """
+        The next attempt, retry number C{attempt}, is C{call}, a delayed call.
+        """
+        self._call = call
+        self.retry = attempt
+        self.retryAt = call.getTime()
+        refused = self.why is not None and any(word in self.why for word in _REFUSALS)
+        self.state = "refused" if refused else "waiting"
+
+    def retryNow(self):
+        """
+        Make the retry waited for, if any, now.
+
+        @return: whether there was one.
+        """
+        if self._call is None or not self._call.active():
+            return False
+        self._call.reset(0)
+        return True
+
+    def refresh(self):
+        """
+        Bring C{state} up to date with the session under way.
+        """
+        if self.session is not None and self._handshaken:
+            self.state = "caught up" if self.session.caughtUp else "syncing"
+
+
 @attrs.define
 class _PeerFactory(SyncFactory):
     """
     A L{SyncFactory} that counts the sessions in a row that ended before
     their handshake, so that a peer that keeps refusing is retried less and
-    less often.
+    less often, and tells its L{Peer} of each session.
     """
 
+    tracker: Peer | None = None
     failures: int = attrs.field(default=0, init=False)
 
     def buildProtocol(self, addr):
         protocol = SyncFactory.buildProtocol(self, addr)
+        if self.tracker is not None:
+            self.tracker.sessionMade(protocol)
         protocol.whenHandshaken().addCallbacks(self._handshaken, self._failed)
         return protocol
 
@@ -106,6 +269,75 @@ class _PeerFactory(SyncFactory):
     def _failed(self, failure):
         # The session has logged why; this caller's Deferred ends here.
         self.failures += 1
+
+
+@implementer(IStreamClientEndpoint)
+@attrs.define
+class _TrackedEndpoint:
+    """
+    An endpoint whose attempts its L{Peer} hears of.
+    """
+
+    endpoint: object
+    tracker: Peer
+
+    def connect(self, factory):
+        self.tracker.connecting()
+        return self.endpoint.connect(factory).addErrback(self.tracker.connectFailed)
+
+
+@attrs.define(eq=False)
+class _TrackedClock:
+    """
+    The reactor's clock as a L{ClientService} uses it (to wait before a
+    retry), with the wait told to a L{Peer}, which may cut it short.
+    """
+
+    reactor: object
+    tracker: Peer
+    attempts: list = attrs.Factory(list)
+
+    def seconds(self):
+        return self.reactor.seconds()
+
+    def callLater(self, delay, function, *args, **kwargs):
+        call = self.reactor.callLater(delay, function, *args, **kwargs)
+        self.tracker.waiting(call, self.attempts.pop() if self.attempts else 0)
+        return call
+
+
+class PeerService(ClientService):
+    """
+    A L{ClientService} that keeps a session with a peer, with its L{Peer}.
+
+    ClientService's own log line for each retry ("Scheduling retry N to
+    connect ...") is left out: the L{Peer} says why attempts fail, once.
+
+    @ivar peer: the L{Peer}.
+    """
+
+    _log = Logger(observer=lambda event: None)
+
+    def __init__(self, endpoint, factory, retryPolicy, reactor, peer):
+        clock = _TrackedClock(reactor, peer)
+
+        def policy(attempt):
+            attempt = max(attempt, factory.failures)
+            clock.attempts.append(attempt)
+            return retryPolicy(attempt)
+
+        ClientService.__init__(
+            self, _TrackedEndpoint(endpoint, peer), factory, retryPolicy=policy, clock=clock
+        )
+        self.peer = peer
+
+    def stopService(self):
+        self.peer._stopping = True
+        return ClientService.stopService(self)
+
+    def startService(self):
+        self.peer._stopping = False
+        return ClientService.startService(self)
 
 
 def peerService(
@@ -124,6 +356,7 @@ def peerService(
         arguments or a shell-style string.
     @param settings: the sessions' L{SessionSettings}.
     @param reach: the L{Reach} for URLs.
+    @rtype: L{PeerService}
     """
     want = None
     if isinstance(command, str) and isURL(command):
@@ -134,14 +367,15 @@ def peerService(
             command = shlex.split(command)
         endpoint = commandEndpoint(reactor, command, logErrors=True)
         name = shlex.join(command)
-    factory = _PeerFactory(service, name, settings, want=want)
-    delay = backoffPolicy(initialDelay=1.0, maxDelay=300.0)
+    tracker = Peer(name, service.name.decode("utf-8", "replace"), reactor, endpoint)
+    factory = _PeerFactory(service, name, settings, want=want, tracker=tracker)
     # ClientService cannot wait for the handshake (prepareConnection): it has
     # no transition for a connection lost while it waits.  A session that
     # ended before its handshake counts as a failed attempt here instead.
-    return ClientService(
+    return PeerService(
         endpoint,
         factory,
-        retryPolicy=lambda attempt: delay(max(attempt, factory.failures)),
-        clock=reactor,
+        backoffPolicy(initialDelay=1.0, maxDelay=300.0),
+        reactor,
+        tracker,
     )

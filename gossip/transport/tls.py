@@ -19,6 +19,8 @@ from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.endpoints import HostnameEndpoint, serverFromString, wrapClientTLS
 from twisted.internet.interfaces import (
     IHandshakeListener,
+    IOpenSSLClientConnectionCreator,
+    IOpenSSLServerConnectionCreator,
     IStreamClientEndpoint,
     IStreamServerEndpoint,
 )
@@ -173,12 +175,42 @@ def serverEndpoint(reactor, description, files):
         # Twisted's parser raises ValueError, TypeError or RuntimeError,
         # with messages that name what was wrong.
         raise _badListen(description, str(e)) from None
-    credentials = files.load()
-    options = CertificateOptions(
-        trustRoot=trustRootFromCertificates(credentials.authorities),
-        **_presenting(credentials.certificate),
-    )
-    return _TLSServerEndpoint(endpoint, options)
+
+    def options():
+        credentials = files.load()
+        return CertificateOptions(
+            trustRoot=trustRootFromCertificates(credentials.authorities),
+            **_presenting(credentials.certificate),
+        )
+
+    return _TLSServerEndpoint(endpoint, _Reloadable(options))
+
+
+@implementer(IOpenSSLServerConnectionCreator, IOpenSSLClientConnectionCreator)
+class _Reloadable:
+    """
+    TLS options made from a node's files, and made from them again when the
+    daemon reloads: connections made after use the new ones, those made
+    before keep theirs.
+    """
+
+    def __init__(self, make):
+        self._make = make
+        self.options = make()
+
+    def reload(self):
+        """
+        Read the files again.
+
+        @raise TLSError: if they are now bad; the options stay as they were.
+        """
+        self.options = self._make()
+
+    def serverConnectionForTLS(self, protocol):
+        return self.options.serverConnectionForTLS(protocol)
+
+    def clientConnectionForTLS(self, protocol):
+        return self.options.clientConnectionForTLS(protocol)
 
 
 class _Refused(Protocol):
@@ -277,7 +309,7 @@ class _TLSServerEndpoint:
     with the peer's certificate name logged (see L{_Authenticated}).
 
     @ivar endpoint: the TCP endpoint.
-    @ivar options: the L{CertificateOptions} of the server's side.
+    @ivar options: the L{_Reloadable} options of the server's side.
     """
 
     endpoint = attrs.field()
@@ -287,6 +319,12 @@ class _TLSServerEndpoint:
         return self.endpoint.listen(
             TLSMemoryBIOFactory(self.options, False, _AuthenticatingFactory(factory))
         )
+
+    def reload(self):
+        """
+        Read the TLS files again, for the connections that follow.
+        """
+        self.options.reload()
 
 
 def clientEndpoint(reactor, host, port, files):
@@ -304,14 +342,20 @@ def clientEndpoint(reactor, host, port, files):
     @rtype: L{IStreamClientEndpoint}
     @raise TLSError: if the files are bad.
     """
-    credentials = files.load()
-    options = optionsForClientTLS(
-        host,
-        trustRoot=trustRootFromCertificates(credentials.authorities),
-        extraCertificateOptions=_presenting(credentials.certificate),
-    )
+
+    def options():
+        credentials = files.load()
+        return optionsForClientTLS(
+            host,
+            trustRoot=trustRootFromCertificates(credentials.authorities),
+            extraCertificateOptions=_presenting(credentials.certificate),
+        )
+
+    reloadable = _Reloadable(options)
     return _TLSClientEndpoint(
-        wrapClientTLS(options, HostnameEndpoint(reactor, host, port), clock=reactor), host
+        wrapClientTLS(reloadable, HostnameEndpoint(reactor, host, port), clock=reactor),
+        reloadable,
+        host,
     )
 
 
@@ -323,15 +367,23 @@ class _TLSClientEndpoint:
     (see L{_Authenticated}).
 
     @ivar endpoint: the endpoint that L{wrapClientTLS} made.
+    @ivar options: the client's TLS options, which can read the files again.
+    @ivar host: the name or address dialled, to say what went wrong.
     """
 
     endpoint = attrs.field()
-
+    options = attrs.field(default=None)
     host = attrs.field(default=None)
 
     def connect(self, factory):
         connecting = self.endpoint.connect(_AuthenticatingFactory(factory, self.host))
         return connecting.addCallback(lambda wrapper: wrapper.wrappedProtocol)
+
+    def reload(self):
+        """
+        Read the TLS files again, for the connections that follow.
+        """
+        self.options.reload()
 
 
 @implementer(IHandshakeListener)

@@ -578,6 +578,13 @@ class AuthorizedKeys:
     _grants = attrs.field(init=False, factory=dict)
     _read = attrs.field(init=False, default=None)
 
+    @property
+    def count(self):
+        """
+        How many keys may connect, as of the last reading.
+        """
+        return len(self._grants)
+
     def grantFor(self, keyBlob, address):
         """
         What the key C{keyBlob} may do when it connects from C{address}.
@@ -602,10 +609,10 @@ class AuthorizedKeys:
                 return grant
         return None
 
-    def refresh(self):
+    def refresh(self, force=False):
         """
         Read the file again if it has changed since it was last read (or if
-        it has not been read), and log its problems.
+        it has not been read, or C{force}), and log its problems.
         """
         try:
             stamp = _stamp(os.stat(self.path))
@@ -613,7 +620,7 @@ class AuthorizedKeys:
             stamp = _MISSING
         except OSError as e:
             stamp = ("stat failed", e.errno)
-        if stamp != self._read:
+        if force or stamp != self._read:
             self._load(stamp)
 
     def _load(self, stamp):

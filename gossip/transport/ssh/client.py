@@ -33,6 +33,7 @@ from twisted.python.filepath import FilePath
 from zope.interface import implementer
 
 from gossip.transport.errors import SSHError
+from gossip.transport.reasons import inWords
 from gossip.transport.ssh.channel import CIPHERS, MACS, SUBSYSTEM, SyncChannel, conchLog, prefer
 from gossip.transport.ssh.keys import signatureAlgorithm, revokedLine, defaultKnownHosts, fingerprint
 
@@ -300,7 +301,7 @@ class SSHSyncEndpoint:
 
         def failed(failure):
             if not opened.called:
-                opened.errback(SSHError(f"{self.peer}: {failure.getErrorMessage()}"))
+                opened.errback(SSHError(f"{self.peer}: {inWords(failure)}"))
 
         connected.addErrback(failed)
         return opened
@@ -335,14 +336,16 @@ class SSHSyncEndpoint:
         """
         Check the server's key against C{known_hosts}.
 
-        @raise SSHError: it is unknown (and not to be accepted) or changed.
+        @raise SSHError: it is unknown (and not to be accepted) or changed;
+            the message, which the connection's error follows the peer's
+            URL with, does not name it.
         """
         path = self.knownHosts or defaultKnownHosts()
         name = self.peer.knownHostsName
         revoked = revokedLine(path, key)
         if revoked is not None:
             raise SSHError(
-                f"{self.peer}: the host offers {fingerprint(key)}, which {path} "
+                f"the host offers {fingerprint(key)}, which {path} "
                 f"line {revoked} marks @revoked"
             )
         known = KnownHostsFile.fromPath(FilePath(path))
@@ -352,15 +355,16 @@ class SSHSyncEndpoint:
         except HostKeyChanged as e:
             where = f"{e.path.path} line {e.lineno}" if e.path is not None else path
             raise SSHError(
-                f"{self.peer}: HOST KEY CHANGED: the host offers {fingerprint(key)} "
+                f"HOST KEY CHANGED: the host offers {fingerprint(key)} "
                 f"but {where} holds another key for {name}; if you know why, "
                 f"remove that line (ssh-keygen -R '{name}' -f {path})"
             )
         if not self.acceptNewHostKeys:
             raise SSHError(
-                f"{self.peer}: unknown host key {fingerprint(key)} "
+                f"unknown host key {fingerprint(key)} "
                 f"({key.sshType().decode()}) for {name}; if that is the host's "
-                f"key, give --accept-new-host-keys or add it to {path}"
+                f"key, give --accept-new-host-keys, or run: echo '{name} "
+                f"{key.public().toString('openssh').decode()}' >> {path}"
             )
         known.addHostKey(name.encode("utf-8"), key)
         known.save()

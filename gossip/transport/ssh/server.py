@@ -63,7 +63,7 @@ class ServerChannel(SyncChannel):
             name = getNS(data)[0]
             if name == SUBSYSTEM and self.protocol is None:
                 self.protocol = self.avatar.sessions.protocolFor(
-                    self.avatar.grant, self.avatar.description
+                    self.avatar.grant, self.avatar.description, self.avatar.host
                 )
                 self.protocol.makeConnection(self)
                 return 1
@@ -91,11 +91,12 @@ class _Avatar(ConchUser):
     subsystem and do nothing else.
     """
 
-    def __init__(self, grant, sessions, description):
+    def __init__(self, grant, sessions, description, host=None):
         ConchUser.__init__(self)
         self.grant = grant
         self.sessions = sessions
         self.description = description
+        self.host = host
         self.channels = 0
 
     def lookupChannel(self, channelType, windowSize, maxPacket, data):
@@ -133,7 +134,7 @@ class _Realm:
         if grant.comment:
             description += f" {grant.comment}"
         description += ")"
-        avatar = _Avatar(grant, self.sessions, description)
+        avatar = _Avatar(grant, self.sessions, description, address.rpartition(":")[0])
         log.info("{peer} logged in", peer=description)
         return IConchUser, avatar, avatar.logout
 
