@@ -24,7 +24,15 @@ from gossip.documents.ignore import Ignore
 from gossip.documents.model import BadAdd, Document, checkPath
 from gossip.documents.textdiff import diff, utf8Edits
 from gossip.store.logfile import Log, entries
-from tests.helpers import Background, gossipCommand, run, runMain, waitFor
+from tests.helpers import (
+    Background,
+    Daemon,
+    gossipCommand,
+    killMentioning,
+    run,
+    runMain,
+    waitFor,
+)
 
 UNICODE = "naïve ☃ 😀 end\nsecond é line\n"
 
@@ -666,3 +674,71 @@ class DaemonOptionTests(TestCase):
         )
         for argv in (["--folder", a.dir, "--log", a.log], ["--log", a.log, "--folder", a.dir + ".missing"]):
             self.assertRaises(UsageError, Options().parseOptions, argv)
+
+
+class DaemonOverSSHTests(TestCase):
+    """
+    Two C{twistd gossip --folder} daemons, one reaching the other over SSH
+    on loopback with real keys and C{known_hosts}: real processes, ports
+    the system chose.
+    """
+
+    def daemons(self):
+        from tests.test_openssh import Keys, publicLine
+
+        self.root = os.path.abspath(self.mktemp())
+        self.addCleanup(killMentioning, self.root)
+        a, b = (Node(self, name, self.root) for name in ("a", "b"))
+        one, two = Keys(os.path.join(self.root, "k1")), Keys(os.path.join(self.root, "k2"))
+        authorized = os.path.join(self.root, "authorized_keys")
+        with open(authorized, "w") as f:
+            f.write(publicLine(two.clientKey) + "\n")
+        first = Daemon(
+            self,
+            "--log", a.log, "--folder", a.dir,
+            "--listen", "tcp:0:interface=127.0.0.1",
+            "--host-key", one.host,
+            "--authorized-keys", authorized,
+        )  # fmt: skip
+        port = first.listeningPort("SSH")
+        two.trust(port, one.hostKey)
+        secondArgs = (
+            "--log", b.log, "--folder", b.dir,
+            "--peer", f"ssh://127.0.0.1:{port}",
+            "--identity", two.client,
+            "--known-hosts", two.knownHosts,
+        )  # fmt: skip
+        return a, b, first, secondArgs
+
+    def test_saveAppearsAndOfflineEditsMerge(self):
+        """
+        A save on one daemon's folder appears in the other's file, both
+        ways; with one daemon stopped, the same file edited in different
+        places on both sides ends, once it restarts, as the same bytes on
+        both holding both edits.
+        """
+        a, b, first, secondArgs = self.daemons()
+        second = Daemon(self, *secondArgs)
+        second.waitForLog(r"synced with ssh://")
+
+        def same(name, data):
+            return lambda: all(
+                os.path.exists(node.path(name)) and node.read(name) == data for node in (a, b)
+            )
+
+        lines = [f"line {i} ☃\n" for i in range(20)]
+        a.write("notes/x.md", "".join(lines))
+        waitFor(same("notes/x.md", "".join(lines).encode()), message="a's save in b's file")
+        lines[10] = "line 10, from b\n"
+        b.write("notes/x.md", "".join(lines))
+        waitFor(same("notes/x.md", "".join(lines).encode()), message="b's save in a's file")
+
+        second.shutDown()
+        adds = a.adds()
+        a.write("notes/x.md", "top, from a\n" + "".join(lines))
+        waitFor(lambda: a.adds() > adds, message="a's offline save in a's log")
+        b.write("notes/x.md", "".join(lines) + "bottom, from b\n")
+        second = Daemon(self, *secondArgs)
+        merged = ("top, from a\n" + "".join(lines) + "bottom, from b\n").encode()
+        waitFor(same("notes/x.md", merged), message="both offline edits in both files")
+        self.assertEqual(a.files(), b.files())
