@@ -186,6 +186,7 @@ class Document:
         self._versions = {}
         self._superseded = set()
         self._updates = None
+        self._subscription = None
         # The state a change made on an older one left (see saveText).
         self.made = None
 
@@ -388,7 +389,7 @@ class Document:
         # from a state vector would carry every delete the document has
         # ever had, since state vectors do not count deletes.
         self._updates = []
-        doc.observe(lambda event: self._updates.append(event.update))
+        self._subscription = doc.observe(lambda event: self._updates.append(event.update))
         return doc, seed
 
     def _made(self, doc, base):
@@ -397,6 +398,11 @@ class Document:
         document takes it in, and L{made} is C{doc}'s state if it was made
         on an older one.
         """
+        # A Doc observed is never freed (pycrdt 0.14 keeps it, and all it
+        # holds, while the subscription lives): a save leaked a copy of the
+        # whole document.
+        doc.unobserve(self._subscription)
+        self._subscription = None
         # One transaction, one update; none if it changed nothing.
         update = self._updates[0] if self._updates else _NOTHING
         self.crdt.apply_update(update)
