@@ -542,6 +542,34 @@ class FolderTests(TestCase):
         a.sync()
         self.assertEqual(a.read("x.md"), "one\ntwo ☃\n".encode())
 
+    def test_stateKeepsEveryChange(self):
+        """
+        The state a folder left running saves holds each document as it
+        last changed, whether by a save here or by an add from a peer,
+        though it encodes again only the documents that changed.
+        """
+        a, b = nodes(self, 2)
+        for name in ("x.md", "y.md", "z.md"):
+            a.write(name, f"{name}\n")
+        folder = a.folder()
+        self.addCleanup(folder.close)
+        folder.sync()
+        a.write("x.md", "x.md\nmore\n")
+        folder.sync()
+        exchange(a.log, b.log)
+        b.sync()
+        b.write("y.md", "y.md from b\n")
+        b.sync()
+        exchange(a.log, b.log)
+        folder.sync()
+        again = a.folder()
+        self.addCleanup(again.close)
+        self.assertEqual(
+            {path: document.text for path, document in again.documents.items()},
+            {"x.md": "x.md\nmore\n", "y.md": "y.md from b\n", "z.md": "z.md\n"},
+        )
+        self.assertEqual(again._collection.offset, os.path.getsize(a.log))
+
     def test_foldsBeforeWriting(self):
         """
         A file changed on disk since gossip read it is folded in before a

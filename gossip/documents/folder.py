@@ -139,6 +139,7 @@ class Folder:
         self._file = None
         self._reported = set()
         self._ownPaths = set()
+        self._ownNames = (set(), ("",))
         self._ignore = Ignore()
         self._dirty = False
 
@@ -164,6 +165,11 @@ class Folder:
         base = os.path.basename(logPath)
         self._ownPaths = {logPath, os.fsdecode(self.statePath)}
         self._ownPrefix = (os.path.dirname(logPath), "." + base + ".gossip-")
+        given = os.path.basename(os.fsdecode(self.log.path))
+        self._ownNames = (
+            {base, given},
+            tuple({"." + base + ".gossip-", "." + given + ".gossip-"}),
+        )
         self._load()
 
     def close(self):
@@ -244,14 +250,15 @@ class Folder:
         data = {
             "magic": _MAGIC,
             "folder": os.path.realpath(self.root),
-            "collection": self._collection.dump(self._file),
             "files": {path: record.dump() for path, record in self._records.items()},
             "copies": sorted(self._copies),
         }
+        text = json.dumps(data, separators=(",", ":"))
+        text = text[:-1] + ',"collection":' + self._collection.dump() + "}"
         temporary = self.statePath + b".tmp%d" % (os.getpid(),)
         try:
             with open(temporary, "wb") as f:
-                f.write(json.dumps(data, separators=(",", ":")).encode("ascii"))
+                f.write(text.encode("ascii"))
             os.replace(temporary, self.statePath)
         except OSError as e:
             self._problem(("state", str(e)), f"cannot save {os.fsdecode(self.statePath)}: {e.strerror}")
@@ -349,6 +356,12 @@ class Folder:
         return found, unreadable
 
     def _isOwn(self, full):
+        # The log's own files are named after it (a symbolic link is not
+        # followed, so the name in the folder is the file's own name).
+        name = os.path.basename(full)
+        names, prefixes = self._ownNames
+        if name not in names and not name.startswith(prefixes):
+            return False
         real = os.path.realpath(full)
         if real in self._ownPaths:
             return True

@@ -187,6 +187,10 @@ class Document:
         self._superseded = set()
         self._updates = None
         self._subscription = None
+        # How many changes this node made that it has not yet absorbed.
+        self._touched = 0
+        # (version, kind, live), worked out once a version.
+        self._facts = None
         # The state a change made on an older one left (see saveText).
         self.made = None
 
@@ -257,7 +261,27 @@ class Document:
         return sorted((v for v in self.heads() if v.digest is not None), key=lambda v: v.order)
 
     @property
+    def version(self):
+        """
+        What changes whenever the document does.
+        """
+        return (self.changes, self._touched)
+
+    def _known(self):
+        if self._facts is None or self._facts[0] != self.version:
+            kind = self._kind()
+            live = len(self._live) > 0 if kind == "text" else kind == "blob"
+            self._facts = (self.version, kind, live)
+        return self._facts
+
+    @property
     def kind(self):
+        """
+        C{"blob"}, C{"text"}, or L{None} (see L{_kind}).
+        """
+        return self._known()[1]
+
+    def _kind(self):
         """
         C{"blob"}, C{"text"}, or L{None} for a document that never held
         anything: a blob if a blob version is current and newer than the
@@ -281,10 +305,7 @@ class Document:
         concurrent edit) keeps the file, with all of its text.  A blob
         exists while a current version is a blob, not a delete.
         """
-        kind = self.kind
-        if kind == "text":
-            return len(self._live) > 0
-        return kind == "blob"
+        return self._known()[2]
 
     def winner(self):
         """
@@ -297,8 +318,10 @@ class Document:
         The current blob versions that lost to the winner and differ from
         it, as C{(conflict copy path, version)}.
         """
+        if self.kind != "blob":
+            return []
         blobs = self._blobHeads()
-        if self.kind != "blob" or len(blobs) < 2:
+        if len(blobs) < 2:
             return []
         winner = blobs[-1]
         return [
@@ -406,6 +429,7 @@ class Document:
         # One transaction, one update; none if it changed nothing.
         update = self._updates[0] if self._updates else _NOTHING
         self.crdt.apply_update(update)
+        self._touched += 1
         self.made = None if base is None else doc.get_update()
         return update
 
