@@ -66,6 +66,7 @@ def main():
         first = os.path.getsize(log)
         cursor = len(text) // 2
         saves = 0
+        passes = []
         started = time.perf_counter()
         for stroke in range(1, args.keystrokes + 1):
             action = rng.random()
@@ -81,7 +82,9 @@ def main():
             if stroke % args.every == 0:
                 with open(path, "w") as f:
                     f.write(text)
+                began = time.perf_counter()
                 folder.sync()
+                passes.append(time.perf_counter() - began)
                 saves += 1
         saving = time.perf_counter() - started
         folder.close()
@@ -89,6 +92,11 @@ def main():
         print(f"{args.keystrokes} keystrokes, {saves} saves of a {args.size} byte document")
         print(f"log bytes per save: {(size - first) / saves:.0f} (first save {first} bytes)")
         print(f"saving: {saving / saves * 1000:.1f} ms per save (diff, update, add, pass)")
+        tenth = max(1, saves // 10)
+        print(
+            f"a save's pass: first {tenth} saves {sum(passes[:tenth]) / tenth * 1000:.1f} ms, "
+            f"last {tenth} {sum(passes[-tenth:]) / tenth * 1000:.1f} ms"
+        )
 
         fresh = os.path.join(work, "b")
         os.makedirs(os.path.join(fresh, "files"))

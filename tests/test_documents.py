@@ -372,6 +372,141 @@ class FolderTests(TestCase):
         self.assertEqual(b.read("x.md"), b"one\ntwo\nthree\n")
         self.assertEqual(a.adds(), 3)
 
+    def settled(self, *nodes, rounds=2):
+        """
+        Sync every node's log with the others' and run a pass on each,
+        C{rounds} times (a pass may fold a rename, which makes adds).
+        """
+        for _ in range(rounds):
+            exchange(*(node.log for node in nodes))
+            for node in nodes:
+                node.sync()
+
+    def renamed(self):
+        """
+        Two nodes holding C{x.md}; node a renames it to C{notes/y.md}.
+        """
+        a, b = nodes(self, 2)
+        a.write("x.md", UNICODE)
+        a.sync()
+        self.settled(a, b, rounds=1)
+        os.makedirs(a.path("notes"))
+        os.rename(a.path("x.md"), a.path("notes/y.md"))
+        a.sync()
+        return a, b
+
+    def test_rename(self):
+        """
+        A file gone and one new with its bytes in one pass are a rename:
+        the new name's add says where it came from and continues its CRDT
+        text, the old name's delete says where it went.
+        """
+        a, b = self.renamed()
+        with open(a.log, "rb") as f:
+            bodies = [body for offset, record, body in entries(f) if body is not None][-2:]
+        self.assertIn(b"doc=notes/y.md", bodies[0])
+        self.assertIn(b"from=x.md", bodies[0])
+        self.assertIn(b"doc=x.md", bodies[1])
+        self.assertIn(b"to=notes/y.md", bodies[1])
+        self.settled(a, b)
+        for node in (a, b):
+            self.assertEqual(node.files(), {os.path.join("notes", "y.md"): UNICODE.encode()})
+        status, out, err = runMain("doc", "history", b.log, "notes/y.md")
+        self.assertTrue(out.endswith(b", from x.md\n"), out)
+        status, out, err = runMain("doc", "history", b.log, "x.md")
+        self.assertTrue(out.endswith(b"deleted, renamed to notes/y.md\n"), out)
+
+    def test_renameAgainstEdit(self):
+        """
+        An edit of the old name made by someone who had not seen the
+        rename is folded into the new name: both folders end with only the
+        new name, holding the edit.
+        """
+        a, b = self.renamed()
+        b.write("x.md", UNICODE + "edited on b\n")
+        b.sync()
+        self.settled(a, b)
+        for node in (a, b):
+            self.assertEqual(
+                node.files(), {os.path.join("notes", "y.md"): (UNICODE + "edited on b\n").encode()}
+            )
+        # Edited and then renamed again on a, edited again on b meanwhile.
+        a.write("notes/y.md", "top\n" + UNICODE + "edited on b\n")
+        a.sync()
+        os.rename(a.path("notes/y.md"), a.path("z.md"))
+        a.sync()
+        b.write("notes/y.md", UNICODE + "edited on b\nagain\n")
+        b.sync()
+        self.settled(a, b)
+        for node in (a, b):
+            self.assertEqual(node.files(), {"z.md": ("top\n" + UNICODE + "edited on b\nagain\n").encode()})
+
+    def test_renameFoldedByMany(self):
+        """
+        Two nodes edit the old name, a third renames it; whichever nodes
+        fold the edits in, in whatever order the logs meet, all three end
+        with the new name alone holding both edits.
+        """
+        lines = [f"line {i}\n" for i in range(6)]
+        for order in itertools.permutations(range(3)):
+            trio = nodes(self, 3)
+            trio[0].write("x.md", "".join(lines))
+            trio[0].sync()
+            self.settled(*trio, rounds=1)
+            os.rename(trio[0].path("x.md"), trio[0].path("y.md"))
+            trio[0].sync()
+            trio[1].write("x.md", "".join(lines[:2] + ["from 1\n"] + lines[2:]))
+            trio[1].sync()
+            trio[2].write("x.md", "".join(lines[:5] + ["from 2\n"] + lines[5:]))
+            trio[2].sync()
+            first, second, third = (trio[i] for i in order)
+            exchange(first.log, second.log)
+            first.sync()
+            second.sync()
+            exchange(second.log, third.log)
+            third.sync()
+            second.sync()
+            self.settled(*trio)
+            wanted = "".join(lines[:2] + ["from 1\n"] + lines[2:5] + ["from 2\n"] + lines[5:])
+            for node in trio:
+                self.assertEqual(node.files(), {"y.md": wanted.encode()}, order)
+
+    def test_renameThenNewOld(self):
+        """
+        A new file made under the old name by someone who had seen the
+        rename is a file of its own, not folded.
+        """
+        a, b = self.renamed()
+        self.settled(a, b)
+        b.write("x.md", "a new x\n")
+        b.sync()
+        self.settled(a, b)
+        for node in (a, b):
+            self.assertEqual(
+                node.files(), {"x.md": b"a new x\n", os.path.join("notes", "y.md"): UNICODE.encode()}
+            )
+
+    def test_renameSettles(self):
+        """
+        While a folder is watched, a file new with the bytes of a file gone
+        but not yet settled waits for it: the two become a rename.
+        """
+        a = nodes(self, 1)[0]
+        now = [0.0]
+        folder = a.folder(settle=0.5, clock=lambda: now[0])
+        self.addCleanup(folder.close)
+        a.write("x.md", "x\n")
+        folder.sync()
+        os.rename(a.path("x.md"), a.path("y.md"))
+        self.assertTrue(folder.sync())
+        self.assertEqual(a.adds(), 1)
+        now[0] = 1.0
+        self.assertFalse(folder.sync())
+        self.assertEqual(a.adds(), 3)
+        self.assertEqual(folder.documents["y.md"].text, "x\n")
+        self.assertFalse(folder.documents["x.md"].live)
+        self.assertEqual(folder.documents["x.md"].renames(), ["y.md"])
+
     def test_ownWritesNotChanges(self):
         """
         A file gossip wrote is not read back as a change.
