@@ -199,6 +199,8 @@ class Document:
         self._touched = 0
         # (version, kind, live), worked out once a version.
         self._facts = None
+        # (version, update), encoded once a version.
+        self._encoded = None
         # The state a change made on an older one left (see saveText).
         self.made = None
 
@@ -399,6 +401,7 @@ class Document:
         self._made(doc, state)
         whole = doc.get_update()
         self.crdt.apply_update(whole)
+        self._touched += 1
         self.made = None
         return [(DOC, self.path.encode("utf-8")), (UPDATE, whole), (TIME, newTime()),
                 (FROM, source.encode("utf-8"))]
@@ -508,9 +511,12 @@ class Document:
 
     def update(self):
         """
-        The whole CRDT state, as one update.
+        The whole CRDT state, as one update (encoded once a version: the
+        state file and the next save both want it).
         """
-        return self.crdt.get_update()
+        if self._encoded is None or self._encoded[0] != self.version:
+            self._encoded = (self.version, self.crdt.get_update())
+        return self._encoded[1]
 
     # The cache
 
