@@ -350,6 +350,59 @@ class FolderTests(TestCase):
             node.sync()
         self.assertEqual(len({node.read("doc.txt") for node in trio}), 1)
 
+    @settings(max_examples=50, deadline=None)
+    @given(
+        st.lists(
+            st.tuples(
+                st.integers(0, 2),
+                st.sampled_from(["insert", "insert", "rename", "sync"]),
+                st.integers(0, 1000),
+                st.sampled_from(["p.txt", "q.txt", None]),
+                st.integers(0, 2),
+            ),
+            max_size=20,
+        )
+    )
+    def test_convergeWithRenames(self, script):
+        """
+        Random edits and renames on three replicas, synced in any order,
+        end as the same files everywhere, and no edit is lost.
+        """
+        trio = nodes(self, 3)
+        trio[0].write("doc.txt", "start\n")
+        trio[0].sync()
+        self.settled(*trio, rounds=1)
+        markers = []
+        for step, (who, action, where, target, other) in enumerate(script):
+            node = trio[who]
+            files = sorted(node.files())
+            if not files:
+                continue
+            name = files[where % len(files)]
+            if action == "insert":
+                current = node.read(name).decode()
+                lines = current.splitlines(keepends=True)
+                at = where % (len(lines) + 1)
+                markers.append(f"mark {step}\n")
+                node.write(name, "".join(lines[:at] + [markers[-1]] + lines[at:]))
+                node.sync()
+            elif action == "rename":
+                target = target or f"r{step}.txt"
+                if not os.path.exists(node.path(target)):
+                    os.rename(node.path(name), node.path(target))
+                    node.sync()
+            elif other != who:
+                exchange(node.log, trio[other].log)
+                node.sync()
+                trio[other].sync()
+        self.settled(*trio, rounds=3)
+        held = [node.files() for node in trio]
+        self.assertEqual(held[0], held[1])
+        self.assertEqual(held[0], held[2])
+        text = b"".join(held[0].values()).decode()
+        for marker in markers:
+            self.assertIn(marker, text)
+
     def test_renameOver(self):
         """
         A save written to a new file renamed over the old (vim, emacs, VS
