@@ -959,7 +959,8 @@ class DaemonOverSSHTests(TestCase):
         A save on one daemon's folder appears in the other's file, both
         ways; with one daemon stopped, the same file edited in different
         places on both sides ends, once it restarts, as the same bytes on
-        both holding both edits.
+        both holding both edits; a file renamed while both watch is one
+        rename on both.
         """
         a, b, first, secondArgs = self.daemons()
         second = Daemon(self, *secondArgs)
@@ -986,3 +987,12 @@ class DaemonOverSSHTests(TestCase):
         merged = ("top, from a\n" + "".join(lines) + "bottom, from b\n").encode()
         waitFor(same("notes/x.md", merged), message="both offline edits in both files")
         self.assertEqual(a.files(), b.files())
+
+        # A rename, while both watch: one rename, on both sides.
+        os.rename(a.path("notes/x.md"), a.path("y.md"))
+        waitFor(
+            lambda: all(node.files() == {"y.md": merged} for node in (a, b)),
+            message="the rename on both sides",
+        )
+        status, out, err = runMain("doc", "history", b.log, "y.md")
+        self.assertTrue(out.endswith(b", from notes/x.md\n"), out)
