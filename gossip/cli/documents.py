@@ -158,7 +158,7 @@ def doc(options):
 
 def _history(options):
     from gossip.documents.collection import Collection
-    from gossip.documents.model import BLOB, DELETED
+    from gossip.documents.model import BLOB, DELETED, FROM, TO
 
     out = sys.stdout
     collection = Collection(_report)
@@ -182,6 +182,11 @@ def _history(options):
                 removed += i2 - i1 if tag != "equal" else 0
                 added += j2 - j1 if tag != "equal" else 0
             change = f"+{added} -{removed}"
+        values = dict(pairs)
+        if FROM in values:
+            change += f", from {values[FROM].decode('utf-8', 'backslashreplace')}"
+        if TO in values:
+            change += f", renamed to {values[TO].decode('utf-8', 'backslashreplace')}"
         stamp = float(dict(pairs).get(b"time", b"0") or 0)
         rows.append(f"{_when(stamp)}\t{key[0].decode('utf-8', 'backslashreplace')}\t{change}\n")
 

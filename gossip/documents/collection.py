@@ -6,6 +6,7 @@ opening a log with many documents or a long history reads only what was
 appended since.
 """
 
+import json
 import os
 from base64 import b64decode, b64encode
 from hashlib import sha256
@@ -56,6 +57,9 @@ class Collection:
         self.report = report
         self.before = None
         self._fingerprint = None
+        # path -> (document, its version, its part of the cache as JSON:
+        # "PATH":{...}).
+        self._dumped = {}
 
     def read(self, f, until=None, keep=None):
         """
@@ -117,18 +121,27 @@ class Collection:
 
     # The cache
 
-    def dump(self, f):
+    def dump(self):
         """
-        The cache of these documents, as JSON-ready data.
+        The cache of these documents, as JSON text.
+
+        Each document's part is encoded again only once the document has
+        changed, so that saving the cache of a folder of many documents
+        after one of them changed costs little more than writing it.
         """
-        return {
-            "log": self._fingerprint,
-            "skipped": self.skipped,
-            "documents": {
-                path: dict(document.dump(), update=b64encode(document.update()).decode("ascii"))
-                for path, document in self.documents.items()
-            },
-        }
+        parts = []
+        dumped = {}
+        for path, document in self.documents.items():
+            known = self._dumped.get(path)
+            if known is None or known[0] is not document or known[1] != document.version:
+                entry = dict(document.dump(), update=b64encode(document.update()).decode("ascii"))
+                text = json.dumps(path) + ":" + json.dumps(entry, separators=(",", ":"))
+                known = (document, document.version, text)
+            dumped[path] = known
+            parts.append(known[2])
+        self._dumped = dumped
+        head = json.dumps({"log": self._fingerprint, "skipped": self.skipped}, separators=(",", ":"))
+        return head[:-1] + ',"documents":{' + ",".join(parts) + "}}"
 
     @classmethod
     def load(cls, data, f, report=lambda message: None):

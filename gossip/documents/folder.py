@@ -139,6 +139,7 @@ class Folder:
         self._file = None
         self._reported = set()
         self._ownPaths = set()
+        self._ownNames = (set(), ("",))
         self._ignore = Ignore()
         self._dirty = False
 
@@ -164,6 +165,11 @@ class Folder:
         base = os.path.basename(logPath)
         self._ownPaths = {logPath, os.fsdecode(self.statePath)}
         self._ownPrefix = (os.path.dirname(logPath), "." + base + ".gossip-")
+        given = os.path.basename(os.fsdecode(self.log.path))
+        self._ownNames = (
+            {base, given},
+            tuple({"." + base + ".gossip-", "." + given + ".gossip-"}),
+        )
         self._load()
 
     def close(self):
@@ -244,14 +250,15 @@ class Folder:
         data = {
             "magic": _MAGIC,
             "folder": os.path.realpath(self.root),
-            "collection": self._collection.dump(self._file),
             "files": {path: record.dump() for path, record in self._records.items()},
             "copies": sorted(self._copies),
         }
+        text = json.dumps(data, separators=(",", ":"))
+        text = text[:-1] + ',"collection":' + self._collection.dump() + "}"
         temporary = self.statePath + b".tmp%d" % (os.getpid(),)
         try:
             with open(temporary, "wb") as f:
-                f.write(json.dumps(data, separators=(",", ":")).encode("ascii"))
+                f.write(text.encode("ascii"))
             os.replace(temporary, self.statePath)
         except OSError as e:
             self._problem(("state", str(e)), f"cannot save {os.fsdecode(self.statePath)}: {e.strerror}")
@@ -289,8 +296,10 @@ class Folder:
         if not os.path.isdir(self.root):
             raise FolderError(f"{self.root}: not a directory")
         self._readLog()
+        self._fold()
         unsettled = self._scan()
         self._readLog()
+        self._fold()
         wrote = self._write()
         if wrote or self._dirty:
             self.saveState()
@@ -349,6 +358,12 @@ class Folder:
         return found, unreadable
 
     def _isOwn(self, full):
+        # The log's own files are named after it (a symbolic link is not
+        # followed, so the name in the folder is the file's own name).
+        name = os.path.basename(full)
+        names, prefixes = self._ownNames
+        if name not in names and not name.startswith(prefixes):
+            return False
         real = os.path.realpath(full)
         if real in self._ownPaths:
             return True
@@ -364,6 +379,9 @@ class Folder:
         found, unreadable = self._walk()
         now = self.clock()
         unsettled = False
+        # Files new here, by digest: one with the bytes of a file gone in
+        # the same pass is that file renamed.
+        new = {}
         for path, st in sorted(found.items()):
             record = self._records.get(path)
             if record is not None:
@@ -381,7 +399,13 @@ class Folder:
             if record is not None and digest == record.digest:
                 record.stat = _statOf(st)
                 continue
+            if record is None and path not in self.documents and data and _isText(data, self.limit):
+                new.setdefault(digest, []).append((path, data, _statOf(st)))
+                continue
             self._saved(path, data, digest, _statOf(st), record)
+        # The digests of files gone but not yet settled, which may be
+        # renames under way.
+        waiting = set()
         for path, record in list(self._records.items()):
             if path in found or any(path.startswith(d) for d in unreadable):
                 continue
@@ -393,11 +417,22 @@ class Folder:
             if record.missing is None and self.settle:
                 record.missing = now
                 unsettled = True
+                waiting.add(record.digest)
                 continue
             if record.missing is not None and now - record.missing < self.settle:
                 unsettled = True
+                waiting.add(record.digest)
+                continue
+            if new.get(record.digest) and self._renamed(path, record, *new[record.digest][0]):
+                new[record.digest].pop(0)
                 continue
             self._removed(path, record)
+        for digest, files in new.items():
+            for path, data, statNow in files:
+                if digest in waiting:
+                    unsettled = True
+                    continue
+                self._saved(path, data, digest, statNow, None)
         return unsettled
 
     def _say(self, pairs):
@@ -441,7 +476,10 @@ class Folder:
                 base = _EMPTY if document.live else None
             else:
                 base = record.base if record.changes != document.changes else None
-            pairs = document.saveText(text, base=base)
+            # A save on an older state supersedes only the versions (blobs,
+            # deletes, renames) its writer had seen.
+            seen = record.heads if record is not None and base is not None else None
+            pairs = document.saveText(text, base=base, heads=seen)
         else:
             heads = record.heads if record is not None else (
                 [] if document.live else [v.key for v in document.heads()]
@@ -459,6 +497,55 @@ class Folder:
             changes=document.changes if current == data else -1,
             heads=[v.key for v in document.heads()],
         )
+
+    def _renamed(self, old, record, path, data, statNow):
+        """
+        A file gone and a file new in one pass with the same bytes: make
+        that a rename, the new document continuing the old one's CRDT text
+        (see L{Document.renamedFrom}).
+
+        @return: whether it was made a rename (a text document, live, and
+            the file what gossip last wrote or read).
+        """
+        source = self.documents.get(old)
+        if record.copy or source is None or not source.live or source.kind != "text":
+            return False
+        base = record.base if record.changes != source.changes else None
+        state = base if base is not None else source.update()
+        if Document(path, state).text.encode("utf-8", "surrogatepass") != data:
+            return False
+        del self._records[old]
+        self._say(Document(path).renamedFrom(old, state, data.decode("utf-8")))
+        self._collection.read(self._file)
+        self._say(source.delete(base=base, heads=record.heads, to=[path]))
+        self._collection.read(self._file)
+        document = self.documents[path]
+        self._records[path] = _Record(
+            stat=statNow, digest=record.digest, changes=document.changes,
+            heads=[v.key for v in document.heads()],
+        )
+        return True
+
+    def _fold(self):
+        """
+        Fold into a renamed file's new document the edits made to its old
+        name by someone who had not seen the rename (those that keep the
+        old name's document live), and delete the old name again.
+        """
+        for path, document in list(self.documents.items()):
+            if not document.live or document.kind != "text":
+                continue
+            targets = [target for target in document.renames() if target in self.documents]
+            if not targets:
+                # Not renamed, or the new name's adds are not here yet.
+                continue
+            for target in targets:
+                pairs = self.documents[target].fold(document)
+                if pairs is not None:
+                    self._say(pairs)
+                    self._collection.read(self._file)
+            self._say(document.delete(heads=[v.key for v in document.heads()], to=targets))
+            self._collection.read(self._file)
 
     def _removed(self, path, record):
         """
@@ -654,6 +741,16 @@ class Folder:
 # The state of a document that holds nothing, on which a file new here is
 # made when the document already holds another.
 _EMPTY = _NOTHING
+
+
+def _isText(data, limit):
+    if len(data) > limit:
+        return False
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _umask():

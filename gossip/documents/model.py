@@ -22,11 +22,13 @@ from gossip.documents.textdiff import diff, utf8Edits
 __all__ = [
     "AFTER",
     "BLOB",
+    "FROM",
     "BadAdd",
     "DELETED",
     "DOC",
     "Document",
     "TIME",
+    "TO",
     "UPDATE",
     "Version",
     "checkPath",
@@ -41,6 +43,10 @@ TIME = b"time"
 DELETED = b"deleted"
 BLOB = b"blob"
 AFTER = b"after"
+# A rename: the new name's first add says where it came FROM, and the old
+# name's delete where it went TO.
+FROM = b"from"
+TO = b"to"
 
 # An update that changes nothing.
 _NOTHING = b"\x00\x00"
@@ -130,16 +136,18 @@ class Version:
     @ivar offset: where its line starts in the log, to read a blob back.
     @ivar digest: the SHA-256 of the blob, L{None} for a delete.
     @ivar size: the blob's length.
+    @ivar to: for a delete that renamed the file, the paths it went to.
     """
 
-    __slots__ = ("key", "stamp", "offset", "digest", "size")
+    __slots__ = ("key", "stamp", "offset", "digest", "size", "to")
 
-    def __init__(self, key, stamp, offset, digest, size):
+    def __init__(self, key, stamp, offset, digest, size, to=()):
         self.key = key
         self.stamp = stamp
         self.offset = offset
         self.digest = digest
         self.size = size
+        self.to = tuple(to)
 
     @property
     def order(self):
@@ -151,13 +159,13 @@ class Version:
     def dump(self):
         by, at = self.key
         return [by.decode("latin-1"), at, self.stamp, self.offset,
-                self.digest.hex() if self.digest else None, self.size]
+                self.digest.hex() if self.digest else None, self.size, list(self.to)]
 
     @classmethod
     def load(cls, item):
-        by, at, stamp, offset, digest, size = item
+        by, at, stamp, offset, digest, size, *to = item
         return cls((by.encode("latin-1"), at), stamp, offset,
-                   bytes.fromhex(digest) if digest else None, size)
+                   bytes.fromhex(digest) if digest else None, size, to[0] if to else ())
 
 
 class Document:
@@ -186,6 +194,13 @@ class Document:
         self._versions = {}
         self._superseded = set()
         self._updates = None
+        self._subscription = None
+        # How many changes this node made that it has not yet absorbed.
+        self._touched = 0
+        # (version, kind, live), worked out once a version.
+        self._facts = None
+        # (version, update), encoded once a version.
+        self._encoded = None
         # The state a change made on an older one left (see saveText).
         self.made = None
 
@@ -202,9 +217,12 @@ class Document:
         """
         values = {}
         after = []
+        to = []
         for name, value in pairs:
             if name == AFTER:
                 after.append(_key(value))
+            elif name == TO:
+                to.append(checkPath(value))
             elif name in (UPDATE, TIME, DELETED, BLOB):
                 values.setdefault(name, value)
         try:
@@ -232,7 +250,7 @@ class Document:
         if blob is not None or deleted:
             self._versions[key] = Version(
                 key, stamp, offset, sha256(blob).digest() if blob is not None else None,
-                len(blob) if blob is not None else 0,
+                len(blob) if blob is not None else 0, to if deleted else (),
             )
             if blob is not None:
                 self.saves += 1
@@ -256,7 +274,27 @@ class Document:
         return sorted((v for v in self.heads() if v.digest is not None), key=lambda v: v.order)
 
     @property
+    def version(self):
+        """
+        What changes whenever the document does.
+        """
+        return (self.changes, self._touched)
+
+    def _known(self):
+        if self._facts is None or self._facts[0] != self.version:
+            kind = self._kind()
+            live = len(self._live) > 0 if kind == "text" else kind == "blob"
+            self._facts = (self.version, kind, live)
+        return self._facts
+
+    @property
     def kind(self):
+        """
+        C{"blob"}, C{"text"}, or L{None} (see L{_kind}).
+        """
+        return self._known()[1]
+
+    def _kind(self):
         """
         C{"blob"}, C{"text"}, or L{None} for a document that never held
         anything: a blob if a blob version is current and newer than the
@@ -280,10 +318,7 @@ class Document:
         concurrent edit) keeps the file, with all of its text.  A blob
         exists while a current version is a blob, not a delete.
         """
-        kind = self.kind
-        if kind == "text":
-            return len(self._live) > 0
-        return kind == "blob"
+        return self._known()[2]
 
     def winner(self):
         """
@@ -296,8 +331,10 @@ class Document:
         The current blob versions that lost to the winner and differ from
         it, as C{(conflict copy path, version)}.
         """
+        if self.kind != "blob":
+            return []
         blobs = self._blobHeads()
-        if self.kind != "blob" or len(blobs) < 2:
+        if len(blobs) < 2:
             return []
         winner = blobs[-1]
         return [
@@ -308,7 +345,7 @@ class Document:
 
     # Making changes
 
-    def saveText(self, text, base=None):
+    def saveText(self, text, base=None, heads=None):
         """
         The add that saves C{text} as this document's new text.
 
@@ -322,6 +359,8 @@ class Document:
             writer last had it, if older than this one: the save is made on
             it, as an edit concurrent with what came since.  L{made} is
             then that state with the save.
+        @param heads: the C{(by, at)} of the whole-file versions (blobs,
+            deletes) the writer had seen, if not all of those now current.
         @return: the add's pairs.
         """
         doc, seed = self._docAt(base, text.encode("utf-8", "surrogatepass"))
@@ -337,7 +376,68 @@ class Document:
             for name in list(live.keys()):
                 del live[name]
             live[seed.hex()[:16]] = True
-        return [(DOC, self.path.encode("utf-8")), (UPDATE, self._made(doc, base)), (TIME, newTime())] + self._after()
+        after = [v.key for v in self.heads()] if heads is None else heads
+        return [(DOC, self.path.encode("utf-8")), (UPDATE, self._made(doc, base)), (TIME, newTime())] + [
+            (AFTER, b"%s:%d" % key) for key in after
+        ]
+
+    def renamedFrom(self, source, state, text):
+        """
+        The add that makes this new document the file C{source} renamed:
+        its CRDT text continues C{source}'s (the same items), so that an
+        edit made to C{source} by someone who had not seen the rename can
+        be folded into it (see L{fold}).
+
+        @param state: C{source}'s state (an update) as the renamed file held
+            it, whose text is C{text}.
+        @return: the add's pairs; its update is the whole state.
+        """
+        doc, seed = self._docAt(state, b"\0renamed from " + source.encode("utf-8"))
+        live = doc.get("live", type=Map)
+        with doc.transaction():
+            for name in list(live.keys()):
+                del live[name]
+            live[seed.hex()[:16]] = True
+        self._made(doc, state)
+        whole = doc.get_update()
+        self.crdt.apply_update(whole)
+        self._touched += 1
+        self.made = None
+        return [(DOC, self.path.encode("utf-8")), (UPDATE, whole), (TIME, newTime()),
+                (FROM, source.encode("utf-8"))]
+
+    def renames(self):
+        """
+        The paths this document was renamed to by a delete no later add
+        supersedes.
+        """
+        return sorted({path for v in self.heads() for path in v.to})
+
+    def fold(self, source):
+        """
+        The add that folds into this document the changes of the document
+        C{source} renamed to it that it lacks: the edits made to the old
+        name by someone who had not seen the rename.  It makes nothing new,
+        it only takes in C{source}'s CRDT items (which this document's
+        share, the rename having copied them), so that folding is the same
+        on every node and folding twice is folding once.
+
+        @return: the add's pairs, or L{None} if there is nothing to fold.
+        """
+        doc = Doc()
+        doc.get("text", type=Text)
+        doc.get("live", type=Map)
+        mine = self.update()
+        doc.apply_update(mine)
+        before = doc.get_state()
+        doc.apply_update(source.update())
+        # (A change that only deleted text makes no new item, so the state
+        # vector alone does not tell.)
+        if doc.get_update() == mine:
+            return None
+        update = doc.get_update(before)
+        return [(DOC, self.path.encode("utf-8")), (UPDATE, update), (TIME, newTime()),
+                (FROM, source.path.encode("utf-8"))]
 
     def saveBlob(self, data, heads):
         """
@@ -349,12 +449,13 @@ class Document:
             (AFTER, b"%s:%d" % key) for key in heads
         ]
 
-    def delete(self, base=None, heads=()):
+    def delete(self, base=None, heads=(), to=()):
         """
         The add that deletes the file.
 
         @param base: as for L{saveText}: what the deleter had seen.
         @param heads: the blob versions it supersedes.
+        @param to: the paths the file was renamed to, if it was.
         """
         pairs = [(DOC, self.path.encode("utf-8")), (DELETED, b"1"), (TIME, newTime())]
         if self._newestText is not None:
@@ -364,10 +465,9 @@ class Document:
                 for name in list(live.keys()):
                     del live[name]
             pairs.append((UPDATE, self._made(doc, base)))
-        return pairs + [(AFTER, b"%s:%d" % key) for key in heads]
-
-    def _after(self):
-        return [(AFTER, b"%s:%d" % v.key) for v in self.heads()]
+        return pairs + [(AFTER, b"%s:%d" % key) for key in heads] + [
+            (TO, path.encode("utf-8")) for path in to
+        ]
 
     def _docAt(self, base, change):
         """
@@ -388,7 +488,7 @@ class Document:
         # from a state vector would carry every delete the document has
         # ever had, since state vectors do not count deletes.
         self._updates = []
-        doc.observe(lambda event: self._updates.append(event.update))
+        self._subscription = doc.observe(lambda event: self._updates.append(event.update))
         return doc, seed
 
     def _made(self, doc, base):
@@ -397,17 +497,26 @@ class Document:
         document takes it in, and L{made} is C{doc}'s state if it was made
         on an older one.
         """
+        # A Doc observed is never freed (pycrdt 0.14 keeps it, and all it
+        # holds, while the subscription lives): a save leaked a copy of the
+        # whole document.
+        doc.unobserve(self._subscription)
+        self._subscription = None
         # One transaction, one update; none if it changed nothing.
         update = self._updates[0] if self._updates else _NOTHING
         self.crdt.apply_update(update)
+        self._touched += 1
         self.made = None if base is None else doc.get_update()
         return update
 
     def update(self):
         """
-        The whole CRDT state, as one update.
+        The whole CRDT state, as one update (encoded once a version: the
+        state file and the next save both want it).
         """
-        return self.crdt.get_update()
+        if self._encoded is None or self._encoded[0] != self.version:
+            self._encoded = (self.version, self.crdt.get_update())
+        return self._encoded[1]
 
     # The cache
 
