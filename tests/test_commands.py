@@ -10,6 +10,7 @@ import os
 import pty
 import re
 import select
+import signal
 import socket
 import subprocess
 import sys
@@ -740,6 +741,29 @@ class ContinuousTests(TestCase):
             self.assertEqual(len(held.keys), len(held.keySet))
             self.assertEqual(len(held.keySet), 10)
         self.assertIsNone(sync.process.poll(), sync.stderr())
+
+
+    def test_interrupted(self):
+        """
+        Ctrl-C (SIGINT to the terminal's whole process group: the sync and
+        the serve it started) ends a continuous sync with one short line and
+        status 130, blaming no one; what was synced stays.
+        """
+        directory, a, b = self.twoLogs()
+        process = subprocess.Popen(
+            gossipCommand("sync", a, b),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env=ENV,
+            start_new_session=True,
+        )
+        self.addCleanup(killMentioning, directory)
+        waitFor(lambda: contents(a).keySet == contents(b).keySet, message="the logs synced")
+        os.killpg(process.pid, signal.SIGINT)
+        _, err = process.communicate(timeout=DEADLINE)
+        self.assertEqual((process.returncode, err), (130, b"gossip: interrupted\n"))
+        self.assertEqual(len(contents(a).keySet), 2)
 
 
 class OwnAddTests(TestCase):

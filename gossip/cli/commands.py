@@ -8,6 +8,7 @@ other commands never pay for importing Twisted.
 
 import os
 import shlex
+import signal
 import sys
 import time
 
@@ -36,11 +37,12 @@ from gossip.transport.urls import isURL
 __all__ = ["clone", "serve", "sync"]
 
 
-def _startLogging(verbose, quietSessions=False):
+def _startLogging(verbose, quietSessions=False, interrupted=()):
     """
     Log to standard error, one line an event: errors and warnings always,
     progress with C{--verbose}.
 
+    @param interrupted: once this holds anything, log nothing more.
     @param quietSessions: leave out, unless verbose, the sessions' own
         errors and warnings: C{gossip serve}'s peer reports why a session
         failed itself, and gets this standard error too.
@@ -55,6 +57,9 @@ def _startLogging(verbose, quietSessions=False):
         sys.stderr.flush()
 
     def wanted(event):
+        if interrupted:
+            # Ctrl-C ends sessions as a peer's failure would: not news.
+            return PredicateResult.no
         level = event.get("log_level", LogLevel.info)
         namespace = event.get("log_namespace", "")
         if verbose and namespace.startswith("gossip"):
@@ -75,21 +80,37 @@ def _run(main, options, quietSessions=False, finish=None):
     Run C{main(reactor, options)} under the reactor, call C{finish} (if
     given) with C{main}'s exit status, and exit the process with it.
     """
-    _startLogging(options.verbose, quietSessions)
     status = []
+    interrupted = options.interrupted = []
+    _startLogging(options.verbose, quietSessions, interrupted)
+
+    def interrupt(signum, frame):
+        # Ctrl-C: the user's doing, so no one is to blame; what was
+        # received is in the log.
+        if not interrupted:
+            interrupted.append(True)
+            reactor.callFromThread(reactor.stop)
 
     async def wrapped(reactor):
+        signal.signal(signal.SIGINT, interrupt)
         try:
             status.append(await main(reactor, options))
         except (LogError, CommandError) as e:
             sys.stderr.write(f"gossip: {e}\n")
             status.append(1)
 
+    from twisted.internet import reactor
+
     try:
         react(wrapped)
     except SystemExit as e:
         if e.code not in (0, None):
             status[:] = [e.code]
+    if interrupted:
+        if not quietSessions:
+            # (A serve's peer, interrupted with it, says so for both.)
+            sys.stderr.write("gossip: interrupted\n")
+        status[:] = [130]
     if finish is not None:
         finish(status[0] if status else 1)
     # The log and its cache are written: leave now rather than spend a
@@ -209,7 +230,7 @@ async def _sync(reactor, options):
         want=want,
     )
     protocol = await _session(reactor, service, endpoint, factory)
-    if protocol.succeeded and not options.once:
+    if protocol.succeeded and not options.once and not options.interrupted:
         # A continuous sync has no end of its own: the peer went away.
         sys.stderr.write(
             f"gossip: {name}: the peer hung up ({protocol.received} adds received, "
