@@ -34,6 +34,10 @@ def _configHome():
     return os.environ.get("XDG_CONFIG_HOME") or os.path.expanduser("~/.config")
 
 
+def _defaultHostKey():
+    return os.path.join(_configHome(), "gossip", "ssh_host_ed25519_key")
+
+
 def _shared(kind):
     """
     The shared options (see L{gossip.cli.options}) of C{kind} in
@@ -77,7 +81,7 @@ class Options(usage.Options):
         "subsystem) on each --listen endpoint (default "
         f"{DEFAULT_LISTEN}, loopback only; 'none' for no server).  Each "
         "--peer and --peer-command belongs to the --log before it: a URL "
-        "(ssh://[USER@]HOST[:PORT][/LOG] or tls://HOST:PORT[/LOG]), or a "
+        "(ssh://[USER@]HOST[:PORT][/LOG] or tls://HOST[:PORT][/LOG]), or a "
         "command whose standard input and output reach a peer (e.g. 'ssh "
         "host gossip serve --stdio LOG'); each is kept connected, with "
         "backoff after failures.  Each --folder DIR is kept in step with the "
@@ -98,8 +102,9 @@ class Options(usage.Options):
         [
             "host-key",
             None,
-            os.path.join(_configHome(), "gossip", "ssh_host_ed25519_key"),
-            "the SSH server's host key, created (ed25519) if missing",
+            None,
+            "the SSH server's host key, created (ed25519) if missing (default "
+            "$XDG_CONFIG_HOME/gossip/ssh_host_ed25519_key, ~/.config without it)",
         ],
         [
             "authorized-keys",
@@ -169,7 +174,7 @@ class Options(usage.Options):
             raise usage.UsageError("--peer belongs to a --log: give --log first")
         if not isURL(url):
             raise usage.UsageError(
-                f"--peer {url!r}: give ssh://[USER@]HOST[:PORT][/LOG] or tls://HOST:PORT[/LOG]"
+                f"--peer {url!r}: give ssh://[USER@]HOST[:PORT][/LOG] or tls://HOST[:PORT][/LOG]"
             )
         try:
             parseURL(url)
@@ -259,7 +264,12 @@ class Options(usage.Options):
             from gossip.transport.ssh.keys import hostKey
 
             try:
-                self["ssh-host-key"] = hostKey(self["host-key"])
+                default = self["host-key"] is None
+                if default:
+                    self["host-key"] = _defaultHostKey()
+                # Only the default's directories are made: elsewhere, a
+                # missing directory is a typo.
+                self["ssh-host-key"] = hostKey(self["host-key"], directories=default)
             except SSHError as e:
                 raise usage.UsageError(str(e))
         self._checkControl()

@@ -627,7 +627,7 @@ class CheckTests(CommandTestCase):
             [
                 f"{self.log}: damaged: {length} bytes at byte {offset}",
                 f"{self.log}: {self.identity().decode('ascii')} lacks at 2",
-                f"{self.log}: 4 adds intact, 1 damaged regions ({length} bytes); cache rebuilt",
+                f"{self.log}: 4 adds intact, 1 damaged region ({length} bytes); cache rebuilt",
             ],
         )
 

@@ -354,7 +354,7 @@ class FailureTests(TestCase):
 
         status, out, err = run("sync", "--once", "-v", self.a, peer)
         self.assertEqual(status, 0, err)
-        count = int(re.search(r"synced with .*: (\d+) adds received", err).group(1))
+        count = int(re.search(r"synced with .*: (\d+) adds? received", err).group(1))
         self.assertEqual(count, total + 1 - received)
         done, theirs = contents(self.a), contents(peer)
         self.assertEqual(done.corrupt, 0)
@@ -702,7 +702,7 @@ class ContinuousTests(TestCase):
         _, a, b = self.twoLogs()
         status, out, err = run("sync", a, "--", *serveCommand(b, "--once"))
         self.assertEqual(status, 1)
-        self.assertIn("the peer hung up (1 adds received, 1 sent)", oneLine(self, err))
+        self.assertIn("the peer hung up (1 add received, 1 sent)", oneLine(self, err))
         self.assertEqual(contents(a).keySet, contents(b).keySet)
 
     def test_streams(self):

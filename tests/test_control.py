@@ -745,7 +745,7 @@ class DiesMidTransferTests(DaemonMixin, TestCase):
         waitFor(lambda: os.path.getsize(small) > 2_000_000, message="adds arriving")
         for pid in processesServing(small):
             os.kill(pid, signal.SIGKILL)
-        daemon.waitForLog(r"sync with .* failed: .*\((\d+) adds received, (\d+) sent\)")
+        daemon.waitForLog(r"sync with .* failed: .*\((\d+) adds? received, (\d+) sent\)")
         log = daemon.log()
         self.assertNotIn("Traceback", log)
         self.assertNotIn("critical", log)

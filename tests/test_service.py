@@ -643,7 +643,7 @@ class ScrubTests(SynchronousTestCase):
             self.warnings(),
             [
                 f"{self.path}: damaged: {length} bytes at byte {offset}",
-                f"{self.path}: 1 adds are lost to damage; fetching them from peers",
+                f"{self.path}: 1 add lost to damage; fetching from peers",
             ],
         )
         self.assertNotIn(at, service.have[by])

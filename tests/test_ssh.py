@@ -81,7 +81,7 @@ class HostKeyTests(SynchronousTestCase):
         half beside it; it reads back as the same key.
         """
         path = os.path.join(self.mktemp(), "sub", "host_key")
-        key = hostKey(path)
+        key = hostKey(path, directories=True)
         self.assertEqual(key.type(), "Ed25519")
         self.assertEqual(os.stat(path).st_mode & 0o777, 0o600)
         self.assertEqual(hostKey(path), key)

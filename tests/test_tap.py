@@ -194,10 +194,28 @@ class OptionsTests(SynchronousTestCase):
         host key made (ed25519, mode 0600) where C{--host-key} says.
         """
         key = os.path.join(self.dir, "keys", "host")
+        os.mkdir(os.path.dirname(key))
         options = parse("--log", self.a, "--host-key", key)
         self.assertEqual(options["listen"], [tap.DEFAULT_LISTEN])
         self.assertIn("interface=127.0.0.1", tap.DEFAULT_LISTEN)
         self.assertEqual(os.stat(key).st_mode & 0o777, 0o600)
+        self.assertEqual(options["ssh-host-key"].type(), "Ed25519")
+
+    def test_hostKeyDirectories(self):
+        """
+        The default host key's directories are made; a C{--host-key} in a
+        directory that does not exist is a typo: an error naming it, and
+        nothing made.
+        """
+        typo = os.path.join(self.dir, "typo", "dir", "key")
+        error = self.assertRaises(usage.UsageError, parse, "--log", self.a, "--host-key", typo)
+        self.assertIn(typo, str(error))
+        self.assertFalse(os.path.exists(os.path.join(self.dir, "typo")))
+        self.patch(os, "environ", dict(os.environ, XDG_CONFIG_HOME=os.path.join(self.dir, "config")))
+        options = parse("--log", self.a, "--listen", "tcp:0:interface=127.0.0.1")
+        made = os.path.join(self.dir, "config", "gossip", "ssh_host_ed25519_key")
+        self.assertEqual(os.stat(made).st_mode & 0o777, 0o600)
+        self.assertEqual(os.stat(os.path.dirname(made)).st_mode & 0o777, 0o700)
         self.assertEqual(options["ssh-host-key"].type(), "Ed25519")
 
     def test_listenNone(self):
@@ -605,7 +623,7 @@ class DaemonTests(TestCase):
         counts = {}
         for name, daemon in ("one", one), ("two", two):
             match = re.search(
-                r"disconnected from .*: (\d+) adds received, (\d+) sent", daemon.log()
+                r"disconnected from .*: (\d+) adds? received, (\d+) sent", daemon.log()
             )
             self.assertIsNotNone(match, daemon.log())
             counts[name] = int(match.group(1)), int(match.group(2))
@@ -727,7 +745,7 @@ class ScrubDaemonTests(TestCase):
         self.assertLess(contents(b).keySet, wanted)
         daemon.waitForLog(rf"a.log: damaged: {length} bytes at byte {offset}")
         waitFor(lambda: contents(b).keySet >= wanted, message="the add fetched again")
-        self.assertIn("1 adds are lost to damage; fetching them from peers", daemon.log())
+        self.assertIn("1 add lost to damage; fetching from peers", daemon.log())
         daemon.shutDown()
 
 

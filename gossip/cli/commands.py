@@ -23,6 +23,7 @@ from twisted.logger import (
     globalLogBeginner,
 )
 
+from gossip import counted
 from gossip.store.logfile import Log, LogError
 from gossip.transport.errors import CommandError
 from gossip.cli.cloning import cloneMarker
@@ -233,7 +234,7 @@ async def _sync(reactor, options):
     if protocol.succeeded and not options.once and not options.interrupted:
         # A continuous sync has no end of its own: the peer went away.
         sys.stderr.write(
-            f"gossip: {name}: the peer hung up ({protocol.received} adds received, "
+            f"gossip: {name}: the peer hung up ({counted(protocol.received, 'add')} received, "
             f"{protocol.sent} sent)\n"
         )
         return 1
@@ -312,7 +313,7 @@ def clone(options):
                 _remove(path)
             return
         sys.stderr.write(
-            f"gossip: clone: {options.newlog} holds the {received:,} adds received so far; "
+            f"gossip: clone: {options.newlog} holds the {counted(received, 'add')} received so far; "
             "the same command goes on from there\n"
         )
 

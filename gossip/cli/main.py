@@ -10,7 +10,7 @@ when they run.
 import os
 import sys
 
-from gossip import __version__
+from gossip import __version__, counted
 from gossip.store.logfile import RESERVED, Log, LogError
 
 __all__ = ["main"]
@@ -73,6 +73,8 @@ def _say(options):
 
 
 def _ask(options):
+    if options.log is None:
+        raise UsageError("ask: give the LOG to read, then any NAME or NAME=VALUE terms to match")
     from gossip.cli.output import FORMATS, Damage, follow, lastMatches, printMatches
     from gossip.store.query import Query
 
@@ -120,7 +122,7 @@ def _check(options):
     adds = sum(len(held) for held in scan.state.have.values())
     damaged = sum(length for offset, length in scan.regions)
     out.write(
-        f"{name}: {adds} adds intact, {len(scan.regions)} damaged regions "
+        f"{name}: {counted(adds, 'add')} intact, {counted(len(scan.regions), 'damaged region')} "
         f"({damaged} bytes); cache rebuilt\n"
     )
     return 1 if scan.regions else 0
@@ -214,7 +216,8 @@ def _parser():
         help="text for people; json, one lossless JSON value per add; raw, the log's own lines",
     )
     ask.add_argument("--last", type=int, metavar="N", help="only the last N matching adds")
-    ask.add_argument("log", metavar="LOG")
+    # LOG is checked by _ask: argparse would call the terms required too.
+    ask.add_argument("log", nargs="?", metavar="LOG")
     ask.add_argument("terms", nargs="*", metavar="NAME|NAME=VALUE")
     ask.set_defaults(run=_ask)
 
@@ -272,7 +275,7 @@ def _parser():
         help="sync a log with a peer",
         description=(
             "Sync LOG with PEER (another log file, or a URL: "
-            "ssh://[USER@]HOST[:PORT][/LOG] or tls://HOST:PORT[/LOG]), or with whatever COMMAND "
+            "ssh://[USER@]HOST[:PORT][/LOG] or tls://HOST[:PORT][/LOG]), or with whatever COMMAND "
             "runs (e.g. ssh host gossip serve --stdio LOG), then keep "
             "streaming new adds both ways (or stop, with --once)."
         ),
@@ -432,7 +435,8 @@ def _peerOptions(parser):
     from gossip.cli.options import PEER
 
     group = parser.add_argument_group(
-        "peers named by URL (ssh://[USER@]HOST[:PORT][/LOG], tls://HOST:PORT[/LOG])"
+        "peers named by URL (ssh://[USER@]HOST[:PORT][/LOG], tls://HOST[:PORT][/LOG];"
+        " ports 22 and 7423 unless given)"
     )
     for option in PEER:
         _addOption(group, option)

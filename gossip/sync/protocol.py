@@ -24,6 +24,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from gossip.store.format import CorruptLine
+from gossip import counted
 from gossip.store.intervals import (
     Intervals,
     addSpans,
@@ -918,9 +919,10 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
             if counting:
                 self.expected = lacking
                 self.log.info(
-                    "{peer} has {count} adds that {log} lacks",
+                    "{peer} has {adds} that {log} lacks",
                     peer=self.peer,
                     count=lacking,
+                    adds=counted(lacking, "add"),
                     log=self.service.name.decode("utf-8", "replace"),
                 )
             if not self._seekAgain:
@@ -994,9 +996,10 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
         lacking = difference(asked, self.service.have)
         if lacking:
             self.log.warn(
-                "{peer} did not send {count} adds it said it held",
+                "{peer} did not send {adds} it said it held",
                 peer=self.peer,
                 count=count(lacking),
+                adds=counted(count(lacking), "add"),
             )
             for by, held in lacking.items():
                 self.peerHave[by] = self.peerHave[by].difference(held)
@@ -1008,10 +1011,11 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
             return
         self._move("caughtUp")
         self.log.info(
-            "{log} has caught up with {peer} ({count} adds received)",
+            "{log} has caught up with {peer} ({adds} received)",
             log=self.service.name.decode("utf-8", "replace"),
             peer=self.peer,
             count=self.received,
+            adds=counted(self.received, "add"),
         )
         self.callRemote(Synced).addErrback(self._fail)
         self._checkDone()
@@ -1032,9 +1036,10 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
         """
         if self.succeeded:
             self.log.info(
-                "synced with {peer}: {received} adds received, {sent} sent",
+                "synced with {peer}: {adds} received, {sent} sent",
                 peer=self.peer,
                 received=self.received,
+                adds=counted(self.received, "add"),
                 sent=self.sent,
             )
             if self.once:
@@ -1224,17 +1229,19 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
         """
         if self.failure is not None:
             self.log.error(
-                "sync with {peer} failed: {why} ({received} adds received, {sent} sent)",
+                "sync with {peer} failed: {why} ({adds} received, {sent} sent)",
                 peer=self.peer,
                 why=self.failure,
                 received=self.received,
+                adds=counted(self.received, "add"),
                 sent=self.acked,
             )
         else:
             self.log.info(
-                "disconnected from {peer}: {received} adds received, {sent} sent",
+                "disconnected from {peer}: {adds} received, {sent} sent",
                 peer=self.peer,
                 received=self.received,
+                adds=counted(self.received, "add"),
                 sent=self.acked,
             )
 

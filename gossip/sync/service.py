@@ -17,6 +17,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from gossip.store.format import CorruptLine, identify
+from gossip import counted
 from gossip.store.intervals import Intervals, addKeys, addSpans, count, covered, difference, heldBy, spans
 from gossip.store.logfile import LARGE, LargeLine, LogError, Scan, entries, keyedBlocks
 from gossip.sync.interfaces import ILogService
@@ -290,9 +291,10 @@ class LogService(Service):
         lost = difference(held, scan.state.have)
         if lost:
             self._log.warn(
-                "{path}: {count} adds are lost to damage; fetching them from peers",
+                "{path}: {adds} lost to damage; fetching from peers",
                 path=path,
                 count=count(lost),
+                adds=counted(count(lost), "add"),
             )
             self.forget(lost, scan.state.damaged)
 

@@ -25,19 +25,22 @@ def fingerprint(key):
 # Host keys
 
 
-def hostKey(path, create=True):
+def hostKey(path, create=True, directories=False):
     """
     The server's host key, read from an OpenSSH private key file.
 
     @param create: make a new ed25519 key (mode 0600, its public half beside
         it in C{PATH.pub}) if there is no file at C{path}.
+    @param directories: make the directories it goes in, too (for the
+        default place only: elsewhere, a missing directory is a typo).
     @raise SSHError: the file cannot be read or is not an unencrypted key.
     """
     if create and not os.path.lexists(path):
         key = keys.Key(ed25519.Ed25519PrivateKey.generate())
         directory = os.path.dirname(os.path.abspath(path))
         try:
-            os.makedirs(directory, mode=0o700, exist_ok=True)
+            if directories:
+                os.makedirs(directory, mode=0o700, exist_ok=True)
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         except FileExistsError:
             # Another process made it first: use theirs.
