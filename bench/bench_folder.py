@@ -178,7 +178,7 @@ class Daemon:
         self.started = time.perf_counter()
         command = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
                    "-n", "--pidfile=", f"--logfile={self.logfile}", "gossip",
-                   "--log", node.log, "--folder", node.files]
+                   "--control", "none", "--log", node.log, "--folder", node.files]
         if peerPort is None:
             command += ["--listen", "tcp:0:interface=127.0.0.1", "--host-key", keys.host,
                         "--authorized-keys", keys.authorized]

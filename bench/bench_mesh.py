@@ -172,7 +172,7 @@ class Node:
             if os.path.exists(path):
                 os.unlink(path)
         command = [sys.executable, "-c", NODE, self.counts, "-n", "--pidfile=",
-                   f"--logfile={self.twistdLog}", "gossip", "--log", self.log,
+                   f"--logfile={self.twistdLog}", "gossip", "--control", "none", "--log", self.log,
                    "--listen", f"tcp:{self.port}:interface=127.0.0.1",
                    "--host-key", self.keys.gossipHost,
                    "--authorized-keys", self.keys.authorized,

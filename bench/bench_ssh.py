@@ -174,6 +174,8 @@ class Daemon:
             "--listen", f"tcp:{self.port}:interface=127.0.0.1",
             "--host-key", keys.gossipHost,
             "--authorized-keys", keys.authorized,
+            # Not the user's control socket, which a second daemon could not have.
+            "--control", "none",
         ]  # fmt: skip
         self.process = spawn(command, WORKDIR, stderr=subprocess.DEVNULL)
         self.pid = self.process.pid
@@ -375,7 +377,7 @@ def runClone(daemon, keys, newLog, interval, profile=None, source=None):
     marks = {}
 
     def onLine(line):
-        if b"adds that" in line and b"lacks" in line:
+        if b" that " in line and b" lacks" in line:
             status = readStatus(process.pid)
             if status is not None:
                 marks["cloneBase"] = status[0]
@@ -398,7 +400,7 @@ def runClone(daemon, keys, newLog, interval, profile=None, source=None):
     if os.waitstatus_to_exitcode(status) != 0:
         raise RuntimeError(f"{' '.join(command)} failed:\n{reader.text()}")
     connected = reader.first(b"connected to")
-    summary = reader.first(b"adds that")
+    summary = reader.first(b" lacks")
     synced = reader.first(b"synced with")
     if connected is None or summary is None or synced is None:
         raise RuntimeError(f"no connected/synced lines from gossip clone -v:\n{reader.text()}")

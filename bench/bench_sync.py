@@ -334,7 +334,7 @@ def runGossipSync(newLog, peerLog, interval, clientProfile=None, serveProfile=No
     sampler = Sampler(interval)
 
     def onLine(line):
-        if b"adds that" in line and b"lacks" in line:
+        if b" that " in line and b" lacks" in line:
             sampler.mark()
 
     start = time.perf_counter()
@@ -351,7 +351,7 @@ def runGossipSync(newLog, peerLog, interval, clientProfile=None, serveProfile=No
     if process.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} failed:\n{reader.text()}")
     connected = reader.first(b"connected to")
-    summary = reader.first(b"adds that")
+    summary = reader.first(b" lacks")
     synced = reader.first(b"synced with")
     if connected is None or summary is None or synced is None:
         raise RuntimeError(f"no connected/synced lines from gossip sync -v:\n{reader.text()}")
