@@ -101,7 +101,7 @@ class Damage:
     lines each on a line of their own, then only how many in all, so that a
     file that is no log at all does not print a line for every line it has.
 
-    @ivar intact: how many intact adds were read.
+    @ivar intact: whether any intact add was read (counted by L{lastMatches}).
     @ivar count: how many damaged lines were skipped.
     @ivar size: their bytes, LFs included.
     """
@@ -147,7 +147,7 @@ class Damage:
         Whether what was read has damaged lines and not one intact add:
         not a gossip log.
         """
-        return self.count > 0 and self.intact == 0
+        return self.count > 0 and not self.intact
 
 
 def _matches(query, body):
@@ -165,15 +165,19 @@ def printMatches(f, start, query, write, path, out=None, damage=None):
     out = standardOutput() if out is None else out
     damage = Damage(path) if damage is None else damage
     end = start
+    intact = False
+    everything = query.matchesEverything()
     for offset, record, body in entries(f, start):
         end = offset + len(record) + 1
         if body is None:
             damage.skipped(offset, record)
             continue
-        damage.intact += 1
-        if _matches(query, body):
+        intact = True
+        if everything or query.matches(decodeBody(body)):
             write(out, record, body)
     out.flush()
+    if intact:
+        damage.intact = True
     damage.summarise()
     return end
 
