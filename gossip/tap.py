@@ -38,6 +38,24 @@ def _defaultHostKey():
     return os.path.join(_configHome(), "gossip", "ssh_host_ed25519_key")
 
 
+def _metrics(description):
+    """
+    C{--metrics}: an endpoint Twisted can parse, or L{None} for C{none}.
+    """
+    if description == "none":
+        return None
+    from twisted.internet import reactor
+
+    from gossip.control.metrics import metricsEndpoint
+
+    try:
+        metricsEndpoint(reactor, description)
+    except Exception as e:
+        # Twisted's parsers raise ValueError, TypeError or OSError.
+        raise usage.UsageError(f"--metrics {description}: {e}")
+    return description
+
+
 def _shared(kind):
     """
     The shared options (see L{gossip.cli.options}) of C{kind} in
@@ -127,6 +145,14 @@ class Options(usage.Options):
             "unauthenticated connections from one address (an IPv6 /64) at once",
         ],
         ["login-grace", None, 30.0, "seconds a connection has to authenticate (SSH) or finish its handshake (TLS)", float],
+        [
+            "metrics",
+            None,
+            None,
+            "serve Prometheus metrics at /metrics over HTTP on this endpoint, e.g. "
+            "tcp:9422:interface=127.0.0.1 (default none: off)",
+            _metrics,
+        ],
         [
             "control",
             None,
@@ -440,6 +466,10 @@ def makeService(config, reactor=None):
             ).setServiceParent(top)
     if config["listen"]:
         _listeners(reactor, config, services, control).setServiceParent(top)
+    if config.get("metrics") is not None:
+        from gossip.control.metrics import MetricsService
+
+        MetricsService(reactor, control, config["metrics"]).setServiceParent(top)
     return top
 
 

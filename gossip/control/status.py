@@ -59,13 +59,15 @@ def _log(service):
 
 def _moved(session):
     """
-    What C{session} moved: adds and bytes each way.
+    What C{session} moved: adds and bytes each way, and the adds from the
+    peer it dropped as corrupt.
     """
     return {
         "received": session.received,
         "receivedBytes": session.receivedBytes,
         "sent": session.acked,
         "sentBytes": session.ackedBytes,
+        "dropped": session.badAdds,
     }
 
 

@@ -131,7 +131,7 @@ class Peer:
     session: object = attrs.field(default=None, repr=False)
     connectedSince: float | None = None
     totals: dict = attrs.Factory(
-        lambda: {"received": 0, "receivedBytes": 0, "sent": 0, "sentBytes": 0}
+        lambda: {"received": 0, "receivedBytes": 0, "sent": 0, "sentBytes": 0, "dropped": 0}
     )
     _logged: str | None = attrs.field(default=None, repr=False)
     _call: object = attrs.field(default=None, repr=False)
@@ -192,6 +192,7 @@ class Peer:
             ("receivedBytes", session.receivedBytes),
             ("sent", session.acked),
             ("sentBytes", session.ackedBytes),
+            ("dropped", session.badAdds),
         ]:
             self.totals[total] += moved
         self.session = None
