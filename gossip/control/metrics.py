@@ -5,6 +5,7 @@ says of its logs and peers, read at each scrape and served over HTTP in
 Prometheus' text format (see docs/operations.md).
 """
 
+import attrs
 from prometheus_client.core import (
     CollectorRegistry,
     CounterMetricFamily,
@@ -35,6 +36,20 @@ _MOVED = [
     ("sent_adds", "adds sent to the peer that it said it wrote", "sent"),
     ("sent_bytes", "bytes of the adds sent to the peer that it said it wrote", "sentBytes"),
     ("dropped_corrupt_adds", "adds from the peer dropped as corrupt", "dropped"),
+]
+
+# What each log holds: the gauge's name, its help, the status' key.
+_LOGS = [
+    ("gossip_log_adds", "adds the log holds (identity adds excluded)", "adds"),
+    ("gossip_log_bytes", "size of the log file", "bytes"),
+    ("gossip_log_identities", "origins whose adds the log holds", "identities"),
+    ("gossip_log_corrupt_lines", "corrupt lines skipped reading the log file", "corrupt"),
+    ("gossip_log_sessions", "sessions under way with peers", "sessions"),
+    (
+        "gossip_log_last_add_timestamp_seconds",
+        "when the log file was last written (an add)",
+        "lastAdd",
+    ),
 ]
 
 _PEER = ["log", "direction", "peer"]
@@ -86,6 +101,7 @@ def _byPeer(peers):
     return merged
 
 
+@attrs.frozen
 class StatusCollector:
     """
     A Prometheus collector that reads the daemon's status (what C{gossip
@@ -94,8 +110,7 @@ class StatusCollector:
     @ivar control: the L{gossip.control.server.Control} whose status it reads.
     """
 
-    def __init__(self, control):
-        self.control = control
+    control: object
 
     def collect(self):
         status = self.control.status()
@@ -103,26 +118,8 @@ class StatusCollector:
         yield from self._peers(status["peers"])
 
     def _logs(self, logs):
-        families = [
-            (GaugeMetricFamily, "gossip_log_adds", "adds the log holds (identity adds excluded)", "adds"),
-            (GaugeMetricFamily, "gossip_log_bytes", "size of the log file", "bytes"),
-            (GaugeMetricFamily, "gossip_log_identities", "origins whose adds the log holds", "identities"),
-            (
-                GaugeMetricFamily,
-                "gossip_log_corrupt_lines",
-                "corrupt lines skipped reading the log file",
-                "corrupt",
-            ),
-            (GaugeMetricFamily, "gossip_log_sessions", "sessions under way with peers", "sessions"),
-            (
-                GaugeMetricFamily,
-                "gossip_log_last_add_timestamp_seconds",
-                "when the log file was last written (an add)",
-                "lastAdd",
-            ),
-        ]
-        for kind, name, documentation, key in families:
-            family = kind(name, documentation, labels=["log", "path"])
+        for name, documentation, key in _LOGS:
+            family = GaugeMetricFamily(name, documentation, labels=["log", "path"])
             for entry in logs:
                 if entry[key] is not None:
                     family.add_metric([entry["name"], entry["path"]], entry[key])
@@ -215,7 +212,7 @@ class MetricsResource(Resource):
         return encoder(self._registry)
 
 
-class _Site(Site):
+class MetricsSite(Site):
     noisy = False
 
     def log(self, request):
@@ -229,7 +226,7 @@ def site(control):
     """
     root = Resource()
     root.putChild(b"metrics", MetricsResource(registry(control)))
-    return _Site(root)
+    return MetricsSite(root)
 
 
 class MetricsService(StreamServerEndpointService):
