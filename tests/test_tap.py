@@ -246,6 +246,21 @@ class OptionsTests(SynchronousTestCase):
         options = parse("--log", self.a, "--listen", "tcp:0:interface=127.0.0.1", "--host-key", key)
         self.assertEqual(options["listen"], ["tcp:0:interface=127.0.0.1"])
 
+    def test_metrics(self):
+        """
+        C{--metrics} is off by default and with C{none}; an endpoint that
+        Twisted cannot parse is a usage error naming it.
+        """
+        self.assertIsNone(parse("--log", self.a)["metrics"])
+        self.assertIsNone(parse("--log", self.a, "--metrics", "none")["metrics"])
+        endpoint = "tcp:9422:interface=127.0.0.1"
+        self.assertEqual(parse("--log", self.a, "--metrics", endpoint)["metrics"], endpoint)
+        for description in ["bogus:1", "tcp:abc", ""]:
+            error = self.assertRaises(
+                usage.UsageError, parse, "--log", self.a, "--metrics", description
+            )
+            self.assertTrue(str(error).startswith(f"--metrics {description}: "), str(error))
+
     def test_badHostKey(self):
         """
         A host key that is not one is a usage error naming it.
@@ -371,6 +386,21 @@ class MakeServiceTests(SynchronousTestCase):
         )
         for r, s, c, settings in made:
             self.assertEqual(settings, SessionSettings(anyName=True, timeout=7.0))
+
+    def test_metrics(self):
+        """
+        With C{--metrics}, a service serves the metrics; without, none.
+        """
+        from gossip.control.metrics import MetricsService
+
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        a = os.path.join(directory, "a.log")
+        reactor = MemoryReactorClock()
+        for given, count in [((), 0), (("--metrics", "tcp:0:interface=127.0.0.1"), 1)]:
+            top = tap.makeService(parse("--log", a, *given), reactor=reactor)
+            metrics = [child for child in top if isinstance(child, MetricsService)]
+            self.assertEqual(len(metrics), count)
 
 
 class ListenerTests(TestCase):
