@@ -85,6 +85,18 @@ STATUS = {
         },
         _incoming("SHA256:abc", "caught up", _moved(received=1, receivedBytes=10), (0, 2)),
         _incoming("SHA256:abc", "syncing", _moved(received=2, receivedBytes=20), (5, 1)),
+        {
+            "direction": "incoming",
+            "peer": "CN=node-b (tls 127.0.0.1:5555)",
+            "key": None,
+            "state": "connecting",
+            "why": None,
+            "peerLacks": None,
+            "weLack": None,
+            "session": _moved(),
+            "total": _moved(),
+            "lastContact": None,
+        },
     ],
 }
 
@@ -176,6 +188,16 @@ class CollectorTests(SynchronousTestCase):
         self.assertEqual(self.samples["gossip_peer_ahead_adds", peer], 2)
         self.assertEqual(self.samples["gossip_peer_up", peer], 1)
         self.assertNotIn(("gossip_peer_failures", peer), self.samples)
+
+    def test_incomingConnecting(self):
+        """
+        A TLS peer, connecting (no log yet): named without its port, which
+        is new at each connection.
+        """
+        peer = labels(log="", direction="incoming", peer="CN=node-b (tls 127.0.0.1)")
+        self.assertEqual(self.samples["gossip_peer_up", peer], 0)
+        connecting = peer | {("gossip_peer_state", "connecting")}
+        self.assertEqual(self.samples["gossip_peer_state", connecting], 1)
 
     def test_registry(self):
         """

@@ -5,6 +5,8 @@ says of its logs and peers, read at each scrape and served over HTTP in
 Prometheus' text format (see docs/operations.md).
 """
 
+import re
+
 import attrs
 from prometheus_client.core import (
     CollectorRegistry,
@@ -54,6 +56,10 @@ _LOGS = [
 
 _PEER = ["log", "direction", "peer"]
 
+# The port at the end of an address, in a TLS peer's name: "TLS peer
+# 127.0.0.1:5555", "CN=node-b (tls [::1]:5555)".
+_PORT = re.compile(r":\d+(\)?)$")
+
 
 def metricsEndpoint(reactor, description):
     """
@@ -67,13 +73,17 @@ def metricsEndpoint(reactor, description):
 def _peerName(peer):
     """
     A peer's label: an outgoing peer's URL or command as the user gave it;
-    an incoming one's key fingerprint, which stays the same from one
-    session to the next, unlike its address and port.
+    an incoming one's key fingerprint (SSH) or name and address (TLS),
+    which stay the same from one session to the next, unlike its port.
     """
+    if peer["direction"] == "outgoing":
+        return peer["peer"]
     key = peer.get("key")
     if key is not None and key.get("fingerprint"):
         return key["fingerprint"]
-    return peer["peer"]
+    # A TLS peer, by its name and address: without the port, which is new
+    # at each connection.
+    return _PORT.sub(r"\1", peer["peer"])
 
 
 def _byPeer(peers):
@@ -86,7 +96,7 @@ def _byPeer(peers):
     """
     merged = {}
     for peer in peers:
-        labels = (peer["log"] or "", peer["direction"], _peerName(peer))
+        labels = (peer.get("log") or "", peer["direction"], _peerName(peer))
         total = dict(peer["total"])
         lag = None if peer["peerLacks"] is None else (peer["peerLacks"], peer["weLack"])
         if labels not in merged:
