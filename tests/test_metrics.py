@@ -6,6 +6,8 @@ documents, then a real daemon scraped over HTTP.
 import os
 import re
 import socket
+import subprocess
+import sys
 import urllib.error
 import urllib.request
 
@@ -14,7 +16,16 @@ from prometheus_client.parser import text_string_to_metric_families
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from gossip.control.metrics import MetricsService, StatusCollector, registry
-from tests.helpers import DEADLINE, Daemon, killMentioning, say, serveCommand, waitFor
+from tests.helpers import (
+    DEADLINE,
+    ENV,
+    Daemon,
+    killMentioning,
+    say,
+    serveCommand,
+    waitFor,
+)
+from tests.test_control import SSHMixin, fingerprint, newKey
 
 
 class _Control:
@@ -212,6 +223,69 @@ class CollectorTests(SynchronousTestCase):
 METRICS = r"metrics served on 127\.0\.0\.1 port (\d+)"
 
 
+def metricsURL(daemon):
+    """
+    Where C{daemon} serves its metrics, once it does.
+    """
+    daemon.waitForLog(METRICS)
+    port = int(re.search(METRICS, daemon.log()).group(1))
+    return f"http://127.0.0.1:{port}/metrics"
+
+
+def scrapeURL(url):
+    """
+    Scrape C{url} over HTTP, as Prometheus would.
+
+    @return: as L{scrape} does.
+    """
+    with urllib.request.urlopen(url, timeout=DEADLINE) as response:
+        if not response.headers["Content-Type"].startswith("text/plain"):
+            raise AssertionError(f"{url} served {response.headers['Content-Type']}")
+        text = response.read().decode("utf-8")
+    samples = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples[sample.name, frozenset(sample.labels.items())] = sample.value
+    return samples
+
+
+def scrapeUntil(url, name, labels, value):
+    """
+    Scrape C{url} until its sample C{name} with C{labels} is C{value}.
+
+    @return: the samples then, as L{scrape} gives them.
+    """
+    seen = {}
+
+    def reached():
+        seen.clear()
+        seen.update(scrapeURL(url))
+        return seen.get((name, labels)) == value
+
+    waitFor(reached, message=f"{name} {dict(labels)} {value}")
+    return seen
+
+
+def peerSamples(samples, labels):
+    """
+    What C{samples} say of the peer of C{labels}: moved each way, lag, and
+    whether it is up.
+    """
+    return [
+        samples[f"gossip_peer_{name}", labels]
+        for name in [
+            "received_adds_total",
+            "received_bytes_total",
+            "sent_adds_total",
+            "sent_bytes_total",
+            "dropped_corrupt_adds_total",
+            "behind_adds",
+            "ahead_adds",
+            "up",
+        ]
+    ]
+
+
 class DaemonTests(TestCase):
     """
     A real daemon with C{--metrics}, scraped over HTTP.
@@ -240,42 +314,13 @@ class DaemonTests(TestCase):
         daemon = Daemon(
             self, "--log", a, "--peer-command", peer, "--metrics", "tcp:0:interface=127.0.0.1"
         )
-        daemon.waitForLog(METRICS)
-        port = int(re.search(METRICS, daemon.log()).group(1))
-        url = f"http://127.0.0.1:{port}/metrics"
+        url = metricsURL(daemon)
         labels = frozenset({"log": "a.log", "direction": "outgoing", "peer": peer}.items())
-        seen = {}
-
-        def caughtUp():
-            with urllib.request.urlopen(url, timeout=DEADLINE) as response:
-                self.assertTrue(response.headers["Content-Type"].startswith("text/plain"))
-                text = response.read().decode("utf-8")
-            seen.clear()
-            for family in text_string_to_metric_families(text):
-                for sample in family.samples:
-                    seen[sample.name, frozenset(sample.labels.items())] = sample.value
-            state = labels | {("gossip_peer_state", "caught up")}
-            return seen.get(("gossip_peer_state", state)) == 1
-
-        waitFor(caughtUp, message="caught up, as the metrics say")
+        state = labels | {("gossip_peer_state", "caught up")}
+        seen = scrapeUntil(url, "gossip_peer_state", state, 1)
         grown = os.path.getsize(a) - sizes[0], os.path.getsize(b) - sizes[1]
-        self.assertEqual(
-            [
-                seen[f"gossip_peer_{name}", labels]
-                for name in [
-                    "received_adds_total",
-                    "received_bytes_total",
-                    "sent_adds_total",
-                    "sent_bytes_total",
-                    "dropped_corrupt_adds_total",
-                    "behind_adds",
-                    "ahead_adds",
-                    "up",
-                    "failures",
-                ]
-            ],
-            [1, grown[0], 1, grown[1], 0, 0, 0, 1, 0],
-        )
+        self.assertEqual(peerSamples(seen, labels), [1, grown[0], 1, grown[1], 0, 0, 0, 1])
+        self.assertEqual(seen["gossip_peer_failures", labels], 0)
         log = frozenset({"log": "a.log", "path": a}.items())
         self.assertEqual(
             [
@@ -294,7 +339,7 @@ class DaemonTests(TestCase):
         error = self.assertRaises(
             urllib.error.HTTPError,
             urllib.request.urlopen,
-            f"http://127.0.0.1:{port}/",
+            url.removesuffix("metrics"),
             timeout=DEADLINE,
         )
         error.close()
@@ -320,3 +365,51 @@ class DaemonTests(TestCase):
             message.startswith(f"gossip: cannot listen on --metrics {description}: "), message
         )
         self.assertNotIn("\n", message)
+
+
+class IncomingTests(SSHMixin, TestCase):
+    """
+    A real daemon with C{--metrics} that a peer reaches over SSH.
+    """
+
+    def test_incoming(self):
+        """
+        An incoming peer is named by its key's fingerprint; what moved each
+        way, in its session, is counted.
+        """
+        key = newKey()
+        self.authorize((key, "client"))
+        server = self.log("server")
+        daemon = self.daemon(
+            "server",
+            "--log", server,
+            "--listen", "tcp:0:interface=127.0.0.1",
+            "--host-key", self.hostKeyPath,
+            "--authorized-keys", self.authorized,
+            "--metrics", "tcp:0:interface=127.0.0.1",
+        )  # fmt: skip
+        self.port = daemon.listeningPort("SSH")
+        self.trust()
+        client = self.log("client")
+        sizes = os.path.getsize(server), os.path.getsize(client)
+        sync = subprocess.Popen(
+            [
+                sys.executable, "-m", "gossip", "sync",
+                "--identity", self.identity(key, "client"),
+                "--known-hosts", self.knownHosts,
+                client, f"ssh://127.0.0.1:{self.port}",
+            ],
+            stdin=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=ENV,
+        )  # fmt: skip
+        self.addCleanup(sync.wait)
+        self.addCleanup(sync.kill)
+        labels = frozenset(
+            {"log": "a.log", "direction": "incoming", "peer": fingerprint(key)}.items()
+        )
+        state = labels | {("gossip_peer_state", "caught up")}
+        seen = scrapeUntil(metricsURL(daemon), "gossip_peer_state", state, 1)
+        grown = os.path.getsize(server) - sizes[0], os.path.getsize(client) - sizes[1]
+        self.assertEqual(peerSamples(seen, labels), [1, grown[0], 1, grown[1], 0, 0, 0, 1])
+        self.assertNotIn(("gossip_peer_failures", labels), seen)
