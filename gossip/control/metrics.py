@@ -5,6 +5,7 @@ says of its logs and peers, read at each scrape and served over HTTP in
 Prometheus' text format (see docs/operations.md).
 """
 
+import os
 import re
 
 import attrs
@@ -264,9 +265,13 @@ class MetricsService(StreamServerEndpointService):
 
     def _listening(self, port):
         address = port.getHost()
-        log.info(
-            "metrics served on {host} port {port} (http://{host}:{port}/metrics)",
-            host=address.host,
-            port=address.port,
-        )
+        name = getattr(address, "name", None)
+        if name is None:
+            log.info(
+                "metrics served on {host} port {port} (http://{host}:{port}/metrics)",
+                host=address.host,
+                port=address.port,
+            )
+        else:
+            log.info("metrics served on {path}", path=os.fsdecode(name))
         return port
