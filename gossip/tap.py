@@ -45,11 +45,10 @@ def _metrics(description):
     if description == "none":
         return None
     from twisted.internet import reactor
-
-    from gossip.control.metrics import metricsEndpoint
+    from twisted.internet.endpoints import serverFromString
 
     try:
-        metricsEndpoint(reactor, description)
+        serverFromString(reactor, description)
     except Exception as e:
         # Twisted's parsers raise ValueError, TypeError or OSError.
         raise usage.UsageError(f"--metrics {description}: {e}")

@@ -23,7 +23,7 @@ from twisted.logger import Logger
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
-__all__ = ["MetricsService", "StatusCollector", "metricsEndpoint", "registry"]
+__all__ = ["MetricsService", "StatusCollector", "registry", "site"]
 
 log = Logger()
 
@@ -60,15 +60,6 @@ _PEER = ["log", "direction", "peer"]
 # The port at the end of an address, in a TLS peer's name: "TLS peer
 # 127.0.0.1:5555", "CN=node-b (tls [::1]:5555)".
 _PORT = re.compile(r":\d+(\)?)$")
-
-
-def metricsEndpoint(reactor, description):
-    """
-    The server endpoint of C{--metrics DESCRIPTION}.
-
-    @raise ValueError: or another error of Twisted's parser, if it is bad.
-    """
-    return serverFromString(reactor, description)
 
 
 def _peerName(peer):
@@ -250,7 +241,7 @@ class MetricsService(StreamServerEndpointService):
 
     def __init__(self, reactor, control, description):
         StreamServerEndpointService.__init__(
-            self, metricsEndpoint(reactor, description), site(control)
+            self, serverFromString(reactor, description), site(control)
         )
         self._description = description
 
