@@ -86,14 +86,20 @@ def _run(main, options, quietSessions=False, finish=None):
     _startLogging(options.verbose, quietSessions, interrupted)
 
     def interrupt(signum, frame):
-        # Ctrl-C: the user's doing, so no one is to blame; what was
-        # received is in the log.
+        # Ctrl-C or a SIGTERM: the user's doing, so no one is to blame;
+        # what was received is in the log.
         if not interrupted:
-            interrupted.append(True)
+            interrupted.append(signum)
             reactor.callFromThread(reactor.stop)
 
-    async def wrapped(reactor):
+    def handle():
         signal.signal(signal.SIGINT, interrupt)
+        signal.signal(signal.SIGTERM, interrupt)
+
+    async def wrapped(reactor):
+        handle()
+        # The reactor installs its own SIGTERM handler after this starts.
+        reactor.callLater(0, handle)
         try:
             status.append(await main(reactor, options))
         except (LogError, CommandError) as e:
@@ -108,10 +114,12 @@ def _run(main, options, quietSessions=False, finish=None):
         if e.code not in (0, None):
             status[:] = [e.code]
     if interrupted:
+        [signum] = interrupted
         if not quietSessions:
             # (A serve's peer, interrupted with it, says so for both.)
-            sys.stderr.write("gossip: interrupted\n")
-        status[:] = [130]
+            said = "interrupted" if signum == signal.SIGINT else "terminated"
+            sys.stderr.write(f"gossip: {said}\n")
+        status[:] = [128 + signum]
     if finish is not None:
         finish(status[0] if status else 1)
     # The log and its cache are written: leave now rather than spend a

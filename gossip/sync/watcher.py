@@ -66,12 +66,13 @@ class INotifyWatcher:
         self._notifier.watch(self._directory, mask=mask, callbacks=[self._notified])
 
     def stop(self):
-        # Closed here, once, rather than by loseConnection: that closes the
-        # descriptor when the reactor next writes, and the reactor's own
-        # shutdown closed it again, a number perhaps reused by then
-        # ("Couldn't close INotify file descriptor" on Ctrl-C).
+        # Closed here, once, rather than by loseConnection, which closes the
+        # descriptor when the reactor next writes; and not at all if the
+        # reactor's shutdown (Ctrl-C, SIGTERM) has closed it already: a
+        # second close would be of a number perhaps reused by then
+        # ("Couldn't close INotify file descriptor").
         notifier, self._notifier = self._notifier, None
-        if notifier is None:
+        if notifier is None or notifier.disconnected:
             return
         notifier.stopReading()
         notifier.connectionLost(Failure(ConnectionDone("stopped watching")))
