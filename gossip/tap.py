@@ -407,14 +407,20 @@ def makeService(config, reactor=None):
         from twisted.internet import reactor
     from gossip.control.server import Control, ControlService, HangUpService
 
+    from gossip.control.systemd import NotifyService
+
     top = MultiService()
     services = {}
     control = Control(reactor, [])
+    # What the service manager waits for before it calls the daemon ready.
+    ports = []
     HangUpService(reactor, control).setServiceParent(top)
     if config.get("control") is not None:
         # First, so that a daemon that would take another's socket stops
         # before it listens for peers or connects to any.
-        ControlService(reactor, control, config["control"]).setServiceParent(top)
+        port = ControlService(reactor, control, config["control"])
+        port.setServiceParent(top)
+        ports.append(port)
     for path, peers in config["logs"]:
         service = LogService(
             Log(path),
@@ -439,7 +445,11 @@ def makeService(config, reactor=None):
                 Folder(Log(path), directory, settle=0.5), reactor, useInotify=not config["poll"]
             ).setServiceParent(top)
     if config["listen"]:
-        _listeners(reactor, config, services, control).setServiceParent(top)
+        listeners = _listeners(reactor, config, services, control)
+        listeners.setServiceParent(top)
+        ports.extend(listeners)
+    # Last, so that it is started once the others listen, and stopped first.
+    NotifyService(reactor, ports).setServiceParent(top)
     return top
 
 

@@ -351,8 +351,9 @@ class MakeServiceTests(SynchronousTestCase):
         children = list(top)
         logs = [child for child in children if isinstance(child, LogService)]
         clients = [child for child in children if isinstance(child, ClientService)]
-        # And one that reloads on SIGHUP; no control port, with --control none.
-        self.assertEqual(len(children), 6)
+        # And one that reloads on SIGHUP, and one that tells systemd it is
+        # ready; no control port, with --control none.
+        self.assertEqual(len(children), 7)
         self.assertEqual(options["listen"], [])
         self.assertEqual([service.log.path for service in logs], [os.fsencode(a), os.fsencode(b)])
         self.assertEqual(len(clients), 3)
