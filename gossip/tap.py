@@ -489,7 +489,7 @@ def makeService(config, reactor=None):
     HangUpService(reactor, control).setServiceParent(top)
     if config.get("control") is not None:
         # First, so that a daemon that would take another's socket stops
-        # before it listens for peers or connects to any.
+        # before it connects to a peer or lets one in.
         port = ControlService(reactor, control, config["control"])
         port.setServiceParent(top)
         ports.append(port)

@@ -464,8 +464,9 @@ class UidTests(TestCase):
 
     def test_madeAsTheUser(self):
         """
-        The log and host key that C{twistd --uid USER gossip} makes belong
-        to USER, not to root: they are made once privileges are dropped.
+        The log, host key and control socket that C{twistd --uid USER
+        gossip} makes belong to USER, not to root: they are made once
+        privileges are dropped.
         """
         if os.getuid() != 0:
             raise SkipTest("only root can give twistd --uid")
@@ -481,6 +482,8 @@ class UidTests(TestCase):
         log = os.path.join(directory, "a.log")
         key = os.path.join(directory, "host_key")
         logfile = os.path.join(directory, "twistd.log")
+        # In a directory of its own, which the daemon makes.
+        control = os.path.join(directory, "control", "control.sock")
         Background(
             self,
             [
@@ -489,7 +492,7 @@ class UidTests(TestCase):
                 "--uid", str(nobody.pw_uid), "--gid", str(nobody.pw_gid),
                 "gossip", "--log", log, "--host-key", key,
                 "--authorized-keys", os.path.join(directory, "authorized_keys"),
-                "--listen", "tcp:0:interface=127.0.0.1", "--control", "none",
+                "--listen", "tcp:0:interface=127.0.0.1", "--control", f"unix:{control}",
             ],
         )  # fmt: skip
 
@@ -499,9 +502,12 @@ class UidTests(TestCase):
 
         waitFor(lambda: os.path.exists(logfile) and logged(), message="the host key made")
         waitFor(lambda: os.path.exists(log), message="the log made")
-        for path in (log, key):
+        waitFor(lambda: os.path.exists(control), message="the control socket made")
+        for path in (log, key, control, os.path.dirname(control)):
             self.assertEqual(os.stat(path).st_uid, nobody.pw_uid, path)
 
+
+class ListenerTests(TestCase):
     """
     The daemon's listeners, on real loopback ports: they log where they
     listen, and a port that cannot be had ends the start-up in one line.
@@ -980,6 +986,8 @@ class ExampleTests(TestCase):
         os.makedirs(os.path.join(directory, "peer"))
         say(os.path.join(directory, "peer", "notes.log"), "m=from the peer")
         logfile = os.path.join(directory, "twistd.log")
+        # In a directory of its own, which the daemon makes.
+        control = os.path.join(directory, "control", "control.sock")
         Background(
             self,
             [
