@@ -10,7 +10,6 @@ import shlex
 import shutil
 import signal
 import socket
-import subprocess
 import sys
 import tempfile
 import uuid
@@ -108,8 +107,7 @@ class NotifyTests(SynchronousTestCase):
     def test_readyOnceListening(self):
         """
         C{READY=1} is sent once every listener listens and the reactor
-        runs, not before;
-        C{STOPPING=1} when the service stops.
+        runs, not before; C{STOPPING=1} when the service stops.
         """
         sock, variable = notifySocket(self)
         listeners = [_Waiting(), _Waiting()]
@@ -285,9 +283,7 @@ class UnitTests(TestCase):
         ready.
         """
         settings = self.unit()
-        self.assertEqual(
-            (settings["Type"], settings["Restart"]), ("notify", "on-failure")
-        )
+        self.assertEqual((settings["Type"], settings["Restart"]), ("notify", "on-failure"))
         home = os.path.abspath(self.mktemp())
         os.makedirs(home)
         self.addCleanup(killMentioning, home)
