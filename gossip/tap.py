@@ -3,10 +3,12 @@
 The daemon: C{twistd gossip --log LOG [--peer URL]... [--listen ENDPOINT]...}.
 """
 
+import errno
 import os
 import shlex
 import sys
 
+import attrs
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService
 from twisted.logger import Logger
@@ -250,7 +252,9 @@ class Options(usage.Options):
         names = {}
         for path, peers in self["logs"]:
             try:
-                Log(path).state(create=True)
+                # Made when the daemon starts, as the user it runs as (twistd
+                # --uid parses options as root).
+                Log(path).checkUsable()
             except LogError as e:
                 raise usage.UsageError(str(e))
             name = os.path.basename(path)
@@ -286,15 +290,15 @@ class Options(usage.Options):
             self._checkListen(description)
         if any(not _isTLS(description) for description in self["listen"]):
             from gossip.transport.errors import SSHError
-            from gossip.transport.ssh.keys import hostKey
 
+            default = self["host-key"] is None
+            if default:
+                self["host-key"] = _defaultHostKey()
+            # Only the default's directories are made: elsewhere, a
+            # missing directory is a typo.
+            self["ssh-host-key"] = _HostKey(self["host-key"], directories=default)
             try:
-                default = self["host-key"] is None
-                if default:
-                    self["host-key"] = _defaultHostKey()
-                # Only the default's directories are made: elsewhere, a
-                # missing directory is a typo.
-                self["ssh-host-key"] = hostKey(self["host-key"], directories=default)
+                self["ssh-host-key"].check()
             except SSHError as e:
                 raise usage.UsageError(str(e))
         self._checkControl()
@@ -387,6 +391,61 @@ def _isTLS(description):
     return description.split(":", 1)[0] in ("ssl", "tls")
 
 
+@attrs.define
+class _HostKey:
+    """
+    The SSH listeners' host key: read while the options are parsed, if it
+    exists, and made (ed25519) when the first SSH listener starts if not:
+    as the user the daemon runs as, once twistd C{--uid} has dropped root.
+
+    @ivar path: its file.
+    @ivar directories: whether to make the directories it goes in.
+    """
+
+    path: str
+    directories: bool
+    _key: object = attrs.field(default=None, init=False)
+
+    def check(self):
+        """
+        Read the key if there is one, or check that one can be made.
+
+        @raise SSHError: it is no key, or it could not be made.
+        """
+        from gossip.transport.errors import SSHError
+        from gossip.transport.ssh.keys import hostKey
+
+        if os.path.lexists(self.path):
+            self._key = hostKey(self.path, create=False)
+        elif not (self.directories or os.path.isdir(os.path.dirname(os.path.abspath(self.path)))):
+            raise SSHError(f"cannot create host key {self.path}: {os.strerror(errno.ENOENT)}")
+
+    def key(self):
+        """
+        The key, made if missing.
+
+        @raise SSHError: it could not be made, or read.
+        """
+        from gossip.transport.ssh.keys import hostKey
+
+        if self._key is None:
+            self._key = hostKey(self.path, directories=self.directories)
+        return self._key
+
+
+class _LogService(LogService):
+    """
+    A log's service, whose log is created (if missing) when it starts: a
+    log that cannot be read or made stops the daemon's start, in one line.
+    """
+
+    def startService(self):
+        try:
+            LogService.startService(self)
+        except LogError as e:
+            raise SystemExit(f"gossip: {e}") from None
+
+
 class _Listener(StreamServerEndpointService):
     """
     Twisted's service for one endpoint, as C{strports.service} makes it: a
@@ -398,11 +457,12 @@ class _Listener(StreamServerEndpointService):
     # privilegedStartService, rather than logged while the daemon runs on.
     _raiseSynchronously = True
 
-    def __init__(self, endpoint, factory, listener):
+    def __init__(self, endpoint, factory, listener, hostKey=None):
         StreamServerEndpointService.__init__(self, endpoint, factory)
         self._description = listener.description
         self._kind = listener.kind
         self._listener = listener
+        self._hostKey = hostKey
 
     def privilegedStartService(self):
         try:
@@ -410,6 +470,18 @@ class _Listener(StreamServerEndpointService):
         except Exception as e:
             raise SystemExit(f"gossip: cannot listen on {self._description}: {e}") from None
         self._waitingForPort.addCallback(self._listening)
+
+    def startService(self):
+        # After privilegedStartService, as the user the daemon runs as, and
+        # before the reactor runs: before the first connection.
+        if self._hostKey is not None:
+            from gossip.transport.errors import SSHError
+
+            try:
+                self.factory.useKey(self._hostKey.key())
+            except SSHError as e:
+                raise SystemExit(f"gossip: {e}") from None
+        StreamServerEndpointService.startService(self)
 
     def _listening(self, port):
         address = port.getHost()
@@ -432,16 +504,22 @@ def makeService(config, reactor=None):
         from twisted.internet import reactor
     from gossip.control.server import Control, ControlService, HangUpService
 
+    from gossip.control.systemd import NotifyService
+
     top = MultiService()
     services = {}
     control = Control(reactor, [])
+    # What the service manager waits for before it calls the daemon ready.
+    ports = []
     HangUpService(reactor, control).setServiceParent(top)
     if config.get("control") is not None:
         # First, so that a daemon that would take another's socket stops
-        # before it listens for peers or connects to any.
-        ControlService(reactor, control, config["control"]).setServiceParent(top)
+        # before it connects to a peer or lets one in.
+        port = ControlService(reactor, control, config["control"])
+        port.setServiceParent(top)
+        ports.append(port)
     for path, peers in config["logs"]:
-        service = LogService(
+        service = _LogService(
             Log(path),
             reactor,
             rescanInterval=config["rescan"],
@@ -464,11 +542,17 @@ def makeService(config, reactor=None):
                 Folder(Log(path), directory, settle=0.5), reactor, useInotify=not config["poll"]
             ).setServiceParent(top)
     if config["listen"]:
-        _listeners(reactor, config, services, control).setServiceParent(top)
+        listeners = _listeners(reactor, config, services, control)
+        listeners.setServiceParent(top)
+        ports.extend(listeners)
     if config.get("metrics") is not None:
         from gossip.control.metrics import MetricsService
 
-        MetricsService(reactor, control, config["metrics"]).setServiceParent(top)
+        metrics = MetricsService(reactor, control, config["metrics"])
+        metrics.setServiceParent(top)
+        ports.append(metrics)
+    # Last, so that it is started once the others listen, and stopped first.
+    NotifyService(reactor, ports).setServiceParent(top)
     return top
 
 
@@ -512,10 +596,11 @@ def _listeners(reactor, config, services, control):
                 # Report a missing file or bad lines now, not at the first login.
                 control.authorized.refresh()
             authorized = control.authorized
+            # The host key is given when the listener starts.
             factory = serverFactory(
                 reactor,
                 sessions,
-                config["ssh-host-key"],
+                None,
                 authorized,
                 startups=startups,
                 loginGrace=config["login-grace"],
@@ -524,5 +609,6 @@ def _listeners(reactor, config, services, control):
                 description, "SSH", authorized.path, lambda: authorized.count, endpoint
             )
         control.listeners.append(listener)
-        _Listener(endpoint, factory, listener).setServiceParent(listeners)
+        hostKey = None if _isTLS(description) else config["ssh-host-key"]
+        _Listener(endpoint, factory, listener, hostKey).setServiceParent(listeners)
     return listeners

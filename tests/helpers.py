@@ -20,6 +20,9 @@ from gossip.store.logfile import entries
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATA = os.path.join(ROOT, "tests", "data")
 ENV = dict(os.environ, PYTHONPATH=ROOT)
+# Tests run under a systemd service must not have their daemons tell it
+# they are ready; those of test_systemd are given a socket of their own.
+ENV.pop("NOTIFY_SOCKET", None)
 # The longest any one step may take before a test fails: generous, since a
 # loaded machine can be slow to start a process.
 DEADLINE = 30.0

@@ -2107,3 +2107,61 @@ class SayTests(StateAssertions, TestCase):
         self.assertEqual(synced, [False, True, False])
         self.assertSaysNext(log)
         self.assertEqual(synced, [False, True, False, False])
+
+
+class CheckUsableTests(TestCase):
+    """
+    L{Log.checkUsable}: what can be told of a log without writing anything.
+    """
+
+    def setUp(self):
+        self.dir = os.path.abspath(self.mktemp())
+        os.makedirs(self.dir)
+
+    def test_usable(self):
+        """
+        A missing log in a directory that exists, and an existing file, are
+        usable; nothing is written.
+        """
+        path = os.path.join(self.dir, "a.log")
+        Log(path).checkUsable()
+        self.assertEqual(os.listdir(self.dir), [])
+        Log(path).say([(b"m", b"1")])
+        before = sorted(os.listdir(self.dir))
+        Log(path).checkUsable()
+        self.assertEqual(sorted(os.listdir(self.dir)), before)
+
+    def test_refused(self):
+        """
+        A log in a missing directory, a directory, and a FIFO are refused,
+        saying why.
+        """
+        missing = os.path.join(self.dir, "nowhere", "a.log")
+        fifo = os.path.join(self.dir, "fifo")
+        os.mkfifo(fifo)
+        for path, why in [
+            (missing, "No such file or directory"),
+            (self.dir, "Is a directory"),
+            (fifo, "not a regular file (a FIFO)"),
+        ]:
+            error = self.assertRaises(LogError, Log(path).checkUsable)
+            self.assertEqual(str(error), f"{path}: {why}")
+        self.assertFalse(os.path.exists(os.path.dirname(missing)))
+
+    def test_unwritable(self):
+        """
+        A log its user may not write, or whose directory it may not write
+        to, is refused.
+        """
+        if os.getuid() == 0:
+            raise SkipTest("root may write anything")
+        directory = os.path.join(self.dir, "locked")
+        os.makedirs(directory)
+        existing = os.path.join(self.dir, "a.log")
+        Log(existing).say([(b"m", b"1")])
+        os.chmod(existing, 0o444)
+        os.chmod(directory, 0o555)
+        self.addCleanup(os.chmod, directory, 0o755)
+        for path in (existing, os.path.join(directory, "a.log")):
+            error = self.assertRaises(LogError, Log(path).checkUsable)
+            self.assertEqual(str(error), f"{path}: Permission denied")

@@ -8,11 +8,14 @@ than sleeps; every process a test starts is killed when it ends.
 
 import io
 import os
+import pwd
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 from twisted.application.internet import ClientService
@@ -22,7 +25,7 @@ from twisted.internet.protocol import Factory
 from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.python import usage
-from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
 from gossip import tap
 from gossip.control.server import Listener
@@ -30,6 +33,7 @@ from gossip.transport import reach
 from gossip.sync.settings import SessionSettings
 from gossip.store.logfile import Log
 from gossip.sync.service import LogService
+from gossip.transport.ssh.keys import hostKey
 from gossip.transport.startups import MaxStartups
 from tests.helpers import (
     DEADLINE,
@@ -120,12 +124,23 @@ class OptionsTests(SynchronousTestCase):
         for bad in ["-1", "nan", "daily"]:
             self.assertRaises(usage.UsageError, parse, "--log", self.a, "--scrub-period", bad)
 
-    def test_createsLogs(self):
+    def test_createsNothing(self):
         """
-        A missing log is created, with its identity.
+        Parsing the options writes nothing (under twistd C{--uid} it runs
+        as root): a missing log, and a missing host key, are made when the
+        daemon starts (see L{StartTests}).
         """
-        parse("--log", self.a)
-        self.assertIsNotNone(contents(self.a).identity)
+        key = os.path.join(self.dir, "host")
+        parse("--log", self.a, "--listen", "tcp:0:interface=127.0.0.1", "--host-key", key)
+        self.assertEqual(os.listdir(self.dir), [])
+
+    def test_logNotUsable(self):
+        """
+        A log in a directory that is missing is a usage error naming it.
+        """
+        missing = os.path.join(self.dir, "nowhere", "a.log")
+        error = self.assertRaises(usage.UsageError, parse, "--log", missing)
+        self.assertEqual(str(error), f"{missing}: No such file or directory")
 
     def test_peerCommandFirst(self):
         """
@@ -190,33 +205,22 @@ class OptionsTests(SynchronousTestCase):
 
     def test_listenDefault(self):
         """
-        With no C{--listen}, the daemon serves SSH on loopback only, with a
-        host key made (ed25519, mode 0600) where C{--host-key} says.
+        With no C{--listen}, the daemon serves SSH on loopback only.
         """
-        key = os.path.join(self.dir, "keys", "host")
-        os.mkdir(os.path.dirname(key))
+        key = os.path.join(self.dir, "host")
         options = parse("--log", self.a, "--host-key", key)
         self.assertEqual(options["listen"], [tap.DEFAULT_LISTEN])
         self.assertIn("interface=127.0.0.1", tap.DEFAULT_LISTEN)
-        self.assertEqual(os.stat(key).st_mode & 0o777, 0o600)
-        self.assertEqual(options["ssh-host-key"].type(), "Ed25519")
 
     def test_hostKeyDirectories(self):
         """
-        The default host key's directories are made; a C{--host-key} in a
-        directory that does not exist is a typo: an error naming it, and
-        nothing made.
+        A C{--host-key} in a directory that does not exist is a typo: an
+        error naming it, and nothing made.
         """
         typo = os.path.join(self.dir, "typo", "dir", "key")
         error = self.assertRaises(usage.UsageError, parse, "--log", self.a, "--host-key", typo)
         self.assertIn(typo, str(error))
         self.assertFalse(os.path.exists(os.path.join(self.dir, "typo")))
-        self.patch(os, "environ", dict(os.environ, XDG_CONFIG_HOME=os.path.join(self.dir, "config")))
-        options = parse("--log", self.a, "--listen", "tcp:0:interface=127.0.0.1")
-        made = os.path.join(self.dir, "config", "gossip", "ssh_host_ed25519_key")
-        self.assertEqual(os.stat(made).st_mode & 0o777, 0o600)
-        self.assertEqual(os.stat(os.path.dirname(made)).st_mode & 0o777, 0o700)
-        self.assertEqual(options["ssh-host-key"].type(), "Ed25519")
 
     def test_listenNone(self):
         """
@@ -366,8 +370,9 @@ class MakeServiceTests(SynchronousTestCase):
         children = list(top)
         logs = [child for child in children if isinstance(child, LogService)]
         clients = [child for child in children if isinstance(child, ClientService)]
-        # And one that reloads on SIGHUP; no control port, with --control none.
-        self.assertEqual(len(children), 6)
+        # And one that reloads on SIGHUP, and one that tells systemd it is
+        # ready; no control port, with --control none.
+        self.assertEqual(len(children), 7)
         self.assertEqual(options["listen"], [])
         self.assertEqual([service.log.path for service in logs], [os.fsencode(a), os.fsencode(b)])
         self.assertEqual(len(clients), 3)
@@ -401,6 +406,135 @@ class MakeServiceTests(SynchronousTestCase):
             top = tap.makeService(parse("--log", a, *given), reactor=reactor)
             metrics = [child for child in top if isinstance(child, MetricsService)]
             self.assertEqual(len(metrics), count)
+
+
+class StartTests(TestCase):
+    """
+    What the daemon makes when it starts, not while it parses its options.
+    """
+
+    def setUp(self):
+        self.dir = os.path.abspath(self.mktemp())
+        os.makedirs(self.dir)
+        self.log = os.path.join(self.dir, "a.log")
+
+    def start(self, *args):
+        """
+        Parse C{ARGS}, make the daemon's service on a fake reactor, and
+        start it as twistd does, stopped when the test ends.
+        """
+        options = parse("--log", self.log, "--poll", "--listen", "tcp:0:interface=127.0.0.1", *args)
+        top = tap.makeService(options, reactor=MemoryReactorClock())
+        top.privilegedStartService()
+        self.assertFalse(os.path.exists(self.log))
+        top.startService()
+        self.addCleanup(top.stopService)
+        return top
+
+    def sshFactory(self, top):
+        """
+        The factory of C{top}'s one SSH listener.
+        """
+        [listeners] = [child for child in top if isinstance(child, MultiService)]
+        [listener] = listeners
+        return listener.factory
+
+    def test_makes(self):
+        """
+        A missing log is made, with its identity, and a missing host key
+        (ed25519, mode 0600) where C{--host-key} says, once the daemon
+        starts; the SSH listener serves with that key.
+        """
+        key = os.path.join(self.dir, "keys", "host")
+        os.mkdir(os.path.dirname(key))
+        top = self.start("--host-key", key)
+        self.assertIsNotNone(contents(self.log).identity)
+        self.assertEqual(os.stat(key).st_mode & 0o777, 0o600)
+        [served] = self.sshFactory(top).privateKeys.values()
+        self.assertEqual(served.type(), "Ed25519")
+        self.assertEqual(served, hostKey(key, create=False))
+
+    def test_existingKey(self):
+        """
+        A host key that exists is served as it is.
+        """
+        key = os.path.join(self.dir, "host")
+        made = hostKey(key)
+        top = self.start("--host-key", key)
+        self.assertEqual(list(self.sshFactory(top).privateKeys.values()), [made])
+
+    def test_defaultKeyDirectories(self):
+        """
+        The default host key's directories are made (mode 0700), with it.
+        """
+        self.patch(os, "environ", dict(os.environ, XDG_CONFIG_HOME=os.path.join(self.dir, "config")))
+        made = os.path.join(self.dir, "config", "gossip", "ssh_host_ed25519_key")
+        self.start()
+        self.assertEqual(os.stat(made).st_mode & 0o777, 0o600)
+        self.assertEqual(os.stat(os.path.dirname(made)).st_mode & 0o777, 0o700)
+
+    def test_notALog(self):
+        """
+        A file that holds no gossip log stops the daemon's start in one
+        line naming it.
+        """
+        with open(self.log, "w") as f:
+            f.write("1\n2\n3\n")
+        options = parse("--log", self.log, "--poll")
+        top = tap.makeService(options, reactor=MemoryReactorClock())
+        top.privilegedStartService()
+        error = self.assertRaises(SystemExit, top.startService)
+        self.assertEqual(error.code, f"gossip: {self.log}: not a gossip log (no intact add in it)")
+
+
+class UidTests(TestCase):
+    """
+    A real C{twistd --uid} daemon, started as root.
+    """
+
+    def test_madeAsTheUser(self):
+        """
+        The log, host key and control socket that C{twistd --uid USER
+        gossip} makes belong to USER, not to root: they are made once
+        privileges are dropped.
+        """
+        if os.getuid() != 0:
+            raise SkipTest("only root can give twistd --uid")
+        try:
+            nobody = pwd.getpwnam("nobody")
+        except KeyError:
+            raise SkipTest("no user nobody")
+        # Outside the test's own directory, which only root may enter.
+        directory = tempfile.mkdtemp(prefix="gossip-uid-")
+        self.addCleanup(shutil.rmtree, directory)
+        os.chmod(directory, 0o777)
+        self.addCleanup(killMentioning, directory)
+        log = os.path.join(directory, "a.log")
+        key = os.path.join(directory, "host_key")
+        logfile = os.path.join(directory, "twistd.log")
+        # In a directory of its own, which the daemon makes.
+        control = os.path.join(directory, "control", "control.sock")
+        Background(
+            self,
+            [
+                sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
+                "-n", "--pidfile=", f"--logfile={logfile}",
+                "--uid", str(nobody.pw_uid), "--gid", str(nobody.pw_gid),
+                "gossip", "--log", log, "--host-key", key,
+                "--authorized-keys", os.path.join(directory, "authorized_keys"),
+                "--listen", "tcp:0:interface=127.0.0.1", "--control", f"unix:{control}",
+            ],
+        )  # fmt: skip
+
+        def logged():
+            with open(logfile) as f:
+                return "created host key" in f.read()
+
+        waitFor(lambda: os.path.exists(logfile) and logged(), message="the host key made")
+        waitFor(lambda: os.path.exists(log), message="the log made")
+        waitFor(lambda: os.path.exists(control), message="the control socket made")
+        for path in (log, key, control, os.path.dirname(control)):
+            self.assertEqual(os.stat(path).st_uid, nobody.pw_uid, path)
 
 
 class ListenerTests(TestCase):
@@ -882,6 +1016,8 @@ class ExampleTests(TestCase):
         os.makedirs(os.path.join(directory, "peer"))
         say(os.path.join(directory, "peer", "notes.log"), "m=from the peer")
         logfile = os.path.join(directory, "twistd.log")
+        # In a directory of its own, which the daemon makes.
+        control = os.path.join(directory, "control", "control.sock")
         Background(
             self,
             [

@@ -296,6 +296,12 @@ class ControlService(StreamServerEndpointService):
         self._listened = False
 
     def privilegedStartService(self):
+        # Not yet: under twistd --uid this runs as root, and the socket (and
+        # its directory) would be root's, which the daemon's user could not
+        # open.  startService listens, as the user.
+        Service.privilegedStartService(self)
+
+    def startService(self):
         if self._path is not None:
             _claim(self._path)
         try:
@@ -305,6 +311,7 @@ class ControlService(StreamServerEndpointService):
                 f"gossip: cannot listen on --control {self._description}: {e}"
             ) from None
         self._waitingForPort.addCallback(self._listening)
+        Service.startService(self)
 
     def _listening(self, port):
         self._listened = True

@@ -1192,6 +1192,26 @@ class Log:
             raise error
         return f
 
+    def checkUsable(self):
+        """
+        Refuse a log that could not be appended to or created, as far as
+        that can be told without writing anything: one that is not a
+        regular file, that cannot be read and written, or whose directory
+        is missing or cannot be written to.  Whether a file holds a gossip
+        log is found only when it is read.
+
+        @raise LogError: saying why.
+        """
+        _checkKind(self.path, missing=True)
+        if os.path.exists(self.path):
+            target, mode = self.path, os.R_OK | os.W_OK
+        else:
+            target, mode = os.path.dirname(os.path.abspath(self.path)), os.W_OK | os.X_OK
+            if not os.path.isdir(target):
+                raise _userError(self.path, FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT)))
+        if not os.access(target, mode):
+            raise _userError(self.path, PermissionError(errno.EACCES, os.strerror(errno.EACCES)))
+
     def state(self, create=False):
         """
         What the log holds now, read under the lock.

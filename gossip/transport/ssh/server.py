@@ -348,9 +348,8 @@ class _ServerFactory(SSHFactory):
         return transport
 
     def __init__(self, key, portal, reactor, startups, loginGrace):
-        self._keyType = key.sshType()
-        self.publicKeys = {self._keyType: key.public()}
-        self.privateKeys = {self._keyType: key}
+        if key is not None:
+            self.useKey(key)
         self.primes = None
         self.portal = portal
         self.reactor = reactor
@@ -364,13 +363,28 @@ class _ServerFactory(SSHFactory):
             b"ssh-connection": ServerConnection,
         }
 
+    def useKey(self, key):
+        """
+        Serve with the host key C{key} (a private L{keys.Key}).
+        """
+        self._keyType = key.sshType()
+        self.publicKeys = {self._keyType: key.public()}
+        self.privateKeys = {self._keyType: key}
+
+    def startFactory(self):
+        # Conch's would refuse to listen without a host key, which the
+        # daemon may give only once it runs as its user (see useKey); it
+        # has no moduli file to read.
+        pass
+
 
 def serverFactory(reactor, sessions, key, authorizedKeys, startups=None, loginGrace=30.0):
     """
     The factory of gossip's SSH server.
 
     @param sessions: the L{Sessions} it offers.
-    @param key: its host key (a private L{keys.Key}).
+    @param key: its host key (a private L{keys.Key}), or L{None} if it is
+        to be given with C{useKey} before the first connection.
     @param authorizedKeys: the L{gossip.transport.ssh.authorized.IKeyStore}
         that says who may connect, such as an C{AuthorizedKeys}.
     @param startups: the L{Startups} that says which connections may wait
