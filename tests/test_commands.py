@@ -229,6 +229,21 @@ class SyncCommandTests(SyncTestsMixin, TestCase):
         self.assertIn(missing, oneLine(self, err))
         self.assertEqual(readBytes(self.a), before)
 
+    def test_commandEnded(self):
+        """
+        A peer command that exits with a failing status, or is killed,
+        before the sync is over is said to have, in words.
+        """
+        before = readBytes(self.a)
+        for script, said in [
+            ("exit 3", "the peer command exited with status 3"),
+            ("kill -9 $$", "the peer command was killed by signal 9"),
+        ]:
+            status, out, err = run("sync", "--once", self.a, "--", "sh", "-c", script)
+            self.assertEqual(status, 1)
+            self.assertIn(f"the peer hung up before the handshake: {said}", oneLine(self, err))
+        self.assertEqual(readBytes(self.a), before)
+
 
 # A peer command that passes on what `gossip serve` says, up to a number of
 # bytes, then dies: a connection lost in the middle of a sync.

@@ -691,6 +691,9 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
                 why = f"peer refused: {error.description}"
             elif lost and not self._handshaken.known:
                 why = "the peer hung up before the handshake"
+                if type(error) not in (ConnectionDone, ConnectionLost):
+                    # A transport's own words, e.g. how a command ended.
+                    why += f": {failure.getErrorMessage()}"
             elif (
                 lost
                 # The questions outstanding when the connection was lost

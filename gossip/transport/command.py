@@ -10,7 +10,13 @@ import shlex
 
 import attrs
 from twisted.internet.defer import fail, succeed
-from twisted.internet.error import ConnectionDone, ProcessDone, ProcessExitedAlready
+from twisted.internet.error import (
+    ConnectionDone,
+    ConnectionLost,
+    ProcessDone,
+    ProcessExitedAlready,
+    ProcessTerminated,
+)
 from twisted.internet.interfaces import IAddress, IProcessTransport, IStreamClientEndpoint
 from twisted.internet.process import Process, registerReapProcessHandler
 from twisted.internet.protocol import ProcessProtocol
@@ -60,6 +66,25 @@ def widenPipe(fd, size=1 << 20):
         pass
 
 
+class PeerCommandEnded(ConnectionLost):
+    """
+    The peer's command ended on its own before the session did: killed,
+    or exited with a status saying it failed.
+    """
+
+    def __str__(self):
+        return self.args[0]
+
+
+def _howEnded(terminated):
+    """
+    How a command ended, in words, from its L{ProcessTerminated}.
+    """
+    if terminated.signal is not None:
+        return f"the peer command was killed by signal {terminated.signal}"
+    return f"the peer command exited with status {terminated.exitCode}"
+
+
 class _CommandTransport(proxyForInterface(IProcessTransport, "_process")):
     """
     A command's process as its session's transport: losing the connection
@@ -98,6 +123,8 @@ class _CommandProcess(ProcessProtocol):
         self._grace = grace
         self._address = address
         self._stopping = None
+        # Whether this end hung up first, and so may have stopped it.
+        self._oursToEnd = False
         self._ended = False
         self._logErrors = logErrors
         self._name = shlex.join(address.argv)
@@ -129,11 +156,12 @@ class _CommandProcess(ProcessProtocol):
     def childConnectionLost(self, childFD):
         if childFD == 1:
             # Nothing more can come from the peer.
-            self._hangUp()
+            self._hangUp(ours=False)
 
-    def _hangUp(self):
+    def _hangUp(self, ours=True):
         if self._ended or self._stopping is not None:
             return
+        self._oursToEnd = ours
         self.transport.loseConnection()
         self._stopping = self._reactor.callLater(self._grace, self._stop, "TERM")
 
@@ -154,6 +182,9 @@ class _CommandProcess(ProcessProtocol):
             self._stopping.cancel()
         if reason.check(ProcessDone):
             reason = Failure(ConnectionDone())
+        elif reason.check(ProcessTerminated) and not self._oursToEnd:
+            # In words, not Twisted's "probable error condition".
+            reason = Failure(PeerCommandEnded(_howEnded(reason.value)))
         self._protocol.connectionLost(reason)
 
 
