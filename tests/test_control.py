@@ -34,7 +34,7 @@ from gossip.control.commands import Status
 from gossip.control.server import _claim, unixPath
 from gossip.store.logfile import Log
 from gossip.sync.sessions import Sessions
-from gossip.transport.reach import Peer, PeerService, _PeerFactory
+from gossip.transport.reach import Peer, PeerService, _PeerFactory, retryDelay
 from gossip.transport.reasons import inWords
 from tests.helpers import (
     ENV,
@@ -184,6 +184,51 @@ class PeerTests(SynchronousTestCase):
         self.clock.advance(0)
         self.assertEqual(self.endpoint.attempts, 2)
         self.assertEqual(peer.failures, 2)
+
+
+class RetryDelayTests(SynchronousTestCase):
+    """
+    L{retryDelay}: soon at first, never more than seconds apart while a
+    peer cannot be reached, minutes apart while it refuses, spread.
+    """
+
+    def delays(self, why, spread=0.5, attempts=40):
+        peer = Peer("ssh://nowhere", "a.log", Clock(), None)
+        peer.why = why
+        policy = retryDelay(peer, random=lambda: spread)
+        return [policy(attempt) for attempt in range(attempts)]
+
+    def test_unreachable(self):
+        """
+        While the peer cannot be reached, the first retry comes within a
+        second and none is more than 10 seconds after the last, however
+        long the outage: a peer back from an hour away is reached within
+        seconds.
+        """
+        delays = self.delays("connection refused (nothing listens there)")
+        self.assertLessEqual(delays[0], 1.0)
+        self.assertEqual(delays, sorted(delays))
+        self.assertLessEqual(max(self.delays("timed out", spread=0.999)), 10.0)
+        # An hour of outage is hundreds of attempts, not a handful.
+        self.assertGreater(3600 / max(delays), 400)
+
+    def test_refused(self):
+        """
+        While the peer refuses this node, the retries grow to minutes.
+        """
+        delays = self.delays("no key was accepted (tried: SHA256:x)")
+        self.assertEqual(max(delays), 300.0)
+        self.assertLessEqual(delays[0], 1.0)
+
+    def test_spread(self):
+        """
+        Each delay is spread by a quarter either way, so that daemons
+        restarted together retry apart.
+        """
+        low = self.delays("timed out", spread=0.0)
+        high = self.delays("timed out", spread=0.999)
+        for a, b in zip(low, high):
+            self.assertAlmostEqual(b / a, 1.25 / 0.75, places=2)
 
 
 class PiecesTests(SynchronousTestCase):

@@ -5,10 +5,11 @@ as the daemon does.
 """
 
 import os
+import random
 import shlex
 
 import attrs
-from twisted.application.internet import ClientService, backoffPolicy
+from twisted.application.internet import ClientService
 from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.logger import Logger
 from zope.interface import implementer
@@ -341,6 +342,34 @@ class PeerService(ClientService):
         return ClientService.startService(self)
 
 
+# Retries of a peer: soon at first (a peer starting at the same time as
+# this daemon is listening within a second or so), then no further apart
+# than UNREACHABLE_MAX while it cannot be reached, so that a peer back from
+# an outage of any length is reached again within seconds; but up to
+# REFUSED_MAX apart while it refuses this node (a key or host key that a
+# person must fix), so as not to knock on its door every few seconds.  Each
+# delay is spread by a quarter either way, so that daemons restarted
+# together do not retry together.
+INITIAL_DELAY = 0.5
+UNREACHABLE_MAX = 8.0
+REFUSED_MAX = 300.0
+
+
+def retryDelay(peer, random=random.random):
+    """
+    The retry policy of L{peerService}s: the delay before retry number
+    C{attempt} to reach C{peer}, a L{Peer}, by why it last failed.
+    """
+
+    def policy(attempt):
+        refused = peer.why is not None and any(word in peer.why for word in _REFUSALS)
+        cap = REFUSED_MAX if refused else UNREACHABLE_MAX
+        delay = min(cap, INITIAL_DELAY * 1.5 ** min(attempt, 64))
+        return delay * (0.75 + 0.5 * random())
+
+    return policy
+
+
 def peerService(
     reactor,
     service,
@@ -350,8 +379,9 @@ def peerService(
 ):
     """
     A service that keeps a session with the peer at a URL or reached by
-    running C{command}, reconnecting with backoff (1 s growing to 5
-    minutes) when it fails.
+    running C{command}, reconnecting when it fails (see L{retryDelay}: half
+    a second growing to 8 seconds while the peer cannot be reached, to 5
+    minutes while it refuses this node).
 
     @param command: a URL (see L{urlEndpoint}), or a command as a list of
         arguments or a shell-style string.
@@ -373,10 +403,4 @@ def peerService(
     # ClientService cannot wait for the handshake (prepareConnection): it has
     # no transition for a connection lost while it waits.  A session that
     # ended before its handshake counts as a failed attempt here instead.
-    return PeerService(
-        endpoint,
-        factory,
-        backoffPolicy(initialDelay=1.0, maxDelay=300.0),
-        reactor,
-        tracker,
-    )
+    return PeerService(endpoint, factory, retryDelay(tracker), reactor, tracker)
