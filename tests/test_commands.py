@@ -229,6 +229,19 @@ class SyncCommandTests(SyncTestsMixin, TestCase):
         self.assertIn(missing, oneLine(self, err))
         self.assertEqual(readBytes(self.a), before)
 
+    def test_verboseNamesCommandOnce(self):
+        """
+        With C{-v}, a peer command is given in full once; each line after
+        names it with its paths cut to their last parts.
+        """
+        status, out, err = run("sync", "-v", "--once", self.a, "--", *serveCommand(self.b))
+        self.assertEqual(status, 0, err)
+        lines = err.splitlines()
+        self.assertGreater(len(lines), 3)
+        self.assertEqual(sum(sys.executable in line for line in lines), 1, err)
+        short = f"{os.path.basename(sys.executable)} -m gossip serve --stdio {os.path.basename(self.b)}"
+        self.assertIn(f"connected to {short}", err)
+
     def test_commandEnded(self):
         """
         A peer command that exits with a failing status, or is killed,

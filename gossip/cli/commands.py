@@ -229,7 +229,10 @@ async def _sync(reactor, options):
             except SpawnError as e:
                 raise CommandError(str(e)) from None
         endpoint = SpawnedEndpoint(reactor, spawned)
-        name = options.peer or shlex.join(spawned.argv)
+        name = options.peer or _shortCommand(spawned.argv)
+        if options.verbose and name != shlex.join(spawned.argv):
+            # Once in full; each line after names it short.
+            sys.stderr.write(f"gossip: {name} is {shlex.join(spawned.argv)}\n")
     factory = SyncFactory(
         service,
         name,
@@ -247,6 +250,15 @@ async def _sync(reactor, options):
         )
         return 1
     return 0 if protocol.succeeded else 1
+
+
+def _shortCommand(argv):
+    """
+    A peer command as the lines about its session name it: its words, with
+    each absolute path cut to its last part (an interpreter's, a log's), so
+    that a long command is not repeated whole on every line.
+    """
+    return shlex.join(os.path.basename(word) if os.path.isabs(word) else word for word in argv)
 
 
 def sync(options):
