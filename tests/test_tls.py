@@ -6,6 +6,8 @@ and descriptions.
 
 import os
 
+import attrs
+
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -293,6 +295,48 @@ class ConnectionTests(TestCase):
             client.reason.getErrorMessage(),
             "localhost's certificate is not signed by an authority in --tls-ca",
         )
+
+    async def test_clientReloads(self):
+        """
+        A client endpoint reads its TLS files again when told to (as the
+        daemon's reload does): a client whose certificate the server
+        refuses is let in once its files hold one the server's authority
+        signed and it has read them again; until then, the old ones hold.
+        """
+        directory = self.mktemp()
+        os.makedirs(directory)
+        files = TLSFiles(
+            key=os.path.join(directory, "key.pem"),
+            cert=os.path.join(directory, "cert.pem"),
+            ca=self.certs["client"].ca,
+        )
+
+        def use(name):
+            for mine, theirs in [(files.key, self.certs[name].key), (files.cert, self.certs[name].cert)]:
+                with open(theirs, "rb") as source, open(mine, "wb") as target:
+                    target.write(source.read())
+
+        use("stranger")
+        endpoint = clientEndpoint(reactor, "localhost", 1, files)
+        connecting = lambda port: _sameEndpoint(endpoint, port)  # noqa: E731
+        self.assertRefusedByServer(*await self.exchange(self.certs["server"], connecting))
+        use("client")
+        self.assertRefusedByServer(*await self.exchange(self.certs["server"], connecting))
+        endpoint.reload()
+        client, server = await self.exchange(self.certs["server"], connecting)
+        self.assertEqual(client.lines, [b"echo: hello"])
+        self.assertEqual(client.peer, f"CN=server (tls 127.0.0.1:{self.port})")
+
+
+def _sameEndpoint(endpoint, port):
+    """
+    C{endpoint}, a L{clientEndpoint}, pointed at C{port} with the TLS
+    options it holds.
+    """
+    return attrs.evolve(
+        endpoint,
+        endpoint=wrapClientTLS(endpoint.options, HostnameEndpoint(reactor, "localhost", port)),
+    )
 
 
 class _Silent(Protocol):
