@@ -7,7 +7,6 @@ and descriptions.
 import os
 
 import attrs
-
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
