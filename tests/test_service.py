@@ -25,7 +25,7 @@ from gossip.store.intervals import Intervals
 from gossip.store.logfile import LARGE, LargeLine, Log, Scan, entries
 from gossip.sync.interfaces import ILogService, ISyncSession
 from gossip.sync.protocol import SyncProtocol
-from gossip.sync.service import LogService, Scrubber, Stretch
+from gossip.sync.service import LogService, Scrubber, Stretch, _Places
 from gossip.sync.settings import SessionSettings
 from gossip.sync.watcher import INotifyWatcher, IWatcher, PollingWatcher
 
@@ -701,3 +701,44 @@ class ScrubHealsTests(SynchronousTestCase):
         self.assertEqual(intactKeys(b.log.path), intactKeys(a.log.path))
         self.assertTrue(b.log.state().holds(*key))
         self.assertIn(key[1], b.have[key[0]])
+
+
+class PlacesTests(SynchronousTestCase):
+    """
+    L{_Places} knows where at least the last C{limit} adds noted are, in
+    batches noted at no cost for each add.
+    """
+
+    def batch(self, places, origin, start, count, offset):
+        keys = [(origin, at) for at in range(start, start + count)]
+        lengths = [10] * count
+        offsets = [offset + 10 * i for i in range(count + 1)]
+        places.add(keys, offsets, lengths)
+        return offsets[-1]
+
+    def test_lastNoted(self):
+        """
+        Whatever the batches and the lookups between them, the last
+        C{limit} adds noted are found where they were noted, and adds long
+        gone are not found.
+        """
+        places = _Places(100)
+        offset = 0
+        for n in range(30):
+            offset = self.batch(places, b"p", 7 * n, 7, offset)
+            if n % 4 == 0:
+                self.assertEqual(places.get((b"p", 7 * n)), (70 * n, 10))
+        self.assertGreaterEqual(len(places), 100)
+        self.assertLess(len(places), 100 + 7)
+        for at in range(210 - 100, 210):
+            self.assertEqual(places.get((b"p", at)), (10 * at, 10))
+        self.assertIsNone(places.get((b"p", 0)))
+        self.assertIsNone(places.get((b"p", 50)))
+
+    def test_clear(self):
+        places = _Places(10)
+        self.batch(places, b"p", 0, 5, 0)
+        self.assertEqual(places.get((b"p", 3)), (30, 10))
+        places.clear()
+        self.assertEqual(len(places), 0)
+        self.assertIsNone(places.get((b"p", 3)))

@@ -6,6 +6,7 @@ receive, and scrubs its file for damage in the background.
 """
 
 import os
+from collections import deque
 from itertools import accumulate
 from time import perf_counter
 
@@ -68,7 +69,7 @@ class LogService(Service):
     _offset = attrs.field(default=0, init=False)
     _fileId = attrs.field(default=None, init=False)
     _file = attrs.field(default=None, init=False)
-    _recent = attrs.field(factory=dict, init=False)
+    _recent = attrs.field(factory=lambda: _Places(_RECENT), init=False)
     _watcher = attrs.field(default=None, init=False)
     _rescan = attrs.field(default=None, init=False)
     _scrubber = attrs.field(default=None, init=False)
@@ -218,15 +219,8 @@ class LogService(Service):
         if at in held:
             return False
         held.add(at)
-        self._recent[key] = (offset, length)
-        self._trimRecent()
+        self._recent.add([key], [offset], [length])
         return True
-
-    def _trimRecent(self):
-        recent = self._recent
-        if len(recent) > 2 * _RECENT:
-            # Forget the oldest half at once: cheaper than one at a time.
-            self._recent = dict(list(recent.items())[-_RECENT:])
 
     def _tell(self, keys, source=None):
         if keys:
@@ -307,11 +301,8 @@ class LogService(Service):
             mine = self.have.get(by)
             if mine is not None:
                 self.have[by] = mine.difference(ats)
-        self._recent = {
-            key: place
-            for key, place in self._recent.items()
-            if key[0] not in lost or key[1] not in lost[key[0]]
-        }
+        # Where the lost adds were is no longer where they are.
+        self._recent.clear()
         try:
             self.log.forget(lost, damaged)
         except LogError as e:
@@ -429,8 +420,7 @@ class LogService(Service):
                     addKeys(self.have, keys)
                 lengths = list(map(len, appended))
                 offsets = list(accumulate(lengths, initial=first))
-                self._recent.update(zip(keys, zip(offsets, lengths)))
-                self._trimRecent()
+                self._recent.add(keys, offsets, lengths)
                 self._offset = offsets[-1]
                 self._tell(keys, source)
             else:
@@ -605,3 +595,65 @@ class Stretch:
         """
         for record, key in zip(self.records, self.keys):
             yield record + b"\n", key
+
+
+class _Places:
+    """
+    Where the log's newest adds are, by key: at least the last C{limit}
+    noted, so that sessions can send what another just received without
+    reading the log.
+
+    Batches are noted as they are written, at no cost for each add, and
+    indexed only when someone looks one up: a one-shot sync, or a daemon
+    with a single peer, writes a million adds and looks up none.
+    """
+
+    def __init__(self, limit):
+        self._limit = limit
+        # (keys, offsets, lengths) of each batch, oldest first; the first
+        # _indexed of them are in _index.
+        self._batches = deque()
+        self._indexed = 0
+        self._count = 0
+        self._index = {}
+
+    def __len__(self):
+        return self._count
+
+    def add(self, keys, offsets, lengths):
+        """
+        Note adds C{keys} at C{offsets}, of C{lengths} bytes each.
+        """
+        batches = self._batches
+        batches.append((keys, offsets, lengths))
+        self._count += len(keys)
+        while self._count - len(batches[0][0]) >= self._limit:
+            oldKeys, oldOffsets, _ = batches.popleft()
+            self._count -= len(oldKeys)
+            if self._indexed:
+                self._indexed -= 1
+                index = self._index
+                for key, offset in zip(oldKeys, oldOffsets):
+                    place = index.get(key)
+                    if place is not None and place[0] == offset:
+                        del index[key]
+
+    def get(self, key):
+        """
+        Where add C{key} is, C{(offset, length)}, or L{None} if not noted.
+        """
+        batches = self._batches
+        while self._indexed < len(batches):
+            keys, offsets, lengths = batches[self._indexed]
+            self._index.update(zip(keys, zip(offsets, lengths)))
+            self._indexed += 1
+        return self._index.get(key)
+
+    def clear(self):
+        """
+        Forget every place noted.
+        """
+        self._batches.clear()
+        self._indexed = 0
+        self._count = 0
+        self._index = {}
