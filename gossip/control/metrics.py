@@ -246,13 +246,9 @@ class MetricsService(StreamServerEndpointService):
         self._description = description
 
     def privilegedStartService(self):
-        try:
-            StreamServerEndpointService.privilegedStartService(self)
-        except Exception as e:
-            raise SystemExit(
-                f"gossip: cannot listen on --metrics {self._description}: {e}"
-            ) from None
-        self._waitingForPort.addCallback(self._listening)
+        from gossip.control.server import listenOrExit
+
+        listenOrExit(self, "--metrics", self._description)
 
     def _listening(self, port):
         address = port.getHost()

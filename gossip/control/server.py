@@ -30,6 +30,19 @@ __all__ = ["Control", "ControlService", "HangUpService", "Listener", "controlEnd
 log = Logger()
 
 
+def listenOrExit(service, option, description):
+    """
+    Start C{service}, a L{StreamServerEndpointService} with a C{_listening}
+    method, listening; an endpoint that cannot be had ends the daemon's
+    start with one line naming C{option}.
+    """
+    try:
+        StreamServerEndpointService.privilegedStartService(service)
+    except Exception as e:
+        raise SystemExit(f"gossip: cannot listen on {option} {description}: {e}") from None
+    service._waitingForPort.addCallback(service._listening)
+
+
 @attrs.define(eq=False)
 class Listener:
     """
@@ -304,13 +317,7 @@ class ControlService(StreamServerEndpointService):
     def startService(self):
         if self._path is not None:
             _claim(self._path)
-        try:
-            StreamServerEndpointService.privilegedStartService(self)
-        except Exception as e:
-            raise SystemExit(
-                f"gossip: cannot listen on --control {self._description}: {e}"
-            ) from None
-        self._waitingForPort.addCallback(self._listening)
+        listenOrExit(self, "--control", self._description)
         Service.startService(self)
 
     def _listening(self, port):
