@@ -280,7 +280,7 @@ class ConnectionTests(TestCase):
         self.assertRefusedByClient(client, server)
         self.assertEqual(
             client.reason.getErrorMessage(),
-            "localhost's certificate does not name localhost",
+            "localhost's certificate does not name localhost (it names elsewhere.example)",
         )
 
     async def test_serverFromOtherAuthority(self):

@@ -210,7 +210,46 @@ class _Reloadable:
         return self.options.serverConnectionForTLS(protocol)
 
     def clientConnectionForTLS(self, protocol):
-        return self.options.clientConnectionForTLS(protocol)
+        connection = self.options.clientConnectionForTLS(protocol)
+        _keepNames(protocol, connection)
+        return connection
+
+
+def _keepNames(protocol, connection):
+    """
+    Have a client's failed verification note, on its failure, the names
+    that the peer's certificate has, so that L{_inWords} can say them: by
+    the time the failure reaches the session, the certificate is gone.
+    Verification itself is Twisted's, untouched.
+
+    @param protocol: the L{TLSMemoryBIOProtocol} of the connection.
+    @param connection: its L{OpenSSL.SSL.Connection}.
+    """
+    fail = protocol.failVerification
+
+    def failVerification(reason):
+        try:
+            chain = connection.get_peer_cert_chain()
+            if chain:
+                reason.value.peerNames = _namesOf(chain[0].to_cryptography())
+        except Exception:
+            # Only words for a message: verification fails all the same.
+            pass
+        fail(reason)
+
+    protocol.failVerification = failVerification
+
+
+def _namesOf(certificate):
+    """
+    The DNS names and addresses a certificate is for (or its common name,
+    if it lists none), as strings.
+    """
+    try:
+        names = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return [name.value for name in certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
+    return [str(name.value) for name in names]
 
 
 class _Refused(Protocol):
@@ -439,14 +478,16 @@ def _inWords(error, host):
     """
     Why a TLS connection to C{host} failed, in words, if it failed in the
     handshake: that the peer's certificate is not signed by an authority
-    in --tls-ca, that it does not name the host dialled, or that the
-    peer refused this node's certificate.
+    in --tls-ca, that it does not name the host dialled (and the names it
+    has), or that the peer refused this node's certificate.
 
     @return: L{None} for any other failure.
     """
     if _isVerificationError(error):
-        # (The certificate is gone by now: what it names is not known.)
-        return f"{host}'s certificate does not name {host}"
+        named = getattr(error, "peerNames", None)
+        return f"{host}'s certificate does not name {host}" + (
+            f" (it names {', '.join(named)})" if named else ""
+        )
     if not isinstance(error, SSL.Error):
         return None
     reasons = [
