@@ -403,6 +403,22 @@ class FolderTests(TestCase):
         for marker in markers:
             self.assertIn(marker, text)
 
+    def test_renamesCrossing(self):
+        """
+        Renames that cross (doc.txt to p.txt then q.txt on one node, to
+        q.txt then p.txt on another, edited meanwhile) fold one name into
+        the other once, and every edit is in a file on every node: the
+        case hypothesis found in L{test_convergeWithRenames}, where each
+        name was folded into the other and both deleted.
+        """
+        script = [(0, "insert", 0, "p.txt", 0)] * 11 + [
+            (0, "rename", 0, "p.txt", 0),
+            (0, "rename", 0, "q.txt", 0),
+            (1, "rename", 0, "q.txt", 0),
+            (1, "rename", 0, "p.txt", 0),
+        ]
+        type(self).test_convergeWithRenames.hypothesis.inner_test(self, script)
+
     def test_renameOver(self):
         """
         A save written to a new file renamed over the old (vim, emacs, VS

@@ -532,12 +532,24 @@ class Folder:
         name by someone who had not seen the rename (those that keep the
         old name's document live), and delete the old name again.
         """
-        for path, document in list(self.documents.items()):
+        # In the order of the paths, the same on every node, whatever order
+        # their logs hold the adds in.
+        for path in sorted(self.documents):
+            document = self.documents[path]
             if not document.live or document.kind != "text":
                 continue
-            targets = [target for target in document.renames() if target in self.documents]
+            # Only into a file that exists: renames that cross (a to b on
+            # one node, b to a on another) fold one into the other once,
+            # not each into the other and both away; and an edit to the
+            # old name outlives a new name deleted since, as any edit
+            # outlives a delete it did not see.
+            targets = [
+                target
+                for target in document.renames()
+                if target in self.documents and self.documents[target].live
+            ]
             if not targets:
-                # Not renamed, or the new name's adds are not here yet.
+                # Not renamed, the new name's adds not here yet, or it is gone.
                 continue
             for target in targets:
                 pairs = self.documents[target].fold(document)
