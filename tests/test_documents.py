@@ -854,7 +854,11 @@ class CommandTests(TestCase):
         a = nodes(self, 1)[0]
         a.write("x.md", "one\n")
         a.sync()
+        notALog = self.mktemp()
+        with open(notALog, "w") as f:
+            f.write("".join(f"{n}\n" for n in range(1000)))
         for argv in [
+            ("doc", "list", notALog),
             ("doc", "show", a.log, "nope.md"),
             ("doc", "show", "--at", "yesterday", a.log, "x.md"),
             ("doc", "list", a.log + ".missing"),

@@ -121,6 +121,13 @@ def doc(options):
     out = sys.stdout
     if options.action == "list":
         f, collection = _collection(options.log)
+        if collection.damaged and not collection.intact:
+            f.close()
+            # As gossip ask says it.
+            raise LogError(
+                f"{os.fsdecode(options.log)}: not a gossip log: "
+                f"{collection.damaged} lines, not one intact add"
+            )
         with f:
             for path, document in sorted(collection.documents.items()):
                 if document.live:

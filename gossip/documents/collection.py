@@ -45,6 +45,8 @@ class Collection:
     @ivar documents: path -> L{Document}.
     @ivar offset: how far into the log they reflect.
     @ivar skipped: how many adds naming a document were skipped as bad.
+    @ivar damaged: how many damaged lines this object's reads met.
+    @ivar intact: whether they met an intact add.
     @ivar report: called with a one-line message for each add skipped.
     @ivar before: if given, called with a document just before an add
         changes it (so a caller can keep the state it had).
@@ -54,6 +56,8 @@ class Collection:
         self.documents = {}
         self.offset = 0
         self.skipped = 0
+        self.damaged = 0
+        self.intact = False
         self.report = report
         self.before = None
         self._fingerprint = None
@@ -77,7 +81,11 @@ class Collection:
             self.__init__(self.report)
         for offset, record, body in entries(f, self.offset):
             self.offset = offset + len(record) + 1
-            if body is None or not _mentionsDoc(body):
+            if body is None:
+                self.damaged += 1
+                continue
+            self.intact = True
+            if not _mentionsDoc(body):
                 continue
             try:
                 key = identify(body)
