@@ -12,8 +12,10 @@ Reported (docs/performance.md, "Many nodes", has the figures and what each
 means):
 
 - convergence: from the last add written to every log holding all;
-- announced keys, lines sent and Request keys per add written, and lines
-  per C{Adds} message: counted inside each daemon, which runs twistd with
+- announced keys, control entries (keys announced, origins noted and
+  origins streamed on or off: what nodes tell each other of what they
+  hold, version 2 or 1), lines sent and Request keys per add written, and
+  lines per C{Adds} message: counted inside each daemon, which runs twistd with
   L{gossip.sync.protocol.SyncProtocol.callRemote} wrapped (gossip itself
   logs none of these);
 - duplication: lines received over lines new to their receiver;
@@ -59,12 +61,13 @@ NODE = r"""
 import json, os, sys
 from gossip.store.intervals import count
 from gossip.sync import protocol
-from gossip.sync.amp import decodeRanges
+from gossip.sync.amp import decodeOrigins, decodeRanges
 
 out = sys.argv.pop(1)
 counts = dict.fromkeys(
     ["announceMsgs", "announceKeys", "addsMsgs", "linesSent", "bytesSent",
-     "requestMsgs", "requestKeys", "linesIn", "linesNew", "bytesNew", "ampIn"], 0)
+     "requestMsgs", "requestKeys", "linesIn", "linesNew", "bytesNew", "ampIn",
+     "noteMsgs", "noteOrigins", "streamMsgs", "streamOrigins"], 0)
 P = protocol.SyncProtocol
 callRemote, received, account, dataReceived = P.callRemote, P._received, P._account, P.dataReceived
 
@@ -73,6 +76,12 @@ def counted(self, command, **arguments):
     if name == "Announce":
         counts["announceMsgs"] += 1
         counts["announceKeys"] += count(decodeRanges(arguments["ranges"]))
+    elif name == "Note":
+        counts["noteMsgs"] += 1
+        counts["noteOrigins"] += len(decodeRanges(arguments["ranges"]))
+    elif name == "Stream":
+        counts["streamMsgs"] += 1
+        counts["streamOrigins"] += len(decodeOrigins(arguments["origins"]))
     elif name == "Adds":
         counts["addsMsgs"] += 1
         counts["linesSent"] += arguments["lines"].count(b"\n")
@@ -400,14 +409,22 @@ def run(options):
             raise RuntimeError("the mesh did not converge in 300 s")
         result["write"] = last - first
         result["converge"] = max(0.0, done - last)
-        # Let the announcements and answers that follow the last add settle.
-        time.sleep(1.0)
+        # Let the announcements, notes and answers that follow the last add
+        # settle: a note period (drawn within 20% of 5 s) and the switch
+        # delay after it.
+        time.sleep(options.settle)
         cpu = [after - before for after, before in zip((node.cpu() for node in nodes), cpuBefore)]
         wire = wireBytes(ports) - wireBefore
         counts = totals(nodes, before)
         result.update(
             adds=total,
             announce=counts.get("announceKeys", 0) / total,
+            control=(
+                counts.get("announceKeys", 0)
+                + counts.get("noteOrigins", 0)
+                + counts.get("streamOrigins", 0)
+            )
+            / total,
             sent=counts.get("linesSent", 0) / total,
             requested=counts.get("requestKeys", 0) / total,
             batch=counts.get("linesSent", 0) / max(1, counts.get("addsMsgs", 0)),
@@ -467,14 +484,15 @@ def show(options, results):
         f"{options.nodes} nodes, {options.topology}, writers {options.writers}, "
         f"{options.adds} adds each; {machine()}, {os.cpu_count()} cores; code {codeVersion()}"
     )
-    header = ("run", "connect s", "write s", "converge s", "announced/add", "sent/add",
+    header = ("run", "connect s", "write s", "converge s", "announced/add", "control/add", "sent/add",
               "requested/add", "lines/Adds", "dup", "wire/payload", "amp/payload",
               "CPU s (all)", "CPU s (max)", "RSS MB", "heal s", "load", "check")  # fmt: skip
     rows = []
     for i, r in enumerate(results, 1):
         rows.append((
             str(i), f(r.get("connect"), ".2f"), f(r.get("write"), ".2f"),
-            f(r.get("converge"), ".3f"), f(r.get("announce"), ".1f"), f(r.get("sent"), ".2f"),
+            f(r.get("converge"), ".3f"), f(r.get("announce"), ".1f"), f(r.get("control"), ".1f"),
+            f(r.get("sent"), ".2f"),
             f(r.get("requested"), ".2f"), f(r.get("batch"), ".1f"), f(r.get("dup"), ".2f"),
             f(r.get("wire"), ".2f"), f(r.get("amp"), ".2f"), f(r.get("cpu"), ".2f"),
             f(r.get("cpuMax"), ".2f"), f((r.get("rss") or 0) / 1e6, ".0f"),
@@ -501,6 +519,8 @@ def main(argv=None):
                         help="adds each writer (and the node down) appends meanwhile")
     parser.add_argument("--victim", type=int, default=None,
                         help="the node killed (default the middle one, N // 2)")
+    parser.add_argument("--settle", type=float, default=8.0,
+                        help="seconds after convergence still counted (notes included)")
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--dir", default="/tmp/gossip-bench-mesh")
     parser.add_argument("--json", help="also write the figures to this file")

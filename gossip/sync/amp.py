@@ -23,12 +23,16 @@ __all__ = [
     "Announce",
     "Have",
     "Hello",
+    "Note",
     "Ping",
     "ProtocolError",
     "Refused",
     "Request",
+    "Stream",
     "Synced",
+    "decodeOrigins",
     "decodeRanges",
+    "encodeOrigins",
     "encodeRanges",
     "rangeParts",
 ]
@@ -39,6 +43,7 @@ PROTOCOL_VERSION = 1
 VALUE_LIMIT = 60000
 # A value of ranges: lines of an origin in hex and its ranges, each number
 # short enough to read in constant time and below 2**64 (no serial reaches 2**63).
+ORIGINS = re.compile(rb"(?:[0-9a-fA-F]*\n)*")
 RANGES = re.compile(rb"(?:[0-9a-fA-F]* [0-9]{1,19}-[0-9]{1,19}(?:,[0-9]{1,19}-[0-9]{1,19})*\n)*")
 
 
@@ -71,6 +76,8 @@ class Hello(amp.Command):
         (b"anyName", amp.Boolean()),
         (b"want", amp.String(optional=True)),
         (b"readOnly", amp.Boolean(optional=True)),
+        # Version 2's streams: a version-1 peer leaves it out, and ignores it.
+        (b"stream", amp.Boolean(optional=True)),
     ]
     response = []
     errors = ERRORS
@@ -91,6 +98,29 @@ class Have(amp.Command):
 class Announce(amp.Command):
     """
     I now also hold these adds.
+    """
+
+    arguments = [(b"ranges", amp.String())]
+    response = []
+    errors = ERRORS
+    fatalErrors = FATAL
+
+
+class Stream(amp.Command):
+    """
+    Push me the new adds of these origins as you get them (C{on}), or stop.
+    """
+
+    arguments = [(b"origins", amp.String()), (b"on", amp.Boolean())]
+    response = []
+    errors = ERRORS
+    fatalErrors = FATAL
+
+
+class Note(amp.Command):
+    """
+    I now also hold these adds (a lazy link's periodic word, not a request
+    to fetch them at once).
     """
 
     arguments = [(b"ranges", amp.String())]
@@ -179,7 +209,20 @@ class Ping(amp.Command):
 # Every command a peer may send, by the name it goes by on the wire.
 COMMANDS = {
     command.commandName: command
-    for command in (Hello, Have, Announce, Request, Adds, AddBegin, AddPart, AddEnd, Synced, Ping)
+    for command in (
+        Hello,
+        Have,
+        Announce,
+        Stream,
+        Note,
+        Request,
+        Adds,
+        AddBegin,
+        AddPart,
+        AddEnd,
+        Synced,
+        Ping,
+    )
 }
 
 
@@ -260,3 +303,39 @@ def decodeRanges(value):
     return {
         by: Intervals.fromPairs(numbers[0::2], numbers[1::2]) for by, numbers in pairs.items()
     }
+
+
+def encodeOrigins(origins, limit=VALUE_LIMIT):
+    """
+    Encode origins, one hex line each, as values of at most C{limit} bytes.
+
+    @return: a list of values, none empty.
+    """
+    values, lines, size = [], [], 0
+    for by in origins:
+        line = by.hex().encode("ascii") + b"\n"
+        if len(line) > limit:
+            raise ValueError("an origin too long to encode")
+        if size + len(line) > limit:
+            values.append(b"".join(lines))
+            lines, size = [], 0
+        lines.append(line)
+        size += len(line)
+    if lines:
+        values.append(b"".join(lines))
+    return values
+
+
+def decodeOrigins(value):
+    """
+    Decode one value written by L{encodeOrigins}.
+
+    @return: a list of origins.
+    @raise ProtocolError: if it is malformed.
+    """
+    if ORIGINS.fullmatch(value) is None:
+        raise ProtocolError("malformed origins")
+    try:
+        return [bytes.fromhex(line.decode("ascii")) for line in value.split(b"\n")[:-1]]
+    except ValueError:
+        raise ProtocolError("malformed origins") from None

@@ -11,6 +11,7 @@ its L{gossip.sync.sender.Sender} reads and streams.  Where a session stands
 is one L{SessionState}, moved only as the table L{TRANSITIONS} says.
 """
 
+import random
 from enum import Enum
 
 import attrs
@@ -47,12 +48,16 @@ from gossip.sync.amp import (
     Announce,
     Have,
     Hello,
+    Note,
     Ping,
     ProtocolError,
     Refused,
     Request,
+    Stream,
     Synced,
+    decodeOrigins,
     decodeRanges,
+    encodeOrigins,
     encodeRanges,
     rangeParts,
 )
@@ -136,6 +141,13 @@ TRANSITIONS = {
     (Had.SUMMARY, "announce"): Had.SUMMARY,
     (Had.SUMMARY, "caughtUp"): Had.CAUGHT_UP,
     (Had.CAUGHT_UP, "announce"): Had.CAUGHT_UP,
+    # Version 2: its notes, once the summary is in; its streams, asked for
+    # once it has had our summary, so whatever we have had of its.
+    (Had.SUMMARY, "note"): Had.SUMMARY,
+    (Had.CAUGHT_UP, "note"): Had.CAUGHT_UP,
+    (Had.HELLO, "stream"): Had.HELLO,
+    (Had.SUMMARY, "stream"): Had.SUMMARY,
+    (Had.CAUGHT_UP, "stream"): Had.CAUGHT_UP,
     # Our hello sent, then accepted (our summary goes then); the peer
     # caught up, as often as it says so.
     (Gave.NOTHING, "helloSent"): Gave.HELLO,
@@ -163,6 +175,7 @@ REFUSALS = {
     (Had.SUMMARY, "have"): "a second summary",
     (Had.CAUGHT_UP, "have"): "a second summary",
     (Had.HELLO, "announce"): "an announcement before the summary",
+    (Had.HELLO, "note"): "a note before the summary",
     # A peer cannot hold a summary it has not had: ours goes once it has
     # accepted our hello.
     (Gave.NOTHING, "peerSynced"): "Synced before our summary",
@@ -392,6 +405,25 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
         self._requests = 0
         self._announce = {}
         self._announceCall = None
+        # Version 2 (docs/protocol.md, "Many nodes"): whether both ends
+        # speak it; the origins the peer streams from this node, and those
+        # this node streams from it; what to note on the next tick, and
+        # the origins to note at once; the streams to turn on or off; the
+        # adds notes said the peer holds, to fetch if no stream brings
+        # them in time.
+        self.streams = False
+        self.txStreams = set()
+        self.rxStreams = set()
+        self._notes = {}
+        # Origins whose adds this session has noted at least once.
+        self._told = set()
+        self._noteSoon = set()
+        self._noteCall = None
+        self._noteSoonCall = None
+        self._streamChanges = {}
+        self._streamCall = None
+        self._noted = {}
+        self._notedCall = None
         # The large add being received: an Incoming, spooled to a file.
         self._large = None
         self._largeParts = 0
@@ -436,6 +468,8 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
             arguments["want"] = self.want
         if self.readOnly:
             arguments["readOnly"] = True
+        if self.settings.streams and not self.once:
+            arguments["stream"] = True
         self._move("helloSent")
         self.callRemote(Hello, **arguments).addCallbacks(self._helloAccepted, self._fail)
 
@@ -632,8 +666,15 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
             self._rateCall = None
         if self._pinger is not None and self._pinger.running:
             self._pinger.stop()
-        if self._announceCall is not None and self._announceCall.active():
-            self._announceCall.cancel()
+        for call in (
+            self._announceCall,
+            self._noteCall,
+            self._noteSoonCall,
+            self._streamCall,
+            self._notedCall,
+        ):
+            if call is not None and call.active():
+                call.cancel()
         self.pending = {}
         if self._large is not None:
             self._large.discard()
@@ -719,7 +760,7 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
     # Hello
 
     @Hello.responder
-    def hello(self, version, node, log, anyName, want=None, readOnly=False):
+    def hello(self, version, node, log, anyName, want=None, readOnly=False, stream=False):
         self._check("hello")
         chosen = self.service is None
         if chosen:
@@ -754,6 +795,7 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
         self._move("hello")
         self.peerNode = node
         self.peerReadOnly = bool(readOnly)
+        self.streams = bool(stream) and self.settings.streams and not self.once
         if self.peerReadOnly:
             self.log.info("{peer} takes no adds from this node", peer=self.peer)
         if chosen:
@@ -767,6 +809,8 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
             self._pinger = LoopingCall(self._ping)
             self._pinger.clock = self._reactor
             self._pinger.start(self.settings.keepalive, now=False)
+        if self.streams:
+            self._scheduleNotes()
         # Adds appended since the watcher last looked belong in the summary.
         self.service.changed()
         parts = encodeRanges(self.service.have)
@@ -856,6 +900,8 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
         # The next pass over what the peer holds says how much the log lacks.
         self._counting = True
         self._requests -= 1
+        if self.streamsFrom():
+            self.service.offered(self, self.peerHave)
         self.requestMissing()
 
     @Announce.responder
@@ -956,13 +1002,42 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
         if self.readOnly:
             # This peer may not add to the log: ask it for nothing.
             return count(lacking)
-        wanted = self.service.unclaimed(lacking)
+        now = lacking
+        if self.streams:
+            # What another session streams to this node, that stream gets
+            # a while to bring (docs/protocol.md, "Many nodes").
+            sourceOf = self.service.sourceOf
+            now, later = {}, {}
+            for by, held in lacking.items():
+                source = sourceOf(by)
+                (now if source is None or source is self else later)[by] = held
+            if later:
+                self._fetchLater(later)
+        self._fetch(self.service.unclaimed(now))
+        return count(lacking)
+
+    def _fetch(self, wanted):
+        """
+        Ask for C{wanted}, adds no session is fetching: they are pending
+        for this session until the peer answers.
+        """
         if wanted:
             merge(self.pending, wanted)
             # Until every part is asked for, the session has not caught up.
             self._requests += 1
             self._request(rangeParts(wanted))
-        return count(lacking)
+
+    def _fetchLater(self, held):
+        """
+        Fetch what of C{held}, adds the peer holds, the log still lacks
+        after L{SessionSettings.switchDelay} seconds, and stream their
+        origins from this peer from then on.
+        """
+        merge(self._noted, held)
+        if self._notedCall is None or not self._notedCall.active():
+            # Until the check is done, the session has not caught up.
+            self._requests += 1
+            self._notedCall = self._reactor.callLater(self.settings.switchDelay, self._checkNoted)
 
     def _request(self, parts):
         """
@@ -1186,6 +1261,9 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
             or self.peerReadOnly
         ):
             return
+        if self.streams:
+            self._streamOrNote(keys)
+            return
         for by, at in keys:
             held = self.peerHave.get(by)
             if held is not None and at in held:
@@ -1200,6 +1278,162 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
             return
         for part in encodeRanges(announce):
             self.callRemote(Announce, ranges=part).addErrback(self._fail)
+
+    # Version 2: streams and notes (docs/protocol.md, "Many nodes")
+
+    def streamsFrom(self):
+        """
+        Whether this session may stream origins from its peer.
+        """
+        return self.streams and not self.readOnly and not self._over()
+
+    def _streamOrNote(self, keys):
+        """
+        New adds of the log, C{(by, at)}: push those of the origins the
+        peer streams from this node, and note the rest on the next tick
+        (at once for an origin the peer is not known to hold any of).
+        """
+        peerHave = self.peerHave
+        txStreams = self.txStreams
+        pushed = []
+        for key in keys:
+            by, at = key
+            held = peerHave.get(by)
+            if held is not None and at in held:
+                continue
+            if by in txStreams:
+                pushed.append(key)
+                continue
+            heldBy(self._notes, by).add(at)
+            if held is None and by not in self._told:
+                # An origin the peer may not have heard of: it learns of
+                # it now, and can stream it.
+                self._noteAtOnce([by])
+        if pushed:
+            self._sender.push(pushed)
+
+    def pushFailed(self, failure):
+        """
+        Pushing adds to the peer failed: end the session.
+        """
+        self._fail(failure)
+
+    def _scheduleNotes(self):
+        period = self.settings.notePeriod
+        self._noteCall = self._reactor.callLater(
+            period * random.uniform(0.8, 1.2), self._noteTick
+        )
+
+    def _noteTick(self):
+        if self._over():
+            return
+        self._sendNotes(list(self._notes))
+        self._scheduleNotes()
+
+    def _noteAtOnce(self, origins):
+        self._noteSoon.update(origins)
+        if self._noteSoonCall is None or not self._noteSoonCall.active():
+            self._noteSoonCall = self._reactor.callLater(0, self._noteSoonTick)
+
+    def _noteSoonTick(self):
+        origins, self._noteSoon = self._noteSoon, set()
+        if not self._over():
+            self._sendNotes(origins)
+
+    def _sendNotes(self, origins):
+        """
+        Note to the peer what the log gained of C{origins} that the peer is
+        not known to hold.
+        """
+        noting = {}
+        for by in origins:
+            held = self._notes.pop(by, None)
+            if held is None:
+                continue
+            peerHeld = self.peerHave.get(by)
+            if peerHeld is not None:
+                held = held.difference(peerHeld)
+            if held.ranges():
+                noting[by] = held
+                self._told.add(by)
+        if noting:
+            for part in encodeRanges(noting):
+                self.callRemote(Note, ranges=part).addErrback(self._fail)
+
+    def stream(self, by, on):
+        """
+        Ask the peer to stream origin C{by} to this node, or to stop.
+        """
+        self._streamChanges[by] = on
+        if on:
+            self.rxStreams.add(by)
+        else:
+            self.rxStreams.discard(by)
+        if self._streamCall is None or not self._streamCall.active():
+            self._streamCall = self._reactor.callLater(0, self._sendStreams)
+
+    def _sendStreams(self):
+        changes, self._streamChanges = self._streamChanges, {}
+        if self._over():
+            return
+        for on in (False, True):
+            origins = [by for by, wanted in changes.items() if wanted is on]
+            for part in encodeOrigins(origins):
+                self.callRemote(Stream, origins=part, on=on).addErrback(self._fail)
+
+    @Stream.responder
+    def streamAsked(self, origins, on):
+        if not self.streams:
+            raise ProtocolError("a Stream from a peer that did not say it streams")
+        self._move("stream")
+        named = decodeOrigins(origins)
+        if not on:
+            self.txStreams.difference_update(named)
+            return {}
+        if len(self.txStreams.union(named)) > _MAX_ORIGINS:
+            raise Refused(f"streams of more than {_MAX_ORIGINS} origins")
+        self.txStreams.update(named)
+        # What the log holds of them that the peer is not known to, it
+        # learns now (and asks for); what comes from now on is pushed.
+        have = self.service.have
+        for by in named:
+            held = have.get(by)
+            if held is not None:
+                peerHeld = self.peerHave.get(by)
+                lacking = held if peerHeld is None else held.difference(peerHeld)
+                if lacking.ranges():
+                    heldBy(self._notes, by).update(lacking)
+        self._sendNotes(named)
+        return {}
+
+    @Note.responder
+    def note(self, ranges):
+        if not self.streams:
+            raise ProtocolError("a Note from a peer that did not say it streams")
+        self._move("note")
+        noted = decodeRanges(ranges)
+        self._hold(noted)
+        if not self.readOnly:
+            self.service.noted(self, noted)
+            self._want(noted)
+        self._checkCaughtUp()
+        return {}
+
+    def _checkNoted(self):
+        """
+        The peer said it holds adds that another peer streams to this node:
+        those the stream has not brought yet are fetched from this peer,
+        and their origins streamed from it from now on.
+        """
+        noted, self._noted = self._noted, {}
+        if self._over():
+            return
+        self._requests -= 1
+        lacking = self.service.unclaimed(difference(noted, self.service.have))
+        for by in lacking:
+            self.service.switchSource(by, self)
+        self._fetch(lacking)
+        self._checkCaughtUp()
 
     # What a session says of itself, and what it has moved: the daemon's
     # peer services (gossip.transport.reach) say their sessions' start and

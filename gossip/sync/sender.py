@@ -11,7 +11,7 @@ import attrs
 from twisted.internet.defer import DeferredLock, ensureDeferred
 from twisted.internet.task import deferLater
 
-from gossip.store.intervals import Intervals, addSpans, difference, overlapping
+from gossip.store.intervals import Intervals, addSpans, difference, heldBy, overlapping
 from gossip.store.logfile import LargeLine
 from gossip.sync.amp import VALUE_LIMIT, AddBegin, AddEnd, AddPart, Adds
 from gossip.sync.service import Stretch
@@ -52,6 +52,9 @@ class Sender:
     # Requests are answered one after another, each from what the peer
     # holds once the one before it has been sent.
     _sending: DeferredLock = attrs.field(factory=DeferredLock)
+    # Adds to push, by origin, and whether a push is under way.
+    _pushes: dict = attrs.field(factory=dict)
+    _pushing: bool = False
 
     def request(self, wanted):
         """
@@ -73,57 +76,7 @@ class Sender:
         await self._sending.acquire()
         inflight = deque()
         try:
-            wanted = difference(wanted, self._session.peerHave)
-            batch = []
-            size = 0
-            sent = 0
-            peerHave = self._session.peerHave
-            for found in self._session.service.linesFor(wanted):
-                if not found:
-                    # A stretch of the log without any: let others run.
-                    await deferLater(self._reactor, 0, lambda: None)
-                    continue
-                if isinstance(found, Stretch) and _wholeStretch(found, peerHave):
-                    # Adds the peer lacks, every one: send their bytes as
-                    # they are, cut between lines.
-                    addSpans(peerHave, found.spans)
-                    sent += len(found)
-                    data = b"\n".join(found.records) + b"\n"
-                    position = 0
-                    while position < len(data):
-                        room = VALUE_LIMIT - size
-                        if len(data) - position <= room:
-                            batch.append(data[position:])
-                            size += len(data) - position
-                            break
-                        cut = data.rfind(b"\n", position, position + room) + 1
-                        if cut > position:
-                            batch.append(data[position:cut])
-                            position = cut
-                        await self._push(inflight, Adds, lines=b"".join(batch))
-                        batch, size = [], 0
-                    continue
-                for line, (by, at) in found:
-                    held = peerHave.get(by)
-                    if held is None:
-                        held = peerHave[by] = Intervals()
-                    elif at in held:
-                        continue
-                    held.add(at)
-                    sent += 1
-                    if len(line) > VALUE_LIMIT:
-                        if batch:
-                            await self._push(inflight, Adds, lines=b"".join(batch))
-                            batch, size = [], 0
-                        await self._sendLarge(inflight, line)
-                        continue
-                    if size + len(line) > VALUE_LIMIT:
-                        await self._push(inflight, Adds, lines=b"".join(batch))
-                        batch, size = [], 0
-                    batch.append(line)
-                    size += len(line)
-            if batch:
-                await self._push(inflight, Adds, lines=b"".join(batch))
+            sent = await self._sendFrom(wanted, inflight)
             while inflight:
                 await inflight.popleft()
             self.sent += sent
@@ -132,6 +85,101 @@ class Sender:
             for d in inflight:
                 d.addErrback(lambda failure: None)
             self._sending.release()
+
+    def push(self, keys):
+        """
+        New adds of origins the peer streams from this node, C{(by, at)}
+        pairs it is not known to hold: send them unasked.
+
+        A lone add goes at once.  While a pushed batch is unanswered, the
+        adds that come meanwhile gather into the next, so a relay forwards
+        full batches while adds keep arriving and no add waits longer than
+        an answer.
+        """
+        for by, at in keys:
+            heldBy(self._pushes, by).add(at)
+        if not self._pushing:
+            self._pushing = True
+            ensureDeferred(self._sendPushes()).addErrback(self._session.pushFailed)
+
+    async def _sendPushes(self):
+        await self._sending.acquire()
+        inflight = deque()
+        try:
+            while self._pushes or inflight:
+                if self._pushes:
+                    wanted, self._pushes = self._pushes, {}
+                    self.sent += await self._sendFrom(wanted, inflight)
+                if inflight:
+                    await inflight.popleft()
+        except BaseException:
+            self._pushes = {}
+            raise
+        finally:
+            self._pushing = False
+            for d in inflight:
+                d.addErrback(lambda failure: None)
+            self._sending.release()
+
+    async def _sendFrom(self, wanted, inflight):
+        """
+        Send what the peer lacks of C{wanted}, leaving the last batches
+        unanswered in C{inflight}.
+
+        @return: how many adds were sent.
+        """
+        wanted = difference(wanted, self._session.peerHave)
+        batch = []
+        size = 0
+        sent = 0
+        peerHave = self._session.peerHave
+        for found in self._session.service.linesFor(wanted):
+            if not found:
+                # A stretch of the log without any: let others run.
+                await deferLater(self._reactor, 0, lambda: None)
+                continue
+            if isinstance(found, Stretch) and _wholeStretch(found, peerHave):
+                # Adds the peer lacks, every one: send their bytes as
+                # they are, cut between lines.
+                addSpans(peerHave, found.spans)
+                sent += len(found)
+                data = b"\n".join(found.records) + b"\n"
+                position = 0
+                while position < len(data):
+                    room = VALUE_LIMIT - size
+                    if len(data) - position <= room:
+                        batch.append(data[position:])
+                        size += len(data) - position
+                        break
+                    cut = data.rfind(b"\n", position, position + room) + 1
+                    if cut > position:
+                        batch.append(data[position:cut])
+                        position = cut
+                    await self._push(inflight, Adds, lines=b"".join(batch))
+                    batch, size = [], 0
+                continue
+            for line, (by, at) in found:
+                held = peerHave.get(by)
+                if held is None:
+                    held = peerHave[by] = Intervals()
+                elif at in held:
+                    continue
+                held.add(at)
+                sent += 1
+                if len(line) > VALUE_LIMIT:
+                    if batch:
+                        await self._push(inflight, Adds, lines=b"".join(batch))
+                        batch, size = [], 0
+                    await self._sendLarge(inflight, line)
+                    continue
+                if size + len(line) > VALUE_LIMIT:
+                    await self._push(inflight, Adds, lines=b"".join(batch))
+                    batch, size = [], 0
+                batch.append(line)
+                size += len(line)
+        if batch:
+            await self._push(inflight, Adds, lines=b"".join(batch))
+        return sent
 
     async def _push(self, inflight, command, **arguments):
         inflight.append(self._session.callRemote(command, **arguments))

@@ -77,6 +77,8 @@ class LogService(Service):
     # keeps locked across many turns of the reactor.
     _writing = attrs.field(factory=DeferredLock, init=False)
     _copy = attrs.field(default=None, init=False)
+    # For each origin, the session that streams it to this node (version 2).
+    _sources = attrs.field(factory=dict, init=False)
 
     _log = Logger()
 
@@ -317,7 +319,72 @@ class LogService(Service):
     def sessionEnded(self, session):
         if session in self._sessions:
             self._sessions.remove(session)
+        # Its origins are streamed from the next session that holds them.
+        for by in [by for by, source in self._sources.items() if source is session]:
+            del self._sources[by]
+            self._chooseSource(by)
         self.released()
+
+    # Streams (docs/protocol.md, "Many nodes")
+
+    def sourceOf(self, by):
+        """
+        The session that streams origin C{by} to this node, or L{None}.
+        """
+        return self._sources.get(by)
+
+    def offered(self, session, held):
+        """
+        C{session}'s peer holds C{held}, its whole summary: stream from it
+        the origins no session streams yet, and those it wrote itself.
+        """
+        sources = self._sources
+        for by in held:
+            source = sources.get(by)
+            if source is None or (session.peerNode == by and source.peerNode != by):
+                self.switchSource(by, session)
+
+    def noted(self, session, noted):
+        """
+        C{session}'s peer notes that it holds C{noted}, ranges by origin:
+        stream from it those of their origins no session streams, and
+        those it wrote itself.
+        """
+        self.offered(session, noted)
+
+    def switchSource(self, by, session):
+        """
+        Stream origin C{by} from C{session}, and from no other.
+        """
+        old = self._sources.get(by)
+        if old is session:
+            return
+        self._sources[by] = session
+        if old is not None:
+            old.stream(by, False)
+        session.stream(by, True)
+
+    def _chooseSource(self, by):
+        """
+        Stream origin C{by} from the best session that holds some of it:
+        its writer, else the one that holds the most.
+        """
+        best = None
+        bestTop = -1
+        for session in self._sessions:
+            if not session.streamsFrom():
+                continue
+            held = session.peerHave.get(by)
+            if held is None:
+                continue
+            if session.peerNode == by:
+                best = session
+                break
+            top = held.end()
+            if top > bestTop:
+                best, bestTop = session, top
+        if best is not None:
+            self.switchSource(by, best)
 
     def released(self):
         """
