@@ -901,7 +901,9 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
         self._counting = True
         self._requests -= 1
         if self.streamsFrom():
-            self.service.offered(self, self.peerHave)
+            # The peer's own adds are streamed from it from the start, even
+            # before it has written any.
+            self.service.offered(self, [self.peerNode, *self.peerHave])
         self.requestMissing()
 
     @Announce.responder

@@ -333,13 +333,13 @@ class LogService(Service):
         """
         return self._sources.get(by)
 
-    def offered(self, session, held):
+    def offered(self, session, origins):
         """
-        C{session}'s peer holds C{held}, its whole summary: stream from it
-        the origins no session streams yet, and those it wrote itself.
+        C{session}'s peer holds adds of C{origins} (or wrote them): stream
+        from it those no session streams yet, and those it wrote itself.
         """
         sources = self._sources
-        for by in held:
+        for by in origins:
             source = sources.get(by)
             if source is None or (session.peerNode == by and source.peerNode != by):
                 self.switchSource(by, session)
