@@ -561,6 +561,26 @@ class FallbackTests(SynchronousTestCase):
         other = ({1, 3} - {relay}).pop()
         self.assertEqual(far.sourceOf(writer).peerNode, mesh.nodes[other].service.identity)
 
+    def test_restartHealsAtOnce(self):
+        """
+        A node cut off while every node writes, then restarted: the links
+        it comes back on bring everything everywhere at once, no note
+        awaited.  (Its neighbours streamed its origin, and those beyond
+        it, from each other meanwhile; the sessions it comes back on take
+        those streams over.)
+        """
+        mesh = self.warm(5, [(0, 1), (1, 2), (2, 3), (3, 4)])
+        for edge in [(1, 2), (2, 3)]:
+            mesh.partition(edge)
+        for node in mesh.nodes:
+            node.write(2)
+        mesh.pumpRounds(5)
+        mesh.restart(2)
+        for edge in [(1, 2), (2, 3)]:
+            mesh.heal(edge)
+        mesh.settle()
+        mesh.assertConverged(self)
+
     def test_versionOnePeers(self):
         """
         Nodes that speak version 1 in a mesh of version 2: each link speaks

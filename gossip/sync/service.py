@@ -79,6 +79,10 @@ class LogService(Service):
     _copy = attrs.field(default=None, init=False)
     # For each origin, the session that streams it to this node (version 2).
     _sources = attrs.field(factory=dict, init=False)
+    # The origins streamed from a session chosen when their source ended:
+    # it may hold no more of them than this node (its own source may be
+    # this node), so the next session that holds some of them takes over.
+    _stopgaps = attrs.field(factory=set, init=False)
 
     _log = Logger()
 
@@ -322,6 +326,7 @@ class LogService(Service):
         # Its origins are streamed from the next session that holds them.
         for by in [by for by, source in self._sources.items() if source is session]:
             del self._sources[by]
+            self._stopgaps.discard(by)
             self._chooseSource(by)
         self.released()
 
@@ -333,15 +338,33 @@ class LogService(Service):
         """
         return self._sources.get(by)
 
-    def offered(self, session, origins):
+    def offered(self, session, origins, summary=True):
         """
         C{session}'s peer holds adds of C{origins} (or wrote them): stream
-        from it those no session streams yet, and those it wrote itself.
+        from it those no session streams yet, those it wrote itself, and
+        those its summary shows it holds more of than their source
+        (unless that is their writer).
+
+        @param summary: whether C{origins} are those of the peer's summary
+            (not of a note, which may name adds that a source's stream is
+            bringing).
         """
         sources = self._sources
+        stopgaps = self._stopgaps
         for by in origins:
             source = sources.get(by)
-            if source is None or (session.peerNode == by and source.peerNode != by):
+            if source is session:
+                continue
+            if (
+                source is None
+                or by in stopgaps
+                or (session.peerNode == by and source.peerNode != by)
+                or (
+                    summary
+                    and source.peerNode != by
+                    and _top(session, by) > _top(source, by)
+                )
+            ):
                 self.switchSource(by, session)
 
     def noted(self, session, noted):
@@ -350,12 +373,13 @@ class LogService(Service):
         stream from it those of their origins no session streams, and
         those it wrote itself.
         """
-        self.offered(session, noted)
+        self.offered(session, noted, summary=False)
 
     def switchSource(self, by, session):
         """
         Stream origin C{by} from C{session}, and from no other.
         """
+        self._stopgaps.discard(by)
         old = self._sources.get(by)
         if old is session:
             return
@@ -385,6 +409,8 @@ class LogService(Service):
                 best, bestTop = session, top
         if best is not None:
             self.switchSource(by, best)
+            if best.peerNode != by:
+                self._stopgaps.add(by)
 
     def released(self):
         """
@@ -557,6 +583,15 @@ class LogService(Service):
         if len(data) != length:
             raise LogError(f"{os.fsdecode(self.log.path)} was cut short while being sent")
         return data
+
+
+def _top(session, by):
+    """
+    One more than the last serial of origin C{by} that C{session}'s peer
+    is known to hold, or 0.
+    """
+    held = session.peerHave.get(by)
+    return 0 if held is None else held.end()
 
 
 @attrs.define(eq=False)
