@@ -621,3 +621,69 @@ class AnnouncementTests(HostileMixin, SynchronousTestCase):
         # 40 ms, before.
         self.assertLess(time.process_time() - before, 0.25)
         self.assertIsNone(attacked.protocol.failure)
+
+
+def streamingHello():
+    return command(
+        b"Hello", version=b"1", node=b"hostile-node", log=b"log", anyName=b"False", stream=b"True"
+    )
+
+
+class StreamTests(HostileMixin, SynchronousTestCase):
+    """
+    Version 2's messages (docs/protocol.md, "Many nodes") out of place or
+    out of bounds end the session with one line; the log is untouched.
+    """
+
+    def test_streamWithoutSaying(self):
+        """
+        A peer that did not say C{stream} in its hello may not ask for
+        streams.
+        """
+        attacked = Attacked(self)
+        attacked.send(hello() + command(b"Stream", ask=b"2", origins=b"70\n", on=b"True"))
+        self.assertRepelled(attacked, "a Stream from a peer that did not say it streams")
+
+    def test_noteWithoutSaying(self):
+        attacked = Attacked(self)
+        attacked.send(hello() + haves([b""]) + command(b"Note", ask=b"3", ranges=b"70 0-1\n"))
+        self.assertRepelled(attacked, "a Note from a peer that did not say it streams")
+
+    def test_noteBeforeSummary(self):
+        attacked = Attacked(self)
+        attacked.send(streamingHello() + command(b"Note", ask=b"2", ranges=b"70 0-1\n"))
+        self.assertRepelled(attacked, "a note before the summary")
+
+    def test_malformedOrigins(self):
+        attacked = Attacked(self)
+        attacked.send(streamingHello() + command(b"Stream", ask=b"2", origins=b"7\n", on=b"True"))
+        self.assertRepelled(attacked, "malformed origins")
+
+    def test_tooManyStreams(self):
+        """
+        A peer may ask for the streams of no more origins than a summary
+        may name.
+        """
+        attacked = Attacked(self)
+        origins = b"".join(b"%08x\n" % (i,) for i in range(5001))
+        attacked.send(
+            streamingHello()
+            + command(b"Stream", ask=b"2", origins=origins, on=b"True")
+            + command(b"Stream", ask=b"3", origins=origins.replace(b"\n0", b"\n1"), on=b"True")
+        )
+        self.assertRepelled(attacked, "streams of more than 10000 origins")
+
+    def test_streamAccepted(self):
+        """
+        A well-formed request to stream is taken: the session pushes that
+        origin's new adds (the control case of the tests above).
+        """
+        attacked = Attacked(self)
+        origin = attacked.service.identity
+        attacked.send(
+            streamingHello()
+            + haves([b""])
+            + command(b"Stream", ask=b"3", origins=origin.hex().encode() + b"\n", on=b"True")
+        )
+        self.assertEqual(attacked.ended, [])
+        self.assertEqual(attacked.protocol.txStreams, {origin})

@@ -42,10 +42,19 @@ class Listener:
     """
 
     pending = {}
+    peerNode = b"listener"
+    peerHave = {}
 
     def __init__(self):
         self.told = []
         self.waiting = []
+        self.streamed = {}
+
+    def streamsFrom(self):
+        return True
+
+    def stream(self, by, on):
+        self.streamed[by] = on
 
     def localAdds(self, keys):
         self.told.extend(keys)
@@ -468,6 +477,45 @@ class ServiceTests(SynchronousTestCase):
         self.assertEqual(
             self.service.unclaimed({b"p": Intervals([(3, 8)])}), {b"p": Intervals([(5, 8)])}
         )
+
+    def test_sources(self):
+        """
+        Each origin is streamed from one session: the first that offers
+        it, unless its writer or a summary that shows more of it comes;
+        when that session ends, from the next that holds it, until another
+        session offers it.
+        """
+
+        def session(node, held):
+            listener = Listener()
+            listener.peerNode = node
+            listener.peerHave = held
+            self.service.sessionStarted(listener)
+            return listener
+
+        first = session(b"n1", {b"w": Intervals([(0, 3)])})
+        second = session(b"n2", {b"w": Intervals([(0, 3)])})
+        self.service.offered(first, [b"w"])
+        self.service.offered(second, [b"w"])
+        self.assertIs(self.service.sourceOf(b"w"), first)
+        self.assertEqual((first.streamed, second.streamed), ({b"w": True}, {}))
+        # More of it, by a summary: the stream moves.
+        second.peerHave = {b"w": Intervals([(0, 5)])}
+        self.service.offered(second, [b"w"])
+        self.assertIs(self.service.sourceOf(b"w"), second)
+        self.assertEqual((first.streamed, second.streamed), ({b"w": False}, {b"w": True}))
+        # Its writer: the stream moves there, whatever it holds.
+        writer = session(b"w", {})
+        self.service.noted(writer, {})
+        self.service.offered(writer, [b"w"])
+        self.assertIs(self.service.sourceOf(b"w"), writer)
+        # The writer's session ends: the one that holds the most takes
+        # over, and gives way to the next that offers the origin.
+        self.service.sessionEnded(writer)
+        self.assertIs(self.service.sourceOf(b"w"), second)
+        self.service.offered(first, [b"w"], summary=False)
+        self.assertIs(self.service.sourceOf(b"w"), first)
+        self.assertEqual(second.streamed, {b"w": False})
 
 
 def intactKeys(path):

@@ -79,6 +79,30 @@ class ILogService(Interface):
             L{gossip.sync.service.Stretch} of adds that are all wanted.
         """
 
+    def sourceOf(by):
+        """
+        The session that streams origin C{by} to this node (version 2), or
+        L{None}.
+        """
+
+    def offered(session, origins, summary=True):
+        """
+        C{session}'s peer holds adds of C{origins}, by its summary (or
+        wrote them): stream from it those that no session streams, or that
+        it is the better source of.
+        """
+
+    def noted(session, noted):
+        """
+        C{session}'s peer notes that it holds C{noted}: stream from it the
+        origins no session streams, and those it wrote.
+        """
+
+    def switchSource(by, session):
+        """
+        Stream origin C{by} from C{session}, and from no other.
+        """
+
     def readLine(line, start, length):
         """
         C{length} bytes from C{start} on of a
@@ -95,6 +119,19 @@ class ISyncSession(Interface):
         "The adds, by origin, that this session has asked its peer for and "
         "not yet had answered."
     )
+    peerNode = Attribute("The peer's node identity, once its hello is accepted.")
+    peerHave = Attribute("The adds, by origin, that the peer is known to hold.")
+
+    def streamsFrom():
+        """
+        Whether origins may be streamed from this session's peer (both ends
+        speak version 2, and the peer may add to the log).
+        """
+
+    def stream(by, on):
+        """
+        Ask the peer to stream origin C{by} to this node, or to stop.
+        """
 
     def localAdds(keys):
         """
