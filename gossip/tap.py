@@ -525,6 +525,7 @@ def makeService(config, reactor=None):
             rescanInterval=config["rescan"],
             useInotify=not config["poll"],
             scrubPeriod=config["scrub-period"],
+            shareClaims=True,
         )
         service.setServiceParent(top)
         services[service.name] = service

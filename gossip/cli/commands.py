@@ -151,19 +151,21 @@ async def _session(reactor, service, endpoint, factory):
     return protocol
 
 
-def _service(reactor, options, create=True):
+def _service(reactor, options, create=True, shareClaims=False):
     log = Log(options.log)
     if not create:
         if not os.path.lexists(options.log):
             raise CommandError(f"{options.log}: no such log (--create makes a new one)")
         log.state()
-    return LogService(log, reactor, rescanInterval=options.rescan)
+    return LogService(log, reactor, rescanInterval=options.rescan, shareClaims=shareClaims)
 
 
 async def _serve(reactor, options):
     # A mistyped LOG in a forced command or an ssh URL must not become a
     # new, empty log that the peer then syncs into.
-    service = _service(reactor, options, create=options.create)
+    # A server (sshd's forced command, say) may run beside a daemon on
+    # the same log: they share what they fetch.
+    service = _service(reactor, options, create=options.create, shareClaims=True)
     service.startService()
     factory = SyncFactory(service, "stdio peer", settings(options), once=options.once)
     protocol = factory.buildProtocol(None)

@@ -49,6 +49,12 @@ class ILogService(Interface):
         Those of the adds C{wanted} that no session is already fetching.
         """
 
+    def claimsChanged():
+        """
+        What the sessions are fetching changed: tell other processes on the
+        log, so they fetch something else.
+        """
+
     def released():
         """
         A session's requests ended: others may now fetch what it did not.

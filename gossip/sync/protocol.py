@@ -1025,6 +1025,7 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
         """
         if wanted:
             merge(self.pending, wanted)
+            self.service.claimsChanged()
             # Until every part is asked for, the session has not caught up.
             self._requests += 1
             self._request(rangeParts(wanted))
@@ -1071,6 +1072,7 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
                     self.pending[by] = left
                 else:
                     del self.pending[by]
+        self.service.claimsChanged()
         # What the peer could not send (damaged on its disk) is not asked
         # again on this connection: it no longer counts as held there.
         lacking = difference(asked, self.service.have)

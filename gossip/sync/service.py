@@ -19,8 +19,9 @@ from zope.interface import implementer
 
 from gossip.store.format import CorruptLine, identify
 from gossip import counted
-from gossip.store.intervals import Intervals, addKeys, addSpans, count, covered, difference, heldBy, spans
+from gossip.store.intervals import Intervals, addKeys, addSpans, count, covered, difference, heldBy, merge, spans
 from gossip.store.logfile import LARGE, LargeLine, LogError, Scan, entries, keyedBlocks
+from gossip.sync.claims import SharedClaims
 from gossip.sync.interfaces import ILogService
 from gossip.sync.watcher import INotifyWatcher, watcherFor
 
@@ -37,6 +38,9 @@ MAX_ADD_SIZE = 1 << 30
 SCRUB_SLICE = 1 << 18
 # The most of one core the scrub takes, however short its period.
 SCRUB_SHARE = 0.02
+# Seconds after which adds left to another process's sessions are looked
+# for again, in case it did not fetch them.
+CLAIM_RECHECK = 2.0
 
 
 @implementer(ILogService)
@@ -62,6 +66,11 @@ class LogService(Service):
     maxAddSize = attrs.field(default=MAX_ADD_SIZE)
     useInotify = attrs.field(default=True)
     scrubPeriod = attrs.field(default=0.0)
+    # Share what the sessions fetch with other processes on the log (see
+    # gossip.sync.claims); claimTag names this service among several of
+    # one process.
+    shareClaims = attrs.field(default=False)
+    claimTag = attrs.field(default=None)
     identity = attrs.field(default=None, init=False)
     have = attrs.field(factory=dict, init=False)
     damaged = attrs.field(default=0, init=False)
@@ -83,6 +92,8 @@ class LogService(Service):
     # it may hold no more of them than this node (its own source may be
     # this node), so the next session that holds some of them takes over.
     _stopgaps = attrs.field(factory=set, init=False)
+    _claims = attrs.field(default=None, init=False)
+    _recheck = attrs.field(default=None, init=False)
 
     _log = Logger()
 
@@ -107,6 +118,8 @@ class LogService(Service):
                 count=removed,
                 path=self.log.path,
             )
+        if self.shareClaims:
+            self._claims = SharedClaims(self.log.path, self.claimTag)
         Service.startService(self)
         self._watcher = watcherFor(self.reactor, self.log.path, self.changed, self.useInotify)
         self._watcher.start()
@@ -119,6 +132,10 @@ class LogService(Service):
 
     def stopService(self):
         Service.stopService(self)
+        if self._recheck is not None and self._recheck.active():
+            self._recheck.cancel()
+        if self._claims is not None:
+            self._claims.close()
         if self._scrubber is not None:
             self._scrubber.stop()
             self._scrubber = None
@@ -323,6 +340,7 @@ class LogService(Service):
     def sessionEnded(self, session):
         if session in self._sessions:
             self._sessions.remove(session)
+        self.claimsChanged()
         # Its origins are streamed from the next session that holds them.
         for by in [by for by, source in self._sources.items() if source is session]:
             del self._sources[by]
@@ -426,7 +444,39 @@ class LogService(Service):
         for session in self._sessions:
             if session.pending:
                 wanted = difference(wanted, session.pending)
+        if wanted and self._claims is not None:
+            elsewhere = self._claims.others()
+            if elsewhere:
+                left = difference(wanted, elsewhere)
+                if count(left) != count(wanted):
+                    # Another process fetches some: look again later, in
+                    # case it does not get them.
+                    if self._recheck is None or not self._recheck.active():
+                        self._recheck = self.reactor.callLater(
+                            CLAIM_RECHECK, self._claimsLapsed
+                        )
+                    wanted = left
         return wanted
+
+    def _claimsLapsed(self):
+        """
+        Adds were left to another process's sessions a while ago: learn
+        what it wrote, and fetch what it did not.
+        """
+        self.changed()
+        self.released()
+
+    def claimsChanged(self):
+        """
+        What the sessions are fetching changed: tell other processes.
+        """
+        if self._claims is None:
+            return
+        pending = {}
+        for session in self._sessions:
+            if session.pending:
+                merge(pending, session.pending)
+        self._claims.publish(pending)
 
     def receive(self, lines, source=None):
         """
