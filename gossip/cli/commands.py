@@ -164,8 +164,11 @@ async def _serve(reactor, options):
     # A mistyped LOG in a forced command or an ssh URL must not become a
     # new, empty log that the peer then syncs into.
     # A server (sshd's forced command, say) may run beside a daemon on
-    # the same log: they share what they fetch.
-    service = _service(reactor, options, create=options.create, shareClaims=True)
+    # the same log: they share what they fetch.  A one-shot one does not:
+    # its Synced must mean that the log holds what the peer listed.
+    service = _service(
+        reactor, options, create=options.create, shareClaims=not options.once
+    )
     service.startService()
     factory = SyncFactory(service, "stdio peer", settings(options), once=options.once)
     protocol = factory.buildProtocol(None)
