@@ -13,7 +13,7 @@ import time
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock, deferLater
-from twisted.logger import globalLogPublisher
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.test import iosim
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface import implementer
@@ -216,6 +216,29 @@ class ServiceTests(SynchronousTestCase):
         self.assertEqual(found, [(lines[0], (b"p", 0))])
         with open(self.path, "rb") as f:
             self.assertEqual(f.read().count(lines[0]), 1)
+
+    def test_receiveAfterCutLine(self):
+        """
+        After a writer was killed in the middle of a line (a clone, say), a
+        batch received ends that line and follows it: the service counts
+        the cut line as damage and logs it once at info, not as a corrupt
+        line at warn (it is a crash's doing, not a disk's), and learns the
+        batch as written.
+        """
+        lines = [encodeAdd([(b"by", b"p"), (b"at", b"%d" % i), (b"m", b"x")]) for i in range(3)]
+        with open(self.path, "ab") as f:
+            f.write(lines[0][:10])
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        result = self.successResultOf(self.service.receive(lines))
+        self.assertEqual(result.lines, lines)
+        self.assertEqual(self.service.have[b"p"], Intervals([(0, 3)]))
+        self.assertEqual(self.service.damaged, 1)
+        said = [(event["log_level"], formatEvent(event)) for event in events]
+        self.assertEqual(len(said), 1, said)
+        self.assertEqual(said[0][0], LogLevel.info)
+        self.assertIn("cut short", said[0][1])
 
     def test_startTornBeforeLineFeed(self):
         """

@@ -17,7 +17,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from gossip.store.format import CorruptLine, identify
+from gossip.store.format import CorruptLine, checkKeyedLine, identify
 from gossip import counted
 from gossip.store.intervals import Intervals, addKeys, addSpans, count, covered, difference, heldBy, merge, spans
 from gossip.store.logfile import LARGE, LargeLine, LogError, Scan, entries, keyedBlocks
@@ -550,6 +550,8 @@ class LogService(Service):
         appended = result.lines
         if appended:
             first = result.start
+            if self._offset + 1 < first <= self._offset + LARGE and self._unchanged():
+                self._passTorn(first)
             if first in (self._offset, self._offset + 1) and self._unchanged():
                 # Nothing else was appended since the service last read
                 # (but perhaps the end of a torn line), so these adds are
@@ -569,6 +571,32 @@ class LogService(Service):
             else:
                 self._readNew()
         return result
+
+    def _passTorn(self, first):
+        """
+        If what lies between where the service has read and C{first}, where
+        the adds just written begin, is one line cut short (its writer
+        killed mid-append) that the writing ended with a line feed, count it
+        as damage without reading it back: it is no add, and its being
+        there is the crash's doing, not a disk's.
+        """
+        torn = os.pread(self._file.fileno(), first - self._offset, self._offset)
+        if len(torn) != first - self._offset or torn.find(b"\n") != len(torn) - 1:
+            return
+        try:
+            checkKeyedLine(torn)
+        except CorruptLine:
+            pass
+        else:
+            # A whole add that lacked only its line feed: read as one.
+            return
+        self._log.info(
+            "{path}: a line cut short at byte {offset} (its writer was stopped) is skipped",
+            path=os.fsdecode(self.log.path),
+            offset=self._offset,
+        )
+        self.damaged += 1
+        self._offset = first
 
     def linesFor(self, wanted):
         """
