@@ -11,6 +11,7 @@ from fcntl import LOCK_EX, LOCK_SH, flock
 
 from twisted.logger import Logger
 
+from gossip.store.intervals import merge
 from gossip.sync.amp import ProtocolError, decodeRanges
 
 __all__ = ["SharedClaims"]
@@ -78,6 +79,21 @@ class SharedClaims:
             chunks.append(chunk)
             offset += len(chunk)
 
+    def _othersLines(self, data):
+        """
+        The whole lines of C{data}, the file's bytes, that other processes
+        still running wrote: C{(claimant, rest)}, C{rest} with its LF.
+        """
+        alive = {}
+        for line in data.splitlines(keepends=True):
+            claimant, space, rest = line.partition(b" ")
+            if not space or claimant == self.claimant or not line.endswith(b"\n"):
+                continue
+            if claimant not in alive:
+                alive[claimant] = _alive(claimant)
+            if alive[claimant]:
+                yield claimant, rest
+
     def _failed(self, error):
         if not self._broken:
             self._broken = True
@@ -112,16 +128,9 @@ class SharedClaims:
             self._failed(e)
             return
         try:
-            kept = []
-            alive = {}
-            for line in self._read(fd).splitlines(keepends=True):
-                claimant = line.split(b" ", 1)[0]
-                if claimant == self.claimant or not line.endswith(b"\n"):
-                    continue
-                if claimant not in alive:
-                    alive[claimant] = _alive(claimant)
-                if alive[claimant]:
-                    kept.append(line)
+            kept = [
+                claimant + b" " + rest for claimant, rest in self._othersLines(self._read(fd))
+            ]
             data = b"".join(kept + mine)
             os.ftruncate(fd, 0)
             os.pwrite(fd, data, 0)
@@ -174,24 +183,9 @@ class SharedClaims:
         finally:
             os.close(fd)
         claimed = {}
-        alive = {}
-        for line in data.splitlines(keepends=True):
-            parts = line.split(b" ", 1)
-            if len(parts) != 2 or parts[0] == self.claimant:
-                continue
-            claimant = parts[0]
-            if claimant not in alive:
-                alive[claimant] = _alive(claimant)
-            if not alive[claimant]:
-                continue
+        for _, rest in self._othersLines(data):
             try:
-                ranges = decodeRanges(parts[1])
+                merge(claimed, decodeRanges(rest))
             except ProtocolError:
                 continue
-            for by, held in ranges.items():
-                mine = claimed.get(by)
-                if mine is None:
-                    claimed[by] = held
-                else:
-                    mine.update(held)
         return claimed

@@ -406,14 +406,13 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
         self._announce = {}
         self._announceCall = None
         # Version 2 (docs/protocol.md, "Many nodes"): whether both ends
-        # speak it; the origins the peer streams from this node, and those
-        # this node streams from it; what to note on the next tick, and
-        # the origins to note at once; the streams to turn on or off; the
-        # adds notes said the peer holds, to fetch if no stream brings
-        # them in time.
+        # speak it; the origins the peer streams from this node; what to
+        # note on the next tick, and the origins to note at once; the
+        # streams to turn on or off; the adds notes said the peer holds, to
+        # fetch if no stream brings them in time.  (Which origins this node
+        # streams from the peer, the service keeps: sourceOf.)
         self.streams = False
         self.txStreams = set()
-        self.rxStreams = set()
         self._notes = {}
         # Origins whose adds this session has noted at least once.
         self._told = set()
@@ -1369,10 +1368,6 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
         Ask the peer to stream origin C{by} to this node, or to stop.
         """
         self._streamChanges[by] = on
-        if on:
-            self.rxStreams.add(by)
-        else:
-            self.rxStreams.discard(by)
         if self._streamCall is None or not self._streamCall.active():
             self._streamCall = self._reactor.callLater(0, self._sendStreams)
 
