@@ -11,6 +11,8 @@ within the bound docs/protocol.md states ("Many nodes").
 
 import os
 import random
+import subprocess
+import sys
 
 import attrs
 from hypothesis import HealthCheck, given, settings
@@ -21,8 +23,10 @@ from twisted.test import iosim
 from twisted.trial.unittest import SynchronousTestCase
 
 from gossip.store.format import checkKeyedLine
+from gossip.store.intervals import Intervals
 from gossip.store.logfile import Log
 from gossip.sync.amp import AddBegin, Adds, Announce, Note, Stream, decodeOrigins, decodeRanges
+from gossip.sync.claims import SharedClaims
 from gossip.sync.protocol import SyncProtocol
 from gossip.sync.service import LogService
 from gossip.sync.settings import SessionSettings
@@ -687,3 +691,56 @@ class LostMidRequestTests(SynchronousTestCase):
         mesh.drop((0, 1))
         mesh.pumpRounds(3)
         self.assertEqual(self.flushLoggedErrors(), [])
+
+
+class ClaimsFileTests(SynchronousTestCase):
+    """
+    The claims file (L{gossip.sync.claims}) as processes die and files
+    break.
+    """
+
+    def setUp(self):
+        directory = self.mktemp()
+        os.makedirs(directory)
+        self.log = os.path.join(directory, NAME)
+
+    def test_deadProcessIgnored(self):
+        """
+        Lines of a process that no longer runs (killed mid-fetch) are not
+        claims: another process fetches those adds, and drops the lines
+        when it next writes the file.  A damaged line is ignored.
+        """
+        dead = subprocess.Popen([sys.executable, "-c", "pass"])
+        dead.wait()
+        mine = SharedClaims(self.log, b"mine")
+        with open(mine.path, "wb") as f:
+            f.write(b"%d 70 0-5\n" % (dead.pid,))
+            f.write(b"%d.live 71 0-3\n" % (os.getpid(),))
+            f.write(b"%d.live 72 nonsense\n" % (os.getpid(),))
+            f.write(b"%d.live 73 0-1" % (os.getpid(),))
+        self.assertEqual(mine.others(), {b"q": Intervals([(0, 3)])})
+        mine.publish({b"p": Intervals([(0, 2)])})
+        with open(mine.path, "rb") as f:
+            lines = f.read().splitlines()
+        self.assertEqual(
+            lines,
+            [
+                b"%d.live 71 0-3" % (os.getpid(),),
+                b"%d.live 72 nonsense" % (os.getpid(),),
+                b"%d.mine 70 0-2" % (os.getpid(),),
+            ],
+        )
+
+    def test_removedWhenEmpty(self):
+        """
+        The last process to stop, claiming nothing, takes the file away.
+        """
+        one = SharedClaims(self.log, b"one")
+        two = SharedClaims(self.log, b"two")
+        one.publish({b"p": Intervals([(0, 2)])})
+        two.publish({b"q": Intervals([(0, 2)])})
+        self.assertEqual(two.others(), {b"p": Intervals([(0, 2)])})
+        one.close()
+        self.assertTrue(os.path.exists(one.path))
+        two.close()
+        self.assertFalse(os.path.exists(one.path))
