@@ -20,7 +20,7 @@ import tempfile
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from twisted.conch.ssh import keys
 from twisted.internet import error
-from twisted.internet.defer import fail
+from twisted.internet.defer import Deferred, fail
 from twisted.internet.task import Clock
 from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.protocols import amp
@@ -38,6 +38,7 @@ from gossip.transport.reach import Peer, PeerService, _PeerFactory, retryDelay
 from gossip.transport.reasons import inWords
 from tests.helpers import (
     ENV,
+    contents,
     Daemon,
     daemonCommand,
     freePort,
@@ -186,6 +187,77 @@ class PeerTests(SynchronousTestCase):
         self.assertEqual(peer.failures, 2)
 
 
+class _Link:
+    """
+    A session with the peer's node that the service says serves the link.
+    """
+
+    peer = "the peer's session"
+
+    def __init__(self):
+        self.finished = []
+
+    def whenFinished(self):
+        d = Deferred()
+        self.finished.append(d)
+        return d
+
+
+class _Linked:
+    """
+    A log service with one session, C{link}, linking it with node C{b"n"}.
+    """
+
+    def __init__(self):
+        self.link = _Link()
+
+    def linkWith(self, node):
+        return self.link if node == b"n" else None
+
+
+class LinkedTests(SynchronousTestCase):
+    """
+    A peer whose node has a session with this node already (the peer
+    dialled it: both ends list the link) is not dialled until that session
+    ends; then it is, at once.
+    """
+
+    def setUp(self):
+        self.events = Events(self)
+        self.clock = Clock()
+        self.endpoint = _Refusing(error.ConnectionRefusedError())
+        self.linked = _Linked()
+        self.peer = Peer("ssh://nowhere:7422", "a.log", self.clock, self.endpoint)
+        self.peer.node = b"n"
+        factory = _PeerFactory(self.linked, self.peer.name, tracker=self.peer)
+        self.service = PeerService(self.endpoint, factory, lambda attempt: 2.0, self.clock, self.peer)
+
+    def test_waitsForLink(self):
+        """
+        While the link is served, the peer is C{linked} and not dialled,
+        however long; when it ends, the peer is dialled at once.
+        """
+        self.service.startService()
+        self.addCleanup(self.service.stopService)
+        self.assertEqual((self.peer.state, self.endpoint.attempts), ("linked", 0))
+        self.assertIn("another session with the same node serves the link", self.events.text(LogLevel.info)[-1])
+        self.clock.advance(100)
+        self.assertEqual(self.endpoint.attempts, 0)
+        # The link ends: the peer is dialled at once.
+        self.linked.link, link = None, self.linked.link
+        link.finished[0].callback(False)
+        self.assertEqual(self.endpoint.attempts, 1)
+        self.assertEqual(self.peer.state, "waiting")
+
+    def test_stopWhileLinked(self):
+        """
+        Stopping the daemon while it waits for the link dials nothing.
+        """
+        self.service.startService()
+        self.successResultOf(self.service.stopService())
+        self.assertEqual(self.endpoint.attempts, 0)
+
+
 class RetryDelayTests(SynchronousTestCase):
     """
     L{retryDelay}: soon at first, never more than seconds apart while a
@@ -219,6 +291,31 @@ class RetryDelayTests(SynchronousTestCase):
         delays = self.delays("no key was accepted (tried: SHA256:x)")
         self.assertEqual(max(delays), 300.0)
         self.assertLessEqual(delays[0], 1.0)
+
+    def test_startUp(self):
+        """
+        For its first seconds, until it is first reached, an unreachable
+        peer is tried every quarter second or so, not later and later: a
+        peer started with this daemon is reached as soon as it listens.
+        """
+        clock = Clock()
+        peer = Peer("ssh://nowhere", "a.log", clock, None)
+        peer.startedAt = clock.seconds()
+        peer.why = "connection refused (nothing listens there)"
+        policy = retryDelay(peer, random=lambda: 0.999)
+        delays = []
+        while clock.seconds() < 9.9:
+            delays.append(policy(len(delays)))
+            clock.advance(delays[-1])
+        self.assertGreater(len(delays), 30)
+        self.assertLessEqual(max(delays), 0.32)
+        # Then it backs off as before.
+        clock.advance(0.2)
+        self.assertGreater(policy(len(delays)), 5)
+        # A peer reached once is backed off from at once.
+        peer = Peer("ssh://nowhere", "a.log", Clock(), None)
+        peer.startedAt, peer.node, peer.why = 0.0, b"n", "timed out"
+        self.assertEqual(retryDelay(peer, random=lambda: 0.5)(10), 8.0)
 
     def test_spread(self):
         """
@@ -834,3 +931,104 @@ class WatchTests(DaemonMixin, TestCase):
         watch.send_signal(signal.SIGINT)
         out, err = watch.communicate(timeout=30)
         self.assertEqual((watch.returncode, err), (130, b""))
+
+
+class BothEndsTests(DaemonMixin, TestCase):
+    """
+    Two daemons over SSH, each listing the other as a peer: one session
+    links them, and whichever end restarts restores it.
+    """
+
+    def setUp(self):
+        DaemonMixin.setUp(self)
+        self.nodes = {}
+        for name in ("one", "two"):
+            key, hostKey = newKey(), newKey()
+            self.nodes[name] = {
+                "port": freePort(),
+                "key": key,
+                "hostKey": hostKey,
+                "log": self.log(name),
+            }
+
+    def start(self, name):
+        node = self.nodes[name]
+        [other] = [n for n in self.nodes.values() if n is not node]
+        files = os.path.join(self.dir, name)
+        with open(os.path.join(files, "authorized_keys"), "w") as f:
+            f.write(publicLine(other["key"], "other"))
+        with open(os.path.join(files, "known_hosts"), "w") as f:
+            f.write(f"[127.0.0.1]:{other['port']} " + publicLine(other["hostKey"], ""))
+        node["daemon"] = self.daemon(
+            name + str(len(self.tried)),
+            "--log", node["log"],
+            "--listen", f"tcp:{node['port']}:interface=127.0.0.1",
+            "--host-key", writeKey(os.path.join(files, "host_key"), node["hostKey"]),
+            "--authorized-keys", os.path.join(files, "authorized_keys"),
+            "--identity", writeKey(os.path.join(files, "id"), node["key"]),
+            "--known-hosts", os.path.join(files, "known_hosts"),
+            "--peer", f"ssh://127.0.0.1:{other['port']}",
+        )  # fmt: skip
+        self.tried.append(name)
+        return node["daemon"]
+
+    tried = ()
+
+    def linked(self):
+        """
+        Whether each daemon has one session with the other, and the two
+        agree on which: one dials it (its peer syncing), the other's peer
+        is C{linked}.
+        """
+        states = []
+        for node in self.nodes.values():
+            status = self.status(node["daemon"])
+            [peer] = [p for p in status["peers"] if p["direction"] == "outgoing"]
+            incoming = [p for p in status["peers"] if p["direction"] == "incoming"]
+            if peer["state"] == "linked":
+                if len(incoming) != 1 or incoming[0]["state"] not in ("syncing", "caught up"):
+                    return False
+            elif peer["state"] in ("syncing", "caught up"):
+                if incoming:
+                    return False
+            else:
+                return False
+            states.append(peer["state"])
+        return sorted(states) == ["caught up", "linked"] or sorted(states) == ["linked", "syncing"]
+
+    def converged(self):
+        keys = [contents(node["log"]).keySet for node in self.nodes.values()]
+        return keys[0] == keys[1] and len(keys[0]) >= 2
+
+    def test_oneSessionEitherEndRestores(self):
+        self.tried = []
+        self.start("one")
+        self.start("two")
+        waitFor(self.linked, message="one session between the daemons")
+        say(self.nodes["one"]["log"], "m=from one")
+        say(self.nodes["two"]["log"], "m=from two")
+        waitFor(self.converged, message="the logs converging")
+
+        # Restart the end that did not dial: it dials at start, and its
+        # adds reach the other.
+        [name] = [
+            name
+            for name, node in self.nodes.items()
+            if self.peer(node["daemon"], f"ssh://127.0.0.1:{self.otherPort(name)}")["state"]
+            == "linked"
+        ]
+        self.nodes[name]["daemon"].process.kill()
+        self.nodes[name]["daemon"].process.wait()
+        restarted = self.start(name)
+        say(self.nodes[name]["log"], "m=after the restart")
+        waitFor(self.converged, message="the logs converging again")
+        waitFor(self.linked, message="one session between the daemons again")
+        self.assertNotIn("failed", restarted.log())
+        self.assertNotIn("Traceback", restarted.log())
+        for node in self.nodes.values():
+            held = contents(node["log"])
+            self.assertEqual((held.corrupt, len(held.keys)), (0, len(held.keySet)))
+
+    def otherPort(self, name):
+        [other] = [node for n, node in self.nodes.items() if n != name]
+        return other["port"]

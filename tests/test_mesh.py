@@ -187,6 +187,9 @@ class Link:
         """
         Lose the connection abruptly: what is in flight is lost.
         """
+        if all(end.transport is None for end in self.ends):
+            # Ended already.
+            return
         for io in (self.pump.clientIO, self.pump.serverIO):
             io.stream = []
             io.disconnecting = io.disconnected = True
@@ -234,6 +237,12 @@ class Mesh:
             node.stop()
 
     def connect(self, edge):
+        """
+        Link the nodes of C{edge}, C{(i, j)}: node C{j} dials node C{i}.
+        The link is C{links[edge]}; with C{i > j}, it is a second link of
+        the pair C{(j, i)}, dialled the other way, as when both ends list
+        it.
+        """
         i, j = edge
         def settingsOf(k):
             if k in self.versionOne:
@@ -242,10 +251,11 @@ class Mesh:
 
         a, b = self.nodes[i].service, self.nodes[j].service
         pa = SyncProtocol(a, f"n{j}", settingsOf(i), reactor=self.clock)
-        pb = SyncProtocol(b, f"n{i}", settingsOf(j), reactor=self.clock)
+        pb = SyncProtocol(b, f"n{i}", settingsOf(j), reactor=self.clock, dialled=True)
         for session in (pa, pb):
             self.traffic.watch(session)
-        # The later node dials, as bench_mesh.py's daemons do.
+        # Of the edges in the topology, the later node dials, as
+        # bench_mesh.py's daemons do.
         pump = iosim.connect(
             pa,
             iosim.makeFakeServer(pa),
@@ -621,6 +631,47 @@ class FallbackTests(SynchronousTestCase):
         self.assertEqual(mesh.traffic.linesSent(), len(mesh.written()) * (n - 1))
         self.assertGreater(mesh.traffic.announcements(), 0)
         self.assertGreater(mesh.traffic.noted, 0)
+
+
+class BothEndsTests(SynchronousTestCase):
+    """
+    Links listed at both ends: the two sessions a pair of nodes dial at
+    once are one too many, and both ends keep the same one
+    (docs/protocol.md, "Links listed at both ends").
+    """
+
+    def test_oneKept(self):
+        """
+        Every pair of a mesh dials both ways at once: at each end, one
+        session stays, the one dialled by the node whose identity sorts
+        first; the other ends with no failure; the mesh converges with
+        nothing sent twice.
+        """
+        edges = fullMesh(4)
+        mesh = Mesh(self, 4, edges)
+        for i, j in edges:
+            mesh.connect((j, i))
+        mesh.settle()
+        for i, j in edges:
+            live = []
+            for key in ((i, j), (j, i)):
+                ends = mesh.links[key].ends
+                if all(end.superseded is None for end in ends):
+                    live.append(ends)
+                else:
+                    self.assertTrue(all(end.superseded for end in ends), key)
+                    self.assertEqual([end.failure for end in ends], [None, None])
+                    self.assertEqual([end.transport for end in ends], [None, None])
+            self.assertEqual(len(live), 1, (i, j))
+            [(a, b)] = live
+            dialler = a.service if a.dialled else b.service
+            first = min(mesh.nodes[i].service, mesh.nodes[j].service, key=lambda s: s.identity)
+            self.assertIs(dialler, first)
+            self.assertIs(a.service.linkWith(b.service.identity), a)
+        for node in mesh.nodes:
+            node.write(5)
+        mesh.settle(horizon=10)
+        mesh.assertConverged(self)
 
 
 class SharedLogTests(SynchronousTestCase):

@@ -44,11 +44,17 @@ class Listener:
     pending = {}
     peerNode = b"listener"
     peerHave = {}
+    peerBoot = None
+    dialled = False
+    superseded = None
 
     def __init__(self):
         self.told = []
         self.waiting = []
         self.streamed = {}
+
+    def supersede(self, why):
+        self.superseded = why
 
     def streamsFrom(self):
         return True
@@ -539,6 +545,62 @@ class ServiceTests(SynchronousTestCase):
         self.service.offered(first, [b"w"], summary=False)
         self.assertIs(self.service.sourceOf(b"w"), first)
         self.assertEqual(second.streamed, {b"w": False})
+
+    def twin(self, node, boot, dialled):
+        listener = Listener()
+        listener.service = self.service
+        listener.peerNode, listener.peerBoot, listener.dialled = node, boot, dialled
+        self.service.sessionStarted(listener)
+        self.service.joined(listener)
+        return listener
+
+    def test_twinsAcrossDials(self):
+        """
+        Two sessions with the same service of a peer, one dialled each way
+        (both ends list the link): the one dialled by the node whose
+        identity sorts first is kept, whichever came first; a session
+        ending for the other says why.
+        """
+        me = self.service.identity
+        below, above = b"\x00" + me, me + b"\x00"
+        self.assertLess(below, me)
+        self.assertLess(me, above)
+        # The peer's identity sorts after this node's: this node's dial wins.
+        theirs = self.twin(above, b"b1", dialled=False)
+        mine = self.twin(above, b"b1", dialled=True)
+        self.assertIn("this node's own session", theirs.superseded)
+        self.assertIsNone(mine.superseded)
+        self.assertIs(self.service.linkWith(above), mine)
+        self.assertIsNone(self.service.keptOver(mine))
+        # A twin ended by the peer before this end saw the peer's hello on it.
+        late = Listener()
+        late.service = self.service
+        late.peerNode, late.peerBoot = above, b"b1"
+        self.service.sessionStarted(late)
+        self.assertIn("this node's own session", self.service.keptOver(late))
+        # The other way round, the new session is the one that goes.
+        theirs = self.twin(below, b"b2", dialled=False)
+        mine = self.twin(below, b"b2", dialled=True)
+        self.assertIsNone(theirs.superseded)
+        self.assertIn("its session with this node", mine.superseded)
+        self.assertIs(self.service.linkWith(below), theirs)
+
+    def test_twinsOneWay(self):
+        """
+        Two sessions the same node dialled: the newer is kept (the node lost
+        the older); sessions with another process of the node (another
+        boot), or that do not last, are not twins.
+        """
+        peer = b"p" * 16
+        old = self.twin(peer, b"b1", dialled=False)
+        new = self.twin(peer, b"b1", dialled=False)
+        self.assertEqual(old.superseded, "a newer session with the same peer replaces it")
+        self.assertIsNone(new.superseded)
+        other = self.twin(peer, b"b2", dialled=False)
+        once = self.twin(peer, None, dialled=False)
+        self.assertIsNone(other.superseded)
+        self.assertIsNone(once.superseded)
+        self.assertIsNone(self.service.linkWith(b"q" * 16))
 
 
 def intactKeys(path):

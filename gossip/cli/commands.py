@@ -245,6 +245,7 @@ async def _sync(reactor, options):
         once=options.once,
         progress=getattr(options, "progress", None),
         want=want,
+        dialled=True,
     )
     protocol = await _session(reactor, service, endpoint, factory)
     if protocol.succeeded and not options.once and not options.interrupted:

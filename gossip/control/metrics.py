@@ -29,8 +29,8 @@ log = Logger()
 
 # The states of an outgoing peer (see gossip.transport.reach.Peer) and of
 # an incoming one.
-STATES = ("connecting", "syncing", "caught up", "waiting", "refused")
-_UP = ("syncing", "caught up")
+STATES = ("connecting", "syncing", "caught up", "waiting", "refused", "linked")
+_UP = ("syncing", "caught up", "linked")
 
 # What each peer has moved: the counter's name, its help, the status' key.
 _MOVED = [

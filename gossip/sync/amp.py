@@ -78,6 +78,9 @@ class Hello(amp.Command):
         (b"readOnly", amp.Boolean(optional=True)),
         # Version 2's streams: a version-1 peer leaves it out, and ignores it.
         (b"stream", amp.Boolean(optional=True)),
+        # With stream: names this process, among the node's (see
+        # LogService.joined).
+        (b"boot", amp.String(optional=True)),
     ]
     response = []
     errors = ERRORS

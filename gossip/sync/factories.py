@@ -24,6 +24,8 @@ class SyncFactory(Factory):
     once: bool = False
     progress: object = None
     want: bytes | None = None
+    # Whether these sessions are the ones that dialled the peer.
+    dialled: bool = False
 
     def buildProtocol(self, addr):
         return SyncProtocol(
@@ -33,4 +35,5 @@ class SyncFactory(Factory):
             once=self.once,
             progress=self.progress,
             want=self.want,
+            dialled=self.dialled,
         )

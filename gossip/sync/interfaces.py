@@ -23,6 +23,10 @@ class ILogService(Interface):
     name = Attribute("The log's name (bytes), which peers must share.")
     have = Attribute("The adds the log holds, by origin.")
     maxAddSize = Attribute("The largest add in bytes that a peer may send.")
+    boot = Attribute(
+        "This service's name for its peers (bytes), new in each process: a "
+        "session's hello says it."
+    )
     log = Attribute(
         "The gossip.store.logfile.Log, whose incoming(size) spools a large "
         "add from a peer."
@@ -36,6 +40,18 @@ class ILogService(Interface):
     def sessionEnded(session):
         """
         C{session} has ended: what it was fetching, others may now fetch.
+        """
+
+    def joined(session):
+        """
+        C{session}'s peer has said hello: if another session links this
+        service with the same service of the peer, end one of the two.
+        """
+
+    def keptOver(session):
+        """
+        Why C{session}, ending, gave way to another session with the same
+        peer service, or L{None} if it did not.
         """
 
     def changed():
@@ -127,6 +143,19 @@ class ISyncSession(Interface):
     )
     peerNode = Attribute("The peer's node identity, once its hello is accepted.")
     peerHave = Attribute("The adds, by origin, that the peer is known to hold.")
+    peerBoot = Attribute(
+        "The name of the peer's service, from its hello, if the session lasts "
+        "and streams; else None."
+    )
+    dialled = Attribute("Whether this end made the connection.")
+    superseded = Attribute(
+        "Why the session ended for another with the same peer, or None."
+    )
+
+    def supersede(why):
+        """
+        End the session, which another with the same peer replaces.
+        """
 
     def streamsFrom():
         """

@@ -350,6 +350,11 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
     @ivar readOnly: take no adds from the peer (and say so in the hello).
     @ivar want: the name of the log to ask the peer for, if not ours.
     @ivar settings: the L{SessionSettings} it keeps to.
+    @ivar dialled: this end made the connection (the other accepted it).
+    @ivar peerBoot: the name of the peer's process, from its hello (a
+        session that streams only).
+    @ivar superseded: why the session ended in favour of another with the
+        same peer, if it did (docs/protocol.md, "Links listed at both ends").
 
     A session made without a service gets one when the peer's hello
     arrives: C{choose(name, anyName)} returns the service of the log the
@@ -369,6 +374,7 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
         choose=None,
         readOnly=False,
         want=None,
+        dialled=False,
     ):
         amp.AMP.__init__(self)
         self.settings = settings
@@ -379,6 +385,9 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
         self.peerReadOnly = False
         self.peer = peer
         self.once = once
+        self.dialled = dialled
+        self.peerBoot = None
+        self.superseded = None
         # TimeoutMixin's: the timeout in force.
         self.timeOut = settings.timeout
         self._reactor = reactor if reactor is not None else service.reactor
@@ -469,6 +478,7 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
             arguments["readOnly"] = True
         if self.settings.streams and not self.once:
             arguments["stream"] = True
+            arguments["boot"] = self.service.boot
         self._move("helloSent")
         self.callRemote(Hello, **arguments).addCallbacks(self._helloAccepted, self._fail)
 
@@ -678,13 +688,16 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
         if self._large is not None:
             self._large.discard()
             self._large = None
+        if self.superseded is None and self.peerBoot is not None:
+            # The peer may have ended this session before this end saw why.
+            self.superseded = self.service.keptOver(self)
         if self.service is not None:
             self.service.sessionEnded(self)
-        if self.failure is None and not self.succeeded:
+        if self.failure is None and not self.succeeded and self.superseded is None:
             self.failure = f"{_describe(reason)} before the logs were in sync"
         self.reportEnd()
         if not self._handshaken.known:
-            self._handshaken.settle(Failure(Exception(self.failure)))
+            self._handshaken.settle(Failure(Exception(self.failure or self.superseded)))
         self._finished.settle(self.succeeded)
 
     @property
@@ -706,6 +719,22 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
         A new L{Deferred} that fires with L{succeeded} when the session ends.
         """
         return self._finished.wait()
+
+    def supersede(self, why):
+        """
+        End the session, which another with the same peer replaces: no
+        failure, C{why} said at info.
+        """
+        self.superseded = why
+        self._close()
+        if self.transport is not None:
+            # After the answer to the hello being handled, if that is
+            # what found the other session.
+            self._reactor.callLater(0, self._hangUp)
+
+    def _hangUp(self):
+        if self.transport is not None:
+            self.transport.loseConnection()
 
     def _fail(self, failure):
         """
@@ -750,7 +779,7 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
                     "unexpected error in the sync with {peer}", failure, peer=self.peer
                 )
                 why = f"unexpected error: {_describe(failure)}"
-        if self.failure is None and not (lost and self.succeeded):
+        if self.failure is None and not (lost and self.succeeded) and self.superseded is None:
             self.failure = why
         self._close()
         if self.transport is not None:
@@ -759,7 +788,9 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
     # Hello
 
     @Hello.responder
-    def hello(self, version, node, log, anyName, want=None, readOnly=False, stream=False):
+    def hello(
+        self, version, node, log, anyName, want=None, readOnly=False, stream=False, boot=None
+    ):
         self._check("hello")
         chosen = self.service is None
         if chosen:
@@ -799,6 +830,9 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
             self.log.info("{peer} takes no adds from this node", peer=self.peer)
         if chosen:
             self._begin()
+        if self.streams and boot is not None:
+            self.peerBoot = boot
+            self.service.joined(self)
         return {}
 
     def _helloAccepted(self, result):
@@ -1463,23 +1497,23 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
         """
         Say, in one line, how the session ended, and what it moved.
         """
-        if self.failure is not None:
-            self.log.error(
-                "sync with {peer} failed: {why} ({adds} received, {sent} sent)",
-                peer=self.peer,
-                why=self.failure,
-                received=self.received,
-                adds=counted(self.received, "add"),
-                sent=self.acked,
-            )
+        if self.superseded is not None:
+            emit, why = self.log.info, self.superseded
+            text = "left the session with {peer}: {why} ({adds} received, {sent} sent)"
+        elif self.failure is not None:
+            emit, why = self.log.error, self.failure
+            text = "sync with {peer} failed: {why} ({adds} received, {sent} sent)"
         else:
-            self.log.info(
-                "disconnected from {peer}: {adds} received, {sent} sent",
-                peer=self.peer,
-                received=self.received,
-                adds=counted(self.received, "add"),
-                sent=self.acked,
-            )
+            emit, why = self.log.info, None
+            text = "disconnected from {peer}: {adds} received, {sent} sent"
+        emit(
+            text,
+            peer=self.peer,
+            why=why,
+            received=self.received,
+            adds=counted(self.received, "add"),
+            sent=self.acked,
+        )
 
     def callRemote(self, command, **arguments):
         d = amp.AMP.callRemote(self, command, **arguments)

@@ -72,6 +72,10 @@ class LogService(Service):
     shareClaims = attrs.field(default=False)
     claimTag = attrs.field(default=None)
     identity = attrs.field(default=None, init=False)
+    # This service's name for its peers, new in each process: two sessions
+    # with the same node and the same boot are two links between the same
+    # two services.
+    boot = attrs.field(factory=lambda: os.urandom(8).hex().encode(), init=False)
     have = attrs.field(factory=dict, init=False)
     damaged = attrs.field(default=0, init=False)
     _sessions = attrs.field(factory=list, init=False)
@@ -347,6 +351,52 @@ class LogService(Service):
             self._stopgaps.discard(by)
             self._chooseSource(by)
         self.released()
+
+    # Links listed at both ends (docs/protocol.md)
+
+    def joined(self, session):
+        """
+        C{session}'s peer has said hello: if this service has another
+        session with the same service of the same node (the link is listed
+        at both ends, or the peer dialled again after losing the other),
+        end the one that both ends agree to end (see L{_kept}).
+        """
+        for other in list(self._sessions):
+            if other is session or not _twins(other, session):
+                continue
+            older, newer = sorted((other, session), key=self._sessions.index)
+            kept = _kept(older, newer)
+            lost = newer if kept is older else older
+            lost.supersede(_keptWhy(kept, lost))
+            if lost is session:
+                return
+
+    def linkWith(self, node):
+        """
+        A session, lasting and not ending, that links this service with
+        node C{node}, if there is one.
+        """
+        for session in self._sessions:
+            if (
+                session.peerNode == node
+                and session.peerBoot is not None
+                and session.superseded is None
+            ):
+                return session
+        return None
+
+    def keptOver(self, session):
+        """
+        Why C{session}, ending, gave way to another session with the same
+        peer service that both ends keep, or L{None} if it did not.
+        """
+        for other in self._sessions:
+            if other is session or not _twins(other, session):
+                continue
+            older, newer = sorted((other, session), key=self._sessions.index)
+            if _kept(older, newer) is other:
+                return _keptWhy(other, session)
+        return None
 
     # Streams (docs/protocol.md, "Many nodes")
 
@@ -661,6 +711,44 @@ class LogService(Service):
         if len(data) != length:
             raise LogError(f"{os.fsdecode(self.log.path)} was cut short while being sent")
         return data
+
+
+def _twins(a, b):
+    """
+    Whether sessions C{a} and C{b} link this service with the same service
+    of the same peer node: a link too many.
+    """
+    return (
+        a.peerBoot is not None
+        and a.peerBoot == b.peerBoot
+        and a.peerNode == b.peerNode
+        and not a.superseded
+        and not b.superseded
+    )
+
+
+def _dialler(session):
+    return session.service.identity if session.dialled else session.peerNode
+
+
+def _kept(older, newer):
+    """
+    Which of two twin sessions both ends keep: the one dialled by the node
+    whose identity sorts first, which both ends can tell; if one node
+    dialled both, the newer (it dialled again because it lost the older).
+    """
+    first, second = _dialler(older), _dialler(newer)
+    if first == second:
+        return newer
+    return older if first < second else newer
+
+
+def _keptWhy(kept, lost):
+    if kept.dialled == lost.dialled:
+        return "a newer session with the same peer replaces it"
+    if kept.dialled:
+        return "this node's own session with it serves the link (both ends list it)"
+    return "its session with this node serves the link (both ends list it)"
 
 
 def _top(session, by):

@@ -10,6 +10,7 @@ import shlex
 
 import attrs
 from twisted.application.internet import ClientService
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.logger import Logger
 from zope.interface import implementer
@@ -107,7 +108,9 @@ class Peer:
     @ivar name: the peer's URL or command, as the user wrote it.
     @ivar log: the name of the log it syncs.
     @ivar state: C{"connecting"}, C{"syncing"}, C{"caught up"},
-        C{"waiting"} (to retry) or C{"refused"} (waiting, after a refusal).
+        C{"waiting"} (to retry), C{"refused"} (waiting, after a refusal) or
+        C{"linked"} (the peer dialled this node, and that session serves
+        the link: see L{_TrackedEndpoint}).
     @ivar why: why the last attempt or session failed, in words, if one did.
     @ivar failures: how many attempts in a row have failed.
     @ivar retry: the number of the retry waited for, when waiting.
@@ -116,6 +119,10 @@ class Peer:
         or session under way, if any.
     @ivar connectedSince: when the session under way (or the last) began.
     @ivar totals: what the sessions that ended moved, since the daemon started.
+    @ivar node: the peer's node identity, once a session has said it.
+    @ivar startedAt: when the daemon began trying the peer, by the clock.
+    @ivar superseded: whether the last session ended because another with
+        the same peer serves the link.
     """
 
     _log = Logger()
@@ -134,6 +141,9 @@ class Peer:
     totals: dict = attrs.Factory(
         lambda: {"received": 0, "receivedBytes": 0, "sent": 0, "sentBytes": 0, "dropped": 0}
     )
+    node: bytes | None = None
+    startedAt: float | None = None
+    superseded: bool = False
     _logged: str | None = attrs.field(default=None, repr=False)
     _call: object = attrs.field(default=None, repr=False)
     _handshaken: bool = attrs.field(default=False, repr=False)
@@ -146,6 +156,26 @@ class Peer:
         self.state = "connecting"
         self.retryAt = None
         self._call = None
+        self.superseded = False
+
+    def linked(self, session):
+        """
+        Another session with the peer's node, C{session}, serves the link
+        (the peer dialled this node, both ends listing the link): this peer
+        waits for it to end before dialling.
+        """
+        was = self.state
+        self.state = "linked"
+        self.why = None
+        self.retryAt = None
+        self._call = None
+        self.superseded = False
+        if was != "linked":
+            self._log.info(
+                "{peer}: another session with the same node serves the link ({other})",
+                peer=self.name,
+                other=session.peer,
+            )
 
     def connectFailed(self, failure):
         """
@@ -174,6 +204,7 @@ class Peer:
     def _started(self, session):
         self._handshaken = True
         self.state = "syncing"
+        self.node = session.peerNode
         self.connectedSince = self.clock.seconds()
         if self.failures:
             self._log.info(
@@ -197,7 +228,11 @@ class Peer:
         ]:
             self.totals[total] += moved
         self.session = None
-        if self._handshaken:
+        self.superseded = session.superseded is not None
+        if session.peerNode is not None:
+            # Said in its hello, even if this end's was never answered.
+            self.node = session.peerNode
+        if self._handshaken or self.superseded:
             type(session).reportEnd(session)
             if session.failure is not None:
                 self.why = session.failure
@@ -261,16 +296,20 @@ class _PeerFactory(SyncFactory):
         protocol = SyncFactory.buildProtocol(self, addr)
         if self.tracker is not None:
             self.tracker.sessionMade(protocol)
-        protocol.whenHandshaken().addCallbacks(self._handshaken, self._failed)
+        protocol.whenHandshaken().addCallbacks(
+            self._handshaken, self._failed, errbackArgs=(protocol,)
+        )
         return protocol
 
     def _handshaken(self, protocol):
         self.failures = 0
         return protocol
 
-    def _failed(self, failure):
-        # The session has logged why; this caller's Deferred ends here.
-        self.failures += 1
+    def _failed(self, failure, protocol):
+        # The session has logged why; this caller's Deferred ends here.  A
+        # session that gave way to another with the same peer did not fail.
+        if protocol.superseded is None:
+            self.failures += 1
 
 
 @implementer(IStreamClientEndpoint)
@@ -282,10 +321,41 @@ class _TrackedEndpoint:
 
     endpoint: object
     tracker: Peer
+    service: object = None
 
     def connect(self, factory):
-        self.tracker.connecting()
-        return self.endpoint.connect(factory).addErrback(self.tracker.connectFailed)
+        """
+        Dial the peer, unless a session the peer dialled links this node
+        with it already: then wait for that session to end first.
+        """
+        link = None
+        if self.service is not None and self.tracker.node is not None:
+            link = self.service.linkWith(self.tracker.node)
+        if link is None:
+            self.tracker.connecting()
+            return self.endpoint.connect(factory).addErrback(self.tracker.connectFailed)
+        self.tracker.linked(link)
+        waiting = link.whenFinished()
+        attempt = []
+
+        def cancel(result):
+            if attempt:
+                attempt[0].cancel()
+            else:
+                attempt.append(None)
+                waiting.cancel()
+
+        result = Deferred(cancel)
+
+        def ended(outcome):
+            if attempt:
+                # Cancelled while waiting.
+                return None
+            attempt.append(self.connect(factory))
+            attempt[0].chainDeferred(result)
+
+        waiting.addBoth(ended)
+        return result
 
 
 @attrs.define(eq=False)
@@ -329,7 +399,11 @@ class PeerService(ClientService):
             return retryPolicy(attempt)
 
         ClientService.__init__(
-            self, _TrackedEndpoint(endpoint, peer), factory, retryPolicy=policy, clock=clock
+            self,
+            _TrackedEndpoint(endpoint, peer, factory.service),
+            factory,
+            retryPolicy=policy,
+            clock=clock,
         )
         self.peer = peer
 
@@ -339,6 +413,7 @@ class PeerService(ClientService):
 
     def startService(self):
         self.peer._stopping = False
+        self.peer.startedAt = self.peer.clock.seconds()
         return ClientService.startService(self)
 
 
@@ -353,6 +428,11 @@ class PeerService(ClientService):
 INITIAL_DELAY = 0.5
 UNREACHABLE_MAX = 8.0
 REFUSED_MAX = 300.0
+# For its first START_WAIT seconds, until the peer is first reached, the
+# daemon waits for it rather than backing off: a retry every START_RETRY
+# seconds (spread the same way), as peers started together come up.
+START_WAIT = 10.0
+START_RETRY = 0.25
 
 
 def retryDelay(peer, random=random.random):
@@ -362,8 +442,21 @@ def retryDelay(peer, random=random.random):
     """
 
     def policy(attempt):
+        if peer.superseded:
+            # Soon: the session that serves the link instead is waited for.
+            return START_RETRY * (0.75 + 0.5 * random())
         refused = peer.why is not None and any(word in peer.why for word in _REFUSALS)
-        cap = REFUSED_MAX if refused else UNREACHABLE_MAX
+        starting = (
+            peer.node is None
+            and peer.startedAt is not None
+            and peer.clock.seconds() - peer.startedAt < START_WAIT
+        )
+        if refused:
+            cap = REFUSED_MAX
+        elif starting:
+            return START_RETRY * (0.75 + 0.5 * random())
+        else:
+            cap = UNREACHABLE_MAX
         delay = min(cap, INITIAL_DELAY * 1.5 ** min(attempt, 64))
         return delay * (0.75 + 0.5 * random())
 
@@ -399,7 +492,7 @@ def peerService(
         endpoint = commandEndpoint(reactor, command, logErrors=True)
         name = shlex.join(command)
     tracker = Peer(name, service.name.decode("utf-8", "replace"), reactor, endpoint)
-    factory = _PeerFactory(service, name, settings, want=want, tracker=tracker)
+    factory = _PeerFactory(service, name, settings, want=want, tracker=tracker, dialled=True)
     # ClientService cannot wait for the handshake (prepareConnection): it has
     # no transition for a connection lost while it waits.  A session that
     # ended before its handshake counts as a failed attempt here instead.
