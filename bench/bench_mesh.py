@@ -28,8 +28,9 @@ means):
   it is down for --outage seconds, then restarted: from its restart to
   every log holding all.
 
-Each link is dialled by one end only (the later node dials the earlier):
-listing a link at both ends doubles the sessions.  Logs, keys and the
+Each link is listed by one end only (the later node dials the earlier);
+with --both-ends, by both, and each pair of daemons keeps one of the two
+sessions they dial (docs/protocol.md, "Links listed at both ends").  Logs, keys and the
 daemons' logs go under --dir (default /tmp/gossip-bench-mesh).
 """
 
@@ -371,6 +372,8 @@ def run(options):
     degree = [0] * n
     for i, j in links:
         nodes[j].peers.append(nodes[i])
+        if options.bothEnds:
+            nodes[i].peers.append(nodes[j])
         degree[i] += 1
         degree[j] += 1
     ports = {node.port for node in nodes}
@@ -481,7 +484,8 @@ def show(options, results):
         return "-" if value is None else format(value, form)
 
     print(
-        f"{options.nodes} nodes, {options.topology}, writers {options.writers}, "
+        f"{options.nodes} nodes, {options.topology}"
+        f"{' listed at both ends' if options.bothEnds else ''}, writers {options.writers}, "
         f"{options.adds} adds each; {machine()}, {os.cpu_count()} cores; code {codeVersion()}"
     )
     header = ("run", "connect s", "write s", "converge s", "announced/add", "control/add", "sent/add",
@@ -521,6 +525,8 @@ def main(argv=None):
                         help="the node killed (default the middle one, N // 2)")
     parser.add_argument("--settle", type=float, default=8.0,
                         help="seconds after convergence still counted (notes included)")
+    parser.add_argument("--both-ends", dest="bothEnds", action="store_true",
+                        help="list each link at both ends, not only at the later node")
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--dir", default="/tmp/gossip-bench-mesh")
     parser.add_argument("--json", help="also write the figures to this file")
