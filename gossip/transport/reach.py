@@ -420,13 +420,14 @@ class PeerService(ClientService):
 # Retries of a peer: soon at first (a peer starting at the same time as
 # this daemon is listening within a second or so), then no further apart
 # than UNREACHABLE_MAX while it cannot be reached, so that a peer back from
-# an outage of any length is reached again within seconds; but up to
+# an outage of any length is reached again within seconds (6.25 s at most,
+# spread included, which keeps a heal within 10 s); but up to
 # REFUSED_MAX apart while it refuses this node (a key or host key that a
 # person must fix), so as not to knock on its door every few seconds.  Each
 # delay is spread by a quarter either way, so that daemons restarted
 # together do not retry together.
 INITIAL_DELAY = 0.5
-UNREACHABLE_MAX = 8.0
+UNREACHABLE_MAX = 5.0
 REFUSED_MAX = 300.0
 # For its first START_WAIT seconds, until the peer is first reached, the
 # daemon waits for it rather than backing off: a retry every START_RETRY
@@ -473,7 +474,7 @@ def peerService(
     """
     A service that keeps a session with the peer at a URL or reached by
     running C{command}, reconnecting when it fails (see L{retryDelay}: half
-    a second growing to 8 seconds while the peer cannot be reached, to 5
+    a second growing to 5 seconds while the peer cannot be reached, to 5
     minutes while it refuses this node).
 
     @param command: a URL (see L{urlEndpoint}), or a command as a list of
