@@ -11,8 +11,12 @@ within the bound docs/protocol.md states ("Many nodes").
 
 import os
 import random
+import re
+import shlex
+import shutil
 import subprocess
 import sys
+import time
 
 import attrs
 from hypothesis import HealthCheck, given, settings
@@ -20,7 +24,7 @@ from hypothesis import strategies as st
 from twisted.internet.error import ConnectionLost
 from twisted.internet.task import Clock
 from twisted.test import iosim
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from gossip.store.format import checkKeyedLine
 from gossip.store.intervals import Intervals
@@ -31,6 +35,16 @@ from gossip.sync.protocol import SyncProtocol
 from gossip.sync.service import LogService
 from gossip.sync.settings import SessionSettings
 from gossip.sync.defaults import NOTE_PERIOD, SWITCH_DELAY
+from tests.helpers import (
+    Background,
+    appendAdds,
+    contents,
+    gossipCommand,
+    killMentioning,
+    say,
+    serveCommand,
+    waitFor,
+)
 from tests.test_protocol import adds
 
 NAME = "log"
@@ -720,6 +734,52 @@ class SharedLogTests(SynchronousTestCase):
         """
         mesh = self.sharedMesh(share=False)
         self.assertEqual(mesh.traffic.received, 600)
+
+
+class SharedLogProcessTests(TestCase):
+    """
+    Real processes: two C{gossip serve --stdio} on one log (as sshd starts
+    them for two peers), each synced by a continuous C{gossip sync} with a
+    log holding the same adds, fetch each add once between them.
+    """
+
+    def test_fetchedOnce(self):
+        directory = os.path.abspath(self.mktemp())
+        self.addCleanup(killMentioning, directory)
+        paths = {}
+        for name in ("p1", "p2", "t"):
+            os.makedirs(os.path.join(directory, name))
+            paths[name] = os.path.join(directory, name, "a.log")
+        # The peers: two copies of one log of 20,000 adds by another node.
+        say(paths["p1"], "m=p")
+        appendAdds(paths["p1"], b"w" * 16, range(20000))
+        shutil.copyfile(paths["p1"], paths["p2"])
+        say(paths["t"], "m=t")
+        wanted = contents(paths["p1"]).keySet
+        lacked = len(wanted - contents(paths["t"]).keySet)
+        self.assertGreaterEqual(lacked, 20000)
+        # Both serves start at once, when the file "go" appears.
+        go = os.path.join(directory, "go")
+        serve = shlex.join(serveCommand(paths["t"], "-v"))
+        gated = f"while [ ! -e {shlex.quote(go)} ]; do sleep 0.01; done; exec {serve}"
+        syncs = [
+            Background(self, gossipCommand("sync", "-v", paths[name], "--", "sh", "-c", gated))
+            for name in ("p1", "p2")
+        ]
+        time.sleep(0.5)
+        open(go, "w").close()
+        waitFor(lambda: contents(paths["t"]).keySet >= wanted, message="the log holding all")
+        # What each peer sent, as each sync says once both ends caught up
+        # (the serves' own lines name their peer "stdio peer").
+        sent = []
+        for sync in syncs:
+            pattern = r"synced with sh -c .*: \d+ adds? received, (\d+) sent"
+            sync.waitForStderr(pattern)
+            [count] = re.findall(pattern, sync.stderr())
+            sent.append(int(count))
+        self.assertEqual(sum(sent), lacked, sent)
+        held = contents(paths["t"])
+        self.assertEqual((held.corrupt, len(held.keys)), (0, len(held.keySet)))
 
 
 class LostMidRequestTests(SynchronousTestCase):
