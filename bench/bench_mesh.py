@@ -122,6 +122,21 @@ def dump():
         os.replace(out + ".tmp", out)
 
 reactor.callWhenRunning(lambda: task.LoopingCall(dump).start(0.1))
+
+# --profile: SIGUSR1 starts cProfile, SIGUSR2 writes its figures beside the
+# counts.
+import cProfile, signal, time
+# CPU time, not the wall clock: twenty daemons share two cores.
+profile = cProfile.Profile(time.process_time)
+signal.signal(signal.SIGUSR1, lambda *a: reactor.callFromThread(profile.enable))
+
+def profiled(*a):
+    def write():
+        profile.disable()
+        profile.dump_stats(out + ".prof")
+    reactor.callFromThread(write)
+
+signal.signal(signal.SIGUSR2, profiled)
 sys.argv[0] = "twistd"
 from twisted.scripts.twistd import run
 run()
@@ -399,6 +414,9 @@ def run(options):
         total = options.adds * len(writing)
         writers = startWriters(writing, options.adds, "w")
         before = [node.readCounts() for node in nodes]
+        if options.profile:
+            for node in nodes:
+                node.process.send_signal(signal.SIGUSR1)
         cpuBefore = [node.cpu() for node in nodes]
         wireBefore = wireBytes(ports)
         first = time.time()
@@ -417,6 +435,11 @@ def run(options):
         # delay after it.
         time.sleep(options.settle)
         cpu = [after - before for after, before in zip((node.cpu() for node in nodes), cpuBefore)]
+        if options.profile:
+            for node in nodes:
+                node.process.send_signal(signal.SIGUSR2)
+            time.sleep(1)
+            showProfiles(nodes)
         wire = wireBytes(ports) - wireBefore
         counts = totals(nodes, before)
         result.update(
@@ -446,6 +469,21 @@ def run(options):
         for node in nodes:
             node.stop()
     return result
+
+
+def showProfiles(nodes):
+    """
+    Print where the daemons' time went over the writes, all together.
+    """
+    import pstats
+
+    paths = [node.counts + ".prof" for node in nodes if os.path.exists(node.counts + ".prof")]
+    if not paths:
+        print("no profiles written")
+        return
+    stats = pstats.Stats(*paths)
+    stats.sort_stats("tottime").print_stats(35)
+    stats.sort_stats("cumulative").print_stats(45)
 
 
 def heal(nodes, options, base, total):
@@ -527,6 +565,8 @@ def main(argv=None):
                         help="seconds after convergence still counted (notes included)")
     parser.add_argument("--both-ends", dest="bothEnds", action="store_true",
                         help="list each link at both ends, not only at the later node")
+    parser.add_argument("--profile", action="store_true",
+                        help="profile the daemons over the writes (cProfile) and print the sum")
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--dir", default="/tmp/gossip-bench-mesh")
     parser.add_argument("--json", help="also write the figures to this file")
