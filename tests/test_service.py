@@ -62,8 +62,8 @@ class Listener:
     def stream(self, by, on):
         self.streamed[by] = on
 
-    def localAdds(self, keys):
-        self.told.extend(keys)
+    def localAdds(self, added):
+        self.told.extend(sorted((by, at) for by, held in added.items() for at in held))
         waiting, self.waiting = self.waiting, []
         for d in waiting:
             d.callback(None)

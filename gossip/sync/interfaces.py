@@ -168,10 +168,10 @@ class ISyncSession(Interface):
         Ask the peer to stream origin C{by} to this node, or to stop.
         """
 
-    def localAdds(keys):
+    def localAdds(added):
         """
-        The log has new adds, C{(by, at)} pairs: announce those the peer
-        lacks.
+        The log has new adds, ranges by origin (not to be changed or kept):
+        announce, push or note those the peer lacks.
         """
 
     def requestMissing():

@@ -1287,9 +1287,10 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
 
     # Announcing new adds
 
-    def localAdds(self, keys):
+    def localAdds(self, added):
         """
-        The log has new adds: announce those the peer lacks.
+        The log has new adds, C{added}, ranges by origin: announce those
+        the peer lacks (version 2: push or note them).
         """
         # Until the summary has gone, it carries the new adds itself.
         if (
@@ -1299,13 +1300,14 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
         ):
             return
         if self.streams:
-            self._streamOrNote(keys)
+            self._streamOrNote(added)
             return
-        for by, at in keys:
-            held = self.peerHave.get(by)
-            if held is not None and at in held:
-                continue
-            heldBy(self._announce, by).add(at)
+        peerHave = self.peerHave
+        for by, new in added.items():
+            held = peerHave.get(by)
+            if held is not None:
+                new = new.difference(held)
+            heldBy(self._announce, by).update(new)
         if self._announce and (self._announceCall is None or not self._announceCall.active()):
             self._announceCall = self._reactor.callLater(0, self._sendAnnouncements)
 
@@ -1324,24 +1326,25 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
         """
         return self.streams and not self.readOnly and not self._over()
 
-    def _streamOrNote(self, keys):
+    def _streamOrNote(self, added):
         """
-        New adds of the log, C{(by, at)}: push those of the origins the
-        peer streams from this node, and note the rest on the next tick
+        New adds of the log, ranges by origin: push those of the origins
+        the peer streams from this node, and note the rest on the next tick
         (at once for an origin the peer is not known to hold any of).
         """
         peerHave = self.peerHave
         txStreams = self.txStreams
-        pushed = []
-        for key in keys:
-            by, at = key
+        pushed = {}
+        for by, new in added.items():
             held = peerHave.get(by)
-            if held is not None and at in held:
-                continue
+            if held is not None:
+                new = new.difference(held)
+                if not new.rangeCount():
+                    continue
             if by in txStreams:
-                pushed.append(key)
+                pushed[by] = new
                 continue
-            heldBy(self._notes, by).add(at)
+            heldBy(self._notes, by).update(new)
             if held is None and by not in self._told:
                 # An origin the peer may not have heard of: it learns of
                 # it now, and can stream it.

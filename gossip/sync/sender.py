@@ -11,7 +11,7 @@ import attrs
 from twisted.internet.defer import DeferredLock, ensureDeferred
 from twisted.internet.task import deferLater
 
-from gossip.store.intervals import Intervals, addSpans, difference, heldBy, overlapping
+from gossip.store.intervals import Intervals, addSpans, difference, merge, overlapping
 from gossip.store.logfile import LargeLine
 from gossip.sync.amp import VALUE_LIMIT, AddBegin, AddEnd, AddPart, Adds
 from gossip.sync.service import Stretch
@@ -86,18 +86,17 @@ class Sender:
                 d.addErrback(lambda failure: None)
             self._sending.release()
 
-    def push(self, keys):
+    def push(self, added):
         """
-        New adds of origins the peer streams from this node, C{(by, at)}
-        pairs it is not known to hold: send them unasked.
+        New adds of origins the peer streams from this node, ranges by
+        origin that it is not known to hold: send them unasked.
 
         A lone add goes at once.  While a pushed batch is unanswered, the
         adds that come meanwhile gather into the next, so a relay forwards
         full batches while adds keep arriving and no add waits longer than
         an answer.
         """
-        for by, at in keys:
-            heldBy(self._pushes, by).add(at)
+        merge(self._pushes, added)
         if not self._pushing:
             self._pushing = True
             ensureDeferred(self._sendPushes()).addErrback(self._session.pushFailed)

@@ -194,10 +194,9 @@ class LogService(Service):
         if (st.st_dev, st.st_ino) != self._fileId or st.st_size < self._offset:
             self._log.warn("{path} was replaced or truncated; reading it again", path=self.log.path)
             self._load()
+            everything = {by: held.difference(Intervals()) for by, held in self.have.items()}
             for session in list(self._sessions):
-                session.localAdds(
-                    [(by, at) for by, held in self.have.items() for at in held]
-                )
+                session.localAdds(everything)
             return
         if st.st_size == self._offset:
             return
@@ -249,11 +248,21 @@ class LogService(Service):
         self._recent.add([key], [offset], [length])
         return True
 
-    def _tell(self, keys, source=None):
-        if keys:
-            for session in list(self._sessions):
-                if session is not source:
-                    session.localAdds(keys)
+    def _tell(self, keys, source=None, spans=None):
+        """
+        Tell the sessions (but C{source}) of new adds: C{keys}, C{(by, at)}
+        pairs, or their L{gossip.store.intervals.spans} if known.
+        """
+        if not keys:
+            return
+        added = {}
+        if spans is not None:
+            addSpans(added, spans)
+        else:
+            addKeys(added, keys)
+        for session in list(self._sessions):
+            if session is not source:
+                session.localAdds(added)
 
     @property
     def sessions(self):
@@ -608,16 +617,18 @@ class LogService(Service):
                 # new here too: take them as written rather than reading
                 # them back.
                 keys = result.keys
+                spans = None
                 if result.spans is not None and len(keys) == len(result.held):
                     # Every add held was appended: the spans are theirs.
-                    addSpans(self.have, result.spans)
+                    spans = result.spans
+                    addSpans(self.have, spans)
                 else:
                     addKeys(self.have, keys)
                 lengths = list(map(len, appended))
                 offsets = list(accumulate(lengths, initial=first))
                 self._recent.add(keys, offsets, lengths)
                 self._offset = offsets[-1]
-                self._tell(keys, source)
+                self._tell(keys, source, spans)
             else:
                 self._readNew()
         return result
