@@ -10,35 +10,18 @@ events when its queue overflows.  Without inotify the file is polled.
 import os
 import select
 
+from gossip.store.notify import (
+    IN_ATTRIB,
+    IN_CLOSE_WRITE,
+    IN_DELETE_SELF,
+    IN_MODIFY,
+    IN_MOVE_SELF,
+    inotifyDescriptor,
+)
+
 __all__ = ["FileWaiter"]
 
-_IN_MODIFY = 0x2
-_IN_ATTRIB = 0x4
-_IN_CLOSE_WRITE = 0x8
-_IN_MOVE_SELF = 0x800
-_IN_DELETE_SELF = 0x400
-_MASK = _IN_MODIFY | _IN_ATTRIB | _IN_CLOSE_WRITE | _IN_MOVE_SELF | _IN_DELETE_SELF
-
-
-def _inotify(path):
-    """
-    An inotify descriptor watching C{path}, or L{None} where there is none.
-    """
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        init = libc.inotify_init1
-        addWatch = libc.inotify_add_watch
-    except (OSError, AttributeError):
-        return None
-    fd = init(os.O_NONBLOCK | os.O_CLOEXEC)
-    if fd < 0:
-        return None
-    if addWatch(fd, os.fsencode(path), _MASK) < 0:
-        os.close(fd)
-        return None
-    return fd
+_MASK = IN_MODIFY | IN_ATTRIB | IN_CLOSE_WRITE | IN_MOVE_SELF | IN_DELETE_SELF
 
 
 class FileWaiter:
@@ -47,7 +30,7 @@ class FileWaiter:
     """
 
     def __init__(self, path, interval=1.0, pollInterval=0.05, useInotify=True):
-        self._fd = _inotify(path) if useInotify else None
+        self._fd = inotifyDescriptor(path, _MASK) if useInotify else None
         self._timeout = interval if self._fd is not None else pollInterval
 
     def close(self):
