@@ -145,6 +145,31 @@ class INotifyTests(WatchMixin, TestCase):
         self.assertIsInstance(self.service._watcher, INotifyWatcher)
         self.assertTrue(verifyObject(IWatcher, self.service._watcher))
 
+    async def test_onlyTheLog(self):
+        """
+        Writes to the directory's other files call nothing; a write to the
+        log calls the callback, once for all the events one read brings.
+        """
+        calls = []
+        watcher = INotifyWatcher(reactor, self.path, lambda: calls.append(1))
+        watcher.start()
+        self.addCleanup(watcher.stop)
+        other = os.path.join(os.path.dirname(os.path.abspath(self.path)), "other")
+        for i in range(20):
+            with open(other, "ab") as f:
+                f.write(b"x")
+        await deferLater(reactor, 0.2, lambda: None)
+        self.assertEqual(calls, [])
+        with open(self.path, "ab") as f:
+            for i in range(20):
+                f.write(b"x")
+                f.flush()
+        await self.waitFor(lambda: calls)
+        await deferLater(reactor, 0.2, lambda: None)
+        self.assertLess(len(calls), 20)
+        watcher.stop()
+        self.assertEqual(watcher.fileno(), -1)
+
 
 class PollingTests(WatchMixin, TestCase):
     """

@@ -3,7 +3,8 @@
 Noticing that a log file has changed, driven by the reactor.
 
 L{INotifyWatcher} watches the log's directory with inotify, whose descriptor
-the reactor reads alongside every other (it is an C{IReactorFDSet} reader);
+the reactor reads alongside every other (it is an C{IReactorFDSet} reader,
+reading the events itself);
 a directory watch also sees a log replaced by a rename.  Where inotify is
 missing, L{PollingWatcher} looks at the file's size and identity instead.
 Either way the service also rescans now and then, since inotify drops events
@@ -11,16 +12,30 @@ when its queue overflows.
 """
 
 import os
+import struct
 
-from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import IReadDescriptor
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import Interface, implementer
 
+from gossip.store.notify import (
+    IN_CLOSE_WRITE,
+    IN_CREATE,
+    IN_MODIFY,
+    IN_MOVED_TO,
+    IN_Q_OVERFLOW,
+    inotifyDescriptor,
+)
+
 __all__ = ["INotifyWatcher", "IWatcher", "PollingWatcher", "watcherFor"]
 
 _log = Logger()
+
+# An inotify event's head: watch, mask, cookie, and the length of the name
+# that follows.
+_EVENT = struct.Struct("=iIII")
 
 
 class IWatcher(Interface):
@@ -39,47 +54,80 @@ class IWatcher(Interface):
         """
 
 
-@implementer(IWatcher)
+@implementer(IWatcher, IReadDescriptor)
 class INotifyWatcher:
     """
-    A watcher driven by inotify events on the file's directory.
+    A watcher driven by inotify events on the file's directory: the
+    reactor reads the descriptor, and each read that brings events for the
+    file (or says the queue overflowed) calls the callback once, however
+    many it brings.  Events for the directory's other files are skipped by
+    name, with nothing made of them.
+
+    @raise OSError: there is no inotify here, or no watch left.
     """
 
-    def __init__(self, reactor, path, callback):
-        from twisted.internet import inotify
-        from twisted.python.filepath import FilePath
+    _MASK = IN_MODIFY | IN_CLOSE_WRITE | IN_MOVED_TO | IN_CREATE
 
-        self._inotify = inotify
-        self._notifier = inotify.INotify(reactor)
-        self._directory = FilePath(os.path.dirname(os.path.abspath(path)))
-        self._name = os.path.basename(path)
+    def __init__(self, reactor, path, callback):
+        self._reactor = reactor
+        path = os.path.abspath(path)
+        self._directory = os.path.dirname(path)
+        self._name = os.fsencode(os.path.basename(path))
         self._callback = callback
+        self._fd = None
+        self._buffer = b""
+        # Fail here, not in start, so that watcherFor can poll instead.
+        self._fd = inotifyDescriptor(self._directory, self._MASK)
+        if self._fd is None:
+            raise OSError(f"cannot watch {self._directory} with inotify")
 
     def start(self):
-        mask = (
-            self._inotify.IN_MODIFY
-            | self._inotify.IN_CLOSE_WRITE
-            | self._inotify.IN_MOVED_TO
-            | self._inotify.IN_CREATE
-        )
-        self._notifier.startReading()
-        self._notifier.watch(self._directory, mask=mask, callbacks=[self._notified])
+        self._reactor.addReader(self)
 
     def stop(self):
-        # Closed here, once, rather than by loseConnection, which closes the
-        # descriptor when the reactor next writes; and not at all if the
-        # reactor's shutdown (Ctrl-C, SIGTERM) has closed it already: a
-        # second close would be of a number perhaps reused by then
-        # ("Couldn't close INotify file descriptor").
-        notifier, self._notifier = self._notifier, None
-        if notifier is None or notifier.disconnected:
-            return
-        notifier.stopReading()
-        notifier.connectionLost(Failure(ConnectionDone("stopped watching")))
+        if self._fd is not None:
+            self._reactor.removeReader(self)
+            self._close()
 
-    def _notified(self, ignored, path, mask):
-        if path.asBytesMode().basename() == self._name:
+    def _close(self):
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
+
+    def fileno(self):
+        return -1 if self._fd is None else self._fd
+
+    def logPrefix(self):
+        return "inotify"
+
+    def connectionLost(self, reason):
+        # The reactor's shutdown, or a read that failed: closed once.
+        self._close()
+
+    def doRead(self):
+        try:
+            data = os.read(self._fd, 1 << 16)
+        except BlockingIOError:
+            return None
+        except OSError as e:
+            _log.error("reading inotify events failed: {why}", why=e)
+            return Failure(e)
+        data = self._buffer + data
+        name = self._name
+        ours = False
+        offset = 0
+        end = len(data)
+        while offset + 16 <= end:
+            mask, size = _EVENT.unpack_from(data, offset)[1::2]
+            if offset + 16 + size > end:
+                break
+            start, offset = offset + 16, offset + 16 + size
+            if mask & IN_Q_OVERFLOW or data[start:offset].rstrip(b"\0") == name:
+                ours = True
+        self._buffer = data[offset:]
+        if ours:
             self._callback()
+        return None
 
 
 @implementer(IWatcher)
