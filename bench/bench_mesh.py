@@ -49,6 +49,7 @@ sys.path.insert(0, ROOT)
 
 from bench_log import loadAverage, machine  # noqa: E402
 from bench_ssh import Keys, freePort  # noqa: E402
+import bench_sync  # noqa: E402
 from bench_sync import codeVersion, environment, readStatus  # noqa: E402
 from gossip.store.format import identify  # noqa: E402
 from gossip.store.logfile import entries  # noqa: E402
@@ -56,8 +57,9 @@ from gossip.store.logfile import entries  # noqa: E402
 NAME = "mesh.log"
 
 # A daemon: twistd, with SyncProtocol's outgoing commands and incoming
-# lines counted, the counts written to a JSON file every tenth of a second
-# while they change.
+# lines counted, the counts written to a JSON file when it is sent SIGUSR1
+# (not on a timer: on this machine a process pays about half a millisecond
+# of CPU for every wakeup, which the daemons' figures would include).
 NODE = r"""
 import json, os, sys
 from gossip.store.intervals import count
@@ -111,32 +113,33 @@ def countedData(self, data):
 P.callRemote, P._received, P._account, P.dataReceived = (
     counted, countedReceived, countedAccount, countedData)
 
-from twisted.internet import reactor, task
-last = [None]
+from twisted.internet import reactor
+import cProfile, signal, time
+dumps = [0]
 
 def dump():
-    if counts != last[0]:
-        last[0] = dict(counts)
-        with open(out + ".tmp", "w") as f:
-            json.dump(counts, f)
-        os.replace(out + ".tmp", out)
+    dumps[0] += 1
+    with open(out + ".tmp", "w") as f:
+        json.dump(dict(counts, dumps=dumps[0]), f)
+    os.replace(out + ".tmp", out)
 
-reactor.callWhenRunning(lambda: task.LoopingCall(dump).start(0.1))
+signal.signal(signal.SIGUSR1, lambda *a: reactor.callFromThread(dump))
 
-# --profile: SIGUSR1 starts cProfile, SIGUSR2 writes its figures beside the
-# counts.
-import cProfile, signal, time
-# CPU time, not the wall clock: twenty daemons share two cores.
+# --profile: the first SIGUSR2 starts cProfile, the second writes its
+# figures beside the counts.  CPU time, not the wall clock: twenty daemons
+# share two cores.
 profile = cProfile.Profile(time.process_time)
-signal.signal(signal.SIGUSR1, lambda *a: reactor.callFromThread(profile.enable))
+profiling = [False]
 
-def profiled(*a):
-    def write():
+def toggle():
+    if not profiling[0]:
+        profiling[0] = True
+        profile.enable()
+    else:
         profile.disable()
         profile.dump_stats(out + ".prof")
-    reactor.callFromThread(write)
 
-signal.signal(signal.SIGUSR2, profiled)
+signal.signal(signal.SIGUSR2, lambda *a: reactor.callFromThread(toggle))
 sys.argv[0] = "twistd"
 from twisted.scripts.twistd import run
 run()
@@ -189,10 +192,12 @@ class Node:
         keys.trust(self.port, keys.gossipHost)
         self.peers = []
         self.process = None
+        self._dumps = 0
         self._offset = 0
         self._lines = 0
 
     def start(self):
+        self._dumps = 0
         for path in (self.counts, self.twistdLog):
             if os.path.exists(path):
                 os.unlink(path)
@@ -245,11 +250,25 @@ class Node:
         return self._lines
 
     def readCounts(self):
-        try:
-            with open(self.counts) as f:
-                return json.load(f)
-        except (FileNotFoundError, ValueError):
-            return {}
+        """
+        The daemon's counts, which it writes when asked.
+        """
+        self._dumps += 1
+        self.process.send_signal(signal.SIGUSR1)
+
+        def read():
+            try:
+                with open(self.counts) as f:
+                    counts = json.load(f)
+            except (FileNotFoundError, ValueError):
+                return None
+            return counts if counts.get("dumps") == self._dumps else None
+
+        if waitFor(read, 10, poll=0.01) is None:
+            raise RuntimeError(f"node {self.index} did not write its counts")
+        counts = read()
+        del counts["dumps"]
+        return counts
 
     def cpu(self):
         status = readStatus(self.pid)
@@ -416,7 +435,7 @@ def run(options):
         before = [node.readCounts() for node in nodes]
         if options.profile:
             for node in nodes:
-                node.process.send_signal(signal.SIGUSR1)
+                node.process.send_signal(signal.SIGUSR2)
         cpuBefore = [node.cpu() for node in nodes]
         wireBefore = wireBytes(ports)
         first = time.time()
@@ -517,6 +536,18 @@ def heal(nodes, options, base, total):
     }
 
 
+def wakeupCost(wakeups=300, interval=0.01):
+    """
+    The CPU seconds a process is charged for waking from a short sleep,
+    doing nothing: a figure of the machine that every daemon pays for each
+    turn of its reactor.
+    """
+    started = time.process_time()
+    for _ in range(wakeups):
+        time.sleep(interval)
+    return (time.process_time() - started) / wakeups
+
+
 def show(options, results):
     def f(value, form):
         return "-" if value is None else format(value, form)
@@ -526,6 +557,7 @@ def show(options, results):
         f"{' listed at both ends' if options.bothEnds else ''}, writers {options.writers}, "
         f"{options.adds} adds each; {machine()}, {os.cpu_count()} cores; code {codeVersion()}"
     )
+    print(f"CPU charged for a wakeup from a 10 ms sleep: {wakeupCost() * 1e6:.0f} us")
     header = ("run", "connect s", "write s", "converge s", "announced/add", "control/add", "sent/add",
               "requested/add", "lines/Adds", "dup", "wire/payload", "amp/payload",
               "CPU s (all)", "CPU s (max)", "RSS MB", "heal s", "load", "check")  # fmt: skip
@@ -567,12 +599,16 @@ def main(argv=None):
                         help="list each link at both ends, not only at the later node")
     parser.add_argument("--profile", action="store_true",
                         help="profile the daemons over the writes (cProfile) and print the sum")
+    parser.add_argument("--code", default=ROOT,
+                        help="directory holding the gossip package the daemons run "
+                        "(default: this checkout)")
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--dir", default="/tmp/gossip-bench-mesh")
     parser.add_argument("--json", help="also write the figures to this file")
     options = parser.parse_args(argv)
     if options.nodes < 2:
         parser.error("--nodes: at least 2")
+    bench_sync.CODE = os.path.abspath(options.code)
     results = []
     for _ in range(options.repeat):
         results.append(run(options))
