@@ -31,7 +31,7 @@ from gossip.store.intervals import Intervals
 from gossip.store.logfile import Log
 from gossip.sync.amp import AddBegin, Adds, Announce, Note, Stream, decodeOrigins, decodeRanges
 from gossip.sync.claims import SharedClaims
-from gossip.sync.protocol import SyncProtocol
+from gossip.sync.protocol import QUIET_TICKS, SyncProtocol
 from gossip.sync.service import LogService
 from gossip.sync.settings import SessionSettings
 from gossip.sync.defaults import NOTE_PERIOD, SWITCH_DELAY
@@ -53,6 +53,9 @@ NAME = "log"
 # note (a period drawn within 20% of NOTE_PERIOD), then SWITCH_DELAY.  One
 # hop's bound; the harness's links have no latency of their own.
 FALLBACK = 1.2 * NOTE_PERIOD + SWITCH_DELAY
+# The same, for an origin streamed from its writer over a link that stalls
+# without ending: the other peers note it only every QUIET_TICKS periods.
+QUIET_FALLBACK = QUIET_TICKS * 1.2 * NOTE_PERIOD + SWITCH_DELAY
 
 
 @attrs.define(eq=False)
@@ -67,8 +70,10 @@ class Traffic:
     # Origins named by notes and by streams turned on or off.
     noted: int = 0
     streamed: int = 0
-    # Stream messages that turned a stream off: its origin moved.
-    switched: int = 0
+    # The sessions watched, and how many streams they had stopped when
+    # counting began.
+    sessions: list = attrs.field(factory=list)
+    stoppedBefore: int = 0
     # Lines the nodes received from peers, and those of them that were new.
     received: int = 0
     new: int = 0
@@ -77,6 +82,7 @@ class Traffic:
         """
         Record what C{session} sends.
         """
+        self.sessions.append(session)
         callRemote = session.callRemote
 
         def recorded(command, **arguments):
@@ -118,8 +124,6 @@ class Traffic:
             self.noted += len(decodeRanges(arguments["ranges"]))
         elif command is Stream:
             self.streamed += len(decodeOrigins(arguments["origins"]))
-            if not arguments["on"]:
-                self.switched += 1
 
     def reset(self):
         """
@@ -127,7 +131,16 @@ class Traffic:
         """
         self.sent.clear()
         self.announced.clear()
-        self.noted = self.streamed = self.switched = self.received = self.new = 0
+        self.noted = self.streamed = self.received = self.new = 0
+        self.stoppedBefore = sum(session.streamsStopped for session in self.sessions)
+
+    @property
+    def switched(self):
+        """
+        How many streams were stopped (their origin moved to another
+        session) since counting began.
+        """
+        return sum(session.streamsStopped for session in self.sessions) - self.stoppedBefore
 
     def announcements(self):
         return sum(map(len, self.announced.values()))
@@ -241,6 +254,8 @@ class Mesh:
         self.edges = sorted(set(edges))
         self.links = {}
         self.cut = set()
+        # Links whose bytes do not move, though neither end knows it.
+        self.stalled = set()
         for edge in self.edges:
             self.connect(edge)
 
@@ -316,8 +331,9 @@ class Mesh:
         moved = False
         for _ in range(rounds):
             moved = False
-            for link in list(self.links.values()):
-                moved = link.pump.pump() or moved
+            for edge, link in list(self.links.items()):
+                if edge not in self.stalled:
+                    moved = link.pump.pump() or moved
             self.clock.advance(0)
         return moved
 
@@ -533,8 +549,8 @@ class ControlTrafficTests(SynchronousTestCase):
         """
         At most 2(N-1) origins or keys told per add in a full mesh: control
         traffic O(N), not O(N^2).  Each node streams each origin from its
-        writer; the notes on the other links name an origin once a period
-        whatever the adds.
+        writer and asks its other peers not to note it but every
+        QUIET_TICKS periods (none falls in this window: 0 per add).
         """
         for n in self.SIZES:
             self.assertLessEqual(controlPerAdd(self, n), 2 * (n - 1), f"N={n}")
@@ -586,6 +602,25 @@ class FallbackTests(SynchronousTestCase):
         mesh.nodes[0].write(5)
         mesh.settle()
         self.assertEqual(set(adds(mesh.nodes[2].path)), mesh.written())
+
+    def test_writerStalled(self):
+        """
+        An origin streamed from its writer is not noted by the other peers
+        but every L{QUIET_TICKS} periods: if the writer's link stalls
+        without ending, the adds come from another peer within
+        L{QUIET_FALLBACK}; and the notes the mesh sends meanwhile are those
+        pulses alone.
+        """
+        mesh = self.warm(3, fullMesh(3))
+        writer = mesh.nodes[0].service.identity
+        far = mesh.nodes[2].service
+        self.assertEqual(far.sourceOf(writer).peerNode, writer)
+        mesh.traffic.reset()
+        mesh.stalled.add((0, 2))
+        mesh.nodes[0].write(5)
+        mesh.settle(horizon=QUIET_FALLBACK)
+        self.assertEqual(set(adds(mesh.nodes[2].path)), mesh.written())
+        self.assertEqual(far.sourceOf(writer).peerNode, mesh.nodes[1].service.identity)
 
     def test_relayCutUpstream(self):
         """

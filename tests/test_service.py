@@ -52,6 +52,7 @@ class Listener:
         self.told = []
         self.waiting = []
         self.streamed = {}
+        self.rxQuiet = set()
 
     def supersede(self, why):
         self.superseded = why
@@ -59,8 +60,12 @@ class Listener:
     def streamsFrom(self):
         return True
 
-    def stream(self, by, on):
+    def stream(self, by, on, quiet=False):
         self.streamed[by] = on
+        if quiet:
+            self.rxQuiet.add(by)
+        else:
+            self.rxQuiet.discard(by)
 
     def localAdds(self, added):
         self.told.extend(sorted((by, at) for by, held in added.items() for at in held))

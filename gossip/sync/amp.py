@@ -111,10 +111,16 @@ class Announce(amp.Command):
 
 class Stream(amp.Command):
     """
-    Push me the new adds of these origins as you get them (C{on}), or stop.
+    Push me the new adds of these origins as you get them (C{on}), or stop;
+    stopped, with C{quiet}, do not note them to me either (their writer
+    streams them to me), until told otherwise.
     """
 
-    arguments = [(b"origins", amp.String()), (b"on", amp.Boolean())]
+    arguments = [
+        (b"origins", amp.String()),
+        (b"on", amp.Boolean()),
+        (b"quiet", amp.Boolean(optional=True)),
+    ]
     response = []
     errors = ERRORS
     fatalErrors = FATAL

@@ -163,9 +163,15 @@ class ISyncSession(Interface):
         speak version 2, and the peer may add to the log).
         """
 
-    def stream(by, on):
+    rxQuiet = Attribute(
+        "The origins this session asked its peer not to note (their writer "
+        "streams them here)."
+    )
+
+    def stream(by, on, quiet=False):
         """
-        Ask the peer to stream origin C{by} to this node, or to stop.
+        Ask the peer to stream origin C{by} to this node, or to stop; and,
+        stopped, with C{quiet}, to note it only now and then.
         """
 
     def localAdds(added):

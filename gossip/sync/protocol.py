@@ -241,6 +241,10 @@ _MAX_FIELDS = 16
 # Nor may it name more origins than this: a node's work on a summary goes
 # by origin too, and a log of more is not sane.
 _MAX_ORIGINS = 10000
+# Origins the peer asked not to be noted (their writer streams them to it)
+# are still noted every QUIET_TICKS note periods: should the writer's link
+# stall without ending, the peer learns what it misses from the others.
+QUIET_TICKS = 6
 # Nor may it, with its announcements, name more ranges than a summary of
 # the longest allowed could at this many bytes a range ("10-11,"): what a
 # peer holds costs the session memory and time however it was told.
@@ -422,10 +426,15 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
         # streams from the peer, the service keeps: sourceOf.)
         self.streams = False
         self.txStreams = set()
+        # The origins the peer asked this node not to note (their writer
+        # streams them to it), and those this node asked the peer not to.
+        self.txQuiet = set()
+        self.rxQuiet = set()
         self._notes = {}
         # Origins whose adds this session has noted at least once.
         self._told = set()
         self._noteSoon = set()
+        self._ticks = 0
         self._noteCall = None
         self._noteSoonCall = None
         self._streamChanges = {}
@@ -1367,7 +1376,8 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
     def _noteTick(self):
         if self._over():
             return
-        self._sendNotes(list(self._notes))
+        self._ticks += 1
+        self._sendNotes(list(self._notes), pulse=self._ticks % QUIET_TICKS == 0)
         self._scheduleNotes()
 
     def _noteAtOnce(self, origins):
@@ -1380,13 +1390,18 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
         if not self._over():
             self._sendNotes(origins)
 
-    def _sendNotes(self, origins):
+    def _sendNotes(self, origins, pulse=False):
         """
         Note to the peer what the log gained of C{origins} that the peer is
-        not known to hold.
+        not known to hold; with C{pulse}, of those it asked not to be noted
+        too.
         """
         noting = {}
+        quiet = () if pulse else self.txQuiet
         for by in origins:
+            if by in quiet:
+                # Kept, and noted if the peer asks for notes again.
+                continue
             held = self._notes.pop(by, None)
             if held is None:
                 continue
@@ -1400,11 +1415,16 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
             for part in encodeRanges(noting):
                 self.callRemote(Note, ranges=part).addErrback(self._fail)
 
-    def stream(self, by, on):
+    def stream(self, by, on, quiet=False):
         """
-        Ask the peer to stream origin C{by} to this node, or to stop.
+        Ask the peer to stream origin C{by} to this node, or to stop; and,
+        stopped, with C{quiet}, not to note it either.
         """
-        self._streamChanges[by] = on
+        if quiet:
+            self.rxQuiet.add(by)
+        else:
+            self.rxQuiet.discard(by)
+        self._streamChanges[by] = (on, quiet and not on)
         if self._streamCall is None or not self._streamCall.active():
             self._streamCall = self._reactor.callLater(0, self._sendStreams)
 
@@ -1412,22 +1432,37 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
         changes, self._streamChanges = self._streamChanges, {}
         if self._over():
             return
-        for on in (False, True):
-            origins = [by for by, wanted in changes.items() if wanted is on]
+        for on, quiet in ((False, True), (False, False), (True, False)):
+            origins = [by for by, wanted in changes.items() if wanted == (on, quiet)]
+            arguments = {"quiet": True} if quiet else {}
             for part in encodeOrigins(origins):
-                self.callRemote(Stream, origins=part, on=on).addErrback(self._fail)
+                self.callRemote(Stream, origins=part, on=on, **arguments).addErrback(
+                    self._fail
+                )
 
     @Stream.responder
-    def streamAsked(self, origins, on):
+    def streamAsked(self, origins, on, quiet=False):
         if not self.streams:
             raise ProtocolError("a Stream from a peer that did not say it streams")
         self._move("stream")
         named = decodeOrigins(origins)
         if not on:
+            self.streamsStopped += len(self.txStreams.intersection(named))
             self.txStreams.difference_update(named)
+            if quiet:
+                if len(self.txQuiet.union(named)) > _MAX_ORIGINS:
+                    raise Refused(f"quiet on more than {_MAX_ORIGINS} origins")
+                self.txQuiet.update(named)
+            else:
+                # Noted again: what was kept back goes now.
+                loud = self.txQuiet.intersection(named)
+                self.txQuiet.difference_update(loud)
+                if loud:
+                    self._noteAtOnce(loud)
             return {}
         if len(self.txStreams.union(named)) > _MAX_ORIGINS:
             raise Refused(f"streams of more than {_MAX_ORIGINS} origins")
+        self.txQuiet.difference_update(named)
         self.txStreams.update(named)
         # What the log holds of them that the peer is not known to, it
         # learns now (and asks for); what comes from now on is pushed.
@@ -1480,6 +1515,9 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
     # actually moved, even when the session dies mid-transfer.
     acked = 0
     ackedBytes = 0
+    # Origins this node streamed to the peer until the peer asked it to
+    # stop (their stream moved elsewhere).
+    streamsStopped = 0
     # When the peer last answered anything (a ping, at least), by the
     # session's reactor's clock.
     lastContact = None

@@ -359,6 +359,7 @@ class LogService(Service):
             del self._sources[by]
             self._stopgaps.discard(by)
             self._chooseSource(by)
+            self._hush(by)
         self.released()
 
     # Links listed at both ends (docs/protocol.md)
@@ -443,6 +444,8 @@ class LogService(Service):
                 )
             ):
                 self.switchSource(by, session)
+            elif source is not None:
+                self._hush(by, [session])
 
     def noted(self, session, noted):
         """
@@ -464,19 +467,39 @@ class LogService(Service):
         if old is not None:
             old.stream(by, False)
         session.stream(by, True)
+        self._hush(by)
+
+    def _hush(self, by, sessions=None):
+        """
+        While origin C{by} is streamed from its writer, which pushes every
+        add of it, ask the other sessions (or C{sessions}) not to note it
+        but now and then (see L{gossip.sync.protocol.QUIET_TICKS}); and to
+        note it again once it is not.
+        """
+        source = self._sources.get(by)
+        quiet = source is not None and source.peerNode == by
+        for session in self._sessions if sessions is None else sessions:
+            if session is source or not session.streamsFrom():
+                continue
+            if (by in session.rxQuiet) != quiet:
+                session.stream(by, False, quiet=quiet)
 
     def _chooseSource(self, by):
         """
         Stream origin C{by} from the best session that holds some of it:
-        its writer, else the one that holds the most.
+        its writer, else the one that holds the most, else any (its peer
+        may have been asked not to note the origin, its writer streaming
+        it here: see L{_hush}).
         """
         best = None
-        bestTop = -1
+        bestTop = -2
         for session in self._sessions:
             if not session.streamsFrom():
                 continue
             held = session.peerHave.get(by)
             if held is None:
+                if best is None:
+                    best, bestTop = session, -1
                 continue
             if session.peerNode == by:
                 best = session
