@@ -673,6 +673,25 @@ class StreamTests(HostileMixin, SynchronousTestCase):
         )
         self.assertRepelled(attacked, "streams of more than 10000 origins")
 
+    def test_tooManyQuiet(self):
+        """
+        Nor ask for quiet on more.
+        """
+        attacked = Attacked(self)
+        origins = b"".join(b"%08x\n" % (i,) for i in range(5001))
+        attacked.send(
+            streamingHello()
+            + command(b"Stream", ask=b"2", origins=origins, on=b"False", quiet=b"True")
+            + command(
+                b"Stream",
+                ask=b"3",
+                origins=origins.replace(b"\n0", b"\n1"),
+                on=b"False",
+                quiet=b"True",
+            )
+        )
+        self.assertRepelled(attacked, "quiet on more than 10000 origins")
+
     def test_streamAccepted(self):
         """
         A well-formed request to stream is taken: the session pushes that
