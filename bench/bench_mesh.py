@@ -470,6 +470,8 @@ def run(options):
                 + counts.get("streamOrigins", 0)
             )
             / total,
+            notes=counts.get("noteOrigins", 0) / total,
+            streams=counts.get("streamOrigins", 0) / total,
             sent=counts.get("linesSent", 0) / total,
             requested=counts.get("requestKeys", 0) / total,
             batch=counts.get("linesSent", 0) / max(1, counts.get("addsMsgs", 0)),
