@@ -214,6 +214,36 @@ class SpeedupsTests(TestCase):
         body = records[0][records[0].index(b"<") + 1 : records[0].rindex(b">")]
         self.assertEqual(_speedups.decodeBody(body)[-1], (b"v", value))
 
+    def test_hashEveryLength(self):
+        """
+        A body of any length, across every boundary of SHA-256's 64-byte
+        blocks and its padding, is hashed as hashlib hashes it: its line is
+        intact, and with one character of its hash changed, damaged.  So
+        with the CPU's SHA instructions (where it has them) and without.
+        """
+        sizes = list(range(300)) + [1000, 4096, 65535, 65536, 1_000_003]
+        for hardware in (True, False):
+            _speedups.configure(CorruptLine, sha256, hardware)
+            for size in sizes:
+                body = (b"n=" + b"abcdefghijklmnopqrstuvwxyz 0123456789" * (size // 37 + 1))[:size]
+                record = b"%s %d<%s>%d" % (lineHash(body), len(body), body, len(body))
+                damaged = record[:10] + (b"B" if record[10:11] == b"A" else b"A") + record[11:]
+                expected = [None if size == 1 else body, None]
+                self.assertEqual(PYTHON["checkRecords"]([record, damaged]), expected)
+                self.assertEqual(
+                    _speedups.checkRecords([record, damaged]),
+                    expected,
+                    f"{size} bytes, hardware {hardware}",
+                )
+
+    def test_hardwareOff(self):
+        """
+        configure() says whether the CPU hashes, which it does not once told
+        not to.
+        """
+        self.assertIs(_speedups.configure(CorruptLine, sha256, False), False)
+        self.assertIn(_speedups.configure(CorruptLine, sha256), (True, False))
+
     def test_serials(self):
         """
         A serial number, up to 2**63 - 1, is read as its value; anything
