@@ -191,11 +191,11 @@ class ServiceTests(SynchronousTestCase):
         Received adds are appended once, and sessions are told of them.
         """
         lines = [encodeAdd([(b"by", b"p"), (b"at", b"%d" % i), (b"m", b"x")]) for i in range(3)]
-        result = self.successResultOf(self.service.receive(lines + lines[:1]))
+        result = self.successResultOf(self.service.receive(b"".join(lines + lines[:1])))
         self.assertEqual(len(result.appended), 3)
         self.assertEqual(self.listener.told, [(b"p", 0), (b"p", 1), (b"p", 2)])
         self.assertEqual(self.service.have[b"p"], Intervals([(0, 3)]))
-        self.assertEqual(len(self.successResultOf(self.service.receive(lines)).appended), 0)
+        self.assertEqual(len(self.successResultOf(self.service.receive(b"".join(lines))).appended), 0)
         with open(self.path, "rb") as f:
             self.assertEqual(f.read().count(lines[0]), 1)
 
@@ -208,7 +208,7 @@ class ServiceTests(SynchronousTestCase):
         lines = [encodeAdd([(b"by", b"p"), (b"at", b"%d" % i), (b"m", b"x")]) for i in range(3)]
         with open(self.path, "ab") as f:
             f.write(lines[0][:-1])
-        result = self.successResultOf(self.service.receive(lines))
+        result = self.successResultOf(self.service.receive(b"".join(lines)))
         self.assertEqual(result.lines, lines[1:])
         self.assertEqual(self.listener.told, [(b"p", 0), (b"p", 1), (b"p", 2)])
         self.assertEqual(self.service.have[b"p"], Intervals([(0, 3)]))
@@ -231,7 +231,7 @@ class ServiceTests(SynchronousTestCase):
         events = []
         globalLogPublisher.addObserver(events.append)
         self.addCleanup(globalLogPublisher.removeObserver, events.append)
-        result = self.successResultOf(self.service.receive(lines))
+        result = self.successResultOf(self.service.receive(b"".join(lines)))
         self.assertEqual(result.lines, lines)
         self.assertEqual(self.service.have[b"p"], Intervals([(0, 3)]))
         self.assertEqual(self.service.damaged, 1)
@@ -262,7 +262,7 @@ class ServiceTests(SynchronousTestCase):
         source = Listener()
         self.service.sessionStarted(source)
         lines = [encodeAdd([(b"by", b"p"), (b"at", b"%d" % i)]) for i in (0, 1, 5)]
-        self.successResultOf(self.service.receive(lines, source=source))
+        self.successResultOf(self.service.receive(b"".join(lines), source=source))
         self.assertEqual(source.told, [])
         self.assertEqual(self.listener.told, [(b"p", 0), (b"p", 1), (b"p", 5)])
         self.assertEqual(self.service.have[b"p"], Intervals([(0, 2), (5, 6)]))
@@ -344,7 +344,7 @@ class ServiceTests(SynchronousTestCase):
         small = encodeAdd([(b"by", b"q"), (b"at", b"0")])
         other = Listener()
         self.service.sessionStarted(other)
-        queued = self.service.receive([small], source=other)
+        queued = self.service.receive(small, source=other)
         self.assertNoResult(queued)
         sizes = [os.path.getsize(self.path)]
         turns = 0
@@ -455,7 +455,7 @@ class ServiceTests(SynchronousTestCase):
         are the log's own bytes.
         """
         lines = [encodeAdd([(b"by", b"p"), (b"at", b"%d" % i)]) for i in range(5)]
-        self.successResultOf(self.service.receive(lines))
+        self.successResultOf(self.service.receive(b"".join(lines)))
         wanted = {b"p": Intervals([(1, 3)])}
         found = [item for found in self.service.linesFor(wanted) for item in found]
         self.assertEqual(found, [(lines[1], (b"p", 1)), (lines[2], (b"p", 2))])
@@ -475,7 +475,7 @@ class ServiceTests(SynchronousTestCase):
         lines = [
             encodeAdd([(b"by", by), (b"at", b"%d" % i)]) for i in range(4) for by in (b"p", b"q")
         ]
-        self.successResultOf(self.service.receive(lines))
+        self.successResultOf(self.service.receive(b"".join(lines)))
         fresh = LogService(Log(self.path), Clock(), useInotify=False)
         fresh.startService()
         self.addCleanup(fresh.stopService)

@@ -719,20 +719,34 @@ class Received:
     @ivar held: the C{(by, at)} of every intact line given, appended or not.
     @ivar spans: L{gossip.store.intervals.spans} of C{held}, or L{None}.
     @ivar start: the offset of the first line appended.
+    @ivar count: how many lines were appended.
     @ivar lines: the lines appended, one after another from C{start}.
     @ivar keys: the C{(by, at)} of each line appended.
     @ivar corrupt: how many lines were not intact adds with a C{by} and C{at}.
+    @ivar whole: whether every line in C{held} was appended.
     """
 
-    __slots__ = ("held", "spans", "start", "lines", "keys", "corrupt")
+    __slots__ = ("held", "spans", "start", "count", "lines", "keys", "corrupt", "whole")
 
-    def __init__(self):
-        self.held = []
-        self.spans = None
+    def __init__(self, held=(), spans=None, corrupt=0):
+        self.held = list(held)
+        self.spans = spans
         self.start = None
+        self.count = 0
         self.lines = []
         self.keys = []
-        self.corrupt = 0
+        self.corrupt = corrupt
+        self.whole = False
+
+    def took(self, start, lines, keys):
+        """
+        Note that C{lines}, of C{keys}, were appended at C{start}.
+        """
+        self.start = start
+        self.count = len(lines)
+        self.lines = lines
+        self.keys = keys
+        self.whole = len(keys) == len(self.held)
 
     @property
     def appended(self):
@@ -1249,32 +1263,33 @@ class Log:
             line = encodeAdd([(b"by", state.identity), (b"at", b"%d" % (at,))] + pairs)
             # With its key given, the line just made is not checked again,
             # which would import and compile the regular expressions.
-            self._append(fd, state, torn, [line], [(state.identity, at)])
+            self._append(fd, state, torn, line, [(state.identity, at)])
             return line
 
         return self._locked(append, create=True)
 
-    def receive(self, lines):
+    def receive(self, data):
         """
-        Append those of C{lines} (raw log lines, LF included, from a peer)
-        that are intact adds with a C{by} and C{at} the log does not yet
-        hold.
+        Append those of the lines in C{data} (raw log lines, LF included,
+        from a peer) that are intact adds with a C{by} and C{at} the log
+        does not yet hold.
 
         @return: a L{Received} saying what was appended, and where.
         @raise LogError: if the log cannot be written.
         """
-
         # Checked before the lock is taken: the check needs no state.
+        lines = [line + b"\n" for line in data.split(b"\n")]
+        tail = lines.pop()
+        if tail != b"\n":
+            # A line cut short: damaged.
+            lines.append(tail[:-1])
         checked, corrupt = checkKeyedLines(lines)
         held = [entry[2] for entry in checked]
         heldSpans = spans(held)
 
         def append(fd, state, torn):
             self._ensureIdentity(state)
-            result = Received()
-            result.held = held
-            result.spans = heldSpans
-            result.corrupt = corrupt
+            result = Received(held, heldSpans, corrupt)
             have = state.have
             if heldSpans is not None and not overlapping(have, heldSpans):
                 # Each origin's serials follow one another and are all new,
@@ -1292,11 +1307,15 @@ class Log:
                         accepted.append(line)
                         keys.append(key)
             if accepted:
-                result.start = self._append(
-                    fd, state, torn, accepted, keys, heldSpans if keys is held else None
+                start = self._append(
+                    fd,
+                    state,
+                    torn,
+                    b"".join(accepted),
+                    keys,
+                    heldSpans if keys is held else None,
                 )
-                result.lines = accepted
-                result.keys = keys
+                result.took(start, accepted, keys)
             return result
 
         return self._locked(append, create=True)
@@ -1344,8 +1363,7 @@ class Log:
         key = incoming.key
         with self._lock(create=True) as (fd, state, torn):
             self._ensureIdentity(state)
-            result = Received()
-            result.held = [key]
+            result = Received([key])
             if state.holds(*key):
                 return result
             if torn:
@@ -1368,9 +1386,7 @@ class Log:
             st = os.fstat(fd)
             state.offset = st.st_size
             self._save(fd, st, state)
-            result.start = start
-            result.lines = [LargeLine(start, incoming.size, key)]
-            result.keys = [key]
+            result.took(start, [LargeLine(start, incoming.size, key)], [key])
             return result
 
     def removeStale(self):
@@ -1502,9 +1518,7 @@ class Log:
                         raise LogError(
                             f"{os.fsdecode(self.path)}: not a gossip log (no intact add in it)"
                         )
-                    self._append(
-                        fd, state, torn, [encodeAdd([(b"I", newIdentity())])]
-                    )
+                    self._append(fd, state, torn, encodeAdd([(b"I", newIdentity())]))
                     torn = False
                     if self.fsync:
                         self._syncDirectory()
@@ -1568,20 +1582,17 @@ class Log:
         self._save(fd, st, state)
         return True
 
-    def _append(self, fd, state, torn, lines, keys=None, keySpans=None):
+    def _append(self, fd, state, torn, data, keys=None, keySpans=None):
         """
-        Write C{lines}, intact adds, at the end of the log.
+        Write C{data}, intact adds one after another, at the end of the log.
 
         @param keys: for adds from a peer, the C{(by, at)} of each line.
         @param keySpans: the L{spans} of C{keys}, if known.
         @return: the offset of the first line.
         """
-        data = b"".join(lines)
-        if torn:
-            # A writer died mid-add: end its line so that ours stands alone.
-            data = b"\n" + data
         start = os.fstat(fd).st_size + torn
-        _writeAll(fd, data)
+        # A writer died mid-add: end its line so that ours stands alone.
+        _writeAll(fd, b"\n" + data if torn else data)
         if self.fsync:
             os.fdatasync(fd)
         if torn:
@@ -1594,7 +1605,7 @@ class Log:
             else:
                 addSpans(state.have, keySpans)
         else:
-            bodies = [checkLine(line) for line in lines]
+            bodies = [checkLine(line + b"\n") for line in data.split(b"\n")[:-1]]
             if keys is None:
                 keys = [False] * len(bodies)
             for body, key in zip(bodies, keys):

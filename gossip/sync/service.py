@@ -478,10 +478,10 @@ class LogService(Service):
                 merge(pending, session.pending)
         self._claims.publish(pending)
 
-    def receive(self, lines, source=None):
+    def receive(self, data, source=None):
         """
-        Append what the log lacks of C{lines}, raw lines from a peer, once
-        no other writing of this service is under way.
+        Append what the log lacks of the lines in C{data}, raw lines from a
+        peer, once no other writing of this service is under way.
 
         @param source: the session they came from, which need not hear of
             them.
@@ -493,10 +493,10 @@ class LogService(Service):
             # runs to its end before anything else can, so the lock need
             # not be taken (a Deferred or two a batch, some 5% of a sync).
             try:
-                return succeed(self._received(self.log.receive(lines), source))
+                return succeed(self._received(self.log.receive(data), source))
             except Exception:
                 return fail()
-        return self._writing.run(lambda: self._received(self.log.receive(lines), source))
+        return self._writing.run(lambda: self._received(self.log.receive(data), source))
 
     def receiveIncoming(self, incoming, source=None):
         """
@@ -547,8 +547,7 @@ class LogService(Service):
         Learn what the log now holds from what its C{receive} or
         C{receiveIncoming} appended, and tell the other sessions.
         """
-        appended = result.lines
-        if appended:
+        if result.count:
             first = result.start
             if self._offset + 1 < first <= self._offset + LARGE and self._unchanged():
                 self._passTorn(first)
@@ -558,12 +557,12 @@ class LogService(Service):
                 # new here too: take them as written rather than reading
                 # them back.
                 keys = result.keys
-                if result.spans is not None and len(keys) == len(result.held):
+                if result.spans is not None and result.whole:
                     # Every add held was appended: the spans are theirs.
                     addSpans(self.have, result.spans)
                 else:
                     addKeys(self.have, keys)
-                lengths = list(map(len, appended))
+                lengths = list(map(len, result.lines))
                 offsets = list(accumulate(lengths, initial=first))
                 self._recent.add(keys, offsets, lengths)
                 self._offset = offsets[-1]
