@@ -1334,6 +1334,27 @@ class ReceiveTests(StateAssertions, TestCase):
         self.assertEqual(state.identity, self.identity)
         self.assertEqual(haveOf(state)[b"peer"], {1})
 
+    def test_takenWhole(self):
+        """
+        A batch whose origins' serials follow one another and are all new
+        is written as given but for its damaged lines, and what was
+        appended is known line by line when asked.
+        """
+        lines = [peerLine(at, by=by) for at in range(30) for by in (b"peer", b"other")]
+        flipped = bytearray(peerLine(30))
+        flipped[20] ^= 1
+        given = lines[:7] + [bytes(flipped)] + lines[7:]
+        before = readFile(self.log.path)
+        result = self.log.receive(b"".join(given))
+        self.assertEqual(readFile(self.log.path), before + b"".join(lines))
+        self.assertEqual((result.count, result.corrupt, result.whole), (60, 1, True))
+        self.assertEqual(result.spans, {b"peer": [0, 30], b"other": [0, 30]})
+        self.assertEqual(result.lines, lines)
+        keys = [identify(checkLine(line)) for line in lines]
+        self.assertEqual((result.keys, result.held), (keys, keys))
+        self.assertEqual(outcome(result), (lines, 1))
+        self.assertState(self.log)
+
     def test_ownIdentity(self):
         """
         An add by this node's own identity, come back from a peer, is taken

@@ -784,8 +784,26 @@ class PlacesTests(SynchronousTestCase):
         keys = [(origin, at) for at in range(start, start + count)]
         lengths = [10] * count
         offsets = [offset + 10 * i for i in range(count + 1)]
-        places.add(keys, offsets, lengths)
+        places.add(count, lambda: (keys, offsets, lengths))
         return offsets[-1]
+
+    def test_placesOnLookUp(self):
+        """
+        A batch's places are found only once an add is looked up, and
+        once only.
+        """
+        places = _Places(100)
+        asked = []
+
+        def found():
+            asked.append(True)
+            return [(b"p", 0), (b"p", 1)], [0, 10, 20], [10, 10]
+
+        places.add(2, found)
+        self.assertEqual((len(places), asked), (2, []))
+        self.assertEqual(places.get((b"p", 1)), (10, 10))
+        self.assertEqual(places.get((b"p", 0)), (0, 10))
+        self.assertEqual(asked, [True])
 
     def test_lastNoted(self):
         """

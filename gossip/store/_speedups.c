@@ -940,6 +940,270 @@ error:
 }
 
 
+/* The origins keyedSpans() follows at once, beyond which it gives up. */
+#define RUN_ORIGINS 32
+
+typedef struct {
+    PyObject *by;
+    unsigned long long start;
+    unsigned long long next;
+} RunOrigin;
+
+
+/*
+ * Note that origin by (size bytes at data, or byObject) has serial at in
+ * the run: return 1 if it follows the origin's last serial (or is its
+ * first), 0 if not, 2 if the run has too many origins to follow, or -1
+ * with an exception set.
+ */
+static int
+follow(RunOrigin *origins, Py_ssize_t *count, const unsigned char *by, Py_ssize_t size,
+       PyObject *byObject, unsigned long long at)
+{
+    Py_ssize_t i;
+
+    for (i = *count - 1; i >= 0; i--) {
+        PyObject *known = origins[i].by;
+        if (PyBytes_GET_SIZE(known) == size && memcmp(PyBytes_AS_STRING(known), by, size) == 0) {
+            if (origins[i].next != at) {
+                return 0;
+            }
+            origins[i].next = at + 1;
+            return 1;
+        }
+    }
+    if (*count == RUN_ORIGINS) {
+        return 2;
+    }
+    if (byObject != NULL) {
+        Py_INCREF(byObject);
+    }
+    else {
+        byObject = PyBytes_FromStringAndSize((const char *)by, size);
+        if (byObject == NULL) {
+            return -1;
+        }
+    }
+    origins[*count].by = byObject;
+    origins[*count].start = at;
+    origins[*count].next = at + 1;
+    (*count)++;
+    return 1;
+}
+
+
+/*
+ * Note the line from start to end (its LF included, if it has one) as not
+ * taken.  Return 0, or -1 with an exception set.
+ */
+static int
+reject(PyObject *rejected, Py_ssize_t start, Py_ssize_t end)
+{
+    PyObject *range = Py_BuildValue("(nn)", start, end);
+    int appended;
+
+    if (range == NULL) {
+        return -1;
+    }
+    appended = PyList_Append(rejected, range);
+    Py_DECREF(range);
+    return appended;
+}
+
+
+/*
+ * Check one line (size bytes at line, its LF included) as checkKeyedLine
+ * does, the usual keyed shape here and any other by check(line).  Return
+ * 1 and set *by, *bySize (into line, or into *byObject, a new reference)
+ * and *at for an intact add with a by and at; 0 for any other line; -1
+ * with an exception set.
+ */
+static int
+checkKeyedOne(const unsigned char *line, Py_ssize_t size, PyObject *check,
+              const unsigned char **by, Py_ssize_t *bySize, PyObject **byObject,
+              unsigned long long *at)
+{
+    Py_ssize_t record = size - 1;
+    Parts parts;
+    Py_ssize_t byStart, byEnd, atStart, atEnd;
+    PyObject *given;
+    PyObject *checked;
+    PyObject *key;
+    int matches;
+    Py_ssize_t i;
+
+    *byObject = NULL;
+    if (splitRecord(line, record, &parts)
+        && splitKeyed(line, parts.bodyStart, parts.bodyEnd, &byStart, &byEnd, &atStart, &atEnd)) {
+        if (!lengthsMatch(line, record, &parts) || !isSerial(line + atStart, atEnd - atStart)) {
+            return 0;
+        }
+        matches = hashMatches(line, line + parts.bodyStart, parts.bodyEnd - parts.bodyStart, NULL);
+        if (matches <= 0) {
+            return matches;
+        }
+        *by = line + byStart;
+        *bySize = byEnd - byStart;
+        *at = 0;
+        for (i = atStart; i < atEnd; i++) {
+            *at = *at * 10 + (line[i] - '0');
+        }
+        return 1;
+    }
+    /* Not the usual add: Python decides. */
+    given = PyBytes_FromStringAndSize((const char *)line, size);
+    if (given == NULL) {
+        return -1;
+    }
+    checked = PyObject_CallOneArg(check, given);
+    Py_DECREF(given);
+    if (checked == NULL) {
+        if (!PyErr_ExceptionMatches(corruptLine)) {
+            return -1;
+        }
+        PyErr_Clear();
+        return 0;
+    }
+    if (!PyTuple_Check(checked) || PyTuple_GET_SIZE(checked) != 2) {
+        Py_DECREF(checked);
+        PyErr_SetString(PyExc_TypeError, "check must return (body, key)");
+        return -1;
+    }
+    key = PyTuple_GET_ITEM(checked, 1);
+    if (key == Py_None) {
+        Py_DECREF(checked);
+        return 0;
+    }
+    if (!PyTuple_Check(key) || PyTuple_GET_SIZE(key) != 2
+        || !PyBytes_Check(PyTuple_GET_ITEM(key, 0)) || !PyLong_Check(PyTuple_GET_ITEM(key, 1))) {
+        Py_DECREF(checked);
+        PyErr_SetString(PyExc_TypeError, "check must give a (bytes, int) key");
+        return -1;
+    }
+    *at = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(key, 1));
+    if (*at == (unsigned long long)-1 && PyErr_Occurred()) {
+        Py_DECREF(checked);
+        return -1;
+    }
+    *byObject = PyTuple_GET_ITEM(key, 0);
+    Py_INCREF(*byObject);
+    Py_DECREF(checked);
+    *by = (const unsigned char *)PyBytes_AS_STRING(*byObject);
+    *bySize = PyBytes_GET_SIZE(*byObject);
+    return 1;
+}
+
+
+PyDoc_STRVAR(keyedSpansDoc,
+"keyedSpans(data, check) -> (count, spans, longest, rejected) or None\n\n"
+"gossip.store.logfile.keyedSpans, each line checked in place, in the usual\n"
+"keyed shape here and by check(line) otherwise; NotImplemented if the\n"
+"lines have more origins than this follows at once.");
+
+static PyObject *
+keyedSpans(PyObject *module, PyObject *args)
+{
+    const unsigned char *data;
+    Py_ssize_t size;
+    PyObject *check;
+    RunOrigin origins[RUN_ORIGINS];
+    Py_ssize_t originCount = 0;
+    Py_ssize_t lines = 0;
+    Py_ssize_t longest = 0;
+    Py_ssize_t start = 0;
+    PyObject *rejected;
+    PyObject *result = NULL;
+    PyObject *found;
+    Py_ssize_t i;
+
+    if (!PyArg_ParseTuple(args, "y#O:keyedSpans", &data, &size, &check)) {
+        return NULL;
+    }
+    if (!checkConfigured()) {
+        return NULL;
+    }
+    rejected = PyList_New(0);
+    if (rejected == NULL) {
+        return NULL;
+    }
+    while (start < size) {
+        const unsigned char *lf = memchr(data + start, '\n', size - start);
+        Py_ssize_t end = lf == NULL ? size : lf - data + 1;
+        const unsigned char *by;
+        Py_ssize_t bySize;
+        PyObject *byObject;
+        unsigned long long at;
+        int intact = 0;
+        int follows;
+
+        if (lf != NULL) {
+            intact = checkKeyedOne(data + start, end - start, check, &by, &bySize, &byObject, &at);
+            if (intact < 0) {
+                goto error;
+            }
+        }
+        if (!intact) {
+            /* Damaged, cut short, or no add with a by and at. */
+            if (reject(rejected, start, end) < 0) {
+                goto error;
+            }
+            start = end;
+            continue;
+        }
+        follows = follow(origins, &originCount, by, bySize, byObject, at);
+        Py_XDECREF(byObject);
+        if (follows < 0) {
+            goto error;
+        }
+        if (follows == 0) {
+            Py_INCREF(Py_None);
+            result = Py_None;
+            goto done;
+        }
+        if (follows == 2) {
+            Py_INCREF(Py_NotImplemented);
+            result = Py_NotImplemented;
+            goto done;
+        }
+        lines++;
+        if (end - start - 1 > longest) {
+            longest = end - start - 1;
+        }
+        start = end;
+    }
+    found = PyDict_New();
+    if (found == NULL) {
+        goto error;
+    }
+    for (i = 0; i < originCount; i++) {
+        PyObject *span = Py_BuildValue("[KK]", origins[i].start, origins[i].next);
+        int stored;
+        if (span == NULL) {
+            Py_DECREF(found);
+            goto error;
+        }
+        stored = PyDict_SetItem(found, origins[i].by, span);
+        Py_DECREF(span);
+        if (stored < 0) {
+            Py_DECREF(found);
+            goto error;
+        }
+    }
+    result = Py_BuildValue("(nNnO)", lines, found, longest, rejected);
+    goto done;
+
+error:
+    result = NULL;
+
+done:
+    Py_DECREF(rejected);
+    for (i = 0; i < originCount; i++) {
+        Py_DECREF(origins[i].by);
+    }
+    return result;
+}
+
+
 PyDoc_STRVAR(configureDoc,
 "configure(corruptLine, sha256, hardware=True) -> bool\n\n"
 "Give this module the exception it raises and the hash function it checks\n"
@@ -974,6 +1238,7 @@ static PyMethodDef methods[] = {
     {"checkKeyed", checkKeyed, METH_VARARGS, checkKeyedDoc},
     {"decodeBody", decodeBody, METH_O, decodeBodyDoc},
     {"spans", spans, METH_O, spansDoc},
+    {"keyedSpans", keyedSpans, METH_VARARGS, keyedSpansDoc},
     {"configure", configure, METH_VARARGS, configureDoc},
     {NULL, NULL, 0, NULL},
 };

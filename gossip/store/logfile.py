@@ -33,6 +33,7 @@ from time import monotonic
 from gossip.store.format import (
     CorruptLine,
     _compiledOnUse,
+    checkKeyedLine,
     checkKeyedLines,
     checkKeyedRecords,
     checkLine,
@@ -44,6 +45,7 @@ from gossip.store.format import (
     isSerial,
     longestEndingWith,
     longestStartingWith,
+    speedups as _speedups,
 )
 from gossip.store.intervals import Intervals, addKeys, addSpans, heldBy, overlapping, spans
 
@@ -62,6 +64,7 @@ __all__ = [
     "checkLarge",
     "entries",
     "keyedBlocks",
+    "keyedSpans",
     "newIdentity",
     "reverseEntries",
 ]
@@ -324,6 +327,77 @@ def keyedBlocks(f, start=0, size=1 << 18, large=LARGE):
                 yield block
             continue
         yield checkKeyedRecords(block.split(b"\n"))[0]
+
+
+def keyedSpans(data):
+    """
+    Check the lines of C{data} (LF included, as from a peer) at once, for a
+    batch that can be taken or sent whole: the keys of its intact adds with
+    a C{by} and C{at}, if each origin's serials follow one another, and
+    where the other lines are.
+
+    @return: C{(count, spans, longest, rejected)}: how many such adds, the
+        L{spans} of their keys, the length of the longest without its LF,
+        and the C{(start, end)} in C{data} of each other line, its LF
+        included (a last line without one is cut short); or L{None} if an
+        origin's serials do not follow one another.
+    """
+    keys = []
+    rejected = []
+    longest = 0
+    start = 0
+    for record in data.split(b"\n"):
+        end = min(start + len(record) + 1, len(data))
+        if start == end:
+            break
+        key = None
+        if end - start > len(record):
+            # It has its LF: the last line may be cut short.
+            try:
+                body, key = checkKeyedLine(data[start:end])
+            except CorruptLine:
+                pass
+        if key is None:
+            rejected.append((start, end))
+        else:
+            keys.append(key)
+            longest = max(longest, len(record))
+        start = end
+    found = spans(keys)
+    if found is None:
+        return None
+    return len(keys), found, longest, rejected
+
+
+# The definition above is the reference, and what runs where
+# gossip.store._speedups is not built; the C one checks each line in place.
+pythonKeyedSpans = keyedSpans
+if _speedups is not None:
+
+    def keyedSpans(data):
+        found = _speedups.keyedSpans(data, checkKeyedLine)
+        if found is NotImplemented:
+            # More origins than the C follows at once.
+            return pythonKeyedSpans(data)
+        return found
+
+    keyedSpans.__doc__ = pythonKeyedSpans.__doc__
+
+
+def _without(data, rejected):
+    """
+    C{data} without the lines at C{rejected}, C{(start, end)} pairs in
+    order, as L{keyedSpans} gives them.
+    """
+    if not rejected:
+        return data
+    kept = []
+    start = 0
+    for end, after in rejected:
+        kept.append(data[start:end])
+        start = after
+    kept.append(data[start:])
+    return b"".join(kept)
 
 
 def _backwards(f, end):
@@ -724,19 +798,39 @@ class Received:
     @ivar keys: the C{(by, at)} of each line appended.
     @ivar corrupt: how many lines were not intact adds with a C{by} and C{at}.
     @ivar whole: whether every line in C{held} was appended.
+
+    Lines taken whole (L{taken}) are kept as the bytes written: their
+    C{lines} and C{keys}, which a one-shot sync never asks for, are found
+    only when asked for.
     """
 
-    __slots__ = ("held", "spans", "start", "count", "lines", "keys", "corrupt", "whole")
+    __slots__ = ("spans", "start", "count", "corrupt", "whole", "_held", "_lines", "_keys", "_data")
 
     def __init__(self, held=(), spans=None, corrupt=0):
-        self.held = list(held)
         self.spans = spans
+        self.corrupt = corrupt
         self.start = None
         self.count = 0
-        self.lines = []
-        self.keys = []
-        self.corrupt = corrupt
         self.whole = False
+        self._held = list(held)
+        self._lines = []
+        self._keys = []
+        self._data = None
+
+    @classmethod
+    def taken(cls, start, data, count, spans, corrupt=0):
+        """
+        Every line of C{data}, C{count} intact adds whose keys have
+        C{spans}, was appended at C{start}; C{corrupt} other lines were
+        given.
+        """
+        result = cls(spans=spans, corrupt=corrupt)
+        result.start = start
+        result.count = count
+        result.whole = True
+        result._data = data
+        result._held = result._lines = result._keys = None
+        return result
 
     def took(self, start, lines, keys):
         """
@@ -744,9 +838,34 @@ class Received:
         """
         self.start = start
         self.count = len(lines)
-        self.lines = lines
-        self.keys = keys
-        self.whole = len(keys) == len(self.held)
+        self.whole = len(keys) == len(self._held)
+        self._lines = lines
+        self._keys = keys
+
+    @property
+    def held(self):
+        return self.keys if self._held is None else self._held
+
+    @property
+    def lines(self):
+        if self._lines is None:
+            self._lines = [line + b"\n" for line in self._data.split(b"\n")[:-1]]
+        return self._lines
+
+    @property
+    def keys(self):
+        if self._keys is None:
+            self._keys = [entry[2] for entry in checkKeyedLines(self.lines)[0]]
+        return self._keys
+
+    @property
+    def end(self):
+        """
+        The offset just past the last line appended.
+        """
+        if self._data is not None:
+            return self.start + len(self._data)
+        return self.start + sum(map(len, self._lines))
 
     @property
     def appended(self):
@@ -1278,6 +1397,21 @@ class Log:
         @raise LogError: if the log cannot be written.
         """
         # Checked before the lock is taken: the check needs no state.
+        run = keyedSpans(data)
+        if run is not None and run[0]:
+            count, heldSpans, _, rejected = run
+            taken = _without(data, rejected)
+
+            def appendAll(fd, state, torn):
+                self._ensureIdentity(state)
+                if overlapping(state.have, heldSpans):
+                    return None
+                start = self._append(fd, state, torn, taken, keySpans=heldSpans)
+                return Received.taken(start, taken, count, heldSpans, len(rejected))
+
+            result = self._locked(appendAll, create=True)
+            if result is not None:
+                return result
         lines = [line + b"\n" for line in data.split(b"\n")]
         tail = lines.pop()
         if tail != b"\n":
@@ -1587,7 +1721,8 @@ class Log:
         Write C{data}, intact adds one after another, at the end of the log.
 
         @param keys: for adds from a peer, the C{(by, at)} of each line.
-        @param keySpans: the L{spans} of C{keys}, if known.
+        @param keySpans: for adds from a peer, the L{spans} of their keys,
+            in place of C{keys} or beside them.
         @return: the offset of the first line.
         """
         start = os.fstat(fd).st_size + torn
@@ -1597,7 +1732,7 @@ class Log:
             os.fdatasync(fd)
         if torn:
             state.damaged += 1
-        if keys is not None and state.identity is not None:
+        if (keys is not None or keySpans is not None) and state.identity is not None:
             # Adds from a peer: nothing to learn from them but their keys.
             state.intact = True
             if keySpans is None:

@@ -242,7 +242,7 @@ class LogService(Service):
         if at in held:
             return False
         held.add(at)
-        self._recent.add([key], [offset], [length])
+        self._recent.add(1, lambda: ([key], [offset], [length]))
         return True
 
     def _tell(self, keys, source=None):
@@ -556,17 +556,17 @@ class LogService(Service):
                 # (but perhaps the end of a torn line), so these adds are
                 # new here too: take them as written rather than reading
                 # them back.
-                keys = result.keys
                 if result.spans is not None and result.whole:
                     # Every add held was appended: the spans are theirs.
                     addSpans(self.have, result.spans)
                 else:
-                    addKeys(self.have, keys)
-                lengths = list(map(len, result.lines))
-                offsets = list(accumulate(lengths, initial=first))
-                self._recent.add(keys, offsets, lengths)
-                self._offset = offsets[-1]
-                self._tell(keys, source)
+                    addKeys(self.have, result.keys)
+                # Where each add is, and its key, only if asked: a session
+                # that sends what another received asks.
+                self._recent.add(result.count, lambda: _placesOf(result))
+                self._offset = result.end
+                if any(session is not source for session in self._sessions):
+                    self._tell(result.keys, source)
             else:
                 self._readNew()
         return result
@@ -776,6 +776,15 @@ class Stretch:
             yield record + b"\n", key
 
 
+def _placesOf(result):
+    """
+    The keys, offsets and lengths of the adds a L{Received} says were
+    appended.
+    """
+    lengths = list(map(len, result.lines))
+    return result.keys, list(accumulate(lengths, initial=result.start)), lengths
+
+
 class _Places:
     """
     Where the log's newest adds are, by key: at least the last C{limit}
@@ -789,8 +798,10 @@ class _Places:
 
     def __init__(self, limit):
         self._limit = limit
-        # (keys, offsets, lengths) of each batch, oldest first; the first
-        # _indexed of them are in _index.
+        # [count, places] of each batch, oldest first, places being a
+        # function that gives (keys, offsets, lengths) until the batch is
+        # indexed, and then what it gave; the first _indexed of them are
+        # in _index.
         self._batches = deque()
         self._indexed = 0
         self._count = 0
@@ -799,19 +810,21 @@ class _Places:
     def __len__(self):
         return self._count
 
-    def add(self, keys, offsets, lengths):
+    def add(self, count, places):
         """
-        Note adds C{keys} at C{offsets}, of C{lengths} bytes each.
+        Note C{count} adds, whose keys, offsets and lengths C{places()}
+        gives as three lists.
         """
         batches = self._batches
-        batches.append((keys, offsets, lengths))
-        self._count += len(keys)
-        while self._count - len(batches[0][0]) >= self._limit:
-            oldKeys, oldOffsets, _ = batches.popleft()
-            self._count -= len(oldKeys)
+        batches.append([count, places])
+        self._count += count
+        while self._count - batches[0][0] >= self._limit:
+            oldCount, oldPlaces = batches.popleft()
+            self._count -= oldCount
             if self._indexed:
                 self._indexed -= 1
                 index = self._index
+                oldKeys, oldOffsets, _ = oldPlaces
                 for key, offset in zip(oldKeys, oldOffsets):
                     place = index.get(key)
                     if place is not None and place[0] == offset:
@@ -823,7 +836,8 @@ class _Places:
         """
         batches = self._batches
         while self._indexed < len(batches):
-            keys, offsets, lengths = batches[self._indexed]
+            batch = batches[self._indexed]
+            batch[1] = keys, offsets, lengths = batch[1]()
             self._index.update(zip(keys, zip(offsets, lengths)))
             self._indexed += 1
         return self._index.get(key)
