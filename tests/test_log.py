@@ -43,6 +43,7 @@ from gossip.store.logfile import (
     Scan,
     Skipped,
     State,
+    Stretch,
     entries,
     keyedBlocks,
     newIdentity,
@@ -400,11 +401,43 @@ class EntriesTests(TestCase):
             for offset, record, body in entries(io.BytesIO(data)):
                 key = None if body is None else identify(body)
                 if key is not None:
-                    expected.append((record, body, key))
+                    expected.append((record, key))
             for chunk in (1, 7, 4096, 1 << 18):
-                found = [item for block in keyedBlocks(io.BytesIO(data), 0, chunk) for item in block]
+                found = keyedRecords(keyedBlocks(io.BytesIO(data), 0, chunk))
                 self.assertEqual(found, expected, (name, chunk))
             self.assertTrue(expected, name)
+
+    def test_keyedBlocksStretch(self):
+        """
+        A block whose origins' serials follow one another is given as a
+        L{Stretch}: its intact adds with a C{by} and C{at} as the bytes
+        read, without the other lines, and the spans of their keys.
+        """
+        flipped = bytearray(peerLine(2))
+        flipped[20] ^= 1
+        lines = [
+            encodeAdd([(b"I", b"me")]),
+            peerLine(0),
+            peerLine(0, by=b"other"),
+            bytes(flipped),
+            b"garbage\n",
+            peerLine(1),
+            peerLine(2, value=b"x" * 300),
+        ]
+        [stretch] = keyedBlocks(io.BytesIO(b"".join(lines)))
+        self.assertIsInstance(stretch, Stretch)
+        kept = [lines[1], lines[2], lines[5], lines[6]]
+        self.assertEqual(stretch.data, b"".join(kept))
+        self.assertEqual(len(stretch), 4)
+        self.assertEqual(stretch.spans, {b"peer": [0, 3], b"other": [0, 1]})
+        self.assertEqual(stretch.longest, len(lines[6]) - 1)
+        self.assertEqual(
+            list(stretch),
+            list(zip(kept, [(b"peer", 0), (b"other", 0), (b"peer", 1), (b"peer", 2)])),
+        )
+        # Serials out of order: line by line.
+        [block] = keyedBlocks(io.BytesIO(peerLine(1) + peerLine(0)))
+        self.assertEqual([key for record, body, key in block], [(b"peer", 1), (b"peer", 0)])
 
     def test_empty(self):
         self.assertEqual(self.readBoth(b""), [])
@@ -1195,6 +1228,20 @@ def peerLine(at, by=b"peer", value=None):
     return encodeAdd([(b"by", by), (b"at", b"%d" % (at,)), (b"m", value)])
 
 
+def keyedRecords(blocks):
+    """
+    The C{(record, (by, at))} of each add that L{keyedBlocks} gives in
+    C{blocks}, L{Stretch}es or lists.
+    """
+    found = []
+    for block in blocks:
+        if isinstance(block, Stretch):
+            found.extend((line[:-1], key) for line, key in block)
+        else:
+            found.extend((record, key) for record, body, key in block)
+    return found
+
+
 def outcome(result):
     """
     The lines a L{Log.receive} appended, and how many it found corrupt.
@@ -1655,15 +1702,13 @@ class LargeLineTests(TestCase):
             [(block.offset, block.length, block.key) for block in large],
             [(readFile(log.path).index(big), len(big), (b"peer", 1))],
         )
-        keys = [
-            entry[2] for block in found if not isinstance(block, LargeLine) for entry in block
-        ]
+        small = keyedRecords(block for block in found if not isinstance(block, LargeLine))
         identity = log.state().identity
-        self.assertEqual(keys, [(identity, 0), (b"peer", 0), (b"peer", 3), (b"peer", 4)])
-        records = [
-            entry[0] for block in found if not isinstance(block, LargeLine) for entry in block
-        ]
-        self.assertLessEqual(max(map(len, records)), 2000)
+        self.assertEqual(
+            [key for record, key in small],
+            [(identity, 0), (b"peer", 0), (b"peer", 3), (b"peer", 4)],
+        )
+        self.assertLessEqual(max(len(record) for record, key in small), 2000)
 
     def test_checkedInSlices(self):
         """

@@ -22,10 +22,10 @@ from zope.interface.verify import verifyObject
 from gossip.store import logfile
 from gossip.store.format import checkRecords, encodeAdd, identify
 from gossip.store.intervals import Intervals
-from gossip.store.logfile import LARGE, LargeLine, Log, Scan, entries
+from gossip.store.logfile import LARGE, LargeLine, Log, Scan, Stretch, entries
 from gossip.sync.interfaces import ILogService, ISyncSession
 from gossip.sync.protocol import SyncProtocol
-from gossip.sync.service import LogService, Scrubber, Stretch, _Places
+from gossip.sync.service import LogService, Scrubber, _Places
 from gossip.sync.settings import SessionSettings
 from gossip.sync.watcher import INotifyWatcher, IWatcher, PollingWatcher
 

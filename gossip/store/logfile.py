@@ -61,6 +61,7 @@ __all__ = [
     "Scan",
     "Skipped",
     "State",
+    "Stretch",
     "checkLarge",
     "entries",
     "keyedBlocks",
@@ -299,9 +300,10 @@ def keyedBlocks(f, start=0, size=1 << 18, large=LARGE):
 
     @param large: lines longer than this are checked a piece at a time and
         given as L{LargeLine}s, never held in memory whole.
-    @return: an iterator of lists, a block's worth at a time, of
-        C{(record, body, (by, at))} for each intact add with a C{by} and
-        C{at}; or, for a line longer than C{large} that is such an add, its
+    @return: an iterator, a block's worth at a time, of the intact adds
+        with a C{by} and C{at}: a L{Stretch} of them where each origin's
+        serials follow one another, else a list of C{(record, body, (by,
+        at))}; or, for a line longer than C{large} that is such an add, its
         L{LargeLine}.  Blocks are read C{size} bytes at a time: smaller than
         a reader's, so that a sender checking one does not keep its peer
         waiting long.
@@ -326,7 +328,13 @@ def keyedBlocks(f, start=0, size=1 << 18, large=LARGE):
             else:
                 yield block
             continue
-        yield checkKeyedRecords(block.split(b"\n"))[0]
+        data = block + b"\n"
+        run = keyedSpans(data)
+        if run is None:
+            yield checkKeyedRecords(block.split(b"\n"))[0]
+            continue
+        count, found, longest, rejected = run
+        yield Stretch(_without(data, rejected), count, found, longest)
 
 
 def keyedSpans(data):
@@ -398,6 +406,37 @@ def _without(data, rejected):
         start = after
     kept.append(data[start:])
     return b"".join(kept)
+
+
+class Stretch:
+    """
+    Lines read one after another from a log and checked at once (see
+    L{keyedSpans}), kept as the bytes read, without a list of them: what a
+    sender sends whole when its peer lacks every add in it.
+
+    @ivar data: the intact adds with a C{by} and C{at}, LF included.
+    @ivar spans: the L{spans} of their keys.
+    @ivar longest: the length of the longest, without its LF.
+    """
+
+    __slots__ = ("data", "spans", "longest", "_count")
+
+    def __init__(self, data, count, spans, longest):
+        self.data = data
+        self._count = count
+        self.spans = spans
+        self.longest = longest
+
+    def __len__(self):
+        return self._count
+
+    def __iter__(self):
+        """
+        Each add as C{(line, (by, at))}, LF included.
+        """
+        lines = [line + b"\n" for line in self.data.split(b"\n")[:-1]]
+        for line, body, key in checkKeyedLines(lines)[0]:
+            yield line, key
 
 
 def _backwards(f, end):

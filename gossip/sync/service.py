@@ -19,13 +19,13 @@ from zope.interface import implementer
 
 from gossip.store.format import CorruptLine, checkKeyedLine, identify
 from gossip import counted
-from gossip.store.intervals import Intervals, addKeys, addSpans, count, covered, difference, heldBy, merge, spans
-from gossip.store.logfile import LARGE, LargeLine, LogError, Scan, entries, keyedBlocks
+from gossip.store.intervals import Intervals, addKeys, addSpans, count, covered, difference, heldBy, merge
+from gossip.store.logfile import LARGE, LargeLine, LogError, Scan, Stretch, entries, keyedBlocks
 from gossip.sync.claims import SharedClaims
 from gossip.sync.interfaces import ILogService
 from gossip.sync.watcher import INotifyWatcher, watcherFor
 
-__all__ = ["LogService", "Scrubber", "Stretch"]
+__all__ = ["LogService", "Scrubber"]
 
 # How many recent adds the service remembers the place of, so that a peer's
 # request for new adds does not rescan the log (a continuous session asks
@@ -604,7 +604,7 @@ class LogService(Service):
         @return: an iterator, one item for each stretch of the log read (so
             the caller can let others run between them): either a list of
             C{(line, (by, at))}, LF included, perhaps empty, or a
-            L{Stretch} of adds that are all wanted.
+            L{gossip.store.logfile.Stretch} of adds that are all wanted.
         """
         left = sum(len(held) for held in wanted.values())
         sent = set()
@@ -637,17 +637,19 @@ class LogService(Service):
                     wantedHere = held is not None and key[1] in held and key not in sent
                     yield [(checked, key)] if wantedHere else []
                     continue
-                keys = [entry[2] for entry in checked]
-                keySpans = spans(keys)
-                if keys and keySpans is not None and not sent and covered(wanted, keySpans):
-                    yield Stretch([entry[0] for entry in checked], keys, keySpans)
-                    continue
+                if isinstance(checked, Stretch):
+                    if not sent and covered(wanted, checked.spans):
+                        yield checked
+                        continue
+                    lines = checked
+                else:
+                    lines = ((record + b"\n", key) for record, body, key in checked)
                 found = []
                 keep = found.append
-                for record, body, key in checked:
+                for line, key in lines:
                     held = get(key[0])
                     if held is not None and key[1] in held and key not in sent:
-                        keep((record + b"\n", key))
+                        keep((line, key))
                 yield found
 
     def readLine(self, line, start, length):
@@ -746,34 +748,6 @@ class Scrubber:
             self._held = None
         delay = self.period * checked / scan.end if scan.end else self.period
         self._call = self.clock.callLater(max(delay, spent / self.share), self._step)
-
-
-@attrs.define(eq=False)
-class Stretch:
-    """
-    Adds read one after another from a log, each origin's serials following
-    one another: L{LogService.linesFor}'s way of handing over a stretch of
-    the log that is wanted whole.
-
-    @ivar records: the lines, without their LF.
-    @ivar keys: the C{(by, at)} of each.
-    @ivar spans: L{gossip.store.intervals.spans} of C{keys}.
-    """
-
-    records = attrs.field()
-    keys = attrs.field()
-    spans = attrs.field()
-
-    def __len__(self):
-        return len(self.records)
-
-    def __iter__(self):
-        """
-        The lines as L{LogService.linesFor} otherwise gives them:
-        C{(line, (by, at))}, LF included.
-        """
-        for record, key in zip(self.records, self.keys):
-            yield record + b"\n", key
 
 
 def _placesOf(result):
