@@ -139,6 +139,27 @@ class INotifyTests(WatchMixin, TestCase):
         self.assertIsInstance(self.service._watcher, INotifyWatcher)
         self.assertTrue(verifyObject(IWatcher, self.service._watcher))
 
+    async def test_appendsMerged(self):
+        """
+        Appends one after another, each opening and closing the file as a
+        writer of the log does, wake the watcher once, not once for each
+        write and each close.
+        """
+        directory = self.mktemp()
+        os.makedirs(directory)
+        path = os.fsencode(os.path.join(directory, "other.log"))
+        open(path, "wb").close()
+        calls = []
+        watcher = INotifyWatcher(reactor, path, lambda: calls.append(None))
+        watcher.start()
+        self.addCleanup(watcher.stop)
+        for n in range(20):
+            with open(path, "ab") as f:
+                f.write(b"x")
+        await self.waitFor(lambda: calls)
+        await deferLater(reactor, 0.05, lambda: None)
+        self.assertEqual(len(calls), 1)
+
 
 class PollingTests(WatchMixin, TestCase):
     """

@@ -56,12 +56,11 @@ class INotifyWatcher:
         self._callback = callback
 
     def start(self):
-        mask = (
-            self._inotify.IN_MODIFY
-            | self._inotify.IN_CLOSE_WRITE
-            | self._inotify.IN_MOVED_TO
-            | self._inotify.IN_CREATE
-        )
+        # Every write is an IN_MODIFY, and those that follow one another
+        # merge in the kernel's queue until read; an IN_CLOSE_WRITE after
+        # each append (a writer opens the log for each) would keep them
+        # apart, and wake the service twice for every batch it writes.
+        mask = self._inotify.IN_MODIFY | self._inotify.IN_MOVED_TO | self._inotify.IN_CREATE
         self._notifier.startReading()
         self._notifier.watch(self._directory, mask=mask, callbacks=[self._notified])
 
