@@ -103,7 +103,7 @@ def main():
         started = time.perf_counter()
         with open(log, "rb") as f:
             lines = [record + b"\n" for offset, record, body in entries(f) if body is not None]
-        Log(os.path.join(fresh, "notes.log")).receive(lines)
+        Log(os.path.join(fresh, "notes.log")).receive(b"".join(lines))
         node = Folder(os.path.join(fresh, "notes.log"), os.path.join(fresh, "files"))
         node.open()
         node.sync()

@@ -319,7 +319,7 @@ def meet(directory, count, rng):
     write(nodes[0].path(name), start)
     nodes[0].sync()
     for node in nodes[1:]:
-        Log(node.log).receive(lines(nodes[0].log))
+        Log(node.log).receive(b"".join(lines(nodes[0].log)))
         node.sync()
     folders = []
     for node in nodes:
@@ -367,7 +367,7 @@ def meet(directory, count, rng):
         log = os.path.join(copy, "notes.log")
         for j in range(3):
             if j != k:
-                Log(log).receive(theirs[j])
+                Log(log).receive(b"".join(theirs[j]))
         folder = Folder(log, os.path.join(copy, "files"))
         folder.open()
         folder.sync()

@@ -46,7 +46,7 @@ def exchange(*logs):
     for source, destination in itertools.permutations(logs, 2):
         with open(source, "rb") as f:
             lines = [record + b"\n" for offset, record, body in entries(f) if body is not None]
-        Log(destination).receive(lines)
+        Log(destination).receive(b"".join(lines))
 
 
 class Node:

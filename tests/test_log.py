@@ -43,6 +43,7 @@ from gossip.store.logfile import (
     Scan,
     Skipped,
     State,
+    Stretch,
     entries,
     keyedBlocks,
     newIdentity,
@@ -400,11 +401,43 @@ class EntriesTests(TestCase):
             for offset, record, body in entries(io.BytesIO(data)):
                 key = None if body is None else identify(body)
                 if key is not None:
-                    expected.append((record, body, key))
+                    expected.append((record, key))
             for chunk in (1, 7, 4096, 1 << 18):
-                found = [item for block in keyedBlocks(io.BytesIO(data), 0, chunk) for item in block]
+                found = keyedRecords(keyedBlocks(io.BytesIO(data), 0, chunk))
                 self.assertEqual(found, expected, (name, chunk))
             self.assertTrue(expected, name)
+
+    def test_keyedBlocksStretch(self):
+        """
+        A block whose origins' serials follow one another is given as a
+        L{Stretch}: its intact adds with a C{by} and C{at} as the bytes
+        read, without the other lines, and the spans of their keys.
+        """
+        flipped = bytearray(peerLine(2))
+        flipped[20] ^= 1
+        lines = [
+            encodeAdd([(b"I", b"me")]),
+            peerLine(0),
+            peerLine(0, by=b"other"),
+            bytes(flipped),
+            b"garbage\n",
+            peerLine(1),
+            peerLine(2, value=b"x" * 300),
+        ]
+        [stretch] = keyedBlocks(io.BytesIO(b"".join(lines)))
+        self.assertIsInstance(stretch, Stretch)
+        kept = [lines[1], lines[2], lines[5], lines[6]]
+        self.assertEqual(stretch.data, b"".join(kept))
+        self.assertEqual(len(stretch), 4)
+        self.assertEqual(stretch.spans, {b"peer": [0, 3], b"other": [0, 1]})
+        self.assertEqual(stretch.longest, len(lines[6]) - 1)
+        self.assertEqual(
+            list(stretch),
+            list(zip(kept, [(b"peer", 0), (b"other", 0), (b"peer", 1), (b"peer", 2)])),
+        )
+        # Serials out of order: line by line.
+        [block] = keyedBlocks(io.BytesIO(peerLine(1) + peerLine(0)))
+        self.assertEqual([key for record, body, key in block], [(b"peer", 1), (b"peer", 0)])
 
     def test_empty(self):
         self.assertEqual(self.readBoth(b""), [])
@@ -836,7 +869,7 @@ class CacheTests(StateAssertions, TestCase):
         # Bigger than the cache's fingerprints of the head and of the bytes
         # before its offset, with adds from a peer too.
         self.log, _ = makeLog(self, 120, seed=6)
-        self.log.receive([peerLine(at) for at in (0, 1, 2, 5)])
+        self.log.receive(b"".join(peerLine(at) for at in (0, 1, 2, 5)))
         self.log.say([(b"m", b"last")])
         self.assertGreater(os.path.getsize(self.log.path), 3 * logModule._PRINT)
 
@@ -1195,6 +1228,20 @@ def peerLine(at, by=b"peer", value=None):
     return encodeAdd([(b"by", by), (b"at", b"%d" % (at,)), (b"m", value)])
 
 
+def keyedRecords(blocks):
+    """
+    The C{(record, (by, at))} of each add that L{keyedBlocks} gives in
+    C{blocks}, L{Stretch}es or lists.
+    """
+    found = []
+    for block in blocks:
+        if isinstance(block, Stretch):
+            found.extend((line[:-1], key) for line, key in block)
+        else:
+            found.extend((record, key) for record, body, key in block)
+    return found
+
+
 def outcome(result):
     """
     The lines a L{Log.receive} appended, and how many it found corrupt.
@@ -1214,7 +1261,7 @@ class ReceiveTests(StateAssertions, TestCase):
 
     def assertReceive(self, lines, accepted, corrupt=0):
         before = readFile(self.log.path)
-        result = self.log.receive(lines)
+        result = self.log.receive(b"".join(lines))
         self.assertEqual(outcome(result), (accepted, corrupt))
         data = readFile(self.log.path)
         self.assertEqual(data, before + b"".join(accepted))
@@ -1257,7 +1304,7 @@ class ReceiveTests(StateAssertions, TestCase):
         add by add when some are held.
         """
         first = [peerLine(0), peerLine(1), peerLine(0, by=b"other"), peerLine(2)]
-        result = self.log.receive(first)
+        result = self.log.receive(b"".join(first))
         self.assertEqual(result.spans, {b"peer": [0, 3], b"other": [0, 1]})
         self.assertEqual(outcome(result), (first, 0))
         self.assertReceive([peerLine(3), peerLine(4)], [peerLine(3), peerLine(4)])
@@ -1297,7 +1344,7 @@ class ReceiveTests(StateAssertions, TestCase):
                 if key not in held:
                     held.add(key)
                     expected.append(peerLine(key[1], by=key[0]))
-            result = log.receive([peerLine(at, by=by) for by, at in batch])
+            result = log.receive(b"".join(peerLine(at, by=by) for by, at in batch))
             self.assertEqual(outcome(result), (expected, 0))
             self.assertEqual(result.held, list(batch))
         state = log.state()
@@ -1319,7 +1366,6 @@ class ReceiveTests(StateAssertions, TestCase):
 
         bad = [
             bytes(flipped),
-            peerLine(3)[:-1],
             peerLine(4)[:-1] + b"x\n",
             b"garbage\n",
             b"\n",
@@ -1328,12 +1374,33 @@ class ReceiveTests(StateAssertions, TestCase):
             encodeAdd([(b"at", b"6")]),
             encodeAdd([(b"by", b"peer"), (b"at", b"seven")]),
             raw(b"by=peer&at=8&junk"),
-            peerLine(9) + peerLine(10),
         ]
-        self.assertReceive(bad + [peerLine(1)], [peerLine(1)], len(bad))
+        # The last line cut short.
+        self.assertReceive(bad + [peerLine(1), peerLine(3)[:-1]], [peerLine(1)], len(bad) + 1)
         state = self.log.state()
         self.assertEqual(state.identity, self.identity)
         self.assertEqual(haveOf(state)[b"peer"], {1})
+
+    def test_takenWhole(self):
+        """
+        A batch whose origins' serials follow one another and are all new
+        is written as given but for its damaged lines, and what was
+        appended is known line by line when asked.
+        """
+        lines = [peerLine(at, by=by) for at in range(30) for by in (b"peer", b"other")]
+        flipped = bytearray(peerLine(30))
+        flipped[20] ^= 1
+        given = lines[:7] + [bytes(flipped)] + lines[7:]
+        before = readFile(self.log.path)
+        result = self.log.receive(b"".join(given))
+        self.assertEqual(readFile(self.log.path), before + b"".join(lines))
+        self.assertEqual((result.count, result.corrupt, result.whole), (60, 1, True))
+        self.assertEqual(result.spans, {b"peer": [0, 30], b"other": [0, 30]})
+        self.assertEqual(result.lines, lines)
+        keys = [identify(checkLine(line)) for line in lines]
+        self.assertEqual((result.keys, result.held), (keys, keys))
+        self.assertEqual(outcome(result), (lines, 1))
+        self.assertState(self.log)
 
     def test_ownIdentity(self):
         """
@@ -1354,7 +1421,7 @@ class ReceiveTests(StateAssertions, TestCase):
         Receiving into a new log gives it an identity first.
         """
         log = Log(self.mktemp())
-        self.assertEqual(outcome(log.receive([peerLine(0)])), ([peerLine(0)], 0))
+        self.assertEqual(outcome(log.receive(peerLine(0))), ([peerLine(0)], 0))
         data = readFile(log.path)
         [(name, identity)] = decodeLine(data[: -len(peerLine(0))])
         self.assertEqual(name, b"I")
@@ -1364,7 +1431,7 @@ class ReceiveTests(StateAssertions, TestCase):
         with open(self.log.path, "ab") as f:
             f.write(peerLine(0)[:10])
         before = readFile(self.log.path)
-        self.assertEqual(outcome(self.log.receive([peerLine(0)])), ([peerLine(0)], 0))
+        self.assertEqual(outcome(self.log.receive(peerLine(0))), ([peerLine(0)], 0))
         self.assertEqual(readFile(self.log.path), before + b"\n" + peerLine(0))
 
     def test_tornBeforeLineFeed(self):
@@ -1376,7 +1443,7 @@ class ReceiveTests(StateAssertions, TestCase):
         with open(self.log.path, "ab") as f:
             f.write(peerLine(0)[:-1])
         before = readFile(self.log.path)
-        result = self.log.receive([peerLine(0), peerLine(1)])
+        result = self.log.receive(peerLine(0) + peerLine(1))
         self.assertEqual(outcome(result), ([peerLine(1)], 0))
         self.assertEqual(result.held, [(b"peer", 0), (b"peer", 1)])
         self.assertEqual(readFile(self.log.path), before + b"\n" + peerLine(1))
@@ -1389,7 +1456,7 @@ class ReceiveTests(StateAssertions, TestCase):
         path = self.mktemp()
         with open(path, "wb") as f:
             f.write(peerLine(0))
-        self.assertRaises(LogError, Log(path).receive, [peerLine(1)])
+        self.assertRaises(LogError, Log(path).receive, peerLine(1))
         self.assertEqual(readFile(path), peerLine(0))
 
 
@@ -1635,15 +1702,13 @@ class LargeLineTests(TestCase):
             [(block.offset, block.length, block.key) for block in large],
             [(readFile(log.path).index(big), len(big), (b"peer", 1))],
         )
-        keys = [
-            entry[2] for block in found if not isinstance(block, LargeLine) for entry in block
-        ]
+        small = keyedRecords(block for block in found if not isinstance(block, LargeLine))
         identity = log.state().identity
-        self.assertEqual(keys, [(identity, 0), (b"peer", 0), (b"peer", 3), (b"peer", 4)])
-        records = [
-            entry[0] for block in found if not isinstance(block, LargeLine) for entry in block
-        ]
-        self.assertLessEqual(max(map(len, records)), 2000)
+        self.assertEqual(
+            [key for record, key in small],
+            [(identity, 0), (b"peer", 0), (b"peer", 3), (b"peer", 4)],
+        )
+        self.assertLessEqual(max(len(record) for record, key in small), 2000)
 
     def test_checkedInSlices(self):
         """
@@ -1811,7 +1876,7 @@ class SerialTests(StateAssertions, TestCase):
         """
         From a peer, each is refused and counted as a bad add.
         """
-        result = self.log.receive(NOT_SERIAL_LINES + [peerLine(0)])
+        result = self.log.receive(b"".join(NOT_SERIAL_LINES + [peerLine(0)]))
         self.assertEqual(outcome(result), ([peerLine(0)], len(NOT_SERIAL_LINES)))
 
     def test_full(self):

@@ -98,14 +98,14 @@ class Traffic:
         """
         receive = service.receive
 
-        def counted(lines, source=None):
-            self.received += len(lines)
+        def counted(data, source=None):
+            self.received += data.count(b"\n")
 
             def written(result):
-                self.new += len(result.lines)
+                self.new += result.count
                 return result
 
-            return receive(lines, source).addCallback(written)
+            return receive(data, source).addCallback(written)
 
         service.receive = counted
 

@@ -983,7 +983,7 @@ class LargeAddTests(SessionMixin, SynchronousTestCase):
         """
         big = line(b"p", 0, b"v" * (VALUE_LIMIT * 2))
         answers = self.send(len(big), self.pieces(big), end=False)
-        self.b.service.log.receive([big])
+        self.b.service.log.receive(big)
         self.pa.callRemote(AddEnd).addBoth(answers.append)
         self.pump.flush()
         self.assertEqual(answers, [{}, {}, {}, {}, {}])

@@ -22,10 +22,10 @@ from zope.interface.verify import verifyObject
 from gossip.store import logfile
 from gossip.store.format import checkRecords, encodeAdd, identify
 from gossip.store.intervals import Intervals
-from gossip.store.logfile import LARGE, LargeLine, Log, Scan, entries
+from gossip.store.logfile import LARGE, LargeLine, Log, Scan, Stretch, entries
 from gossip.sync.interfaces import ILogService, ISyncSession
 from gossip.sync.protocol import SyncProtocol
-from gossip.sync.service import LogService, Scrubber, Stretch, _Places
+from gossip.sync.service import LogService, Scrubber, _Places
 from gossip.sync.settings import SessionSettings
 from gossip.sync.watcher import INotifyWatcher, IWatcher, PollingWatcher
 
@@ -175,6 +175,27 @@ class INotifyTests(WatchMixin, TestCase):
         watcher.stop()
         self.assertEqual(watcher.fileno(), -1)
 
+    async def test_appendsMerged(self):
+        """
+        Appends one after another, each opening and closing the file as a
+        writer of the log does, wake the watcher once, not once for each
+        write and each close.
+        """
+        directory = self.mktemp()
+        os.makedirs(directory)
+        path = os.fsencode(os.path.join(directory, "other.log"))
+        open(path, "wb").close()
+        calls = []
+        watcher = INotifyWatcher(reactor, path, lambda: calls.append(None))
+        watcher.start()
+        self.addCleanup(watcher.stop)
+        for n in range(20):
+            with open(path, "ab") as f:
+                f.write(b"x")
+        await self.waitFor(lambda: calls)
+        await deferLater(reactor, 0.05, lambda: None)
+        self.assertEqual(len(calls), 1)
+
 
 class PollingTests(WatchMixin, TestCase):
     """
@@ -227,11 +248,11 @@ class ServiceTests(SynchronousTestCase):
         Received adds are appended once, and sessions are told of them.
         """
         lines = [encodeAdd([(b"by", b"p"), (b"at", b"%d" % i), (b"m", b"x")]) for i in range(3)]
-        result = self.successResultOf(self.service.receive(lines + lines[:1]))
+        result = self.successResultOf(self.service.receive(b"".join(lines + lines[:1])))
         self.assertEqual(len(result.appended), 3)
         self.assertEqual(self.listener.told, [(b"p", 0), (b"p", 1), (b"p", 2)])
         self.assertEqual(self.service.have[b"p"], Intervals([(0, 3)]))
-        self.assertEqual(len(self.successResultOf(self.service.receive(lines)).appended), 0)
+        self.assertEqual(len(self.successResultOf(self.service.receive(b"".join(lines))).appended), 0)
         with open(self.path, "rb") as f:
             self.assertEqual(f.read().count(lines[0]), 1)
 
@@ -244,7 +265,7 @@ class ServiceTests(SynchronousTestCase):
         lines = [encodeAdd([(b"by", b"p"), (b"at", b"%d" % i), (b"m", b"x")]) for i in range(3)]
         with open(self.path, "ab") as f:
             f.write(lines[0][:-1])
-        result = self.successResultOf(self.service.receive(lines))
+        result = self.successResultOf(self.service.receive(b"".join(lines)))
         self.assertEqual(result.lines, lines[1:])
         self.assertEqual(self.listener.told, [(b"p", 0), (b"p", 1), (b"p", 2)])
         self.assertEqual(self.service.have[b"p"], Intervals([(0, 3)]))
@@ -267,7 +288,7 @@ class ServiceTests(SynchronousTestCase):
         events = []
         globalLogPublisher.addObserver(events.append)
         self.addCleanup(globalLogPublisher.removeObserver, events.append)
-        result = self.successResultOf(self.service.receive(lines))
+        result = self.successResultOf(self.service.receive(b"".join(lines)))
         self.assertEqual(result.lines, lines)
         self.assertEqual(self.service.have[b"p"], Intervals([(0, 3)]))
         self.assertEqual(self.service.damaged, 1)
@@ -298,7 +319,7 @@ class ServiceTests(SynchronousTestCase):
         source = Listener()
         self.service.sessionStarted(source)
         lines = [encodeAdd([(b"by", b"p"), (b"at", b"%d" % i)]) for i in (0, 1, 5)]
-        self.successResultOf(self.service.receive(lines, source=source))
+        self.successResultOf(self.service.receive(b"".join(lines), source=source))
         self.assertEqual(source.told, [])
         self.assertEqual(self.listener.told, [(b"p", 0), (b"p", 1), (b"p", 5)])
         self.assertEqual(self.service.have[b"p"], Intervals([(0, 2), (5, 6)]))
@@ -380,7 +401,7 @@ class ServiceTests(SynchronousTestCase):
         small = encodeAdd([(b"by", b"q"), (b"at", b"0")])
         other = Listener()
         self.service.sessionStarted(other)
-        queued = self.service.receive([small], source=other)
+        queued = self.service.receive(small, source=other)
         self.assertNoResult(queued)
         sizes = [os.path.getsize(self.path)]
         turns = 0
@@ -491,7 +512,7 @@ class ServiceTests(SynchronousTestCase):
         are the log's own bytes.
         """
         lines = [encodeAdd([(b"by", b"p"), (b"at", b"%d" % i)]) for i in range(5)]
-        self.successResultOf(self.service.receive(lines))
+        self.successResultOf(self.service.receive(b"".join(lines)))
         wanted = {b"p": Intervals([(1, 3)])}
         found = [item for found in self.service.linesFor(wanted) for item in found]
         self.assertEqual(found, [(lines[1], (b"p", 1)), (lines[2], (b"p", 2))])
@@ -511,7 +532,7 @@ class ServiceTests(SynchronousTestCase):
         lines = [
             encodeAdd([(b"by", by), (b"at", b"%d" % i)]) for i in range(4) for by in (b"p", b"q")
         ]
-        self.successResultOf(self.service.receive(lines))
+        self.successResultOf(self.service.receive(b"".join(lines)))
         fresh = LogService(Log(self.path), Clock(), useInotify=False)
         fresh.startService()
         self.addCleanup(fresh.stopService)
@@ -876,8 +897,26 @@ class PlacesTests(SynchronousTestCase):
         keys = [(origin, at) for at in range(start, start + count)]
         lengths = [10] * count
         offsets = [offset + 10 * i for i in range(count + 1)]
-        places.add(keys, offsets, lengths)
+        places.add(count, lambda: (keys, offsets, lengths))
         return offsets[-1]
+
+    def test_placesOnLookUp(self):
+        """
+        A batch's places are found only once an add is looked up, and
+        once only.
+        """
+        places = _Places(100)
+        asked = []
+
+        def found():
+            asked.append(True)
+            return [(b"p", 0), (b"p", 1)], [0, 10, 20], [10, 10]
+
+        places.add(2, found)
+        self.assertEqual((len(places), asked), (2, []))
+        self.assertEqual(places.get((b"p", 1)), (10, 10))
+        self.assertEqual(places.get((b"p", 0)), (0, 10))
+        self.assertEqual(asked, [True])
 
     def test_lastNoted(self):
         """

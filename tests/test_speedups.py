@@ -15,6 +15,7 @@ from twisted.trial.unittest import SkipTest, TestCase
 
 from gossip.store import format
 from gossip.store import intervals
+from gossip.store import logfile
 from gossip.store.format import PYTHON, CorruptLine, encodeAdd, lineHash
 
 try:
@@ -113,6 +114,34 @@ def damagedLines(draw, pairs=pairLists):
     if damage == "lengths":
         length = draw(st.sampled_from([b"0" + length, length + b"0", b"", b"00000000000000000000" + length]))
     return b"%s %s<%s>%s\n" % (lineHash(body), length, body, length)
+
+
+@st.composite
+def keyedRuns(draw):
+    """
+    Lines as a peer sends them: often each origin's serials following one
+    another, sometimes not; now and then a line damaged, an add in an
+    unusual shape, or the last line cut short.
+    """
+    next = {}
+    lines = []
+    for _ in range(draw(st.integers(0, 10))):
+        by = draw(st.sampled_from([b"p", b"q", b"r", b"x%y"]))
+        at = next.get(by, draw(st.sampled_from([0, 7, 2**63 - 3])))
+        if draw(st.integers(0, 9)) == 0:
+            at = draw(st.integers(0, 9))
+        next[by] = at + 1
+        pairs = [(b"by", by), (b"at", b"%d" % at), (b"m", draw(hostile))]
+        if draw(st.integers(0, 5)) == 0:
+            pairs.reverse()
+        line = encodeAdd(pairs)
+        if draw(st.integers(0, 6)) == 0:
+            line = draw(damagedLines())
+        lines.append(line)
+    data = b"".join(lines)
+    if data and draw(st.integers(0, 4)) == 0:
+        data = data[: draw(st.integers(0, len(data) - 1))]
+    return data
 
 
 class SpeedupsTests(TestCase):
@@ -214,6 +243,36 @@ class SpeedupsTests(TestCase):
         body = records[0][records[0].index(b"<") + 1 : records[0].rindex(b">")]
         self.assertEqual(_speedups.decodeBody(body)[-1], (b"v", value))
 
+    def test_hashEveryLength(self):
+        """
+        A body of any length, across every boundary of SHA-256's 64-byte
+        blocks and its padding, is hashed as hashlib hashes it: its line is
+        intact, and with one character of its hash changed, damaged.  So
+        with the CPU's SHA instructions (where it has them) and without.
+        """
+        sizes = list(range(300)) + [1000, 4096, 65535, 65536, 1_000_003]
+        for hardware in (True, False):
+            _speedups.configure(CorruptLine, sha256, hardware)
+            for size in sizes:
+                body = (b"n=" + b"abcdefghijklmnopqrstuvwxyz 0123456789" * (size // 37 + 1))[:size]
+                record = b"%s %d<%s>%d" % (lineHash(body), len(body), body, len(body))
+                damaged = record[:10] + (b"B" if record[10:11] == b"A" else b"A") + record[11:]
+                expected = [None if size == 1 else body, None]
+                self.assertEqual(PYTHON["checkRecords"]([record, damaged]), expected)
+                self.assertEqual(
+                    _speedups.checkRecords([record, damaged]),
+                    expected,
+                    f"{size} bytes, hardware {hardware}",
+                )
+
+    def test_hardwareOff(self):
+        """
+        configure() says whether the CPU hashes, which it does not once told
+        not to.
+        """
+        self.assertIs(_speedups.configure(CorruptLine, sha256, False), False)
+        self.assertIn(_speedups.configure(CorruptLine, sha256), (True, False))
+
     def test_serials(self):
         """
         A serial number, up to 2**63 - 1, is read as its value; anything
@@ -287,6 +346,43 @@ class SpeedupsTests(TestCase):
         self.assertEqual(_speedups.spans(keys), intervals.pythonSpans(keys))
         self.assertIsNone(_speedups.spans(keys + [(b"x", 0)]))
 
+    @_many
+    @given(keyedRuns())
+    def test_keyedSpans(self, data):
+        """
+        L{logfile.keyedSpans} in C finds the same adds, spans and lines not
+        taken as the Python, in runs of serials or not, with damaged lines,
+        adds in an unusual shape and a last line cut short among them; and
+        so when it calls hashlib.
+        """
+        expected = logfile.pythonKeyedSpans(data)
+        self.assertEqual(_speedups.keyedSpans(data, format.checkKeyedLine), expected)
+        _speedups.configure(CorruptLine, sha256, False)
+        self.assertEqual(_speedups.keyedSpans(data, format.checkKeyedLine), expected)
+
+    def test_keyedSpansTaken(self):
+        """
+        A batch as a peer sends it, whole: its adds counted, their spans,
+        the longest, and no line left out.
+        """
+        lines = [encodeAdd([(b"by", by), (b"at", b"%d" % at), (b"m", b"x" * at)]) for at in range(50) for by in (b"p", b"q")]
+        data = b"".join(lines)
+        self.assertEqual(
+            _speedups.keyedSpans(data, format.checkKeyedLine),
+            (100, {b"p": [0, 50], b"q": [0, 50]}, len(lines[-1]) - 1, []),
+        )
+        self.assertEqual(logfile.keyedSpans(data), logfile.pythonKeyedSpans(data))
+
+    def test_keyedSpansOrigins(self):
+        """
+        Past the origins it follows at once the C says so, and
+        L{logfile.keyedSpans} asks the Python.
+        """
+        data = b"".join(encodeAdd([(b"by", b"%d" % n), (b"at", b"0")]) for n in range(40))
+        self.assertIs(_speedups.keyedSpans(data, format.checkKeyedLine), NotImplemented)
+        self.assertEqual(logfile.keyedSpans(data), logfile.pythonKeyedSpans(data))
+        self.assertEqual(len(logfile.keyedSpans(data)[1]), 40)
+
     def test_wrongTypes(self):
         """
         Anything but bytes is a TypeError, not a crash.
@@ -300,6 +396,10 @@ class SpeedupsTests(TestCase):
         self.assertRaises(TypeError, _speedups.spans, [(b"x",)])
         self.assertRaises(TypeError, _speedups.spans, [([], 1)])
         self.assertRaises(TypeError, _speedups.spans, 5)
+        self.assertRaises(TypeError, _speedups.keyedSpans, "x\n", format.checkKeyedLine)
+        line = encodeAdd([(b"at", b"1"), (b"by", b"x")])
+        self.assertRaises(TypeError, _speedups.keyedSpans, line, lambda line: (b"", (1, 2)))
+        self.assertRaises(TypeError, _speedups.keyedSpans, line, lambda line: None)
 
     def test_checkErrors(self):
         """
@@ -315,3 +415,5 @@ class SpeedupsTests(TestCase):
 
         self.assertRaises(ZeroDivisionError, _speedups.checkKeyed, [b"x\n"], True, broken)
         self.assertEqual(_speedups.checkKeyed([b"x\n"], True, corrupt), ([], 1))
+        self.assertRaises(ZeroDivisionError, _speedups.keyedSpans, b"x\n", broken)
+        self.assertEqual(_speedups.keyedSpans(b"x\n", corrupt), (0, {}, 0, [(0, 2)]))

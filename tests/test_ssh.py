@@ -847,6 +847,21 @@ class ChannelWindowTests(SynchronousTestCase):
         self.assertEqual(b"".join(connection.sent), b"a" * 2000 + b"b" * 2000)
         self.assertEqual(channel.remoteWindowLeft, 10000 - 500)
 
+    def test_batchInOnePacket(self):
+        """
+        The channel tells its peer it takes packets that hold the largest
+        batch of adds a session sends, AMP box and all, so that each batch
+        costs one packet and not two.
+        """
+        from twisted.protocols.amp import AmpBox
+
+        from gossip.sync.amp import VALUE_LIMIT
+        from gossip.transport.ssh.channel import SyncChannel as _SyncChannel
+
+        box = AmpBox(_command=b"Adds", _ask=b"ffffffff", lines=b"x" * VALUE_LIMIT)
+        channel = _SyncChannel(conn=_RecordingConnection())
+        self.assertGreaterEqual(channel.localMaxPacket, len(box.serialize()))
+
     def test_endAfterQueued(self):
         """
         Hanging up with data queued sends the data first, then the end of

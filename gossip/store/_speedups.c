@@ -12,9 +12,10 @@
  * digits, the two LENGTHs the same bytes, BODY exactly that many bytes
  * with no ">" or LF, and each "&"-separated item of BODY either empty or
  * holding "=".  HASH must be the first 11 characters of the base64 of
- * SHA-256(BODY), which this computes with the hash function it is given
- * (hashlib's, so OpenSSL's).  The value of BODY's first "at" pair, if it
- * has one, must be a serial number written in its one way (isSerial).
+ * SHA-256(BODY), which this computes with the CPU's SHA instructions where
+ * it has them, else with the hash function it is given (hashlib's, so
+ * OpenSSL's).  The value of BODY's first "at" pair, if it has one, must be
+ * a serial number written in its one way (isSerial).
  */
 
 #define PY_SSIZE_T_CLEAN
@@ -149,34 +150,179 @@ lengthsMatch(const unsigned char *data, Py_ssize_t size, const Parts *parts)
 
 
 /*
+ * SHA-256 in the CPU's SHA extensions, where it has them: most of what
+ * checking a line costs is hashing its body, and a call into hashlib for
+ * each body costs several times what the hashing does.  Elsewhere the
+ * hash function configure() was given is called.
+ */
+#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
+#define HARDWARE_HASH 1
+#include <immintrin.h>
+#include <stdint.h>
+
+static const uint32_t roundConstants[64] = {
+    0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
+    0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
+    0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
+    0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967,
+    0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85,
+    0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070,
+    0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
+    0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2,
+};
+
+/* The state as the SHA instructions hold it: ABEF and CDGH. */
+__attribute__((target("sha,sse4.1,ssse3")))
+static void
+hashBlocks(__m128i *abef, __m128i *cdgh, const unsigned char *data, Py_ssize_t blocks)
+{
+    const __m128i byteSwap = _mm_set_epi64x(0x0c0d0e0f08090a0bULL, 0x0405060700010203ULL);
+    __m128i state0 = *abef;
+    __m128i state1 = *cdgh;
+
+    for (; blocks > 0; blocks--, data += 64) {
+        __m128i words[4];
+        __m128i savedAbef = state0;
+        __m128i savedCdgh = state1;
+        int i;
+
+        /* Four rounds at a time; words[i % 4] holds the message words of
+         * rounds 4i to 4i + 3, the schedule's next four made from the four
+         * sets before them. */
+        for (i = 0; i < 16; i++) {
+            __m128i message;
+            if (i < 4) {
+                words[i] = _mm_shuffle_epi8(
+                    _mm_loadu_si128((const __m128i *)(data + 16 * i)), byteSwap);
+            }
+            else {
+                __m128i next = _mm_sha256msg1_epu32(words[i & 3], words[(i + 1) & 3]);
+                next = _mm_add_epi32(next, _mm_alignr_epi8(words[(i + 3) & 3], words[(i + 2) & 3], 4));
+                words[i & 3] = _mm_sha256msg2_epu32(next, words[(i + 3) & 3]);
+            }
+            message = _mm_add_epi32(
+                words[i & 3], _mm_loadu_si128((const __m128i *)(roundConstants + 4 * i)));
+            state1 = _mm_sha256rnds2_epu32(state1, state0, message);
+            state0 = _mm_sha256rnds2_epu32(state0, state1, _mm_shuffle_epi32(message, 0x0E));
+        }
+        state0 = _mm_add_epi32(state0, savedAbef);
+        state1 = _mm_add_epi32(state1, savedCdgh);
+    }
+    *abef = state0;
+    *cdgh = state1;
+}
+
+/* The first 9 bytes of SHA-256(data), all that a line's hash keeps. */
+__attribute__((target("sha,sse4.1,ssse3")))
+static void
+hardwareDigest(const unsigned char *data, Py_ssize_t size, unsigned char digest[9])
+{
+    static const uint32_t initial[8] = {
+        0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
+        0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19,
+    };
+    unsigned char last[128];
+    Py_ssize_t whole = size / 64;
+    Py_ssize_t left = size - whole * 64;
+    Py_ssize_t padded = left + 9 <= 64 ? 64 : 128;
+    unsigned long long bits = (unsigned long long)size * 8;
+    uint32_t state[8];
+    __m128i low, high, abef, cdgh;
+    int i;
+
+    low = _mm_shuffle_epi32(_mm_loadu_si128((const __m128i *)initial), 0xB1);
+    high = _mm_shuffle_epi32(_mm_loadu_si128((const __m128i *)(initial + 4)), 0x1B);
+    abef = _mm_alignr_epi8(low, high, 8);
+    cdgh = _mm_blend_epi16(high, low, 0xF0);
+
+    hashBlocks(&abef, &cdgh, data, whole);
+    memcpy(last, data + whole * 64, left);
+    last[left] = 0x80;
+    memset(last + left + 1, 0, padded - left - 1);
+    for (i = 0; i < 8; i++) {
+        last[padded - 1 - i] = (unsigned char)(bits >> (8 * i));
+    }
+    hashBlocks(&abef, &cdgh, last, padded / 64);
+
+    low = _mm_shuffle_epi32(abef, 0x1B);
+    high = _mm_shuffle_epi32(cdgh, 0xB1);
+    _mm_storeu_si128((__m128i *)state, _mm_blend_epi16(low, high, 0xF0));
+    _mm_storeu_si128((__m128i *)(state + 4), _mm_alignr_epi8(high, low, 8));
+    for (i = 0; i < 9; i++) {
+        digest[i] = (unsigned char)(state[i / 4] >> (24 - 8 * (i % 4)));
+    }
+}
+
+static int
+hasHardwareHash(void)
+{
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("sha") && __builtin_cpu_supports("sse4.1")
+        && __builtin_cpu_supports("ssse3");
+}
+#else
+static int
+hasHardwareHash(void)
+{
+    return 0;
+}
+#endif
+
+/* Whether the SHA extensions hash here: found once, and turned off by
+ * configure() (to test the other way). */
+static int hardwareHash = 0;
+
+
+/*
  * Whether hash (11 bytes) is the first 11 characters of the base64 of the
- * SHA-256 of bodyObject.  Return 1 or 0, or -1 with an exception set.
+ * SHA-256 of the size bytes at body.  bodyObject, if not NULL, is the same
+ * bytes as a bytes object.  Return 1 or 0, or -1 with an exception set.
  */
 static int
-hashMatches(const unsigned char *hash, PyObject *bodyObject)
+hashMatches(const unsigned char *hash, const unsigned char *body, Py_ssize_t size,
+            PyObject *bodyObject)
 {
-    PyObject *hasher;
-    PyObject *digest;
-    const unsigned char *d;
+    unsigned char d[9];
     char text[12];
     int i;
-    int matches;
 
-    hasher = PyObject_CallOneArg(sha256, bodyObject);
-    if (hasher == NULL) {
-        return -1;
+#ifdef HARDWARE_HASH
+    if (hardwareHash) {
+        hardwareDigest(body, size, d);
     }
-    digest = PyObject_CallMethodNoArgs(hasher, digestName);
-    Py_DECREF(hasher);
-    if (digest == NULL) {
-        return -1;
-    }
-    if (!PyBytes_Check(digest) || PyBytes_GET_SIZE(digest) < 9) {
+    else
+#endif
+    {
+        PyObject *hasher;
+        PyObject *digest;
+
+        if (bodyObject != NULL) {
+            hasher = PyObject_CallOneArg(sha256, bodyObject);
+        }
+        else {
+            PyObject *made = PyBytes_FromStringAndSize((const char *)body, size);
+            if (made == NULL) {
+                return -1;
+            }
+            hasher = PyObject_CallOneArg(sha256, made);
+            Py_DECREF(made);
+        }
+        if (hasher == NULL) {
+            return -1;
+        }
+        digest = PyObject_CallMethodNoArgs(hasher, digestName);
+        Py_DECREF(hasher);
+        if (digest == NULL) {
+            return -1;
+        }
+        if (!PyBytes_Check(digest) || PyBytes_GET_SIZE(digest) < 9) {
+            Py_DECREF(digest);
+            PyErr_SetString(PyExc_TypeError, "the hash gave no 9-byte digest");
+            return -1;
+        }
+        memcpy(d, PyBytes_AS_STRING(digest), 9);
         Py_DECREF(digest);
-        PyErr_SetString(PyExc_TypeError, "the hash gave no 9-byte digest");
-        return -1;
     }
-    d = (const unsigned char *)PyBytes_AS_STRING(digest);
     /* 9 bytes are exactly 12 base64 characters; 11 are kept. */
     for (i = 0; i < 3; i++) {
         unsigned long triple = ((unsigned long)d[3 * i] << 16)
@@ -186,9 +332,7 @@ hashMatches(const unsigned char *hash, PyObject *bodyObject)
         text[4 * i + 2] = base64Alphabet[(triple >> 6) & 63];
         text[4 * i + 3] = base64Alphabet[triple & 63];
     }
-    Py_DECREF(digest);
-    matches = memcmp(text, hash, 11) == 0;
-    return matches;
+    return memcmp(text, hash, 11) == 0;
 }
 
 
@@ -216,7 +360,7 @@ checkOne(PyObject *record)
     if (body == NULL) {
         return NULL;
     }
-    matches = hashMatches(data, body);
+    matches = hashMatches(data, data + parts.bodyStart, parts.bodyEnd - parts.bodyStart, body);
     if (matches < 0) {
         Py_DECREF(body);
         return NULL;
@@ -486,7 +630,8 @@ checkKeyed(PyObject *module, PyObject *args)
             if (body == NULL) {
                 goto error;
             }
-            matches = hashMatches(data, body);
+            matches = hashMatches(
+                data, data + parts.bodyStart, parts.bodyEnd - parts.bodyStart, body);
             if (matches <= 0) {
                 Py_DECREF(body);
                 if (matches < 0) {
@@ -795,17 +940,284 @@ error:
 }
 
 
+/* The origins keyedSpans() follows at once, beyond which it gives up. */
+#define RUN_ORIGINS 32
+
+typedef struct {
+    PyObject *by;
+    unsigned long long start;
+    unsigned long long next;
+} RunOrigin;
+
+
+/*
+ * Note that origin by (size bytes at data, or byObject) has serial at in
+ * the run: return 1 if it follows the origin's last serial (or is its
+ * first), 0 if not, 2 if the run has too many origins to follow, or -1
+ * with an exception set.
+ */
+static int
+follow(RunOrigin *origins, Py_ssize_t *count, const unsigned char *by, Py_ssize_t size,
+       PyObject *byObject, unsigned long long at)
+{
+    Py_ssize_t i;
+
+    for (i = *count - 1; i >= 0; i--) {
+        PyObject *known = origins[i].by;
+        if (PyBytes_GET_SIZE(known) == size && memcmp(PyBytes_AS_STRING(known), by, size) == 0) {
+            if (origins[i].next != at) {
+                return 0;
+            }
+            origins[i].next = at + 1;
+            return 1;
+        }
+    }
+    if (*count == RUN_ORIGINS) {
+        return 2;
+    }
+    if (byObject != NULL) {
+        Py_INCREF(byObject);
+    }
+    else {
+        byObject = PyBytes_FromStringAndSize((const char *)by, size);
+        if (byObject == NULL) {
+            return -1;
+        }
+    }
+    origins[*count].by = byObject;
+    origins[*count].start = at;
+    origins[*count].next = at + 1;
+    (*count)++;
+    return 1;
+}
+
+
+/*
+ * Note the line from start to end (its LF included, if it has one) as not
+ * taken.  Return 0, or -1 with an exception set.
+ */
+static int
+reject(PyObject *rejected, Py_ssize_t start, Py_ssize_t end)
+{
+    PyObject *range = Py_BuildValue("(nn)", start, end);
+    int appended;
+
+    if (range == NULL) {
+        return -1;
+    }
+    appended = PyList_Append(rejected, range);
+    Py_DECREF(range);
+    return appended;
+}
+
+
+/*
+ * Check one line (size bytes at line, its LF included) as checkKeyedLine
+ * does, the usual keyed shape here and any other by check(line).  Return
+ * 1 and set *by, *bySize (into line, or into *byObject, a new reference)
+ * and *at for an intact add with a by and at; 0 for any other line; -1
+ * with an exception set.
+ */
+static int
+checkKeyedOne(const unsigned char *line, Py_ssize_t size, PyObject *check,
+              const unsigned char **by, Py_ssize_t *bySize, PyObject **byObject,
+              unsigned long long *at)
+{
+    Py_ssize_t record = size - 1;
+    Parts parts;
+    Py_ssize_t byStart, byEnd, atStart, atEnd;
+    PyObject *given;
+    PyObject *checked;
+    PyObject *key;
+    int matches;
+    Py_ssize_t i;
+
+    *byObject = NULL;
+    if (splitRecord(line, record, &parts)
+        && splitKeyed(line, parts.bodyStart, parts.bodyEnd, &byStart, &byEnd, &atStart, &atEnd)) {
+        if (!lengthsMatch(line, record, &parts) || !isSerial(line + atStart, atEnd - atStart)) {
+            return 0;
+        }
+        matches = hashMatches(line, line + parts.bodyStart, parts.bodyEnd - parts.bodyStart, NULL);
+        if (matches <= 0) {
+            return matches;
+        }
+        *by = line + byStart;
+        *bySize = byEnd - byStart;
+        *at = 0;
+        for (i = atStart; i < atEnd; i++) {
+            *at = *at * 10 + (line[i] - '0');
+        }
+        return 1;
+    }
+    /* Not the usual add: Python decides. */
+    given = PyBytes_FromStringAndSize((const char *)line, size);
+    if (given == NULL) {
+        return -1;
+    }
+    checked = PyObject_CallOneArg(check, given);
+    Py_DECREF(given);
+    if (checked == NULL) {
+        if (!PyErr_ExceptionMatches(corruptLine)) {
+            return -1;
+        }
+        PyErr_Clear();
+        return 0;
+    }
+    if (!PyTuple_Check(checked) || PyTuple_GET_SIZE(checked) != 2) {
+        Py_DECREF(checked);
+        PyErr_SetString(PyExc_TypeError, "check must return (body, key)");
+        return -1;
+    }
+    key = PyTuple_GET_ITEM(checked, 1);
+    if (key == Py_None) {
+        Py_DECREF(checked);
+        return 0;
+    }
+    if (!PyTuple_Check(key) || PyTuple_GET_SIZE(key) != 2
+        || !PyBytes_Check(PyTuple_GET_ITEM(key, 0)) || !PyLong_Check(PyTuple_GET_ITEM(key, 1))) {
+        Py_DECREF(checked);
+        PyErr_SetString(PyExc_TypeError, "check must give a (bytes, int) key");
+        return -1;
+    }
+    *at = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(key, 1));
+    if (*at == (unsigned long long)-1 && PyErr_Occurred()) {
+        Py_DECREF(checked);
+        return -1;
+    }
+    *byObject = PyTuple_GET_ITEM(key, 0);
+    Py_INCREF(*byObject);
+    Py_DECREF(checked);
+    *by = (const unsigned char *)PyBytes_AS_STRING(*byObject);
+    *bySize = PyBytes_GET_SIZE(*byObject);
+    return 1;
+}
+
+
+PyDoc_STRVAR(keyedSpansDoc,
+"keyedSpans(data, check) -> (count, spans, longest, rejected) or None\n\n"
+"gossip.store.logfile.keyedSpans, each line checked in place, in the usual\n"
+"keyed shape here and by check(line) otherwise; NotImplemented if the\n"
+"lines have more origins than this follows at once.");
+
+static PyObject *
+keyedSpans(PyObject *module, PyObject *args)
+{
+    const unsigned char *data;
+    Py_ssize_t size;
+    PyObject *check;
+    RunOrigin origins[RUN_ORIGINS];
+    Py_ssize_t originCount = 0;
+    Py_ssize_t lines = 0;
+    Py_ssize_t longest = 0;
+    Py_ssize_t start = 0;
+    PyObject *rejected;
+    PyObject *result = NULL;
+    PyObject *found;
+    Py_ssize_t i;
+
+    if (!PyArg_ParseTuple(args, "y#O:keyedSpans", &data, &size, &check)) {
+        return NULL;
+    }
+    if (!checkConfigured()) {
+        return NULL;
+    }
+    rejected = PyList_New(0);
+    if (rejected == NULL) {
+        return NULL;
+    }
+    while (start < size) {
+        const unsigned char *lf = memchr(data + start, '\n', size - start);
+        Py_ssize_t end = lf == NULL ? size : lf - data + 1;
+        const unsigned char *by;
+        Py_ssize_t bySize;
+        PyObject *byObject;
+        unsigned long long at;
+        int intact = 0;
+        int follows;
+
+        if (lf != NULL) {
+            intact = checkKeyedOne(data + start, end - start, check, &by, &bySize, &byObject, &at);
+            if (intact < 0) {
+                goto error;
+            }
+        }
+        if (!intact) {
+            /* Damaged, cut short, or no add with a by and at. */
+            if (reject(rejected, start, end) < 0) {
+                goto error;
+            }
+            start = end;
+            continue;
+        }
+        follows = follow(origins, &originCount, by, bySize, byObject, at);
+        Py_XDECREF(byObject);
+        if (follows < 0) {
+            goto error;
+        }
+        if (follows == 0) {
+            Py_INCREF(Py_None);
+            result = Py_None;
+            goto done;
+        }
+        if (follows == 2) {
+            Py_INCREF(Py_NotImplemented);
+            result = Py_NotImplemented;
+            goto done;
+        }
+        lines++;
+        if (end - start - 1 > longest) {
+            longest = end - start - 1;
+        }
+        start = end;
+    }
+    found = PyDict_New();
+    if (found == NULL) {
+        goto error;
+    }
+    for (i = 0; i < originCount; i++) {
+        PyObject *span = Py_BuildValue("[KK]", origins[i].start, origins[i].next);
+        int stored;
+        if (span == NULL) {
+            Py_DECREF(found);
+            goto error;
+        }
+        stored = PyDict_SetItem(found, origins[i].by, span);
+        Py_DECREF(span);
+        if (stored < 0) {
+            Py_DECREF(found);
+            goto error;
+        }
+    }
+    result = Py_BuildValue("(nNnO)", lines, found, longest, rejected);
+    goto done;
+
+error:
+    result = NULL;
+
+done:
+    Py_DECREF(rejected);
+    for (i = 0; i < originCount; i++) {
+        Py_DECREF(origins[i].by);
+    }
+    return result;
+}
+
+
 PyDoc_STRVAR(configureDoc,
-"configure(corruptLine, sha256)\n\n"
-"Give this module the exception it raises and the hash it checks with.");
+"configure(corruptLine, sha256, hardware=True) -> bool\n\n"
+"Give this module the exception it raises and the hash function it checks\n"
+"with where the CPU cannot hash; with hardware false, it calls that function\n"
+"everywhere.  Return whether the CPU hashes.");
 
 static PyObject *
 configure(PyObject *module, PyObject *args)
 {
     PyObject *exception;
     PyObject *hash;
+    int hardware = 1;
 
-    if (!PyArg_ParseTuple(args, "OO:configure", &exception, &hash)) {
+    if (!PyArg_ParseTuple(args, "OO|p:configure", &exception, &hash, &hardware)) {
         return NULL;
     }
     if (!PyExceptionClass_Check(exception) || !PyCallable_Check(hash)) {
@@ -816,7 +1228,8 @@ configure(PyObject *module, PyObject *args)
     Py_XSETREF(corruptLine, exception);
     Py_INCREF(hash);
     Py_XSETREF(sha256, hash);
-    Py_RETURN_NONE;
+    hardwareHash = hardware && hasHardwareHash();
+    return PyBool_FromLong(hardwareHash);
 }
 
 
@@ -825,6 +1238,7 @@ static PyMethodDef methods[] = {
     {"checkKeyed", checkKeyed, METH_VARARGS, checkKeyedDoc},
     {"decodeBody", decodeBody, METH_O, decodeBodyDoc},
     {"spans", spans, METH_O, spansDoc},
+    {"keyedSpans", keyedSpans, METH_VARARGS, keyedSpansDoc},
     {"configure", configure, METH_VARARGS, configureDoc},
     {NULL, NULL, 0, NULL},
 };

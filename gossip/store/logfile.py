@@ -33,6 +33,7 @@ from time import monotonic
 from gossip.store.format import (
     CorruptLine,
     _compiledOnUse,
+    checkKeyedLine,
     checkKeyedLines,
     checkKeyedRecords,
     checkLine,
@@ -44,6 +45,7 @@ from gossip.store.format import (
     isSerial,
     longestEndingWith,
     longestStartingWith,
+    speedups as _speedups,
 )
 from gossip.store.intervals import Intervals, addKeys, addSpans, heldBy, overlapping, spans
 
@@ -59,9 +61,11 @@ __all__ = [
     "Scan",
     "Skipped",
     "State",
+    "Stretch",
     "checkLarge",
     "entries",
     "keyedBlocks",
+    "keyedSpans",
     "newIdentity",
     "reverseEntries",
 ]
@@ -296,9 +300,10 @@ def keyedBlocks(f, start=0, size=1 << 18, large=LARGE):
 
     @param large: lines longer than this are checked a piece at a time and
         given as L{LargeLine}s, never held in memory whole.
-    @return: an iterator of lists, a block's worth at a time, of
-        C{(record, body, (by, at))} for each intact add with a C{by} and
-        C{at}; or, for a line longer than C{large} that is such an add, its
+    @return: an iterator, a block's worth at a time, of the intact adds
+        with a C{by} and C{at}: a L{Stretch} of them where each origin's
+        serials follow one another, else a list of C{(record, body, (by,
+        at))}; or, for a line longer than C{large} that is such an add, its
         L{LargeLine}.  Blocks are read C{size} bytes at a time: smaller than
         a reader's, so that a sender checking one does not keep its peer
         waiting long.
@@ -323,7 +328,115 @@ def keyedBlocks(f, start=0, size=1 << 18, large=LARGE):
             else:
                 yield block
             continue
-        yield checkKeyedRecords(block.split(b"\n"))[0]
+        data = block + b"\n"
+        run = keyedSpans(data)
+        if run is None:
+            yield checkKeyedRecords(block.split(b"\n"))[0]
+            continue
+        count, found, longest, rejected = run
+        yield Stretch(_without(data, rejected), count, found, longest)
+
+
+def keyedSpans(data):
+    """
+    Check the lines of C{data} (LF included, as from a peer) at once, for a
+    batch that can be taken or sent whole: the keys of its intact adds with
+    a C{by} and C{at}, if each origin's serials follow one another, and
+    where the other lines are.
+
+    @return: C{(count, spans, longest, rejected)}: how many such adds, the
+        L{spans} of their keys, the length of the longest without its LF,
+        and the C{(start, end)} in C{data} of each other line, its LF
+        included (a last line without one is cut short); or L{None} if an
+        origin's serials do not follow one another.
+    """
+    keys = []
+    rejected = []
+    longest = 0
+    start = 0
+    for record in data.split(b"\n"):
+        end = min(start + len(record) + 1, len(data))
+        if start == end:
+            break
+        key = None
+        if end - start > len(record):
+            # It has its LF: the last line may be cut short.
+            try:
+                body, key = checkKeyedLine(data[start:end])
+            except CorruptLine:
+                pass
+        if key is None:
+            rejected.append((start, end))
+        else:
+            keys.append(key)
+            longest = max(longest, len(record))
+        start = end
+    found = spans(keys)
+    if found is None:
+        return None
+    return len(keys), found, longest, rejected
+
+
+# The definition above is the reference, and what runs where
+# gossip.store._speedups is not built; the C one checks each line in place.
+pythonKeyedSpans = keyedSpans
+if _speedups is not None:
+
+    def keyedSpans(data):
+        found = _speedups.keyedSpans(data, checkKeyedLine)
+        if found is NotImplemented:
+            # More origins than the C follows at once.
+            return pythonKeyedSpans(data)
+        return found
+
+    keyedSpans.__doc__ = pythonKeyedSpans.__doc__
+
+
+def _without(data, rejected):
+    """
+    C{data} without the lines at C{rejected}, C{(start, end)} pairs in
+    order, as L{keyedSpans} gives them.
+    """
+    if not rejected:
+        return data
+    kept = []
+    start = 0
+    for end, after in rejected:
+        kept.append(data[start:end])
+        start = after
+    kept.append(data[start:])
+    return b"".join(kept)
+
+
+class Stretch:
+    """
+    Lines read one after another from a log and checked at once (see
+    L{keyedSpans}), kept as the bytes read, without a list of them: what a
+    sender sends whole when its peer lacks every add in it.
+
+    @ivar data: the intact adds with a C{by} and C{at}, LF included.
+    @ivar spans: the L{spans} of their keys.
+    @ivar longest: the length of the longest, without its LF.
+    """
+
+    __slots__ = ("data", "spans", "longest", "_count")
+
+    def __init__(self, data, count, spans, longest):
+        self.data = data
+        self._count = count
+        self.spans = spans
+        self.longest = longest
+
+    def __len__(self):
+        return self._count
+
+    def __iter__(self):
+        """
+        Each add as C{(line, (by, at))}, LF included.
+        """
+        lines = [line + b"\n" for line in self.data.split(b"\n")[:-1]]
+        for line, body, key in checkKeyedLines(lines)[0]:
+            yield line, key
 
 
 def _backwards(f, end):
@@ -719,20 +832,79 @@ class Received:
     @ivar held: the C{(by, at)} of every intact line given, appended or not.
     @ivar spans: L{gossip.store.intervals.spans} of C{held}, or L{None}.
     @ivar start: the offset of the first line appended.
+    @ivar count: how many lines were appended.
     @ivar lines: the lines appended, one after another from C{start}.
     @ivar keys: the C{(by, at)} of each line appended.
     @ivar corrupt: how many lines were not intact adds with a C{by} and C{at}.
+    @ivar whole: whether every line in C{held} was appended.
+
+    Lines taken whole (L{taken}) are kept as the bytes written: their
+    C{lines} and C{keys}, which a one-shot sync never asks for, are found
+    only when asked for.
     """
 
-    __slots__ = ("held", "spans", "start", "lines", "keys", "corrupt")
+    __slots__ = ("spans", "start", "count", "corrupt", "whole", "_held", "_lines", "_keys", "_data")
 
-    def __init__(self):
-        self.held = []
-        self.spans = None
+    def __init__(self, held=(), spans=None, corrupt=0):
+        self.spans = spans
+        self.corrupt = corrupt
         self.start = None
-        self.lines = []
-        self.keys = []
-        self.corrupt = 0
+        self.count = 0
+        self.whole = False
+        self._held = list(held)
+        self._lines = []
+        self._keys = []
+        self._data = None
+
+    @classmethod
+    def taken(cls, start, data, count, spans, corrupt=0):
+        """
+        Every line of C{data}, C{count} intact adds whose keys have
+        C{spans}, was appended at C{start}; C{corrupt} other lines were
+        given.
+        """
+        result = cls(spans=spans, corrupt=corrupt)
+        result.start = start
+        result.count = count
+        result.whole = True
+        result._data = data
+        result._held = result._lines = result._keys = None
+        return result
+
+    def took(self, start, lines, keys):
+        """
+        Note that C{lines}, of C{keys}, were appended at C{start}.
+        """
+        self.start = start
+        self.count = len(lines)
+        self.whole = len(keys) == len(self._held)
+        self._lines = lines
+        self._keys = keys
+
+    @property
+    def held(self):
+        return self.keys if self._held is None else self._held
+
+    @property
+    def lines(self):
+        if self._lines is None:
+            self._lines = [line + b"\n" for line in self._data.split(b"\n")[:-1]]
+        return self._lines
+
+    @property
+    def keys(self):
+        if self._keys is None:
+            self._keys = [entry[2] for entry in checkKeyedLines(self.lines)[0]]
+        return self._keys
+
+    @property
+    def end(self):
+        """
+        The offset just past the last line appended.
+        """
+        if self._data is not None:
+            return self.start + len(self._data)
+        return self.start + sum(map(len, self._lines))
 
     @property
     def appended(self):
@@ -1249,32 +1421,48 @@ class Log:
             line = encodeAdd([(b"by", state.identity), (b"at", b"%d" % (at,))] + pairs)
             # With its key given, the line just made is not checked again,
             # which would import and compile the regular expressions.
-            self._append(fd, state, torn, [line], [(state.identity, at)])
+            self._append(fd, state, torn, line, [(state.identity, at)])
             return line
 
         return self._locked(append, create=True)
 
-    def receive(self, lines):
+    def receive(self, data):
         """
-        Append those of C{lines} (raw log lines, LF included, from a peer)
-        that are intact adds with a C{by} and C{at} the log does not yet
-        hold.
+        Append those of the lines in C{data} (raw log lines, LF included,
+        from a peer) that are intact adds with a C{by} and C{at} the log
+        does not yet hold.
 
         @return: a L{Received} saying what was appended, and where.
         @raise LogError: if the log cannot be written.
         """
-
         # Checked before the lock is taken: the check needs no state.
+        run = keyedSpans(data)
+        if run is not None and run[0]:
+            count, heldSpans, _, rejected = run
+            taken = _without(data, rejected)
+
+            def appendAll(fd, state, torn):
+                self._ensureIdentity(state)
+                if overlapping(state.have, heldSpans):
+                    return None
+                start = self._append(fd, state, torn, taken, keySpans=heldSpans)
+                return Received.taken(start, taken, count, heldSpans, len(rejected))
+
+            result = self._locked(appendAll, create=True)
+            if result is not None:
+                return result
+        lines = [line + b"\n" for line in data.split(b"\n")]
+        tail = lines.pop()
+        if tail != b"\n":
+            # A line cut short: damaged.
+            lines.append(tail[:-1])
         checked, corrupt = checkKeyedLines(lines)
         held = [entry[2] for entry in checked]
         heldSpans = spans(held)
 
         def append(fd, state, torn):
             self._ensureIdentity(state)
-            result = Received()
-            result.held = held
-            result.spans = heldSpans
-            result.corrupt = corrupt
+            result = Received(held, heldSpans, corrupt)
             have = state.have
             if heldSpans is not None and not overlapping(have, heldSpans):
                 # Each origin's serials follow one another and are all new,
@@ -1292,11 +1480,15 @@ class Log:
                         accepted.append(line)
                         keys.append(key)
             if accepted:
-                result.start = self._append(
-                    fd, state, torn, accepted, keys, heldSpans if keys is held else None
+                start = self._append(
+                    fd,
+                    state,
+                    torn,
+                    b"".join(accepted),
+                    keys,
+                    heldSpans if keys is held else None,
                 )
-                result.lines = accepted
-                result.keys = keys
+                result.took(start, accepted, keys)
             return result
 
         return self._locked(append, create=True)
@@ -1344,8 +1536,7 @@ class Log:
         key = incoming.key
         with self._lock(create=True) as (fd, state, torn):
             self._ensureIdentity(state)
-            result = Received()
-            result.held = [key]
+            result = Received([key])
             if state.holds(*key):
                 return result
             if torn:
@@ -1368,9 +1559,7 @@ class Log:
             st = os.fstat(fd)
             state.offset = st.st_size
             self._save(fd, st, state)
-            result.start = start
-            result.lines = [LargeLine(start, incoming.size, key)]
-            result.keys = [key]
+            result.took(start, [LargeLine(start, incoming.size, key)], [key])
             return result
 
     def removeStale(self):
@@ -1502,9 +1691,7 @@ class Log:
                         raise LogError(
                             f"{os.fsdecode(self.path)}: not a gossip log (no intact add in it)"
                         )
-                    self._append(
-                        fd, state, torn, [encodeAdd([(b"I", newIdentity())])]
-                    )
+                    self._append(fd, state, torn, encodeAdd([(b"I", newIdentity())]))
                     torn = False
                     if self.fsync:
                         self._syncDirectory()
@@ -1568,25 +1755,23 @@ class Log:
         self._save(fd, st, state)
         return True
 
-    def _append(self, fd, state, torn, lines, keys=None, keySpans=None):
+    def _append(self, fd, state, torn, data, keys=None, keySpans=None):
         """
-        Write C{lines}, intact adds, at the end of the log.
+        Write C{data}, intact adds one after another, at the end of the log.
 
         @param keys: for adds from a peer, the C{(by, at)} of each line.
-        @param keySpans: the L{spans} of C{keys}, if known.
+        @param keySpans: for adds from a peer, the L{spans} of their keys,
+            in place of C{keys} or beside them.
         @return: the offset of the first line.
         """
-        data = b"".join(lines)
-        if torn:
-            # A writer died mid-add: end its line so that ours stands alone.
-            data = b"\n" + data
         start = os.fstat(fd).st_size + torn
-        _writeAll(fd, data)
+        # A writer died mid-add: end its line so that ours stands alone.
+        _writeAll(fd, b"\n" + data if torn else data)
         if self.fsync:
             os.fdatasync(fd)
         if torn:
             state.damaged += 1
-        if keys is not None and state.identity is not None:
+        if (keys is not None or keySpans is not None) and state.identity is not None:
             # Adds from a peer: nothing to learn from them but their keys.
             state.intact = True
             if keySpans is None:
@@ -1594,7 +1779,7 @@ class Log:
             else:
                 addSpans(state.have, keySpans)
         else:
-            bodies = [checkLine(line) for line in lines]
+            bodies = [checkLine(line + b"\n") for line in data.split(b"\n")[:-1]]
             if keys is None:
                 keys = [False] * len(bodies)
             for body, key in zip(bodies, keys):

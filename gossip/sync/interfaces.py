@@ -98,7 +98,7 @@ class ILogService(Interface):
 
         @return: an iterator, one item for each stretch of the log read:
             a list of C{(line, (by, at))}, LF included, perhaps empty, or a
-            L{gossip.sync.service.Stretch} of adds that are all wanted.
+            L{gossip.store.logfile.Stretch} of adds that are all wanted.
         """
 
     def sourceOf(by):

@@ -293,12 +293,6 @@ def _describe(failure):
     return message or type(failure.value).__name__
 
 
-def _splitLines(data):
-    lines = data.split(b"\n")
-    tail = lines.pop()
-    return [line + b"\n" for line in lines], tail
-
-
 @attrs.define
 class _Outcome:
     """
@@ -1171,11 +1165,11 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
 
     # Receiving adds
 
-    def _received(self, lines):
+    def _received(self, data):
         if self.readOnly:
             raise Refused("this peer may only read this log")
-        d = self.service.receive(lines, source=self)
-        return d.addCallback(self._account, sum(map(len, lines)))
+        d = self.service.receive(data, source=self)
+        return d.addCallback(self._account, len(data))
 
     def _account(self, result, size):
         """
@@ -1197,17 +1191,14 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
             self.log.warn(
                 "dropped {count} corrupt adds from {peer}", count=corrupt, peer=self.peer
             )
-        self.received += len(result.lines)
+        self.received += result.count
         self.receivedBytes += size
         if self._progress is not None:
             self._progress(self)
 
     @Adds.responder
     def adds(self, lines):
-        whole, tail = _splitLines(lines)
-        if tail:
-            whole.append(tail)
-        return self._received(whole).addCallback(lambda ignored: {})
+        return self._received(lines).addCallback(lambda ignored: {})
 
     @AddBegin.responder
     def addBegin(self, size):

@@ -12,9 +12,8 @@ from twisted.internet.defer import DeferredLock, ensureDeferred
 from twisted.internet.task import deferLater
 
 from gossip.store.intervals import Intervals, addSpans, difference, merge, overlapping
-from gossip.store.logfile import LargeLine
+from gossip.store.logfile import LargeLine, Stretch
 from gossip.sync.amp import VALUE_LIMIT, AddBegin, AddEnd, AddPart, Adds
-from gossip.sync.service import Stretch
 
 __all__ = ["WINDOW", "Sender"]
 
@@ -28,9 +27,7 @@ def _wholeStretch(stretch, peerHave):
     Whether a L{Stretch} can be sent as it is: the peer has none of it and
     every line fits in one L{Adds}.
     """
-    return max(map(len, stretch.records)) < VALUE_LIMIT and not overlapping(
-        peerHave, stretch.spans
-    )
+    return stretch.longest < VALUE_LIMIT and not overlapping(peerHave, stretch.spans)
 
 
 @attrs.define
@@ -142,7 +139,7 @@ class Sender:
                 # they are, cut between lines.
                 addSpans(peerHave, found.spans)
                 sent += len(found)
-                data = b"\n".join(found.records) + b"\n"
+                data = found.data
                 position = 0
                 while position < len(data):
                     room = VALUE_LIMIT - size

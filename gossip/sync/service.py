@@ -19,13 +19,13 @@ from zope.interface import implementer
 
 from gossip.store.format import CorruptLine, checkKeyedLine, identify
 from gossip import counted
-from gossip.store.intervals import Intervals, addKeys, addSpans, count, covered, difference, heldBy, merge, spans
-from gossip.store.logfile import LARGE, LargeLine, LogError, Scan, entries, keyedBlocks
+from gossip.store.intervals import Intervals, addKeys, addSpans, count, covered, difference, heldBy, merge
+from gossip.store.logfile import LARGE, LargeLine, LogError, Scan, Stretch, entries, keyedBlocks
 from gossip.sync.claims import SharedClaims
 from gossip.sync.interfaces import ILogService
 from gossip.sync.watcher import INotifyWatcher, watcherFor
 
-__all__ = ["LogService", "Scrubber", "Stretch"]
+__all__ = ["LogService", "Scrubber"]
 
 # How many recent adds the service remembers the place of, so that a peer's
 # request for new adds does not rescan the log (a continuous session asks
@@ -245,21 +245,22 @@ class LogService(Service):
         if at in held:
             return False
         held.add(at)
-        self._recent.add([key], [offset], [length])
+        self._recent.add(1, lambda: ([key], [offset], [length]))
         return True
 
     def _tell(self, keys, source=None, spans=None):
         """
         Tell the sessions (but C{source}) of new adds: C{keys}, C{(by, at)}
-        pairs, or their L{gossip.store.intervals.spans} if known.
+        pairs, or their L{gossip.store.intervals.spans} if known (then
+        C{keys} is not looked at).
         """
-        if not keys:
-            return
         added = {}
         if spans is not None:
             addSpans(added, spans)
         else:
             addKeys(added, keys)
+        if not added:
+            return
         for session in list(self._sessions):
             if session is not source:
                 session.localAdds(added)
@@ -560,10 +561,10 @@ class LogService(Service):
                 merge(pending, session.pending)
         self._claims.publish(pending)
 
-    def receive(self, lines, source=None):
+    def receive(self, data, source=None):
         """
-        Append what the log lacks of C{lines}, raw lines from a peer, once
-        no other writing of this service is under way.
+        Append what the log lacks of the lines in C{data}, raw lines from a
+        peer, once no other writing of this service is under way.
 
         @param source: the session they came from, which need not hear of
             them.
@@ -575,10 +576,10 @@ class LogService(Service):
             # runs to its end before anything else can, so the lock need
             # not be taken (a Deferred or two a batch, some 5% of a sync).
             try:
-                return succeed(self._received(self.log.receive(lines), source))
+                return succeed(self._received(self.log.receive(data), source))
             except Exception:
                 return fail()
-        return self._writing.run(lambda: self._received(self.log.receive(lines), source))
+        return self._writing.run(lambda: self._received(self.log.receive(data), source))
 
     def receiveIncoming(self, incoming, source=None):
         """
@@ -629,8 +630,7 @@ class LogService(Service):
         Learn what the log now holds from what its C{receive} or
         C{receiveIncoming} appended, and tell the other sessions.
         """
-        appended = result.lines
-        if appended:
+        if result.count:
             first = result.start
             if self._offset + 1 < first <= self._offset + LARGE and self._unchanged():
                 self._passTorn(first)
@@ -639,19 +639,22 @@ class LogService(Service):
                 # (but perhaps the end of a torn line), so these adds are
                 # new here too: take them as written rather than reading
                 # them back.
-                keys = result.keys
                 spans = None
-                if result.spans is not None and len(keys) == len(result.held):
+                if result.spans is not None and result.whole:
                     # Every add held was appended: the spans are theirs.
                     spans = result.spans
                     addSpans(self.have, spans)
                 else:
-                    addKeys(self.have, keys)
-                lengths = list(map(len, appended))
-                offsets = list(accumulate(lengths, initial=first))
-                self._recent.add(keys, offsets, lengths)
-                self._offset = offsets[-1]
-                self._tell(keys, source, spans)
+                    addKeys(self.have, result.keys)
+                # Where each add is, and its key, only if asked: a session
+                # that sends what another received asks.
+                self._recent.add(result.count, lambda: _placesOf(result))
+                self._offset = result.end
+                if any(session is not source for session in self._sessions):
+                    if spans is not None:
+                        self._tell(None, source, spans)
+                    else:
+                        self._tell(result.keys, source)
             else:
                 self._readNew()
         return result
@@ -689,7 +692,7 @@ class LogService(Service):
         @return: an iterator, one item for each stretch of the log read (so
             the caller can let others run between them): either a list of
             C{(line, (by, at))}, LF included, perhaps empty, or a
-            L{Stretch} of adds that are all wanted.
+            L{gossip.store.logfile.Stretch} of adds that are all wanted.
         """
         left = sum(len(held) for held in wanted.values())
         sent = set()
@@ -722,17 +725,19 @@ class LogService(Service):
                     wantedHere = held is not None and key[1] in held and key not in sent
                     yield [(checked, key)] if wantedHere else []
                     continue
-                keys = [entry[2] for entry in checked]
-                keySpans = spans(keys)
-                if keys and keySpans is not None and not sent and covered(wanted, keySpans):
-                    yield Stretch([entry[0] for entry in checked], keys, keySpans)
-                    continue
+                if isinstance(checked, Stretch):
+                    if not sent and covered(wanted, checked.spans):
+                        yield checked
+                        continue
+                    lines = checked
+                else:
+                    lines = ((record + b"\n", key) for record, body, key in checked)
                 found = []
                 keep = found.append
-                for record, body, key in checked:
+                for line, key in lines:
                     held = get(key[0])
                     if held is not None and key[1] in held and key not in sent:
-                        keep((record + b"\n", key))
+                        keep((line, key))
                 yield found
 
     def readLine(self, line, start, length):
@@ -871,32 +876,13 @@ class Scrubber:
         self._call = self.clock.callLater(max(delay, spent / self.share), self._step)
 
 
-@attrs.define(eq=False)
-class Stretch:
+def _placesOf(result):
     """
-    Adds read one after another from a log, each origin's serials following
-    one another: L{LogService.linesFor}'s way of handing over a stretch of
-    the log that is wanted whole.
-
-    @ivar records: the lines, without their LF.
-    @ivar keys: the C{(by, at)} of each.
-    @ivar spans: L{gossip.store.intervals.spans} of C{keys}.
+    The keys, offsets and lengths of the adds a L{Received} says were
+    appended.
     """
-
-    records = attrs.field()
-    keys = attrs.field()
-    spans = attrs.field()
-
-    def __len__(self):
-        return len(self.records)
-
-    def __iter__(self):
-        """
-        The lines as L{LogService.linesFor} otherwise gives them:
-        C{(line, (by, at))}, LF included.
-        """
-        for record, key in zip(self.records, self.keys):
-            yield record + b"\n", key
+    lengths = list(map(len, result.lines))
+    return result.keys, list(accumulate(lengths, initial=result.start)), lengths
 
 
 class _Places:
@@ -912,8 +898,10 @@ class _Places:
 
     def __init__(self, limit):
         self._limit = limit
-        # (keys, offsets, lengths) of each batch, oldest first; the first
-        # _indexed of them are in _index.
+        # [count, places] of each batch, oldest first, places being a
+        # function that gives (keys, offsets, lengths) until the batch is
+        # indexed, and then what it gave; the first _indexed of them are
+        # in _index.
         self._batches = deque()
         self._indexed = 0
         self._count = 0
@@ -922,19 +910,21 @@ class _Places:
     def __len__(self):
         return self._count
 
-    def add(self, keys, offsets, lengths):
+    def add(self, count, places):
         """
-        Note adds C{keys} at C{offsets}, of C{lengths} bytes each.
+        Note C{count} adds, whose keys, offsets and lengths C{places()}
+        gives as three lists.
         """
         batches = self._batches
-        batches.append((keys, offsets, lengths))
-        self._count += len(keys)
-        while self._count - len(batches[0][0]) >= self._limit:
-            oldKeys, oldOffsets, _ = batches.popleft()
-            self._count -= len(oldKeys)
+        batches.append([count, places])
+        self._count += count
+        while self._count - batches[0][0] >= self._limit:
+            oldCount, oldPlaces = batches.popleft()
+            self._count -= oldCount
             if self._indexed:
                 self._indexed -= 1
                 index = self._index
+                oldKeys, oldOffsets, _ = oldPlaces
                 for key, offset in zip(oldKeys, oldOffsets):
                     place = index.get(key)
                     if place is not None and place[0] == offset:
@@ -946,7 +936,8 @@ class _Places:
         """
         batches = self._batches
         while self._indexed < len(batches):
-            keys, offsets, lengths = batches[self._indexed]
+            batch = batches[self._indexed]
+            batch[1] = keys, offsets, lengths = batch[1]()
             self._index.update(zip(keys, zip(offsets, lengths)))
             self._indexed += 1
         return self._index.get(key)

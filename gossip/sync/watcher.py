@@ -21,7 +21,6 @@ from twisted.python.failure import Failure
 from zope.interface import Interface, implementer
 
 from gossip.store.notify import (
-    IN_CLOSE_WRITE,
     IN_CREATE,
     IN_MODIFY,
     IN_MOVED_TO,
@@ -66,7 +65,11 @@ class INotifyWatcher:
     @raise OSError: there is no inotify here, or no watch left.
     """
 
-    _MASK = IN_MODIFY | IN_CLOSE_WRITE | IN_MOVED_TO | IN_CREATE
+    # Every write is an IN_MODIFY, and those that follow one another merge
+    # in the kernel's queue until read; an IN_CLOSE_WRITE after each append
+    # (a writer opens the log for each) would keep them apart, and wake the
+    # service twice for every batch it writes.
+    _MASK = IN_MODIFY | IN_MOVED_TO | IN_CREATE
 
     def __init__(self, reactor, path, callback):
         self._reactor = reactor
