@@ -7,7 +7,6 @@ receive, and scrubs its file for damage in the background.
 
 import os
 from collections import deque
-from itertools import accumulate
 from time import perf_counter
 
 import attrs
@@ -563,7 +562,7 @@ class LogService(Service):
                     addKeys(self.have, result.keys)
                 # Where each add is, and its key, only if asked: a session
                 # that sends what another received asks.
-                self._recent.add(result.count, lambda: _placesOf(result))
+                self._recent.add(result.count, result.places)
                 self._offset = result.end
                 if any(session is not source for session in self._sessions):
                     self._tell(result.keys, source)
@@ -748,15 +747,6 @@ class Scrubber:
             self._held = None
         delay = self.period * checked / scan.end if scan.end else self.period
         self._call = self.clock.callLater(max(delay, spent / self.share), self._step)
-
-
-def _placesOf(result):
-    """
-    The keys, offsets and lengths of the adds a L{Received} says were
-    appended.
-    """
-    lengths = list(map(len, result.lines))
-    return result.keys, list(accumulate(lengths, initial=result.start)), lengths
 
 
 class _Places:
