@@ -97,13 +97,14 @@ def counted(self, command, **arguments):
         counts["requestKeys"] += count(decodeRanges(arguments["ranges"]))
     return callRemote(self, command, **arguments)
 
-def countedReceived(self, lines):
-    counts["linesIn"] += len(lines)
-    return received(self, lines)
+def countedReceived(self, data):
+    counts["linesIn"] += data.count(b"\n") + (data[-1:] not in (b"", b"\n"))
+    return received(self, data)
 
 def countedAccount(self, result, size):
-    counts["linesNew"] += len(result.lines)
-    counts["bytesNew"] += sum(map(len, result.lines))
+    counts["linesNew"] += result.count
+    if result.count:
+        counts["bytesNew"] += result.end - result.start
     return account(self, result, size)
 
 def countedData(self, data):

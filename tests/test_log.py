@@ -1268,7 +1268,22 @@ class ReceiveTests(StateAssertions, TestCase):
         for offset, line, key in result.appended:
             self.assertEqual(data[offset : offset + len(line)], line)
             self.assertEqual(key, identify(checkLine(line)))
+        self.assertPlaces(result)
         self.assertState(self.log)
+
+    def assertPlaces(self, result):
+        """
+        C{result.places()} says what C{result.appended} does.
+        """
+        appended = result.appended
+        self.assertEqual(
+            result.places(),
+            (
+                [key for offset, line, key in appended],
+                [offset for offset, line, key in appended],
+                [len(line) for offset, line, key in appended],
+            ),
+        )
 
     def test_accepts(self):
         lines = [peerLine(0), peerLine(1), peerLine(5), peerLine(0, by=b"other")]
@@ -1400,6 +1415,7 @@ class ReceiveTests(StateAssertions, TestCase):
         keys = [identify(checkLine(line)) for line in lines]
         self.assertEqual((result.keys, result.held), (keys, keys))
         self.assertEqual(outcome(result), (lines, 1))
+        self.assertPlaces(result)
         self.assertState(self.log)
 
     def test_ownIdentity(self):

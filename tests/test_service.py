@@ -918,6 +918,32 @@ class PlacesTests(SynchronousTestCase):
         self.assertEqual(places.get((b"p", 0)), (0, 10))
         self.assertEqual(asked, [True])
 
+    def test_newestFirst(self):
+        """
+        A look-up of an add noted last asks no batch before it for its
+        places; one of an older add, or of an add never noted, asks those
+        between, newest first.
+        """
+        places = _Places(100)
+        asked = []
+
+        def batch(n):
+            def found():
+                asked.append(n)
+                return [(b"p", n)], [10 * n], [10]
+
+            return found
+
+        for n in range(5):
+            places.add(1, batch(n))
+        self.assertEqual(places.get((b"p", 4)), (40, 10))
+        self.assertEqual(asked, [4])
+        self.assertEqual(places.get((b"p", 2)), (20, 10))
+        self.assertEqual(asked, [4, 3, 2])
+        places.add(1, batch(5))
+        self.assertIsNone(places.get((b"q", 0)))
+        self.assertEqual(asked, [4, 3, 2, 5, 1, 0])
+
     def test_lastNoted(self):
         """
         Whatever the batches and the lookups between them, the last

@@ -360,6 +360,18 @@ class SpeedupsTests(TestCase):
         _speedups.configure(CorruptLine, sha256, False)
         self.assertEqual(_speedups.keyedSpans(data, format.checkKeyedLine), expected)
 
+    @_many
+    @given(keyedRuns(), st.integers(0, 2**40))
+    def test_keyedPlaces(self, data, start):
+        """
+        L{logfile.keyedPlaces} in C finds the same adds, at the same places,
+        as the Python; and so when it calls hashlib.
+        """
+        expected = logfile.pythonKeyedPlaces(data, start)
+        self.assertEqual(_speedups.keyedPlaces(data, start, format.checkKeyedLine), expected)
+        _speedups.configure(CorruptLine, sha256, False)
+        self.assertEqual(_speedups.keyedPlaces(data, start, format.checkKeyedLine), expected)
+
     def test_keyedSpansTaken(self):
         """
         A batch as a peer sends it, whole: its adds counted, their spans,
@@ -400,6 +412,8 @@ class SpeedupsTests(TestCase):
         line = encodeAdd([(b"at", b"1"), (b"by", b"x")])
         self.assertRaises(TypeError, _speedups.keyedSpans, line, lambda line: (b"", (1, 2)))
         self.assertRaises(TypeError, _speedups.keyedSpans, line, lambda line: None)
+        self.assertRaises(TypeError, _speedups.keyedPlaces, "x\n", 0, format.checkKeyedLine)
+        self.assertRaises(TypeError, _speedups.keyedPlaces, line, 0, lambda line: (b"", (1, 2)))
 
     def test_checkErrors(self):
         """

@@ -1204,6 +1204,92 @@ done:
 }
 
 
+PyDoc_STRVAR(keyedPlacesDoc,
+"keyedPlaces(data, start, check) -> (keys, offsets, lengths)\n\n"
+"gossip.store.logfile.keyedPlaces, each line checked in place as keyedSpans\n"
+"checks it.");
+
+static PyObject *
+keyedPlaces(PyObject *module, PyObject *args)
+{
+    const unsigned char *data;
+    Py_ssize_t size;
+    Py_ssize_t start;
+    PyObject *check;
+    PyObject *keys = NULL;
+    PyObject *offsets = NULL;
+    PyObject *lengths = NULL;
+    Py_ssize_t position = 0;
+
+    if (!PyArg_ParseTuple(args, "y#nO:keyedPlaces", &data, &size, &start, &check)) {
+        return NULL;
+    }
+    if (!checkConfigured()) {
+        return NULL;
+    }
+    keys = PyList_New(0);
+    offsets = PyList_New(0);
+    lengths = PyList_New(0);
+    if (keys == NULL || offsets == NULL || lengths == NULL) {
+        goto error;
+    }
+    while (position < size) {
+        const unsigned char *lf = memchr(data + position, '\n', size - position);
+        Py_ssize_t end;
+        const unsigned char *by;
+        Py_ssize_t bySize;
+        PyObject *byObject;
+        unsigned long long at;
+        PyObject *item;
+        int intact;
+
+        if (lf == NULL) {
+            /* A last line cut short: no add. */
+            break;
+        }
+        end = lf - data + 1;
+        intact = checkKeyedOne(data + position, end - position, check, &by, &bySize, &byObject, &at);
+        if (intact < 0) {
+            goto error;
+        }
+        if (intact) {
+            if (byObject == NULL) {
+                byObject = PyBytes_FromStringAndSize((const char *)by, bySize);
+                if (byObject == NULL) {
+                    goto error;
+                }
+            }
+            item = Py_BuildValue("(NK)", byObject, at);
+            if (item == NULL || PyList_Append(keys, item) < 0) {
+                Py_XDECREF(item);
+                goto error;
+            }
+            Py_DECREF(item);
+            item = PyLong_FromSsize_t(start + position);
+            if (item == NULL || PyList_Append(offsets, item) < 0) {
+                Py_XDECREF(item);
+                goto error;
+            }
+            Py_DECREF(item);
+            item = PyLong_FromSsize_t(end - position);
+            if (item == NULL || PyList_Append(lengths, item) < 0) {
+                Py_XDECREF(item);
+                goto error;
+            }
+            Py_DECREF(item);
+        }
+        position = end;
+    }
+    return Py_BuildValue("(NNN)", keys, offsets, lengths);
+
+error:
+    Py_XDECREF(keys);
+    Py_XDECREF(offsets);
+    Py_XDECREF(lengths);
+    return NULL;
+}
+
+
 PyDoc_STRVAR(configureDoc,
 "configure(corruptLine, sha256, hardware=True) -> bool\n\n"
 "Give this module the exception it raises and the hash function it checks\n"
@@ -1239,6 +1325,7 @@ static PyMethodDef methods[] = {
     {"decodeBody", decodeBody, METH_O, decodeBodyDoc},
     {"spans", spans, METH_O, spansDoc},
     {"keyedSpans", keyedSpans, METH_VARARGS, keyedSpansDoc},
+    {"keyedPlaces", keyedPlaces, METH_VARARGS, keyedPlacesDoc},
     {"configure", configure, METH_VARARGS, configureDoc},
     {NULL, NULL, 0, NULL},
 };

@@ -65,6 +65,7 @@ __all__ = [
     "checkLarge",
     "entries",
     "keyedBlocks",
+    "keyedPlaces",
     "keyedSpans",
     "newIdentity",
     "reverseEntries",
@@ -377,9 +378,36 @@ def keyedSpans(data):
     return len(keys), found, longest, rejected
 
 
-# The definition above is the reference, and what runs where
-# gossip.store._speedups is not built; the C one checks each line in place.
+def keyedPlaces(data, start=0):
+    """
+    Where the intact adds with a C{by} and C{at} among the lines of C{data}
+    (LF included) are, and their keys: to look up a batch of lines kept as
+    bytes (see L{keyedSpans}) add by add.
+
+    @param start: the offset of C{data} in the log.
+    @return: C{(keys, offsets, lengths)}: for each such add, its C{(by,
+        at)}, its offset and its length, LF included.
+    """
+    keys, offsets, lengths = [], [], []
+    position = 0
+    for record in data.split(b"\n")[:-1]:
+        line = record + b"\n"
+        try:
+            body, key = checkKeyedLine(line)
+        except CorruptLine:
+            key = None
+        if key is not None:
+            keys.append(key)
+            offsets.append(start + position)
+            lengths.append(len(line))
+        position += len(line)
+    return keys, offsets, lengths
+
+
+# The definitions above are the reference, and what runs where
+# gossip.store._speedups is not built; the C ones check each line in place.
 pythonKeyedSpans = keyedSpans
+pythonKeyedPlaces = keyedPlaces
 if _speedups is not None:
 
     def keyedSpans(data):
@@ -389,7 +417,11 @@ if _speedups is not None:
             return pythonKeyedSpans(data)
         return found
 
+    def keyedPlaces(data, start=0):
+        return _speedups.keyedPlaces(data, start, checkKeyedLine)
+
     keyedSpans.__doc__ = pythonKeyedSpans.__doc__
+    keyedPlaces.__doc__ = pythonKeyedPlaces.__doc__
 
 
 def _without(data, rejected):
@@ -839,8 +871,8 @@ class Received:
     @ivar whole: whether every line in C{held} was appended.
 
     Lines taken whole (L{taken}) are kept as the bytes written: their
-    C{lines} and C{keys}, which a one-shot sync never asks for, are found
-    only when asked for.
+    C{lines}, C{keys} and L{places}, which a one-shot sync never asks for,
+    are found only when asked for.
     """
 
     __slots__ = ("spans", "start", "count", "corrupt", "whole", "_held", "_lines", "_keys", "_data")
@@ -894,8 +926,18 @@ class Received:
     @property
     def keys(self):
         if self._keys is None:
-            self._keys = [entry[2] for entry in checkKeyedLines(self.lines)[0]]
+            self._keys = keyedPlaces(self._data)[0]
         return self._keys
+
+    def places(self):
+        """
+        The C{(by, at)}, offset and length of each line appended, as three
+        lists.
+        """
+        if self._data is not None:
+            return keyedPlaces(self._data, self.start)
+        lengths = list(map(len, self._lines))
+        return self._keys, list(accumulate(lengths, initial=self.start))[:-1], lengths
 
     @property
     def end(self):

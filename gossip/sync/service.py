@@ -7,7 +7,6 @@ receive, and scrubs its file for damage in the background.
 
 import os
 from collections import deque
-from itertools import accumulate
 from time import perf_counter
 
 import attrs
@@ -648,7 +647,7 @@ class LogService(Service):
                     addKeys(self.have, result.keys)
                 # Where each add is, and its key, only if asked: a session
                 # that sends what another received asks.
-                self._recent.add(result.count, lambda: _placesOf(result))
+                self._recent.add(result.count, result.places)
                 self._offset = result.end
                 if any(session is not source for session in self._sessions):
                     if spans is not None:
@@ -876,15 +875,6 @@ class Scrubber:
         self._call = self.clock.callLater(max(delay, spent / self.share), self._step)
 
 
-def _placesOf(result):
-    """
-    The keys, offsets and lengths of the adds a L{Received} says were
-    appended.
-    """
-    lengths = list(map(len, result.lines))
-    return result.keys, list(accumulate(lengths, initial=result.start)), lengths
-
-
 class _Places:
     """
     Where the log's newest adds are, by key: at least the last C{limit}
@@ -892,18 +882,20 @@ class _Places:
     reading the log.
 
     Batches are noted as they are written, at no cost for each add, and
-    indexed only when someone looks one up: a one-shot sync, or a daemon
-    with a single peer, writes a million adds and looks up none.
+    indexed only when someone looks one up, the newest first and only as
+    far back as the add looked up: a one-shot sync, or a daemon with a
+    single peer, writes a million adds and looks up none, and a session
+    that pushes the add just written finds it in the batch noted last.
     """
 
     def __init__(self, limit):
         self._limit = limit
         # [count, places] of each batch, oldest first, places being a
         # function that gives (keys, offsets, lengths) until the batch is
-        # indexed, and then what it gave; the first _indexed of them are
-        # in _index.
+        # indexed, and then what it gave.
         self._batches = deque()
-        self._indexed = 0
+        # The batches not yet in _index, oldest first.
+        self._unindexed = deque()
         self._count = 0
         self._index = {}
 
@@ -916,37 +908,42 @@ class _Places:
         gives as three lists.
         """
         batches = self._batches
-        batches.append([count, places])
+        batch = [count, places]
+        batches.append(batch)
+        self._unindexed.append(batch)
         self._count += count
         while self._count - batches[0][0] >= self._limit:
-            oldCount, oldPlaces = batches.popleft()
-            self._count -= oldCount
-            if self._indexed:
-                self._indexed -= 1
-                index = self._index
-                oldKeys, oldOffsets, _ = oldPlaces
-                for key, offset in zip(oldKeys, oldOffsets):
-                    place = index.get(key)
-                    if place is not None and place[0] == offset:
-                        del index[key]
+            old = batches.popleft()
+            self._count -= old[0]
+            if self._unindexed and self._unindexed[0] is old:
+                self._unindexed.popleft()
+                continue
+            index = self._index
+            oldKeys, oldOffsets, _ = old[1]
+            for key, offset in zip(oldKeys, oldOffsets):
+                place = index.get(key)
+                if place is not None and place[0] == offset:
+                    del index[key]
 
     def get(self, key):
         """
         Where add C{key} is, C{(offset, length)}, or L{None} if not noted.
         """
-        batches = self._batches
-        while self._indexed < len(batches):
-            batch = batches[self._indexed]
+        index = self._index
+        place = index.get(key)
+        unindexed = self._unindexed
+        while place is None and unindexed:
+            batch = unindexed.pop()
             batch[1] = keys, offsets, lengths = batch[1]()
-            self._index.update(zip(keys, zip(offsets, lengths)))
-            self._indexed += 1
-        return self._index.get(key)
+            index.update(zip(keys, zip(offsets, lengths)))
+            place = index.get(key)
+        return place
 
     def clear(self):
         """
         Forget every place noted.
         """
         self._batches.clear()
-        self._indexed = 0
+        self._unindexed.clear()
         self._count = 0
         self._index = {}
