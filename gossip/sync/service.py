@@ -446,6 +446,12 @@ class LogService(Service):
                 self.switchSource(by, session)
             elif source is not None:
                 self._hush(by, [session])
+        if summary:
+            # Origins streamed from their writers that the peer holds none
+            # of yet: it would note their first adds at once.
+            for by, source in sources.items():
+                if source.peerNode == by and source is not session and by not in session.peerHave:
+                    self._hush(by, [session])
 
     def noted(self, session, noted):
         """
