@@ -11,7 +11,7 @@ from fcntl import LOCK_EX, LOCK_SH, flock
 
 from twisted.logger import Logger
 
-from gossip.store.intervals import merge
+from gossip.store.intervals import difference, merge
 from gossip.sync.amp import ProtocolError, decodeRanges
 
 __all__ = ["SharedClaims"]
@@ -103,11 +103,8 @@ class SharedClaims:
                 why=error,
             )
 
-    def publish(self, pending):
-        """
-        This process is fetching C{pending} (ranges by origin), and no more.
-        """
-        mine = [
+    def _lines(self, pending):
+        return [
             b"%s %s %s\n"
             % (
                 self.claimant,
@@ -117,6 +114,58 @@ class SharedClaims:
             for by, held in pending.items()
             if held.rangeCount()
         ]
+
+    @staticmethod
+    def _claimed(lines):
+        claimed = {}
+        for _, rest in lines:
+            try:
+                merge(claimed, decodeRanges(rest))
+            except ProtocolError:
+                continue
+        return claimed
+
+    def claim(self, wanted, pending):
+        """
+        Claim those of C{wanted} that no other process is fetching, in one
+        step under the file's lock, so that two processes asking at once
+        do not both claim the same adds.
+
+        @param wanted: ranges by origin.
+        @param pending: what this process fetches already (it goes on
+            fetching it).
+        @return: the part of C{wanted} claimed; all of it if the file
+            cannot be used.
+        """
+        try:
+            fd = self._open(LOCK_EX)
+        except OSError as e:
+            self._failed(e)
+            return wanted
+        try:
+            others = list(self._othersLines(self._read(fd)))
+            left = difference(wanted, self._claimed(others))
+            mine = {}
+            merge(mine, pending)
+            merge(mine, left)
+            lines = self._lines(mine)
+            if lines != self._published:
+                data = b"".join([claimant + b" " + rest for claimant, rest in others] + lines)
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, data, 0)
+                self._published = lines
+            return left
+        except OSError as e:
+            self._failed(e)
+            return wanted
+        finally:
+            os.close(fd)
+
+    def publish(self, pending):
+        """
+        This process is fetching C{pending} (ranges by origin), and no more.
+        """
+        mine = self._lines(pending)
         if mine == self._published:
             return
         self._published = mine
@@ -182,10 +231,4 @@ class SharedClaims:
             return {}
         finally:
             os.close(fd)
-        claimed = {}
-        for _, rest in self._othersLines(data):
-            try:
-                merge(claimed, decodeRanges(rest))
-            except ProtocolError:
-                continue
-        return claimed
+        return self._claimed(self._othersLines(data))

@@ -533,17 +533,15 @@ class LogService(Service):
             if session.pending:
                 wanted = difference(wanted, session.pending)
         if wanted and self._claims is not None:
-            elsewhere = self._claims.others()
-            if elsewhere:
-                left = difference(wanted, elsewhere)
-                if count(left) != count(wanted):
-                    # Another process fetches some: look again later, in
-                    # case it does not get them.
-                    if self._recheck is None or not self._recheck.active():
-                        self._recheck = self.reactor.callLater(
-                            CLAIM_RECHECK, self._claimsLapsed
-                        )
-                    wanted = left
+            # Claimed and checked in one step: another process asking at
+            # the same instant finds these claimed.
+            left = self._claims.claim(wanted, self._pending())
+            if count(left) != count(wanted):
+                # Another process fetches some: look again later, in case
+                # it does not get them.
+                if self._recheck is None or not self._recheck.active():
+                    self._recheck = self.reactor.callLater(CLAIM_RECHECK, self._claimsLapsed)
+                wanted = left
         return wanted
 
     def _claimsLapsed(self):
@@ -558,13 +556,15 @@ class LogService(Service):
         """
         What the sessions are fetching changed: tell other processes.
         """
-        if self._claims is None:
-            return
+        if self._claims is not None:
+            self._claims.publish(self._pending())
+
+    def _pending(self):
         pending = {}
         for session in self._sessions:
             if session.pending:
                 merge(pending, session.pending)
-        self._claims.publish(pending)
+        return pending
 
     def receive(self, data, source=None):
         """
