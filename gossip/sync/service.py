@@ -372,11 +372,10 @@ class LogService(Service):
         end the one that both ends agree to end (see L{_kept}).
         """
         for other in list(self._sessions):
-            if other is session or not _twins(other, session):
+            kept = self._keptOf(other, session)
+            if kept is None:
                 continue
-            older, newer = sorted((other, session), key=self._sessions.index)
-            kept = _kept(older, newer)
-            lost = newer if kept is older else older
+            lost = session if kept is other else other
             lost.supersede(_keptWhy(kept, lost))
             if lost is session:
                 return
@@ -401,12 +400,19 @@ class LogService(Service):
         peer service that both ends keep, or L{None} if it did not.
         """
         for other in self._sessions:
-            if other is session or not _twins(other, session):
-                continue
-            older, newer = sorted((other, session), key=self._sessions.index)
-            if _kept(older, newer) is other:
+            if self._keptOf(other, session) is other:
                 return _keptWhy(other, session)
         return None
+
+    def _keptOf(self, one, another):
+        """
+        Which of two sessions both ends keep, if they are twins (see
+        L{_kept}); else L{None}.
+        """
+        if one is another or not _twins(one, another):
+            return None
+        older, newer = sorted((one, another), key=self._sessions.index)
+        return _kept(older, newer)
 
     # Streams (docs/protocol.md, "Many nodes")
 
