@@ -597,6 +597,39 @@ class ControlTrafficTests(SynchronousTestCase):
                 self.assertGreater(perAdd, 2 * (n - 1), f"N={n}")
 
 
+def noteTicks(mesh):
+    """
+    The sessions' note ticks due on the mesh's clock.
+    """
+    return [
+        call
+        for call in mesh.clock.getDelayedCalls()
+        if getattr(call.func, "__name__", None) == "_noteTick"
+    ]
+
+
+class IdleTests(SynchronousTestCase):
+    """
+    A mesh with nothing to say schedules no note ticks: a daemon on a
+    laptop or a phone is not woken every period for each of its peers.
+    """
+
+    def test_noTicksWhenIdle(self):
+        mesh = Mesh(self, 4, fullMesh(4))
+        for node in mesh.nodes:
+            node.write(2)
+        mesh.settle(horizon=QUIET_FALLBACK)
+        mesh.assertConverged(self)
+        # The last kept notes have gone in a pulse; nothing is left to note.
+        self.assertEqual(noteTicks(mesh), [])
+        # A new add sets them going again, and it reaches everyone.
+        mesh.nodes[1].write(1)
+        mesh.pumpRounds(3)
+        self.assertNotEqual(noteTicks(mesh), [])
+        mesh.settle(horizon=QUIET_FALLBACK)
+        mesh.assertConverged(self)
+
+
 class FallbackTests(SynchronousTestCase):
     """
     A node that stops getting an origin from the peer that streams it to

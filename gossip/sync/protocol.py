@@ -845,8 +845,6 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
             self._pinger = LoopingCall(self._ping)
             self._pinger.clock = self._reactor
             self._pinger.start(self.settings.keepalive, now=False)
-        if self.streams:
-            self._scheduleNotes()
         # Adds appended since the watcher last looked belong in the summary.
         self.service.changed()
         parts = encodeRanges(self.service.have)
@@ -1349,6 +1347,8 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
                 # An origin the peer may not have heard of: it learns of
                 # it now, and can stream it.
                 self._noteAtOnce([by])
+        if self._notes:
+            self._noteLater()
         if pushed:
             self._sender.push(pushed)
 
@@ -1358,18 +1358,25 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
         """
         self._fail(failure)
 
-    def _scheduleNotes(self):
-        period = self.settings.notePeriod
-        self._noteCall = self._reactor.callLater(
-            period * random.uniform(0.8, 1.2), self._noteTick
-        )
+    def _noteLater(self):
+        """
+        Tick the note timer a period from now, unless it is ticking: it
+        ticks while there is something to note (kept back or not), and an
+        idle session does not wake for it.
+        """
+        if self._noteCall is None or not self._noteCall.active():
+            period = self.settings.notePeriod
+            self._noteCall = self._reactor.callLater(
+                period * random.uniform(0.8, 1.2), self._noteTick
+            )
 
     def _noteTick(self):
         if self._over():
             return
         self._ticks += 1
         self._sendNotes(list(self._notes), pulse=self._ticks % QUIET_TICKS == 0)
-        self._scheduleNotes()
+        if self._notes:
+            self._noteLater()
 
     def _noteAtOnce(self, origins):
         self._noteSoon.update(origins)
