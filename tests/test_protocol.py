@@ -28,6 +28,7 @@ from gossip.sync.amp import (
     AddEnd,
     AddPart,
     Adds,
+    Ping,
     ProtocolError,
     decodeRanges,
     encodeRanges,
@@ -1010,6 +1011,70 @@ class ContinuousTests(SessionMixin, SynchronousTestCase):
         self.assertSame(a, b)
         # Nothing went back where it came from.
         self.assertEqual((pa.sent, pb.sent), (2, 2))
+
+
+class KeepaliveTests(SessionMixin, SynchronousTestCase):
+    """
+    A continuous session pings its peer once the peer has been silent for
+    the keepalive period, so an idle link lasts; a link that moves nothing
+    at all ends after the timeout.
+    """
+
+    def pair(self):
+        settings = SessionSettings(keepalive=20.0, timeout=60.0)
+        a = self.node("log", says=1)
+        b = self.node("log", says=1)
+        pa = SyncProtocol(a.service, "b", settings, reactor=self.clock)
+        pb = SyncProtocol(b.service, "a", settings, reactor=self.clock)
+        pump = iosim.connect(
+            pa, iosim.makeFakeServer(pa), pb, iosim.makeFakeClient(pb), clock=self.clock
+        )
+        pumpUntil(self.clock, [pump], lambda: pa.succeeded and pb.succeeded)
+        return pa, pb, pump
+
+    def test_idleLinkLasts(self):
+        """
+        Over 1,000 idle seconds the session stays up, and the link carries
+        one ping every keepalive period or so, not one from each end: the
+        first ping heard spares the other end its own.
+        """
+        self.patch(protocolModule, "random", random.Random(20))
+        pa, pb, pump = self.pair()
+        pings = []
+        for session in (pa, pb):
+            original = session.callRemote
+
+            def counted(command, _original=original, _session=session, **arguments):
+                if command is Ping:
+                    pings.append(_session)
+                return _original(command, **arguments)
+
+            session.callRemote = counted
+        for _ in range(10000):
+            self.clock.advance(0.1)
+            pump.flush()
+        self.assertEqual((pa.failure, pb.failure), (None, None))
+        self.assertIsNotNone(pa.transport)
+        # A ping every 20 to 22 s from whichever end's turn comes first
+        # (pinging from both ends every 20 s, it was 100).
+        self.assertGreaterEqual(len(pings), 1000 // 22)
+        self.assertLessEqual(len(pings), 1000 // 20 + 5)
+        self.assertEqual({pa, pb}, set(pings))
+        # Each end heard from the other within the period, whichever pinged.
+        for session in (pa, pb):
+            self.assertLessEqual(self.clock.seconds() - session.lastContact, 22.1)
+
+    def test_stalledLinkEnds(self):
+        """
+        A link whose bytes stop moving ends at both ends after the timeout,
+        pings or not.
+        """
+        pa, pb, pump = self.pair()
+        self.clock.advance(59)
+        self.assertEqual((pa.failure, pb.failure), (None, None))
+        self.clock.advance(2)
+        self.assertEqual(pa.failure, "no message in 60 seconds")
+        self.assertEqual(pb.failure, pa.failure)
 
 
 class MeshTests(SessionMixin, SynchronousTestCase):

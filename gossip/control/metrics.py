@@ -164,7 +164,7 @@ class StatusCollector:
         )
         contact = GaugeMetricFamily(
             "gossip_peer_last_contact_timestamp_seconds",
-            "when the peer last answered anything, pings included",
+            "when the peer last sent a whole message, pings and answers included",
             labels=_PEER,
         )
         for labels, (peer, total, lag, states) in merged.items():

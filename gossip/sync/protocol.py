@@ -17,7 +17,6 @@ from enum import Enum
 import attrs
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone, ConnectionLost
-from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.protocols import amp
 from twisted.protocols.policies import TimeoutMixin
@@ -525,6 +524,7 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
         # A whole message: the peer is not silent.  Bytes that complete
         # none do not count (see _watchRate).
         self.resetTimeout()
+        self.lastContact = self._reactor.seconds()
         # AMP trusts its peer: that a box is a command it has, with the
         # arguments it takes, or an answer to a question it asked.  gossip
         # checks first, and ends the session on anything else.
@@ -676,9 +676,8 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
         if self._rateCall is not None:
             self._rateCall.cancel()
             self._rateCall = None
-        if self._pinger is not None and self._pinger.running:
-            self._pinger.stop()
         for call in (
+            self._pinger,
             self._announceCall,
             self._noteCall,
             self._noteSoonCall,
@@ -842,9 +841,8 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
         self._handshaken.settle(self)
         self._move("helloAccepted")
         if self.settings.keepalive:
-            self._pinger = LoopingCall(self._ping)
-            self._pinger.clock = self._reactor
-            self._pinger.start(self.settings.keepalive, now=False)
+            self.lastContact = self._reactor.seconds()
+            self._keepalive()
         # Adds appended since the watcher last looked belong in the summary.
         self.service.changed()
         parts = encodeRanges(self.service.have)
@@ -853,8 +851,21 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
                 self._fail
             )
 
-    def _ping(self):
-        self.callRemote(Ping).addErrback(self._fail)
+    def _keepalive(self):
+        """
+        Ping the peer once it has been silent for the keepalive period, each
+        time drawn up to a tenth longer: the two ends of an idle link do not
+        both ping, the first ping heard sparing the other end its own.
+        """
+        self._pinger = None
+        if self._over():
+            return
+        period = self.settings.keepalive * random.uniform(1.0, 1.1)
+        silent = self._reactor.seconds() - self.lastContact
+        if silent >= period:
+            self.callRemote(Ping).addErrback(self._fail)
+            silent = 0.0
+        self._pinger = self._reactor.callLater(period - silent, self._keepalive)
 
     @Ping.responder
     def ping(self):
@@ -1516,8 +1527,8 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
     # Origins this node streamed to the peer until the peer asked it to
     # stop (their stream moved elsewhere).
     streamsStopped = 0
-    # When the peer last answered anything (a ping, at least), by the
-    # session's reactor's clock.
+    # When the peer's last whole message came (a ping or an answer to one,
+    # at least), by the session's reactor's clock.
     lastContact = None
     _partBytes = 0
 
@@ -1568,7 +1579,6 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
         return d
 
     def _moved(self, result, adds, size):
-        self.lastContact = self._reactor.seconds()
         self.acked += adds
         if adds:
             self.ackedBytes += self._partBytes + size
