@@ -16,6 +16,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+import time
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from twisted.conch.ssh import keys
@@ -657,10 +658,16 @@ class StatusTests(DaemonMixin, TestCase):
         waiting = f"ssh://127.0.0.1:{freePort()}"
         daemon = self.daemon("one", "--log", self.log("one"), "--peer", waiting)
         retried = f"retrying {waiting} now\n".encode()
-        # Its retries come every second or so: one may be under way as the
-        # command asks, which it says.  Ask again until one is waiting.
-        for attempt in range(10):
-            before = self.until(daemon, waiting, "waiting")["failures"]
+        # Its retries come every quarter second for its first 10 s, then
+        # further apart: one may be under way as the command asks, which it
+        # says.  Ask when the next is a second or more away, until one is
+        # waiting.
+        for attempt in range(100):
+            peer = self.until(daemon, waiting, "waiting")
+            if peer["retryIn"] < 1.0:
+                time.sleep(0.1)
+                continue
+            before = peer["failures"]
             status, out, err = run("connect", "--control", daemon.control, "127.0.0.1")
             self.assertIn(
                 (status, out, err),
