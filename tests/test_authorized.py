@@ -180,6 +180,20 @@ class ParseTests(SynchronousTestCase):
         self.assertFalse(grant.mayOpen(b"a.lo"))
         self.assertFalse(grant.readOnly)
 
+    def test_nodes(self):
+        """
+        C{gossip-nodes} limits the node identities the key's peer may say
+        it is, a quoted list separated by commas.
+        """
+        grant = self.parseOne(
+            b'gossip-nodes="KxNtKjY9ql_L8JPTQDft, snz0" ' + publicLine(newKey())
+        )
+        self.assertEqual(grant.nodes, frozenset([b"KxNtKjY9ql_L8JPTQDft", b"snz0"]))
+        self.assertTrue(grant.maySpeakFor(b"snz0"))
+        self.assertFalse(grant.maySpeakFor(b"snz"))
+        self.assertIsNone(grant.logs)
+        self.assertTrue(self.parseOne(publicLine(newKey())).maySpeakFor(b"anyone"))
+
     def test_logsAroundCommas(self):
         """
         Whitespace around a log name is not part of it; whitespace inside
@@ -336,6 +350,15 @@ class ParseTests(SynchronousTestCase):
         self.assertRefused(
             b'gossip-logs="a",gossip-logs="b" ' + publicLine(newKey()), "only once"
         )
+
+    def test_nodesTwiceOrEmpty(self):
+        """
+        C{gossip-nodes} may appear only once, and names no empty identity.
+        """
+        key = newKey()
+        self.assertRefused(b'gossip-nodes="a",gossip-nodes="b" ' + publicLine(key), "only once")
+        self.assertRefused(b'gossip-nodes="a,,b" ' + publicLine(key), "empty node identity")
+        self.assertRefused(b"gossip-nodes " + publicLine(key), "needs a value")
 
     def test_badLogNames(self):
         """

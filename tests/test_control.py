@@ -37,6 +37,7 @@ from gossip.store.logfile import Log
 from gossip.sync.sessions import Sessions
 from gossip.transport.reach import UNREACHABLE_MAX, Peer, PeerService, _PeerFactory, retryDelay
 from gossip.transport.reasons import inWords
+from gossip.transport.ssh.authorized import Grant
 from tests.helpers import (
     ENV,
     contents,
@@ -401,14 +402,8 @@ class EndpointTests(SynchronousTestCase):
         self.assertFalse(os.path.exists(path))
 
 
-class _Grant:
-    def __init__(self, blob, fingerprint):
-        self.key = keys.Key(ed25519.Ed25519PrivateKey.generate()).public()
-        self.fingerprint = fingerprint
-        self.readOnly = False
-
-    def mayOpen(self, name):
-        return True
+def _grant(key=None, **restrictions):
+    return Grant((key or newKey()).public(), "test", 1, **restrictions)
 
 
 class _Store:
@@ -427,15 +422,38 @@ class RevokeTests(SynchronousTestCase):
 
     def test_revoke(self):
         sessions = Sessions(Clock(), {})
-        kept, dropped = _Grant(b"", "SHA256:kept"), _Grant(b"", "SHA256:dropped")
+        kept, dropped = _grant(), _grant()
         protocols = [sessions.protocolFor(grant, "peer") for grant in (kept, dropped)]
+        ended = self.watch(protocols)
+        self.assertEqual(sessions.revoke(_Store([kept])), (1, 1))
+        self.assertEqual(ended, [protocols[1]])
+        self.assertIn(dropped.fingerprint, protocols[1].failure)
+        self.assertIn("no longer may", protocols[1].failure)
+        self.assertIsNone(protocols[0].failure)
+
+    def test_revokeNode(self):
+        """
+        A key whose reloaded line no longer lets it speak for the node its
+        session's peer said it is (C{gossip-nodes}) has that session ended.
+        """
+        sessions = Sessions(Clock(), {})
+        key = newKey()
+        protocols = [sessions.protocolFor(_grant(key), "peer") for _ in range(2)]
+        protocols[0].peerNode, protocols[1].peerNode = b"laptop", b"phone"
+        ended = self.watch(protocols)
+        self.assertEqual(sessions.revoke(_Store([_grant(key, nodes=frozenset([b"laptop"]))])), (1, 1))
+        self.assertEqual(ended, [protocols[1]])
+
+    def watch(self, protocols):
+        """
+        Give each of C{protocols} a transport that records its being closed.
+
+        @return: the list of those closed, in order.
+        """
         ended = []
         for protocol in protocols:
             protocol.transport = type("T", (), {"loseConnection": lambda self, p=protocol: ended.append(p)})()
-        self.assertEqual(sessions.revoke(_Store([kept])), (1, 1))
-        self.assertEqual(ended, [protocols[1]])
-        self.assertIn("SHA256:dropped", protocols[1].failure)
-        self.assertIsNone(protocols[0].failure)
+        return ended
 
 
 SAMPLE = {

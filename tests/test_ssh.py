@@ -477,6 +477,32 @@ class SyncTests(ServerMixin, TestCase):
         protocol = await self.syncOnce(self.client())
         self.assertTrue(protocol.succeeded)
 
+    async def test_otherNodeRefused(self):
+        """
+        A key limited to other nodes cannot say it is this one: the session
+        is refused, naming the key and the node, and nothing is written.
+        """
+        self.trustHost()
+        self.authorize(publicLine(self.clientKey, b'gossip-nodes="someone,else"'))
+        client = self.client()
+        protocol = await self.syncOnce(client)
+        self.assertFalse(protocol.succeeded)
+        shown = client.service.identity.decode()
+        self.assertIn(f"may not speak for node {shown!r}", protocol.failure)
+        self.assertEqual(len(self.server.keys()), 1)
+
+    async def test_limitedToThisNode(self):
+        """
+        A key limited to nodes that include the peer's syncs.
+        """
+        self.trustHost()
+        client = self.client()
+        nodes = b'gossip-nodes="someone,' + client.service.identity + b'"'
+        self.authorize(publicLine(self.clientKey, nodes))
+        protocol = await self.syncOnce(client)
+        self.assertTrue(protocol.succeeded)
+        self.assertEqual(len(self.server.keys()), 2)
+
     async def test_noSuchLog(self):
         """
         A log the server does not serve is refused by name.

@@ -355,7 +355,9 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
 
     A session made without a service gets one when the peer's hello
     arrives: C{choose(name, anyName)} returns the service of the log the
-    peer wants, or raises L{Refused}.
+    peer wants, or raises L{Refused}.  With C{vouch}, C{vouch(node)} says
+    why the peer may not say it is the node whose identity is C{node}, or
+    returns L{None} if it may.
     """
 
     log = Logger()
@@ -372,11 +374,13 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
         readOnly=False,
         want=None,
         dialled=False,
+        vouch=None,
     ):
         amp.AMP.__init__(self)
         self.settings = settings
         self.service = service
         self._choose = choose
+        self._vouch = vouch
         self.want = want
         self.readOnly = readOnly
         self.peerReadOnly = False
@@ -807,6 +811,8 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
             why = f"protocol version {version} is not {PROTOCOL_VERSION}: upgrade one end"
         elif node == self.service.identity:
             why = "that is this same node (the same log)"
+        elif self._vouch is not None and (unvouched := self._vouch(node)) is not None:
+            why = unvouched
         elif self.want is not None and log != self.want and not self.settings.anyName:
             # A forced command or a Subsystem line serves one log whatever
             # is asked for: not the one the user named.

@@ -59,6 +59,7 @@ class Sessions:
             reactor=self.reactor,
             choose=lambda name, anyName: self.choose(grant, name, anyName),
             readOnly=grant is not None and grant.readOnly,
+            vouch=None if grant is None or grant.nodes is None else _vouchFor(grant),
         )
         entry = Incoming(protocol, grant, host, self.reactor.seconds())
         self.incoming.append(entry)
@@ -79,9 +80,12 @@ class Sessions:
                 continue
             protocol = entry.protocol
             grant = store.grantFor(entry.grant.key.blob(), entry.host)
-            allowed = grant is not None and (
-                protocol.service is None or grant.mayOpen(protocol.service.name)
-            ) and (protocol.readOnly or not grant.readOnly)
+            allowed = (
+                grant is not None
+                and (protocol.service is None or grant.mayOpen(protocol.service.name))
+                and (protocol.readOnly or not grant.readOnly)
+                and (protocol.peerNode is None or grant.maySpeakFor(protocol.peerNode))
+            )
             if allowed:
                 kept += 1
                 continue
@@ -115,6 +119,21 @@ class Sessions:
         certificates are signed by its CA, so they may sync any log.
         """
         return _TLSFactory(self)
+
+
+def _vouchFor(grant):
+    """
+    What a session's C{vouch} asks of C{grant}: why its key's peer may not
+    say it is a node, if it may not.
+    """
+
+    def vouch(node):
+        if grant.maySpeakFor(node):
+            return None
+        shown = node.decode("ascii", "backslashreplace")
+        return f"key {grant.fingerprint} may not speak for node {shown!r}"
+
+    return vouch
 
 
 class _TLSFactory(Factory):

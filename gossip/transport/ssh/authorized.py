@@ -4,12 +4,14 @@ Who may connect to gossip's SSH server: the keys an OpenSSH
 C{authorized_keys} file lists, and what each may do.
 
 Each line is C{[options] keytype base64 [comment]}, as for sshd.  Besides
-OpenSSH's own options gossip understands two of its own::
+OpenSSH's own options gossip understands three of its own::
 
     gossip-logs="a.log,b.log",gossip-read-only ssh-ed25519 AAAA... alice
+    gossip-nodes="KxNtKjY9ql_L8JPTQDft" ssh-ed25519 AAAA... laptop
 
-C{gossip-logs} limits a key to the logs so named (their files' base names)
-and C{gossip-read-only} refuses the key's adds.  OpenSSH's C{from} and
+C{gossip-logs} limits a key to the logs so named (their files' base names),
+C{gossip-read-only} refuses the key's adds, and C{gossip-nodes} limits the
+node identities its peer may say it is (the C{I} of its logs' first adds).  OpenSSH's C{from} and
 C{expiry-time} are honoured; its options about shells, terminals,
 forwarding, agents, X11 and the environment are accepted as already true,
 since gossip's server offers none of those.  A line gossip cannot honour in
@@ -90,7 +92,7 @@ _REFUSED = {
 }
 
 _FLAGS = _MOOT_FLAGS | {b"gossip-read-only"}
-_VALUED = _MOOT_VALUED | {b"gossip-logs", b"from", b"expiry-time"}
+_VALUED = _MOOT_VALUED | {b"gossip-logs", b"gossip-nodes", b"from", b"expiry-time"}
 
 _FIELD = re.compile(rb"[^ \t]*")
 _FIELD_SEPARATOR = re.compile(rb"[ \t]+")
@@ -161,6 +163,10 @@ class Grant:
 
     @ivar readOnly: whether the key's adds are refused.
     @type readOnly: L{bool}
+
+    @ivar nodes: the node identities the key's peer may say it is, or
+        L{None} for any.
+    @type nodes: L{frozenset} of L{bytes} or L{None}
     """
 
     key = attrs.field(repr=False, hash=False)
@@ -169,6 +175,7 @@ class Grant:
     fingerprint = attrs.field(init=False)
     logs = attrs.field(default=None)
     readOnly = attrs.field(default=False)
+    nodes = attrs.field(default=None)
     _sources = attrs.field(default=None, repr=False)
     _expires = attrs.field(default=None, repr=False)
 
@@ -187,6 +194,16 @@ class Grant:
         @rtype: L{bool}
         """
         return self.logs is None or name in self.logs
+
+    def maySpeakFor(self, node):
+        """
+        Whether this key's peer may say it is the node whose identity is
+        C{node}.
+
+        @type node: L{bytes}
+        @rtype: L{bool}
+        """
+        return self.nodes is None or node in self.nodes
 
     def _admits(self, address, now):
         """
@@ -420,6 +437,10 @@ def _interpret(options):
             if "logs" in restrictions:
                 raise _Refused(f"option {shown} may appear only once")
             restrictions["logs"] = _readLogs(value)
+        elif name == b"gossip-nodes":
+            if "nodes" in restrictions:
+                raise _Refused(f"option {shown} may appear only once")
+            restrictions["nodes"] = _readNodes(value)
         elif name == b"from":
             if "sources" in restrictions:
                 raise _Refused(f"option {shown} may appear only once")
@@ -431,21 +452,40 @@ def _interpret(options):
     return restrictions
 
 
+def _readNames(value, option, what):
+    """
+    Read the value of C{option}: names separated by commas, none empty.
+
+    @rtype: L{frozenset} of L{bytes}
+    """
+    names = frozenset(name.strip(b" \t") for name in value.split(b","))
+    if b"" in names:
+        raise _Refused(f"{option} has an empty {what}")
+    return names
+
+
 def _readLogs(value):
     """
     Read a C{gossip-logs} value: log names separated by commas.
 
     @rtype: L{frozenset} of L{bytes}
     """
-    names = frozenset(name.strip(b" \t") for name in value.split(b","))
-    if b"" in names:
-        raise _Refused("gossip-logs has an empty log name")
+    names = _readNames(value, "gossip-logs", "log name")
     for name in names:
         if b"/" in name:
             raise _Refused(
                 f"gossip-logs names {_show(name)}, but a log's name is its file's base name"
             )
     return names
+
+
+def _readNodes(value):
+    """
+    Read a C{gossip-nodes} value: node identities separated by commas.
+
+    @rtype: L{frozenset} of L{bytes}
+    """
+    return _readNames(value, "gossip-nodes", "node identity")
 
 
 def _readSources(value):
