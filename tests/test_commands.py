@@ -19,6 +19,7 @@ import time
 
 from twisted.trial.unittest import TestCase
 
+from gossip.cli.cloning import cloneMarker, markClone
 from gossip.store.format import decodeLine, encodeAdd
 from gossip.store.logfile import Log
 from tests.helpers import (
@@ -634,6 +635,42 @@ class CloneTests(TestCase):
         # Whole now: not a clone to go on with.
         status, out, err = run("clone", self.source, self.new)
         self.assertIn("already exists", oneLine(self, err))
+
+    def resumeFrom(self, tail):
+        """
+        Resume a clone whose new log holds its identity, the source's first
+        lines, and then C{tail}, as a clone killed mid-write leaves it.
+
+        @return: the new log's identity.
+        """
+        markClone(self.new, self.source)
+        with open(self.source, "rb") as f:
+            # A clone takes only the adds that have a by and an at.
+            lines = [line for line in f if b"<by=" in line]
+        with open(self.new, "wb") as f:
+            f.write(encodeAdd([(b"I", b"clone-identity")]))
+            f.writelines(lines[:20])
+            f.write(tail(lines[20]))
+        status, out, err = run("clone", self.source, self.new)
+        self.assertEqual((status, out, err), (0, b"", ""))
+        self.assertCloned()
+        self.assertFalse(os.path.exists(cloneMarker(self.new)))
+        return contents(self.new).identity
+
+    def test_resumesAfterPartOfALine(self):
+        """
+        Part of a line at the end of an unfinished clone is cut off before
+        the clone goes on: the finished clone has no damaged line.
+        """
+        identity = self.resumeFrom(lambda line: line[: len(line) // 2])
+        self.assertEqual(identity, b"clone-identity")
+
+    def test_resumesAfterAddWithoutLF(self):
+        """
+        An add whole but for its LF at the end of an unfinished clone is
+        kept, ended, and not written again.
+        """
+        self.resumeFrom(lambda line: line[:-1])
 
     def test_missingSource(self):
         """

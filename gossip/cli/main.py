@@ -549,6 +549,11 @@ def _prepareClone(options):
         # Written before the log: a clone killed at any instant is resumed
         # by the same command, not refused as a log that exists.
         markClone(options.newlog, options.source)
+    else:
+        # Killed mid-write, the clone may have left part of a line: no one
+        # else has used the new log, so it goes rather than stay as a
+        # damaged line that every reader would report.
+        Log(options.newlog).cutUnfinishedLine()
     options.resuming = resuming
     options.log = options.newlog
     options.peer = options.source

@@ -1675,6 +1675,27 @@ class Log:
 
         self._locked(drop, create=False)
 
+    def cutUnfinishedLine(self):
+        """
+        Cut an unfinished last line that is no add (a writer killed part way
+        through writing left it) off the end of a log that no other process
+        uses yet: an unfinished clone.  Any other log keeps such a line, its
+        next append ending it as one damaged line, since a reader may be
+        reading it.
+
+        @return: how many bytes were cut.
+        @raise LogError: if the log cannot be written.
+        """
+
+        def cut(fd, state, torn):
+            if not torn:
+                return 0
+            size = os.fstat(fd).st_size
+            os.ftruncate(fd, state.offset)
+            return size - state.offset
+
+        return self._locked(cut, create=True)
+
     def _ensureIdentity(self, state):
         if state.identity is not None:
             return
