@@ -464,7 +464,8 @@ SAMPLE = {
     "control": "unix:/run/c.sock",
     "logs": [
         {
-            "path": "/home/a/notes.log", "name": "notes.log", "adds": 1234, "bytes": 56789,
+            "path": "/home/a/notes.log", "name": "notes.log", "node": "KxNtKjY9ql_L8JPTQDft",
+            "adds": 1234, "bytes": 56789,
             "identities": 3, "corrupt": 0, "lastAdd": 995.0, "watcher": "inotify", "sessions": 1,
         }
     ],
@@ -517,6 +518,7 @@ class FormatTests(SynchronousTestCase):
         self.assertIn("waiting 8 s before retry 4", text)
         self.assertIn("last failure (4 attempts in a row): connection refused", text)
         self.assertIn("alice SHA256:abc", text)
+        self.assertRegex(text, r"/home/a/notes\.log +KxNtKjY9ql_L8JPTQDft +1234 ")
         self.assertIn("/home/a/.ssh/authorized_keys (2 keys)", text)
         # The peers' columns line up: each row's state starts where the
         # header's STATE does.
@@ -627,11 +629,14 @@ class StatusTests(DaemonMixin, TestCase):
         status = self.status(daemon)
         [log] = status["logs"]
         self.assertEqual((log["path"], log["adds"], log["identities"]), (a, 2, 2))
+        self.assertEqual(log["node"].encode(), Log(a).state().identity)
         self.assertEqual(log["corrupt"], 0)
         self.assertIn(log["watcher"], ("inotify", "polling"))
         self.assertEqual(log["bytes"], os.path.getsize(a))
         peer = self.peer(daemon, connected)
         self.assertEqual((peer["peerLacks"], peer["weLack"]), (0, 0))
+        self.assertEqual(peer["node"].encode(), Log(b).state().identity)
+        self.assertIsNone(waitingPeer["node"])
         self.assertEqual(peer["session"]["received"], 1)
         self.assertEqual(peer["session"]["sent"], 1)
         self.assertGreater(peer["session"]["sentBytes"], 0)

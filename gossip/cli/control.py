@@ -105,10 +105,11 @@ def formatStatus(status):
     ]
     lines += ["", "logs"]
     lines += _table(
-        ["PATH", "ADDS", "SIZE", "IDENTITIES", "CORRUPT", "LAST ADD", "WATCHER"],
+        ["PATH", "NODE", "ADDS", "SIZE", "IDENTITIES", "CORRUPT", "LAST ADD", "WATCHER"],
         [
             [
                 log["path"],
+                log.get("node") or "-",
                 str(log["adds"]),
                 _size(log["bytes"]),
                 str(log["identities"]),

@@ -46,6 +46,7 @@ def _log(service):
     return {
         "path": path,
         "name": service.name.decode("utf-8", "replace"),
+        "node": _node(service.identity),
         "adds": count(service.have),
         "bytes": size,
         "identities": len(service.have),
@@ -82,7 +83,15 @@ def _session(session):
         "weLack": weLack,
         "session": _moved(session),
         "lastContact": session.lastContact,
+        "node": _node(session.peerNode),
     }
+
+
+def _node(identity):
+    """
+    A node's identity as text (it is ASCII as gossip makes it), or L{None}.
+    """
+    return None if identity is None else identity.decode("ascii", "backslashreplace")
 
 
 def _outgoing(peer, now):
@@ -101,6 +110,7 @@ def _outgoing(peer, now):
         "session": None,
         "connectedSince": None,
         "lastContact": None,
+        "node": None,
     }
     if peer.state in ("waiting", "refused") and peer.retryAt is not None:
         entry["retry"] = peer.retry
@@ -135,6 +145,7 @@ def _incoming(incoming):
         "weLack": None,
         "session": _moved(session),
         "lastContact": session.lastContact,
+        "node": None,
     }
     if session.service is not None:
         entry.update(_session(session))
