@@ -661,6 +661,33 @@ class FallbackTests(SynchronousTestCase):
         mesh.settle()
         self.assertEqual(set(adds(mesh.nodes[2].path)), mesh.written())
 
+    def test_keptNotesAtOnce(self):
+        """
+        The peers asked to keep quiet about an origin (its writer streams
+        it) send what they kept the moment its source is no longer the
+        writer, in the same turn, not at their next pulse: the node knows
+        at once which of them hold the adds.
+        """
+        mesh = self.warm(4, fullMesh(4))
+        writer = mesh.nodes[0].service.identity
+        node = mesh.nodes[3].service
+        mesh.nodes[0].write(5)
+        mesh.settle()
+        written = Intervals()
+        for by, at in mesh.nodes[0].written:
+            written.add(at)
+        others = [session for session in node.sessions if session.peerNode != writer]
+        self.assertEqual(len(others), 2)
+        # Each holds them, but kept quiet about it.
+        for session in others:
+            held = session.peerHave.get(writer, Intervals())
+            self.assertEqual(written.difference(held), written)
+        mesh.partition((0, 3))
+        mesh.settle()
+        for session in others:
+            held = session.peerHave.get(writer, Intervals())
+            self.assertEqual(written.difference(held), Intervals())
+
     def test_writerStalled(self):
         """
         An origin streamed from its writer is not noted by the other peers
