@@ -427,6 +427,9 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
         # streams them to it), and those this node asked the peer not to.
         self.txQuiet = set()
         self.rxQuiet = set()
+        # Origins of txQuiet the log gained adds of since they were last
+        # noted: their notes are worked out when they go.
+        self._quietGained = set()
         self._notes = {}
         # Origins whose adds this session has noted at least once.
         self._told = set()
@@ -1349,8 +1352,14 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
         """
         peerHave = self.peerHave
         txStreams = self.txStreams
+        txQuiet = self.txQuiet
         pushed = {}
         for by, new in added.items():
+            if by in txQuiet:
+                # Kept back: what the peer lacks of it is worked out when
+                # it is noted (see _noteLacking).
+                self._quietGained.add(by)
+                continue
             held = peerHave.get(by)
             if held is not None:
                 new = new.difference(held)
@@ -1364,7 +1373,7 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
                 # An origin the peer may not have heard of: it learns of
                 # it now, and can stream it.
                 self._noteAtOnce([by])
-        if self._notes:
+        if self._notes or self._quietGained:
             self._noteLater()
         if pushed:
             self._sender.push(pushed)
@@ -1391,8 +1400,12 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
         if self._over():
             return
         self._ticks += 1
-        self._sendNotes(list(self._notes), pulse=self._ticks % QUIET_TICKS == 0)
-        if self._notes:
+        pulse = self._ticks % QUIET_TICKS == 0
+        if pulse:
+            gained, self._quietGained = self._quietGained, set()
+            self._noteLacking(gained)
+        self._sendNotes(list(self._notes), pulse=pulse)
+        if self._notes or self._quietGained:
             self._noteLater()
 
     def _noteAtOnce(self, origins):
@@ -1473,24 +1486,34 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
                 loud = self.txQuiet.intersection(named)
                 self.txQuiet.difference_update(loud)
                 if loud:
+                    self._quietGained.difference_update(loud)
+                    self._noteLacking(loud)
                     self._noteAtOnce(loud)
             return {}
         if len(self.txStreams.union(named)) > _MAX_ORIGINS:
             raise Refused(f"streams of more than {_MAX_ORIGINS} origins")
         self.txQuiet.difference_update(named)
+        self._quietGained.difference_update(named)
         self.txStreams.update(named)
         # What the log holds of them that the peer is not known to, it
         # learns now (and asks for); what comes from now on is pushed.
+        self._noteLacking(named)
+        self._sendNotes(named)
+        return {}
+
+    def _noteLacking(self, origins):
+        """
+        Note, when the session next notes them, all that the log holds of
+        C{origins} that the peer is not known to hold.
+        """
         have = self.service.have
-        for by in named:
+        for by in origins:
             held = have.get(by)
             if held is not None:
                 peerHeld = self.peerHave.get(by)
                 lacking = held if peerHeld is None else held.difference(peerHeld)
                 if lacking.ranges():
                     heldBy(self._notes, by).update(lacking)
-        self._sendNotes(named)
-        return {}
 
     @Note.responder
     def note(self, ranges):
