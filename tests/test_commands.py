@@ -156,6 +156,30 @@ class SyncLogTests(SyncTestsMixin, TestCase):
         self.assertEqual((status, err), (0, ""))
         self.assertEqual(contents(log).keySet, contents(self.b).keySet)
 
+    def test_serveNodes(self):
+        """
+        C{gossip serve --stdio --nodes ID,...} (a forced command's
+        counterpart of C{gossip-nodes}) refuses a peer that says it is
+        another node, in one line, writing nothing; a peer it names syncs.
+        An empty identity is a usage error.
+        """
+        identity = Log(self.a).state().identity.decode()
+        before = readBytes(self.b)
+        status, out, err = run(
+            "sync", "--once", self.a, "--", *serveCommand(self.b, "--nodes", "someone")
+        )
+        self.assertEqual(status, 1)
+        self.assertIn(f"this peer (serve --nodes) may not speak for node {identity!r}", err)
+        self.assertEqual(readBytes(self.b), before)
+        status, out, err = run(
+            "sync", "--once", self.a, "--", *serveCommand(self.b, "--nodes", f"someone, {identity}")
+        )
+        self.assertEqual((status, err), (0, ""))
+        self.assertSynced()
+        status, out, err = runMain("serve", "--stdio", "--nodes", "a,,b", self.b)
+        self.assertEqual(status, 2)
+        self.assertIn("an empty node identity", oneLine(self, err.decode()))
+
     def test_usage(self):
         """
         A sync needs one peer: a log or a command, not both, not none.

@@ -29,6 +29,7 @@ from gossip.transport.errors import CommandError
 from gossip.cli.cloning import cloneMarker
 from gossip.cli.options import sessionSettings
 from gossip.sync.factories import SyncFactory
+from gossip.sync.protocol import vouchFor
 from gossip.sync.service import LogService
 from gossip.transport.command import SpawnedEndpoint, widenPipe
 from gossip.transport.reach import Reach, urlEndpoint
@@ -171,6 +172,8 @@ async def _serve(reactor, options):
     )
     service.startService()
     factory = SyncFactory(service, "stdio peer", settings(options), once=options.once)
+    if options.nodes is not None:
+        factory.vouch = vouchFor(options.nodes, "this peer (serve --nodes)")
     protocol = factory.buildProtocol(None)
     for fd in (0, 1):
         widenPipe(fd)

@@ -262,6 +262,12 @@ def _parser():
         action="store_true",
         help="create LOG if it does not exist (without it, a mistyped LOG is an error)",
     )
+    serve.add_argument(
+        "--nodes",
+        type=_nodesArgument,
+        metavar="ID[,ID...]",
+        help="refuse a peer that says it is another node (an ID is the I= of a log's first add)",
+    )
     _syncOptions(serve)
     serve.add_argument("log", metavar="LOG")
     serve.set_defaults(run=_reactorCommand("serve"), peerCommand=None)
@@ -401,6 +407,18 @@ def _controlCommand(options):
     from gossip.cli.control import command
 
     return command(options)
+
+
+def _nodesArgument(text):
+    """
+    C{serve --nodes}: node identities separated by commas, none empty.
+    """
+    import argparse
+
+    nodes = frozenset(os.fsencode(node.strip()) for node in text.split(","))
+    if b"" in nodes:
+        raise argparse.ArgumentTypeError("an empty node identity")
+    return nodes
 
 
 def _timeArgument(text):

@@ -26,6 +26,8 @@ class SyncFactory(Factory):
     want: bytes | None = None
     # Whether these sessions are the ones that dialled the peer.
     dialled: bool = False
+    # Why the peer may not say it is a node, if it may not (see SyncProtocol).
+    vouch: object = None
 
     def buildProtocol(self, addr):
         return SyncProtocol(
@@ -36,4 +38,5 @@ class SyncFactory(Factory):
             progress=self.progress,
             want=self.want,
             dialled=self.dialled,
+            vouch=self.vouch,
         )

@@ -75,6 +75,7 @@ __all__ = [
     "Had",
     "SessionState",
     "SyncProtocol",
+    "vouchFor",
 ]
 
 
@@ -333,6 +334,23 @@ class _Outcome:
             waiter.errback(self._result)
         else:
             waiter.callback(self._result)
+
+
+def vouchFor(nodes, who):
+    """
+    A session's C{vouch} that lets its peer say it is only one of C{nodes}
+    (node identities).
+
+    @param who: who may not, for the refusal: C{"key SHA256:..."}.
+    """
+
+    def vouch(node):
+        if node in nodes:
+            return None
+        shown = node.decode("ascii", "backslashreplace")
+        return f"{who} may not speak for node {shown!r}"
+
+    return vouch
 
 
 @implementer(ISyncSession)

@@ -7,7 +7,7 @@ import attrs
 from twisted.internet.protocol import Factory
 
 from gossip.sync.amp import Refused
-from gossip.sync.protocol import SyncProtocol
+from gossip.sync.protocol import SyncProtocol, vouchFor
 from gossip.sync.settings import SessionSettings
 
 __all__ = ["Incoming", "Sessions"]
@@ -59,7 +59,11 @@ class Sessions:
             reactor=self.reactor,
             choose=lambda name, anyName: self.choose(grant, name, anyName),
             readOnly=grant is not None and grant.readOnly,
-            vouch=None if grant is None or grant.nodes is None else _vouchFor(grant),
+            vouch=(
+                None
+                if grant is None or grant.nodes is None
+                else vouchFor(grant.nodes, f"key {grant.fingerprint}")
+            ),
         )
         entry = Incoming(protocol, grant, host, self.reactor.seconds())
         self.incoming.append(entry)
@@ -119,21 +123,6 @@ class Sessions:
         certificates are signed by its CA, so they may sync any log.
         """
         return _TLSFactory(self)
-
-
-def _vouchFor(grant):
-    """
-    What a session's C{vouch} asks of C{grant}: why its key's peer may not
-    say it is a node, if it may not.
-    """
-
-    def vouch(node):
-        if grant.maySpeakFor(node):
-            return None
-        shown = node.decode("ascii", "backslashreplace")
-        return f"key {grant.fingerprint} may not speak for node {shown!r}"
-
-    return vouch
 
 
 class _TLSFactory(Factory):
