@@ -1530,7 +1530,7 @@ class SyncProtocol(amp.AMP, TimeoutMixin):
             if held is not None:
                 peerHeld = self.peerHave.get(by)
                 lacking = held if peerHeld is None else held.difference(peerHeld)
-                if lacking.ranges():
+                if lacking.rangeCount():
                     heldBy(self._notes, by).update(lacking)
 
     @Note.responder

@@ -193,9 +193,9 @@ class LogService(Service):
         if (st.st_dev, st.st_ino) != self._fileId or st.st_size < self._offset:
             self._log.warn("{path} was replaced or truncated; reading it again", path=self.log.path)
             self._load()
-            everything = {by: held.difference(Intervals()) for by, held in self.have.items()}
-            for session in list(self._sessions):
-                session.localAdds(everything)
+            everything = {}
+            merge(everything, self.have)
+            self._tell(everything)
             return
         if st.st_size == self._offset:
             return
@@ -224,7 +224,9 @@ class LogService(Service):
                     continue
             if key is not None and self._learn(key, offset, length):
                 keys.append(key)
-        self._tell(keys)
+        added = {}
+        addKeys(added, keys)
+        self._tell(added)
 
     def _unchanged(self):
         try:
@@ -247,22 +249,15 @@ class LogService(Service):
         self._recent.add(1, lambda: ([key], [offset], [length]))
         return True
 
-    def _tell(self, keys, source=None, spans=None):
+    def _tell(self, added, source=None):
         """
-        Tell the sessions (but C{source}) of new adds: C{keys}, C{(by, at)}
-        pairs, or their L{gossip.store.intervals.spans} if known (then
-        C{keys} is not looked at).
+        Tell the sessions (but C{source}) of new adds C{added}, ranges by
+        origin.
         """
-        added = {}
-        if spans is not None:
-            addSpans(added, spans)
-        else:
-            addKeys(added, keys)
-        if not added:
-            return
-        for session in list(self._sessions):
-            if session is not source:
-                session.localAdds(added)
+        if added:
+            for session in list(self._sessions):
+                if session is not source:
+                    session.localAdds(added)
 
     @property
     def sessions(self):
@@ -662,10 +657,12 @@ class LogService(Service):
                 self._recent.add(result.count, result.places)
                 self._offset = result.end
                 if any(session is not source for session in self._sessions):
+                    added = {}
                     if spans is not None:
-                        self._tell(None, source, spans)
+                        addSpans(added, spans)
                     else:
-                        self._tell(result.keys, source)
+                        addKeys(added, result.keys)
+                    self._tell(added, source)
             else:
                 self._readNew()
         return result
