@@ -987,6 +987,32 @@ class ClaimsFileTests(SynchronousTestCase):
         # Claiming what is claimed already writes nothing new.
         self.assertEqual(one.claim({b"p": Intervals([(6, 7)])}, {b"p": Intervals([(0, 5)])}), {})
 
+    def test_claimPastDamage(self):
+        """
+        C{claim} reads past damaged lines (a line cut short, a line that is
+        not ranges) and the lines of a process that no longer runs, claiming
+        what they name; another live process's damaged lines are left as
+        they are.
+        """
+        dead = subprocess.Popen([sys.executable, "-c", "pass"])
+        dead.wait()
+        mine = SharedClaims(self.log, b"mine")
+        live = b"%d.live" % (os.getpid(),)
+        with open(mine.path, "wb") as f:
+            f.write(b"%d 70 0-5\n" % (dead.pid,))
+            f.write(live + b" 71 0-3\n")
+            f.write(live + b" 72 nonsense\n")
+            f.write(live + b" 73 0-1")
+        wanted = {b"p": Intervals([(0, 5)]), b"q": Intervals([(0, 5)]), b"s": Intervals([(0, 1)])}
+        left = mine.claim(wanted, {})
+        self.assertEqual(
+            left, {b"p": Intervals([(0, 5)]), b"q": Intervals([(3, 5)]), b"s": Intervals([(0, 1)])}
+        )
+        with open(mine.path, "rb") as f:
+            lines = f.read().splitlines()
+        self.assertEqual(lines[:2], [live + b" 71 0-3", live + b" 72 nonsense"])
+        self.assertEqual(len(lines), 5)
+
     def test_removedWhenEmpty(self):
         """
         The last process to stop, claiming nothing, takes the file away.
